@@ -1,0 +1,331 @@
+//! The crossover rule and ATR stops, per series.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::indicators::{Atr, Ema, Sma};
+use crate::time::Ts;
+use crate::types::{BadCandle, Candle, Side};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaKind {
+    Sma,
+    Ema,
+}
+
+impl fmt::Display for MaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MaKind::Sma => "sma",
+            MaKind::Ema => "ema",
+        })
+    }
+}
+
+/// The parameters of one series' strategy, after per-instrument overrides.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StrategyParams {
+    pub ma: MaKind,
+    pub fast: u32,
+    pub slow: u32,
+    pub atr: u32,
+    pub sl_mult: f64,
+    pub tp_mult: f64,
+}
+
+impl Default for StrategyParams {
+    fn default() -> Self {
+        StrategyParams {
+            ma: MaKind::Sma,
+            fast: 10,
+            slow: 20,
+            atr: 14,
+            sl_mult: 1.5,
+            tp_mult: 3.0,
+        }
+    }
+}
+
+impl StrategyParams {
+    /// How signals name their strategy, e.g. `sma 10/20`.
+    pub fn label(&self) -> String {
+        format!("{} {}/{}", self.ma, self.fast, self.slow)
+    }
+
+    /// Candles of history that make every indicator defined and, for an EMA,
+    /// let the seed's weight decay below 1e-3 (`(1-k)^(4N)` ≈ e^-8).
+    pub fn warmup_candles(&self) -> u32 {
+        let ma = match self.ma {
+            MaKind::Sma => self.slow + 1,
+            MaKind::Ema => self.slow.saturating_mul(4),
+        };
+        ma.max(self.atr + 2)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Ma {
+    Sma(Sma),
+    Ema(Ema),
+}
+
+impl Ma {
+    fn new(kind: MaKind, period: u32) -> Self {
+        match kind {
+            MaKind::Sma => Ma::Sma(Sma::new(period)),
+            MaKind::Ema => Ma::Ema(Ema::new(period)),
+        }
+    }
+
+    #[inline(always)]
+    fn update(&mut self, x: f64) -> Option<f64> {
+        match self {
+            Ma::Sma(m) => m.update(x),
+            Ma::Ema(m) => m.update(x),
+        }
+    }
+
+    fn value(&self) -> Option<f64> {
+        match self {
+            Ma::Sma(m) => m.value(),
+            Ma::Ema(m) => m.value(),
+        }
+    }
+}
+
+/// What one accepted candle did to its series.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Step {
+    pub fast: Option<f64>,
+    pub slow: Option<f64>,
+    pub atr: Option<f64>,
+    pub cross: Option<Side>,
+}
+
+/// Everything a series needs to go on after a restart: indicator state, the
+/// previous MA values for the crossover test, the last accepted candle and counters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeriesState {
+    pub params: StrategyParams,
+    fast: Ma,
+    slow: Ma,
+    atr: Atr,
+    prev: Option<(f64, f64)>,
+    pub last: Option<Candle>,
+    pub candles: u64,
+    pub rejected: u64,
+    pub signals: u64,
+}
+
+impl SeriesState {
+    pub fn new(params: StrategyParams) -> Self {
+        SeriesState {
+            params,
+            fast: Ma::new(params.ma, params.fast),
+            slow: Ma::new(params.ma, params.slow),
+            atr: Atr::new(params.atr),
+            prev: None,
+            last: None,
+            candles: 0,
+            rejected: 0,
+            signals: 0,
+        }
+    }
+
+    /// Fresh indicators for new parameters, keeping the last candle so that
+    /// nothing already applied is applied (and signalled) again.
+    pub fn reset_indicators(&mut self, params: StrategyParams) {
+        let keep = (self.last, self.candles, self.rejected, self.signals);
+        *self = SeriesState::new(params);
+        (self.last, self.candles, self.rejected, self.signals) = keep;
+    }
+
+    pub fn last_time(&self) -> Option<Ts> {
+        self.last.map(|c| c.time)
+    }
+
+    pub fn values(&self) -> (Option<f64>, Option<f64>, Option<f64>) {
+        (self.fast.value(), self.slow.value(), self.atr.value())
+    }
+
+    /// Validates and applies one closed candle. A refused candle leaves the
+    /// state untouched except for the rejection counter.
+    #[inline]
+    pub fn step(&mut self, c: &Candle) -> Result<Step, BadCandle> {
+        let checked = c.check_prices().and_then(|()| match self.last {
+            Some(last) if c.time <= last.time => Err(BadCandle::NotAfter {
+                time: c.time,
+                last: last.time,
+            }),
+            _ => Ok(()),
+        });
+        if let Err(e) = checked {
+            self.rejected += 1;
+            return Err(e);
+        }
+        let fast = self.fast.update(c.close);
+        let slow = self.slow.update(c.close);
+        let atr = self.atr.update(c.high, c.low, c.close);
+        let mut cross = None;
+        if let (Some(f), Some(s)) = (fast, slow) {
+            if let (Some((pf, ps)), Some(_)) = (self.prev, atr) {
+                if f > s && pf <= ps {
+                    cross = Some(Side::Buy);
+                } else if f < s && pf >= ps {
+                    cross = Some(Side::Sell);
+                }
+            }
+            self.prev = Some((f, s));
+        }
+        self.last = Some(*c);
+        self.candles += 1;
+        self.signals += u64::from(cross.is_some());
+        Ok(Step {
+            fast,
+            slow,
+            atr,
+            cross,
+        })
+    }
+}
+
+/// Stop loss and take profit for an entry at `price`.
+pub fn stops(side: Side, price: f64, atr: f64, p: &StrategyParams) -> (f64, f64) {
+    match side {
+        Side::Buy => (price - atr * p.sl_mult, price + atr * p.tp_mult),
+        Side::Sell => (price + atr * p.sl_mult, price - atr * p.tp_mult),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Instrument, Timeframe};
+
+    fn candles(closes: &[f64]) -> Vec<Candle> {
+        let instrument = Instrument::new("EUR_USD").unwrap_or_else(|e| panic!("{e}"));
+        closes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| Candle {
+                instrument,
+                timeframe: Timeframe::H1,
+                time: Ts(i as i64 * 3600),
+                open: c,
+                high: c + 0.001,
+                low: c - 0.001,
+                close: c,
+                volume: 0.0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn crossover_fires_once_at_the_crossing_candle() {
+        let p = StrategyParams {
+            ma: MaKind::Sma,
+            fast: 2,
+            slow: 3,
+            atr: 2,
+            sl_mult: 1.5,
+            tp_mult: 3.0,
+        };
+        let mut s = SeriesState::new(p);
+        // Falling, then rising: fast crosses above slow at index 5 only.
+        let cs = candles(&[1.5, 1.4, 1.3, 1.2, 1.1, 1.4, 1.6, 1.7]);
+        let crosses: Vec<_> = cs.iter().map(|c| s.step(c).map(|st| st.cross)).collect();
+        let expected: Vec<Result<Option<Side>, BadCandle>> = vec![
+            Ok(None),
+            Ok(None),
+            Ok(None),
+            Ok(None),
+            Ok(None),
+            Ok(Some(Side::Buy)),
+            Ok(None),
+            Ok(None),
+        ];
+        assert_eq!(crosses, expected);
+        assert_eq!(s.signals, 1);
+    }
+
+    #[test]
+    fn sell_and_stops() {
+        let p = StrategyParams {
+            ma: MaKind::Sma,
+            fast: 2,
+            slow: 3,
+            atr: 2,
+            sl_mult: 1.5,
+            tp_mult: 3.0,
+        };
+        let mut s = SeriesState::new(p);
+        let cs = candles(&[1.1, 1.2, 1.3, 1.4, 1.5, 1.2, 1.0]);
+        let steps: Vec<_> = cs.iter().filter_map(|c| s.step(c).ok()).collect();
+        let sell = steps.iter().position(|st| st.cross == Some(Side::Sell));
+        assert_eq!(sell, Some(5));
+        let (sl, tp) = stops(Side::Sell, 1.2, 0.01, &p);
+        assert!((sl - 1.215).abs() < 1e-12 && (tp - 1.17).abs() < 1e-12);
+        let (sl, tp) = stops(Side::Buy, 1.2, 0.01, &p);
+        assert!((sl - 1.185).abs() < 1e-12 && (tp - 1.23).abs() < 1e-12);
+    }
+
+    #[test]
+    fn no_signal_while_atr_undefined() {
+        // ATR(10) needs 11 bars; the crossing at index 5 comes before it is defined.
+        let p = StrategyParams {
+            ma: MaKind::Sma,
+            fast: 2,
+            slow: 3,
+            atr: 10,
+            sl_mult: 1.5,
+            tp_mult: 3.0,
+        };
+        let mut s = SeriesState::new(p);
+        let crosses = candles(&[1.5, 1.4, 1.3, 1.2, 1.1, 1.4, 1.6, 1.7])
+            .iter()
+            .filter_map(|c| s.step(c).ok()?.cross)
+            .count();
+        assert_eq!(crosses, 0);
+    }
+
+    #[test]
+    fn equal_mas_then_apart_is_a_cross() {
+        // fast[t-1] == slow[t-1] counts as "not above" (<=), per the rule.
+        let p = StrategyParams {
+            ma: MaKind::Sma,
+            fast: 1,
+            slow: 2,
+            atr: 1,
+            sl_mult: 1.0,
+            tp_mult: 1.0,
+        };
+        let mut s = SeriesState::new(p);
+        let cs = candles(&[1.0, 1.0, 1.0, 1.1]);
+        let got: Vec<_> = cs
+            .iter()
+            .map(|c| s.step(c).ok().and_then(|st| st.cross))
+            .collect();
+        assert_eq!(got, vec![None, None, None, Some(Side::Buy)]);
+    }
+
+    #[test]
+    fn rejects_time_not_after_last_and_keeps_state() {
+        let mut s = SeriesState::new(StrategyParams::default());
+        let cs = candles(&[1.0, 1.1]);
+        assert!(s.step(&cs[1]).is_ok());
+        let before = s.clone();
+        let err = s.step(&cs[0]);
+        assert_eq!(
+            err,
+            Err(BadCandle::NotAfter {
+                time: cs[0].time,
+                last: cs[1].time
+            })
+        );
+        assert_eq!(s.rejected, 1);
+        assert_eq!(s.candles, before.candles);
+        assert_eq!(s.values(), before.values());
+    }
+}

@@ -1,0 +1,207 @@
+//! The one event type everything publishes, and the hub that fans it out.
+
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::time::Ts;
+use crate::types::{Instrument, Quote, Side, Timeframe};
+
+/// Everything a user can see. Internally tagged by `type`, one JSON object a record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Candle(CandleRecord),
+    Signal(Signal),
+    Quote(Quote),
+    Rejected(Rejected),
+    Feed(FeedStatus),
+}
+
+/// A closed candle with the indicator values after it (null until defined).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CandleRecord {
+    pub instrument: Instrument,
+    pub timeframe: Timeframe,
+    pub time: Ts,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub fast: Option<f64>,
+    pub slow: Option<f64>,
+    pub atr: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    /// `INSTRUMENT:TIMEFRAME:CANDLE_TIME:SIDE`: one candle can never yield two.
+    pub id: String,
+    pub instrument: Instrument,
+    pub timeframe: Timeframe,
+    pub time: Ts,
+    pub side: Side,
+    pub price: f64,
+    pub fast: f64,
+    pub slow: f64,
+    pub atr: f64,
+    pub stop_loss: f64,
+    pub take_profit: f64,
+    pub strategy: String,
+}
+
+impl Signal {
+    pub fn make_id(instrument: Instrument, timeframe: Timeframe, time: Ts, side: Side) -> String {
+        format!("{instrument}:{timeframe}:{time}:{side}")
+    }
+}
+
+/// A candle the engine refused, with why. `count` is the series' running total.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub instrument: Instrument,
+    pub timeframe: Timeframe,
+    pub time: Ts,
+    pub reason: String,
+    pub count: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedState {
+    /// Loading history before live candles.
+    WarmingUp,
+    Live,
+    /// A request failed and will be retried.
+    Retrying,
+    /// The source has no more candles (end of a CSV file).
+    Finished,
+    /// Stopped for good: the message says why.
+    Failed,
+}
+
+/// The market source's state, for the header and for /health.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedStatus {
+    pub source: String,
+    pub state: FeedState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// An event with its place in the hub's order. Clients resume with `?since=seq`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// A bounded broadcast of events. Publishing never waits for a consumer: one
+/// that falls more than `capacity` behind is told how many it missed
+/// (`RecvError::Lagged`), so a slow console or client cannot slow the engine.
+pub struct Hub {
+    tx: broadcast::Sender<Arc<Envelope>>,
+    // NOTE: seq assignment and send happen under one lock so that the order
+    // of `seq` is the order of the channel even with several publishers.
+    seq: Mutex<u64>,
+}
+
+impl Hub {
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Hub {
+            tx,
+            seq: Mutex::new(0),
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
+        self.tx.subscribe()
+    }
+
+    /// Publishes and returns the event's seq.
+    pub fn publish(&self, event: Event) -> u64 {
+        let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        *seq += 1;
+        // An error only means nobody is subscribed right now, which is fine.
+        let _ = self.tx.send(Arc::new(Envelope { seq: *seq, event }));
+        *seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_match_the_design() {
+        let i = Instrument::new("EUR_USD").unwrap_or_else(|e| panic!("{e}"));
+        let t = Ts::from_ymd_hms(2024, 1, 2, 8, 0, 0).unwrap_or_default();
+        let c = Event::Candle(CandleRecord {
+            instrument: i,
+            timeframe: Timeframe::H1,
+            time: t,
+            open: 1.1,
+            high: 1.2,
+            low: 1.0,
+            close: 1.15,
+            fast: Some(1.12),
+            slow: None,
+            atr: None,
+        });
+        assert_eq!(
+            serde_json::to_string(&c).unwrap_or_default(),
+            r#"{"type":"candle","instrument":"EUR_USD","timeframe":"H1","time":"2024-01-02T08:00:00Z","open":1.1,"high":1.2,"low":1.0,"close":1.15,"fast":1.12,"slow":null,"atr":null}"#
+        );
+        let s = Event::Signal(Signal {
+            id: Signal::make_id(i, Timeframe::H1, t, Side::Buy),
+            instrument: i,
+            timeframe: Timeframe::H1,
+            time: t,
+            side: Side::Buy,
+            price: 1.15,
+            fast: 1.12,
+            slow: 1.11,
+            atr: 0.004,
+            stop_loss: 1.144,
+            take_profit: 1.162,
+            strategy: "sma 10/20".into(),
+        });
+        let json = serde_json::to_string(&s).unwrap_or_default();
+        assert_eq!(
+            json,
+            r#"{"type":"signal","id":"EUR_USD:H1:2024-01-02T08:00:00Z:buy","instrument":"EUR_USD","timeframe":"H1","time":"2024-01-02T08:00:00Z","side":"buy","price":1.15,"fast":1.12,"slow":1.11,"atr":0.004,"stop_loss":1.144,"take_profit":1.162,"strategy":"sma 10/20"}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&json).ok(), Some(s));
+    }
+
+    #[tokio::test]
+    async fn hub_orders_and_reports_lag() {
+        let hub = Hub::new(2);
+        let mut rx = hub.subscribe();
+        let feed = |n: u64| {
+            Event::Feed(FeedStatus {
+                source: "demo".into(),
+                state: FeedState::Live,
+                message: Some(n.to_string()),
+            })
+        };
+        for n in 0..5 {
+            hub.publish(feed(n));
+        }
+        assert!(matches!(
+            rx.recv().await,
+            Err(broadcast::error::RecvError::Lagged(3))
+        ));
+        let next = rx.recv().await.map(|e| e.seq).ok();
+        assert_eq!(next, Some(4));
+        let json = serde_json::to_string(&Envelope {
+            seq: 9,
+            event: feed(1),
+        })
+        .unwrap_or_default();
+        assert!(json.starts_with(r#"{"seq":9,"type":"feed""#), "{json}");
+    }
+}
