@@ -111,10 +111,7 @@ pub struct Hub {
 impl Hub {
     pub fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        Hub {
-            tx,
-            seq: Mutex::new(0),
-        }
+        Hub { tx, seq: Mutex::new(0) }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
@@ -182,26 +179,15 @@ mod tests {
         let hub = Hub::new(2);
         let mut rx = hub.subscribe();
         let feed = |n: u64| {
-            Event::Feed(FeedStatus {
-                source: "demo".into(),
-                state: FeedState::Live,
-                message: Some(n.to_string()),
-            })
+            Event::Feed(FeedStatus { source: "demo".into(), state: FeedState::Live, message: Some(n.to_string()) })
         };
         for n in 0..5 {
             hub.publish(feed(n));
         }
-        assert!(matches!(
-            rx.recv().await,
-            Err(broadcast::error::RecvError::Lagged(3))
-        ));
+        assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Lagged(3))));
         let next = rx.recv().await.map(|e| e.seq).ok();
         assert_eq!(next, Some(4));
-        let json = serde_json::to_string(&Envelope {
-            seq: 9,
-            event: feed(1),
-        })
-        .unwrap_or_default();
+        let json = serde_json::to_string(&Envelope { seq: 9, event: feed(1) }).unwrap_or_default();
         assert!(json.starts_with(r#"{"seq":9,"type":"feed""#), "{json}");
     }
 }

@@ -2,12 +2,11 @@
 //! durable state, notifications and a terminal console. The binary is a thin
 //! shell over this library so tests and benches drive the same code.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod config;
 pub mod engine;
 pub mod event;
+pub mod market;
 pub mod time;
 pub mod types;

@@ -49,20 +49,11 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 impl Ts {
     /// Builds a timestamp from calendar fields, or `None` when a field is out of range.
     pub fn from_ymd_hms(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Option<Ts> {
-        if !(1..=12).contains(&mo)
-            || d == 0
-            || d > days_in_month(y, mo)
-            || h > 23
-            || mi > 59
-            || s > 60
-        {
+        if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 60 {
             return None;
         }
         let days = days_from_civil(y, mo, d);
-        Some(Ts(days * 86_400
-            + i64::from(h) * 3600
-            + i64::from(mi) * 60
-            + i64::from(s)))
+        Some(Ts(days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s)))
     }
 
     pub fn now() -> Ts {
@@ -98,9 +89,7 @@ impl Ts {
 
     /// Parses RFC 3339 (any offset, any fraction: the fraction is truncated).
     pub fn parse_rfc3339(s: &str) -> Option<Ts> {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|t| Ts(t.timestamp()))
+        chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| Ts(t.timestamp()))
     }
 
     /// Weekday with Monday = 0.
@@ -132,8 +121,7 @@ impl<'de> Deserialize<'de> for Ts {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         if d.is_human_readable() {
             let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-            Ts::parse_rfc3339(&s)
-                .ok_or_else(|| serde::de::Error::custom(format!("'{s}' is not an RFC 3339 time")))
+            Ts::parse_rfc3339(&s).ok_or_else(|| serde::de::Error::custom(format!("'{s}' is not an RFC 3339 time")))
         } else {
             i64::deserialize(d).map(Ts)
         }
@@ -148,14 +136,9 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(Ts(0).to_string(), "1970-01-01T00:00:00Z");
+        assert_eq!(Ts(1_704_153_600 + 8 * 3600).to_string(), "2024-01-02T08:00:00Z");
         assert_eq!(
-            Ts(1_704_153_600 + 8 * 3600).to_string(),
-            "2024-01-02T08:00:00Z"
-        );
-        assert_eq!(
-            Ts::from_ymd_hms(2000, 2, 29, 23, 59, 59)
-                .map(|t| t.to_string())
-                .as_deref(),
+            Ts::from_ymd_hms(2000, 2, 29, 23, 59, 59).map(|t| t.to_string()).as_deref(),
             Some("2000-02-29T23:59:59Z")
         );
         assert_eq!(Ts::from_ymd_hms(2001, 2, 29, 0, 0, 0), None);

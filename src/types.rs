@@ -24,20 +24,14 @@ impl Instrument {
     pub fn new(s: &str) -> Result<Self, BadInstrument> {
         let bad = || BadInstrument(s.to_string());
         let (base, quote) = s.split_once('_').ok_or_else(bad)?;
-        let part_ok = |p: &str| {
-            (2..=7).contains(&p.len())
-                && p.bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-        };
+        let part_ok =
+            |p: &str| (2..=7).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
         if !part_ok(base) || !part_ok(quote) {
             return Err(bad());
         }
         let mut bytes = [0u8; 15];
         bytes[..s.len()].copy_from_slice(s.as_bytes());
-        Ok(Instrument {
-            len: s.len() as u8,
-            bytes,
-        })
+        Ok(Instrument { len: s.len() as u8, bytes })
     }
 
     pub fn as_str(&self) -> &str {
@@ -56,11 +50,7 @@ impl Instrument {
 
     /// One pip: 0.01 for JPY-quoted pairs, else 0.0001.
     pub fn pip(&self) -> f64 {
-        if self.quote_currency() == "JPY" {
-            0.01
-        } else {
-            0.0001
-        }
+        if self.quote_currency() == "JPY" { 0.01 } else { 0.0001 }
     }
 }
 
@@ -195,10 +185,7 @@ impl fmt::Display for Timeframe {
 impl FromStr for Timeframe {
     type Err = BadTimeframe;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Timeframe::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| BadTimeframe(s.to_string()))
+        Timeframe::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| BadTimeframe(s.to_string()))
     }
 }
 
@@ -211,10 +198,7 @@ pub struct SeriesKey {
 
 impl SeriesKey {
     pub fn new(instrument: Instrument, timeframe: Timeframe) -> Self {
-        SeriesKey {
-            instrument,
-            timeframe,
-        }
+        SeriesKey { instrument, timeframe }
     }
 }
 
@@ -287,10 +271,7 @@ impl Candle {
                 return Err(BadCandle::NotFinite { field: name });
             }
             if v <= 0.0 {
-                return Err(BadCandle::NotPositive {
-                    field: name,
-                    value: v,
-                });
+                return Err(BadCandle::NotPositive { field: name, value: v });
             }
         }
         if h < l {
@@ -298,12 +279,7 @@ impl Candle {
         }
         let field = if o < l || o > h { "open" } else { "close" };
         let value = if field == "open" { o } else { c };
-        Err(BadCandle::OutsideRange {
-            field,
-            value,
-            low: l,
-            high: h,
-        })
+        Err(BadCandle::OutsideRange { field, value, low: l, high: h })
     }
 }
 
@@ -317,12 +293,7 @@ pub enum BadCandle {
     #[error("high {high} is below low {low}")]
     HighBelowLow { high: f64, low: f64 },
     #[error("{field} {value} is outside the candle's range [{low}, {high}]")]
-    OutsideRange {
-        field: &'static str,
-        value: f64,
-        low: f64,
-        high: f64,
-    },
+    OutsideRange { field: &'static str, value: f64, low: f64, high: f64 },
     #[error("time {time} is not after the series' last candle {last}")]
     NotAfter { time: Ts, last: Ts },
 }
@@ -348,20 +319,9 @@ mod tests {
 
     #[test]
     fn instrument_names() {
-        assert_eq!(
-            Instrument::new("EUR_USD").map(|i| i.to_string()),
-            Ok("EUR_USD".to_string())
-        );
+        assert_eq!(Instrument::new("EUR_USD").map(|i| i.to_string()), Ok("EUR_USD".to_string()));
         assert!(Instrument::new("SPX500_USD").is_ok());
-        for bad in [
-            "eur_usd",
-            "EURUSD",
-            "EUR_",
-            "_USD",
-            "EUR-USD",
-            "EUR_USD_X",
-            "",
-        ] {
+        for bad in ["eur_usd", "EURUSD", "EUR_", "_USD", "EUR-USD", "EUR_USD_X", ""] {
             assert!(Instrument::new(bad).is_err(), "{bad} accepted");
         }
         let jpy = Instrument::new("USD_JPY").unwrap_or_else(|e| panic!("{e}"));
@@ -393,28 +353,10 @@ mod tests {
     #[test]
     fn bad_prices_are_named() {
         assert_eq!(candle(1.0, 1.2, 0.9, 1.1).check_prices(), Ok(()));
-        assert_eq!(
-            candle(f64::NAN, 1.2, 0.9, 1.1).check_prices(),
-            Err(BadCandle::NotFinite { field: "open" })
-        );
-        assert_eq!(
-            candle(1.0, f64::INFINITY, 0.9, 1.1).check_prices(),
-            Err(BadCandle::NotFinite { field: "high" })
-        );
-        assert_eq!(
-            candle(1.0, 1.2, 0.0, 1.1).check_prices(),
-            Err(BadCandle::NotPositive {
-                field: "low",
-                value: 0.0
-            })
-        );
-        assert_eq!(
-            candle(1.0, 0.8, 0.9, 0.85).check_prices(),
-            Err(BadCandle::HighBelowLow {
-                high: 0.8,
-                low: 0.9
-            })
-        );
+        assert_eq!(candle(f64::NAN, 1.2, 0.9, 1.1).check_prices(), Err(BadCandle::NotFinite { field: "open" }));
+        assert_eq!(candle(1.0, f64::INFINITY, 0.9, 1.1).check_prices(), Err(BadCandle::NotFinite { field: "high" }));
+        assert_eq!(candle(1.0, 1.2, 0.0, 1.1).check_prices(), Err(BadCandle::NotPositive { field: "low", value: 0.0 }));
+        assert_eq!(candle(1.0, 0.8, 0.9, 0.85).check_prices(), Err(BadCandle::HighBelowLow { high: 0.8, low: 0.9 }));
         assert!(matches!(
             candle(1.3, 1.2, 0.9, 1.1).check_prices(),
             Err(BadCandle::OutsideRange { field: "open", .. })

@@ -25,24 +25,14 @@ pub struct Sma {
 #[inline(always)]
 fn neumaier_add(sum: &mut f64, comp: &mut f64, x: f64) {
     let t = *sum + x;
-    *comp += if sum.abs() >= x.abs() {
-        (*sum - t) + x
-    } else {
-        (x - t) + *sum
-    };
+    *comp += if sum.abs() >= x.abs() { (*sum - t) + x } else { (x - t) + *sum };
     *sum = t;
 }
 
 impl Sma {
     pub fn new(period: u32) -> Self {
         let period = period.max(1) as usize;
-        Sma {
-            period,
-            window: Vec::with_capacity(period),
-            head: 0,
-            sum: 0.0,
-            comp: 0.0,
-        }
+        Sma { period, window: Vec::with_capacity(period), head: 0, sum: 0.0, comp: 0.0 }
     }
 
     #[inline]
@@ -82,13 +72,7 @@ pub struct Ema {
 impl Ema {
     pub fn new(period: u32) -> Self {
         let period = period.max(1);
-        Ema {
-            period,
-            k: 2.0 / (f64::from(period) + 1.0),
-            seen: 0,
-            seed_sum: 0.0,
-            value: None,
-        }
+        Ema { period, k: 2.0 / (f64::from(period) + 1.0), seen: 0, seed_sum: 0.0, value: None }
     }
 
     #[inline]
@@ -127,20 +111,12 @@ pub struct Atr {
 
 #[inline(always)]
 pub fn true_range(high: f64, low: f64, prev_close: f64) -> f64 {
-    (high - low)
-        .max((high - prev_close).abs())
-        .max((low - prev_close).abs())
+    (high - low).max((high - prev_close).abs()).max((low - prev_close).abs())
 }
 
 impl Atr {
     pub fn new(period: u32) -> Self {
-        Atr {
-            period: period.max(1),
-            prev_close: None,
-            seen: 0,
-            tr_sum: 0.0,
-            value: None,
-        }
+        Atr { period: period.max(1), prev_close: None, seen: 0, tr_sum: 0.0, value: None }
     }
 
     #[inline]
@@ -174,9 +150,7 @@ pub mod reference {
 
     /// SMA at every index, each computed afresh from its window.
     pub fn sma(closes: &[f64], n: usize) -> Vec<Option<f64>> {
-        (0..closes.len())
-            .map(|t| (t + 1 >= n).then(|| closes[t + 1 - n..=t].iter().sum::<f64>() / n as f64))
-            .collect()
+        (0..closes.len()).map(|t| (t + 1 >= n).then(|| closes[t + 1 - n..=t].iter().sum::<f64>() / n as f64)).collect()
     }
 
     pub fn ema(closes: &[f64], n: usize) -> Vec<Option<f64>> {
@@ -200,9 +174,7 @@ pub mod reference {
         if bars.len() <= n {
             return out;
         }
-        let trs: Vec<f64> = (1..bars.len())
-            .map(|t| true_range(bars[t].0, bars[t].1, bars[t - 1].2))
-            .collect();
+        let trs: Vec<f64> = (1..bars.len()).map(|t| true_range(bars[t].0, bars[t].1, bars[t - 1].2)).collect();
         let mut prev = trs[..n].iter().sum::<f64>() / n as f64;
         out[n] = Some(prev);
         for t in n + 1..bars.len() {
@@ -221,20 +193,15 @@ mod tests {
     fn close_enough(a: Option<f64>, b: Option<f64>) -> bool {
         match (a, b) {
             (None, None) => true,
-            (Some(a), Some(b)) => {
-                (a - b).abs() <= 1e-12 * a.abs().max(b.abs()).max(f64::MIN_POSITIVE)
-            }
+            (Some(a), Some(b)) => (a - b).abs() <= 1e-12 * a.abs().max(b.abs()).max(f64::MIN_POSITIVE),
             _ => false,
         }
     }
 
     /// A random walk that stays positive, like prices do.
     fn walk() -> impl Strategy<Value = Vec<(f64, f64, f64)>> {
-        (
-            0.001f64..2000.0,
-            prop::collection::vec((-0.02f64..0.02, 0.0f64..0.01, 0.0f64..0.01), 1..600),
-        )
-            .prop_map(|(start, steps)| {
+        (0.001f64..2000.0, prop::collection::vec((-0.02f64..0.02, 0.0f64..0.01, 0.0f64..0.01), 1..600)).prop_map(
+            |(start, steps)| {
                 let mut p = start;
                 steps
                     .into_iter()
@@ -243,7 +210,8 @@ mod tests {
                         (p * (1.0 + up), p * (1.0 - down), p)
                     })
                     .collect()
-            })
+            },
+        )
     }
 
     proptest! {
@@ -285,11 +253,7 @@ mod tests {
         for i in 0..3_000_000u64 {
             // Deterministic chaotic noise in (0, 1).
             x = (x * 3.999 * (1.0 - x)).clamp(1e-9, 1.0 - 1e-9);
-            let price = if (i / 100_000) % 2 == 0 {
-                1000.0 + x
-            } else {
-                0.001 + x * 1e-6
-            };
+            let price = if (i / 100_000) % 2 == 0 { 1000.0 + x } else { 0.001 + x * 1e-6 };
             let got = sma.update(price);
             window.push_back(price);
             naive_sum += price;
@@ -300,40 +264,23 @@ mod tests {
             if i % 100_000 == 99_999 {
                 let exact = window.iter().sum::<f64>() / n as f64;
                 let got = got.unwrap_or(f64::NAN);
-                assert!(
-                    (got - exact).abs() <= 1e-12 * exact,
-                    "candle {i}: {got} vs {exact}"
-                );
+                assert!((got - exact).abs() <= 1e-12 * exact, "candle {i}: {got} vs {exact}");
                 worst_naive = worst_naive.max(((naive_sum / n as f64) - exact).abs() / exact);
                 checks += 1;
             }
         }
         assert_eq!(checks, 30);
         // The check above must be able to tell: the naive running sum does drift here.
-        assert!(
-            worst_naive > 1e-10,
-            "naive sum stayed at {worst_naive}: the input does not stress drift"
-        );
+        assert!(worst_naive > 1e-10, "naive sum stayed at {worst_naive}: the input does not stress drift");
     }
 
     #[test]
     fn definitions_on_a_hand_computed_series() {
         let closes = [1.0, 2.0, 3.0, 4.0, 5.0];
-        assert_eq!(
-            reference::sma(&closes, 3),
-            vec![None, None, Some(2.0), Some(3.0), Some(4.0)]
-        );
+        assert_eq!(reference::sma(&closes, 3), vec![None, None, Some(2.0), Some(3.0), Some(4.0)]);
         // EMA(3): seed 2.0, k = 0.5 → 3.0, 4.0
-        assert_eq!(
-            reference::ema(&closes, 3),
-            vec![None, None, Some(2.0), Some(3.0), Some(4.0)]
-        );
-        let bars = [
-            (2.0, 1.0, 1.5),
-            (2.5, 1.5, 2.0),
-            (3.0, 2.0, 2.9),
-            (2.8, 2.2, 2.4),
-        ];
+        assert_eq!(reference::ema(&closes, 3), vec![None, None, Some(2.0), Some(3.0), Some(4.0)]);
+        let bars = [(2.0, 1.0, 1.5), (2.5, 1.5, 2.0), (3.0, 2.0, 2.9), (2.8, 2.2, 2.4)];
         // TRs: 1.0, 1.0, 0.7 → ATR(2) at bar 2 = 1.0, bar 3 = (1.0 + 0.7) / 2
         let atr = reference::atr(&bars, 2);
         assert_eq!(atr[..2], [None, None]);

@@ -145,8 +145,7 @@ impl Engine {
                 if let (Some(side), Phase::Live, Some(fast), Some(slow), Some(atr)) =
                     (step.cross, phase, step.fast, step.slow, step.atr)
                 {
-                    let (stop_loss, take_profit) =
-                        strategy::stops(side, candle.close, atr, &state.params);
+                    let (stop_loss, take_profit) = strategy::stops(side, candle.close, atr, &state.params);
                     out.push(Event::Signal(Signal {
                         id: Signal::make_id(candle.instrument, candle.timeframe, candle.time, side),
                         instrument: candle.instrument,
@@ -163,11 +162,7 @@ impl Engine {
                     }));
                     signal = true;
                 }
-                Outcome {
-                    accepted: true,
-                    signal,
-                    first_rejection: false,
-                }
+                Outcome { accepted: true, signal, first_rejection: false }
             }
             Err(why) => {
                 out.push(Event::Rejected(Rejected {
@@ -177,11 +172,7 @@ impl Engine {
                     reason: why.to_string(),
                     count: state.rejected,
                 }));
-                Outcome {
-                    accepted: false,
-                    signal: false,
-                    first_rejection: state.rejected == 1,
-                }
+                Outcome { accepted: false, signal: false, first_rejection: state.rejected == 1 }
             }
         }
     }
@@ -216,14 +207,7 @@ mod tests {
 
     fn small() -> StrategySet {
         StrategySet {
-            default: StrategyParams {
-                ma: MaKind::Sma,
-                fast: 2,
-                slow: 3,
-                atr: 2,
-                sl_mult: 1.5,
-                tp_mult: 3.0,
-            },
+            default: StrategyParams { ma: MaKind::Sma, fast: 2, slow: 3, atr: 2, sl_mult: 1.5, tp_mult: 3.0 },
             overrides: HashMap::new(),
         }
     }
@@ -231,20 +215,9 @@ mod tests {
     #[test]
     fn signal_record_is_complete() {
         let mut e = Engine::new(small());
-        let events: Vec<Event> = series(&[1.5, 1.4, 1.3, 1.2, 1.1, 1.4])
-            .iter()
-            .flat_map(|c| e.apply(c))
-            .collect();
-        let signals: Vec<&Signal> = events
-            .iter()
-            .filter_map(|ev| {
-                if let Event::Signal(s) = ev {
-                    Some(s)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let events: Vec<Event> = series(&[1.5, 1.4, 1.3, 1.2, 1.1, 1.4]).iter().flat_map(|c| e.apply(c)).collect();
+        let signals: Vec<&Signal> =
+            events.iter().filter_map(|ev| if let Event::Signal(s) = ev { Some(s) } else { None }).collect();
         assert_eq!(signals.len(), 1);
         let s = signals[0];
         assert_eq!(s.id, "EUR_USD:H4:2024-01-01T20:00:00Z:buy");
@@ -269,15 +242,7 @@ mod tests {
     fn overrides_apply_per_instrument() {
         let mut set = small();
         let gbp = Instrument::new("GBP_USD").unwrap_or_else(|e| panic!("{e}"));
-        set.overrides.insert(
-            gbp,
-            StrategyParams {
-                ma: MaKind::Ema,
-                fast: 3,
-                slow: 5,
-                ..set.default
-            },
-        );
+        set.overrides.insert(gbp, StrategyParams { ma: MaKind::Ema, fast: 3, slow: 5, ..set.default });
         assert_eq!(set.for_instrument(gbp).label(), "ema 3/5");
         assert_eq!(set.for_instrument(eur()).label(), "sma 2/3");
     }
@@ -292,8 +257,7 @@ mod tests {
         let mut resumed: Vec<Event> = cs[..4].iter().flat_map(|c| first.apply(c)).collect();
         let key = cs[0].key();
         let stored: SeriesState = postcard::from_bytes(
-            &postcard::to_stdvec(first.state(&key).unwrap_or_else(|| panic!("no state")))
-                .unwrap_or_default(),
+            &postcard::to_stdvec(first.state(&key).unwrap_or_else(|| panic!("no state"))).unwrap_or_default(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let mut second = Engine::new(small());
@@ -321,16 +285,10 @@ mod tests {
         let second = e.apply_into(&bad, Phase::Live, &mut out);
         assert!(first.first_rejection && !second.first_rejection && !first.accepted);
         match &out[1] {
-            Event::Rejected(r) => assert_eq!(
-                (r.count, r.reason.as_str()),
-                (2, "high is not a finite number")
-            ),
+            Event::Rejected(r) => assert_eq!((r.count, r.reason.as_str()), (2, "high is not a finite number")),
             other => panic!("{other:?}"),
         }
         // The engine goes on after bad data.
-        assert!(
-            e.apply_into(&series(&[1.0])[0], Phase::Live, &mut out)
-                .accepted
-        );
+        assert!(e.apply_into(&series(&[1.0])[0], Phase::Live, &mut out).accepted);
     }
 }

@@ -37,14 +37,7 @@ pub struct StrategyParams {
 
 impl Default for StrategyParams {
     fn default() -> Self {
-        StrategyParams {
-            ma: MaKind::Sma,
-            fast: 10,
-            slow: 20,
-            atr: 14,
-            sl_mult: 1.5,
-            tp_mult: 3.0,
-        }
+        StrategyParams { ma: MaKind::Sma, fast: 10, slow: 20, atr: 14, sl_mult: 1.5, tp_mult: 3.0 }
     }
 }
 
@@ -155,10 +148,7 @@ impl SeriesState {
     #[inline]
     pub fn step(&mut self, c: &Candle) -> Result<Step, BadCandle> {
         let checked = c.check_prices().and_then(|()| match self.last {
-            Some(last) if c.time <= last.time => Err(BadCandle::NotAfter {
-                time: c.time,
-                last: last.time,
-            }),
+            Some(last) if c.time <= last.time => Err(BadCandle::NotAfter { time: c.time, last: last.time }),
             _ => Ok(()),
         });
         if let Err(e) = checked {
@@ -182,12 +172,7 @@ impl SeriesState {
         self.last = Some(*c);
         self.candles += 1;
         self.signals += u64::from(cross.is_some());
-        Ok(Step {
-            fast,
-            slow,
-            atr,
-            cross,
-        })
+        Ok(Step { fast, slow, atr, cross })
     }
 }
 
@@ -224,42 +209,20 @@ mod tests {
 
     #[test]
     fn crossover_fires_once_at_the_crossing_candle() {
-        let p = StrategyParams {
-            ma: MaKind::Sma,
-            fast: 2,
-            slow: 3,
-            atr: 2,
-            sl_mult: 1.5,
-            tp_mult: 3.0,
-        };
+        let p = StrategyParams { ma: MaKind::Sma, fast: 2, slow: 3, atr: 2, sl_mult: 1.5, tp_mult: 3.0 };
         let mut s = SeriesState::new(p);
         // Falling, then rising: fast crosses above slow at index 5 only.
         let cs = candles(&[1.5, 1.4, 1.3, 1.2, 1.1, 1.4, 1.6, 1.7]);
         let crosses: Vec<_> = cs.iter().map(|c| s.step(c).map(|st| st.cross)).collect();
-        let expected: Vec<Result<Option<Side>, BadCandle>> = vec![
-            Ok(None),
-            Ok(None),
-            Ok(None),
-            Ok(None),
-            Ok(None),
-            Ok(Some(Side::Buy)),
-            Ok(None),
-            Ok(None),
-        ];
+        let expected: Vec<Result<Option<Side>, BadCandle>> =
+            vec![Ok(None), Ok(None), Ok(None), Ok(None), Ok(None), Ok(Some(Side::Buy)), Ok(None), Ok(None)];
         assert_eq!(crosses, expected);
         assert_eq!(s.signals, 1);
     }
 
     #[test]
     fn sell_and_stops() {
-        let p = StrategyParams {
-            ma: MaKind::Sma,
-            fast: 2,
-            slow: 3,
-            atr: 2,
-            sl_mult: 1.5,
-            tp_mult: 3.0,
-        };
+        let p = StrategyParams { ma: MaKind::Sma, fast: 2, slow: 3, atr: 2, sl_mult: 1.5, tp_mult: 3.0 };
         let mut s = SeriesState::new(p);
         let cs = candles(&[1.1, 1.2, 1.3, 1.4, 1.5, 1.2, 1.0]);
         let steps: Vec<_> = cs.iter().filter_map(|c| s.step(c).ok()).collect();
@@ -274,39 +237,20 @@ mod tests {
     #[test]
     fn no_signal_while_atr_undefined() {
         // ATR(10) needs 11 bars; the crossing at index 5 comes before it is defined.
-        let p = StrategyParams {
-            ma: MaKind::Sma,
-            fast: 2,
-            slow: 3,
-            atr: 10,
-            sl_mult: 1.5,
-            tp_mult: 3.0,
-        };
+        let p = StrategyParams { ma: MaKind::Sma, fast: 2, slow: 3, atr: 10, sl_mult: 1.5, tp_mult: 3.0 };
         let mut s = SeriesState::new(p);
-        let crosses = candles(&[1.5, 1.4, 1.3, 1.2, 1.1, 1.4, 1.6, 1.7])
-            .iter()
-            .filter_map(|c| s.step(c).ok()?.cross)
-            .count();
+        let crosses =
+            candles(&[1.5, 1.4, 1.3, 1.2, 1.1, 1.4, 1.6, 1.7]).iter().filter_map(|c| s.step(c).ok()?.cross).count();
         assert_eq!(crosses, 0);
     }
 
     #[test]
     fn equal_mas_then_apart_is_a_cross() {
         // fast[t-1] == slow[t-1] counts as "not above" (<=), per the rule.
-        let p = StrategyParams {
-            ma: MaKind::Sma,
-            fast: 1,
-            slow: 2,
-            atr: 1,
-            sl_mult: 1.0,
-            tp_mult: 1.0,
-        };
+        let p = StrategyParams { ma: MaKind::Sma, fast: 1, slow: 2, atr: 1, sl_mult: 1.0, tp_mult: 1.0 };
         let mut s = SeriesState::new(p);
         let cs = candles(&[1.0, 1.0, 1.0, 1.1]);
-        let got: Vec<_> = cs
-            .iter()
-            .map(|c| s.step(c).ok().and_then(|st| st.cross))
-            .collect();
+        let got: Vec<_> = cs.iter().map(|c| s.step(c).ok().and_then(|st| st.cross)).collect();
         assert_eq!(got, vec![None, None, None, Some(Side::Buy)]);
     }
 
@@ -317,13 +261,7 @@ mod tests {
         assert!(s.step(&cs[1]).is_ok());
         let before = s.clone();
         let err = s.step(&cs[0]);
-        assert_eq!(
-            err,
-            Err(BadCandle::NotAfter {
-                time: cs[0].time,
-                last: cs[1].time
-            })
-        );
+        assert_eq!(err, Err(BadCandle::NotAfter { time: cs[0].time, last: cs[1].time }));
         assert_eq!(s.rejected, 1);
         assert_eq!(s.candles, before.candles);
         assert_eq!(s.values(), before.values());

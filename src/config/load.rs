@@ -1,0 +1,462 @@
+//! Reading, layering, interpolating and validating a config.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use toml::de::{DeTable, DeValue};
+use toml::{Table, Value};
+
+use super::{Config, ConfigError, Origin, Problem, Secret, SourceKind, StrategyOverride};
+use crate::engine::StrategyParams;
+use crate::types::Instrument;
+
+/// What to load. `env` is passed in (not read here) so tests are hermetic.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub file: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    /// `--source demo|oanda|csv:PATH`.
+    pub source_flag: Option<String>,
+}
+
+impl LoadOptions {
+    /// The process environment and the given file.
+    pub fn from_process(file: Option<PathBuf>, source_flag: Option<String>) -> Self {
+        LoadOptions { file, env: std::env::vars().collect(), source_flag }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub origin: Origin,
+    /// Things that are allowed but probably not meant, e.g. an override for an
+    /// instrument that is not traded.
+    pub warnings: Vec<String>,
+}
+
+/// A dotted key split into table keys and array indices.
+#[derive(Clone, Debug, PartialEq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn parse_path(path: &str) -> Vec<Seg> {
+    let mut segs = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let mut rest = part;
+        if let Some(b) = rest.find('[') {
+            segs.push(Seg::Key(rest[..b].to_string()));
+            rest = &rest[b..];
+            while let Some(end) = rest.find(']') {
+                if let Ok(i) = rest[1..end].parse() {
+                    segs.push(Seg::Index(i));
+                }
+                rest = &rest[end + 1..];
+            }
+        } else {
+            segs.push(Seg::Key(rest.to_string()));
+        }
+    }
+    segs
+}
+
+struct Source<'a> {
+    name: String,
+    text: &'a str,
+    doc: Option<toml::Spanned<DeTable<'a>>>,
+    /// Dotted key → the environment variable or flag that set it.
+    set_by: BTreeMap<String, String>,
+}
+
+impl Source<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+        (line, col)
+    }
+
+    /// The span of the value at `path` in the file, if the file sets it.
+    fn span(&self, path: &str) -> Option<std::ops::Range<usize>> {
+        self.value_span(path).map(|(span, _)| span)
+    }
+
+    /// The span and whether the value is a table (whose text is not a value to quote).
+    fn value_span(&self, path: &str) -> Option<(std::ops::Range<usize>, bool)> {
+        let doc = self.doc.as_ref()?;
+        let mut table = doc.get_ref();
+        let mut value: Option<&toml::Spanned<DeValue<'_>>> = None;
+        for seg in parse_path(path) {
+            let next = match (seg, value.map(|v| v.get_ref())) {
+                (Seg::Key(k), None) => table.iter().find(|(key, _)| key.get_ref().as_ref() == k).map(|(_, v)| v),
+                (Seg::Key(k), Some(DeValue::Table(t))) => {
+                    t.iter().find(|(key, _)| key.get_ref().as_ref() == k).map(|(_, v)| v)
+                }
+                (Seg::Index(i), Some(DeValue::Array(a))) => a.get(i),
+                _ => None,
+            }?;
+            if let DeValue::Table(t) = next.get_ref() {
+                table = t;
+            }
+            value = Some(next);
+        }
+        value.map(|v| (v.span(), matches!(v.get_ref(), DeValue::Table(_))))
+    }
+
+    /// Where `path` came from: the variable or flag that set it, else the
+    /// file line (of the key itself or of its nearest parent in the file).
+    fn locate(&self, path: &str) -> String {
+        let mut p = path.to_string();
+        loop {
+            if let Some(by) = self.set_by.get(&p) {
+                return by.clone();
+            }
+            if let Some(span) = self.span(&p) {
+                let (line, col) = self.line_col(span.start);
+                return format!("{}:{line}:{col}", self.name);
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p.truncate(i),
+                None => return self.name.clone(),
+            }
+        }
+    }
+
+    fn raw(&self, path: &str) -> Option<String> {
+        if self.set_by.contains_key(path) {
+            return None;
+        }
+        let (span, is_table) = self.value_span(path)?;
+        if is_table {
+            return None;
+        }
+        let raw = self.text.get(span)?.trim().trim_matches('"');
+        (raw.len() <= 80 && !raw.contains('\n')).then(|| raw.to_string())
+    }
+
+    fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
+        let key = match self.raw(path) {
+            Some(v) if !is_secret_path(path) => format!("{path} = '{v}'"),
+            _ => path.to_string(),
+        };
+        Problem { location: self.locate(path), key, message: message.into() }
+    }
+}
+
+fn is_secret_path(path: &str) -> bool {
+    path.ends_with(".token") || path.ends_with(".webhook") || path.ends_with(".account_id")
+}
+
+fn set_path(table: &mut Table, path: &[String], value: Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty key")?;
+    let mut t = table;
+    for p in parents {
+        let entry = t.entry(p.clone()).or_insert_with(|| Value::Table(Table::new()));
+        t = entry.as_table_mut().ok_or_else(|| format!("'{p}' is not a table"))?;
+    }
+    t.insert(last.clone(), value);
+    Ok(())
+}
+
+/// Replaces `${NAME}` in every string; unset names are reported, not fatal yet
+/// (an OANDA token need not be set to run the demo).
+fn interpolate(
+    value: &mut Value,
+    path: &str,
+    env: &BTreeMap<&str, &str>,
+    vars: &mut BTreeMap<String, String>,
+    unset: &mut Vec<(String, String)>,
+) {
+    match value {
+        Value::String(s) if s.contains("${") => {
+            let mut out = String::new();
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("${") {
+                out.push_str(&rest[..start]);
+                let Some(len) = rest[start..].find('}') else {
+                    out.push_str(&rest[start..]);
+                    rest = "";
+                    break;
+                };
+                let name = &rest[start + 2..start + len];
+                match env.get(name) {
+                    Some(v) => out.push_str(v),
+                    None => unset.push((path.to_string(), name.to_string())),
+                }
+                vars.insert(path.to_string(), name.to_string());
+                rest = &rest[start + len + 1..];
+            }
+            out.push_str(rest);
+            *s = out;
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter_mut().enumerate() {
+                interpolate(v, &format!("{path}[{i}]"), env, vars, unset);
+            }
+        }
+        Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                interpolate(v, &p, env, vars, unset);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Turns a serialized config into a `toml::Table` so that defaults hold the
+/// same `${NAME}` templates a file would.
+fn defaults_table() -> Table {
+    toml::Table::try_from(Config::default()).unwrap_or_default()
+}
+
+fn merge(base: &mut Table, over: Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
+    let (text, name, origin) = match &opts.file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+            (text, path.display().to_string(), Origin::File(path.clone()))
+        }
+        None => (String::new(), "built-in defaults".to_string(), Origin::Defaults),
+    };
+    let mut src = Source { name, text: &text, doc: None, set_by: BTreeMap::new() };
+    let doc = DeTable::parse(&text).map_err(|e| {
+        let (line, col) = e.span().map_or((1, 1), |s| src.line_col(s.start));
+        ConfigError::one(format!("{}:{line}:{col}", src.name), "", format!("not valid TOML: {}", e.message().trim()))
+    })?;
+    src.doc = Some(doc);
+    let file_table: Table =
+        toml::from_str(&text).map_err(|e| ConfigError::one(src.name.clone(), "", e.message().to_string()))?;
+
+    // The file must have the right shape on its own, so its errors point at its lines.
+    let mut table = defaults_table();
+    merge(&mut table, file_table);
+
+    for (var, raw) in &opts.env {
+        let Some(rest) = var.strip_prefix("PIPWATCH_") else { continue };
+        if !rest.contains("__") {
+            continue; // PIPWATCH_CONFIG, PIPWATCH_OANDA_TOKEN...: not overrides.
+        }
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        let value = toml::from_str::<Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| Value::String(raw.clone()));
+        let dotted = path.join(".");
+        set_path(&mut table, &path, value)
+            .map_err(|m| ConfigError::one(format!("environment variable {var}"), dotted.clone(), m))?;
+        src.set_by.insert(dotted, format!("environment variable {var}"));
+    }
+
+    if let Some(flag) = &opts.source_flag {
+        let (kind, path) = match flag.split_once(':') {
+            Some(("csv", p)) => ("csv", Some(p)),
+            _ => (flag.as_str(), None),
+        };
+        set_path(&mut table, &["market".into(), "source".into()], Value::String(kind.into()))
+            .map_err(|m| ConfigError::one("--source".into(), "market.source", m))?;
+        src.set_by.insert("market.source".into(), format!("--source '{flag}'"));
+        if let Some(p) = path {
+            set_path(&mut table, &["market".into(), "csv".into(), "path".into()], Value::String(p.into()))
+                .map_err(|m| ConfigError::one("--source".into(), "market.csv.path", m))?;
+            src.set_by.insert("market.csv.path".into(), format!("--source '{flag}'"));
+        }
+    }
+
+    let env: BTreeMap<&str, &str> = opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut vars = BTreeMap::new();
+    let mut unset = Vec::new();
+    let mut root = Value::Table(table);
+    interpolate(&mut root, "", &env, &mut vars, &mut unset);
+
+    let mut config: Config = serde_path_to_error::deserialize(root).map_err(|e| {
+        let mut path = e.path().to_string();
+        let full = e.inner().to_string();
+        // toml's value deserializer appends "in `key`": we say where ourselves.
+        let message = full.split("\nin `").next().unwrap_or(&full).trim().to_string();
+        if let Some(field) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+            if !(path == field || path.ends_with(&format!(".{field}"))) {
+                path = if path == "." { field.to_string() } else { format!("{path}.{field}") };
+            }
+            let prob = src.problem(&path, format!("{message}: remove it or check its spelling"));
+            return ConfigError::Invalid { problems: vec![prob] };
+        }
+        ConfigError::Invalid { problems: vec![src.problem(&path, message)] }
+    })?;
+
+    // Put the variable names back on secrets so errors and `config show` can name them.
+    let secret = |s: &mut Secret, path: &str| *s = Secret::resolved(s.expose().to_string(), vars.get(path).cloned());
+    secret(&mut config.market.oanda.account_id, "market.oanda.account_id");
+    secret(&mut config.market.oanda.token, "market.oanda.token");
+    secret(&mut config.server.token, "server.token");
+    for (i, r) in config.notify.routes.iter_mut().enumerate() {
+        secret(&mut r.webhook, &format!("notify.routes[{i}].webhook"));
+    }
+
+    let mut problems = Vec::new();
+    for (path, var) in &unset {
+        let in_use = match path.as_str() {
+            p if p.starts_with("market.oanda.") => config.market.source == SourceKind::Oanda,
+            p if p.starts_with("market.csv.") => config.market.source == SourceKind::Csv,
+            _ => true,
+        };
+        if in_use {
+            problems.push(src.problem(
+                path,
+                format!("the environment variable {var} is not set: export it, or write the value here"),
+            ));
+        }
+    }
+    let mut warnings = Vec::new();
+    validate(&config, &src, &mut problems, &mut warnings);
+    if problems.is_empty() { Ok(Loaded { config, origin, warnings }) } else { Err(ConfigError::Invalid { problems }) }
+}
+
+fn check_params(p: &StrategyParams, base: &str, src: &Source<'_>, problems: &mut Vec<Problem>) {
+    for (name, v) in [("fast", p.fast), ("slow", p.slow), ("atr", p.atr)] {
+        if !(1..=1000).contains(&v) {
+            problems.push(
+                src.problem(&format!("{base}.{name}"), format!("{v} is out of range: a period is 1 to 1000 candles")),
+            );
+        }
+    }
+    if p.fast >= p.slow {
+        problems.push(
+            src.problem(&format!("{base}.fast"), format!("fast ({}) must be smaller than slow ({})", p.fast, p.slow)),
+        );
+    }
+    for (name, v) in [("sl_mult", p.sl_mult), ("tp_mult", p.tp_mult)] {
+        if !(v.is_finite() && v > 0.0) {
+            problems.push(src.problem(
+                &format!("{base}.{name}"),
+                format!("{v} is not allowed: a multiple of the ATR above 0, e.g. 1.5"),
+            ));
+        }
+    }
+}
+
+fn check_url(url: &str, path: &str, src: &Source<'_>, problems: &mut Vec<Problem>) {
+    let ok = reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    if !ok {
+        let shown = if is_secret_path(path) { "the value".to_string() } else { format!("'{url}'") };
+        problems.push(src.problem(path, format!("{shown} is not an http(s) URL")));
+    }
+}
+
+fn validate(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>, warnings: &mut Vec<String>) {
+    let m = &c.market;
+    if m.instruments.is_empty() {
+        problems.push(src.problem("market.instruments", "is empty: list at least one instrument, e.g. [\"EUR_USD\"]"));
+    }
+    for (i, inst) in m.instruments.iter().enumerate() {
+        if m.instruments[..i].contains(inst) {
+            problems.push(src.problem(&format!("market.instruments[{i}]"), format!("{inst} is listed twice")));
+        }
+    }
+    if m.timeframes.is_empty() {
+        problems.push(src.problem("market.timeframes", "is empty: list at least one, e.g. [\"H4\"]"));
+    }
+    for (i, tf) in m.timeframes.iter().enumerate() {
+        if m.timeframes[..i].contains(tf) {
+            problems.push(src.problem(&format!("market.timeframes[{i}]"), format!("{tf} is listed twice")));
+        }
+    }
+    if m.demo.candle_every.0 < std::time::Duration::from_millis(10) {
+        problems.push(src.problem("market.demo.candle_every", "must be at least 10ms"));
+    }
+    match m.source {
+        SourceKind::Csv if m.csv.path.trim().is_empty() => {
+            problems.push(
+                src.problem("market.csv.path", "is empty: name a CSV file or a directory of INSTRUMENT.csv files"),
+            );
+        }
+        SourceKind::Oanda => {
+            check_url(&m.oanda.rest_url, "market.oanda.rest_url", src, problems);
+            check_url(&m.oanda.stream_url, "market.oanda.stream_url", src, problems);
+            for (key, what, var) in [
+                ("account_id", "your OANDA account id", "PIPWATCH_OANDA_ACCOUNT"),
+                ("token", "your OANDA API token", "PIPWATCH_OANDA_TOKEN"),
+            ] {
+                let s = if key == "token" { &m.oanda.token } else { &m.oanda.account_id };
+                if s.is_empty() && !unset_reported(problems, key) {
+                    problems
+                        .push(src.problem(&format!("market.oanda.{key}"), format!("is empty: set {var} to {what}")));
+                }
+            }
+        }
+        _ => {}
+    }
+
+    check_params(&c.strategy.params(), "strategy", src, problems);
+    let set = c.strategy.set();
+    for (name, o) in &c.strategy.overrides {
+        let base = format!("strategy.overrides.{name}");
+        match Instrument::new(name) {
+            Err(e) => problems.push(src.problem(&base, e.to_string())),
+            Ok(i) => {
+                if o == &StrategyOverride::default() {
+                    warnings.push(format!("{}: {base} changes nothing", src.locate(&base)));
+                }
+                if !m.instruments.contains(&i) {
+                    warnings.push(format!(
+                        "{}: {base}: {name} is not in market.instruments, so this override is unused",
+                        src.locate(&base)
+                    ));
+                }
+                check_params(&set.for_instrument(i), &base, src, problems);
+            }
+        }
+    }
+
+    for (i, r) in c.notify.routes.iter().enumerate() {
+        let base = format!("notify.routes[{i}]");
+        if r.name.trim().is_empty() {
+            problems.push(src.problem(&format!("{base}.name"), "is missing: give each route a name"));
+        } else if c.notify.routes[..i].iter().any(|o| o.name == r.name) {
+            problems.push(src.problem(&format!("{base}.name"), format!("'{}' is used by another route", r.name)));
+        }
+        if r.webhook.is_empty() {
+            if !unset_reported(problems, &format!("{base}.webhook")) {
+                problems.push(src.problem(
+                    &format!("{base}.webhook"),
+                    "is empty: paste the Discord webhook URL or use \"${ENV_NAME}\"",
+                ));
+            }
+        } else {
+            check_url(r.webhook.expose(), &format!("{base}.webhook"), src, problems);
+        }
+        if r.events.is_empty() {
+            problems.push(src.problem(&format!("{base}.events"), "is empty: list \"signal\", \"alert\" or both"));
+        }
+    }
+
+    match c.server.listen.parse::<SocketAddr>() {
+        Err(_) => problems.push(src.problem("server.listen", format!("'{}' is not an address: write IP:PORT, e.g. 127.0.0.1:8787", c.server.listen))),
+        Ok(addr) if !addr.ip().is_loopback() && c.server.token.is_empty() => problems.push(src.problem(
+            "server.listen",
+            format!("{addr} is reachable from other machines, so server.token must be set (e.g. token = \"${{PIPWATCH_SERVER_TOKEN}}\")"),
+        )),
+        Ok(_) => {}
+    }
+    if c.health.sample_every.0 < std::time::Duration::from_millis(100) {
+        problems.push(src.problem("health.sample_every", "must be at least 100ms"));
+    }
+}
+
+fn unset_reported(problems: &[Problem], key: &str) -> bool {
+    problems.iter().any(|p| p.key.ends_with(key) && p.message.contains("is not set"))
+}

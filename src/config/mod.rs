@@ -1,0 +1,367 @@
+//! Typed configuration with layered sources: built-in defaults (the demo
+//! market), then a TOML file, then `PIPWATCH_SECTION__KEY` environment
+//! variables, then command-line flags. Any string may be `${ENV_NAME}`.
+//! Unknown keys are errors. Every error names where the value came from
+//! (file and line, or the environment variable), the dotted key, the value
+//! and what is allowed.
+
+mod secret;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::engine::{MaKind, StrategyParams, StrategySet};
+use crate::types::{Instrument, Timeframe};
+pub use secret::Secret;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub market: Market,
+    pub strategy: Strategy,
+    pub notify: Notify,
+    pub server: Server,
+    pub health: Health,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            market: Market::default(),
+            strategy: Strategy::default(),
+            notify: Notify::default(),
+            server: Server::default(),
+            health: Health::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Demo,
+    Oanda,
+    Csv,
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SourceKind::Demo => "demo",
+            SourceKind::Oanda => "oanda",
+            SourceKind::Csv => "csv",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Market {
+    pub source: SourceKind,
+    pub instruments: Vec<Instrument>,
+    pub timeframes: Vec<Timeframe>,
+    pub demo: Demo,
+    pub csv: CsvSource,
+    pub oanda: Oanda,
+}
+
+impl Default for Market {
+    fn default() -> Self {
+        let instruments = ["EUR_USD", "GBP_USD", "USD_JPY", "USD_CHF", "AUD_USD", "USD_CAD", "NZD_USD"]
+            .into_iter()
+            .filter_map(|s| Instrument::new(s).ok())
+            .collect();
+        Market {
+            source: SourceKind::Demo,
+            instruments,
+            timeframes: vec![Timeframe::H4],
+            demo: Demo::default(),
+            csv: CsvSource::default(),
+            oanda: Oanda::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Demo {
+    pub seed: u64,
+    pub candle_every: Dur,
+}
+
+impl Default for Demo {
+    fn default() -> Self {
+        Demo { seed: 7, candle_every: Dur(Duration::from_secs(1)) }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CsvSource {
+    pub path: String,
+    pub candle_every: Dur,
+}
+
+impl Default for CsvSource {
+    fn default() -> Self {
+        CsvSource { path: "history.csv".into(), candle_every: Dur(Duration::ZERO) }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Oanda {
+    pub rest_url: String,
+    pub stream_url: String,
+    pub account_id: Secret,
+    pub token: Secret,
+}
+
+impl Default for Oanda {
+    fn default() -> Self {
+        Oanda {
+            rest_url: "https://api-fxpractice.oanda.com".into(),
+            stream_url: "https://stream-fxpractice.oanda.com".into(),
+            account_id: Secret::template("PIPWATCH_OANDA_ACCOUNT"),
+            token: Secret::template("PIPWATCH_OANDA_TOKEN"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Strategy {
+    pub ma: MaKind,
+    pub fast: u32,
+    pub slow: u32,
+    pub atr: u32,
+    pub sl_mult: f64,
+    pub tp_mult: f64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub overrides: BTreeMap<String, StrategyOverride>,
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        let p = StrategyParams::default();
+        Strategy {
+            ma: p.ma,
+            fast: p.fast,
+            slow: p.slow,
+            atr: p.atr,
+            sl_mult: p.sl_mult,
+            tp_mult: p.tp_mult,
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[strategy.overrides.EUR_USD]`: any subset of the strategy keys.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StrategyOverride {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ma: Option<MaKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fast: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub atr: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sl_mult: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tp_mult: Option<f64>,
+}
+
+impl Strategy {
+    pub fn params(&self) -> StrategyParams {
+        StrategyParams {
+            ma: self.ma,
+            fast: self.fast,
+            slow: self.slow,
+            atr: self.atr,
+            sl_mult: self.sl_mult,
+            tp_mult: self.tp_mult,
+        }
+    }
+
+    /// The default parameters plus each override applied over them. Names were
+    /// validated at load, so an unparsable one cannot occur here.
+    pub fn set(&self) -> StrategySet {
+        let default = self.params();
+        let overrides = self
+            .overrides
+            .iter()
+            .filter_map(|(name, o)| {
+                let i = Instrument::new(name).ok()?;
+                Some((
+                    i,
+                    StrategyParams {
+                        ma: o.ma.unwrap_or(default.ma),
+                        fast: o.fast.unwrap_or(default.fast),
+                        slow: o.slow.unwrap_or(default.slow),
+                        atr: o.atr.unwrap_or(default.atr),
+                        sl_mult: o.sl_mult.unwrap_or(default.sl_mult),
+                        tp_mult: o.tp_mult.unwrap_or(default.tp_mult),
+                    },
+                ))
+            })
+            .collect();
+        StrategySet { default, overrides }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Notify {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteEvent {
+    Signal,
+    Alert,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+/// `[[notify.routes]]`: which events go to which Discord webhook.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Route {
+    pub name: String,
+    pub webhook: Secret,
+    pub events: Vec<RouteEvent>,
+    pub instruments: Vec<Instrument>,
+    pub min_severity: Severity,
+    pub delay: Dur,
+}
+
+impl Default for Route {
+    fn default() -> Self {
+        Route {
+            name: String::new(),
+            webhook: Secret::default(),
+            events: vec![RouteEvent::Signal],
+            instruments: Vec::new(),
+            min_severity: Severity::Info,
+            delay: Dur(Duration::ZERO),
+        }
+    }
+}
+
+impl Route {
+    /// Whether this route takes signals for `instrument`.
+    pub fn takes_signal(&self, instrument: Instrument) -> bool {
+        self.events.contains(&RouteEvent::Signal)
+            && (self.instruments.is_empty() || self.instruments.contains(&instrument))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Server {
+    pub listen: String,
+    pub token: Secret,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server { listen: "127.0.0.1:8787".into(), token: Secret::default() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Health {
+    pub sample_every: Dur,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health { sample_every: Dur(Duration::from_secs(2)) }
+    }
+}
+
+/// A duration written like `1s`, `15m`, `2h`, `250ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Dur(pub Duration);
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_zero() {
+            return s.serialize_str("0s");
+        }
+        s.collect_str(&humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|_| {
+            serde::de::Error::custom(format!("'{s}' is not a duration: write e.g. \"1s\", \"15m\", \"2h\" or \"0s\""))
+        })
+    }
+}
+
+/// Where a config came from, for messages.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Origin {
+    Defaults,
+    File(PathBuf),
+}
+
+/// One thing wrong with a config, located.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    /// `file:line:col`, `environment variable NAME`, `--flag`, or `built-in defaults`.
+    pub location: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.location, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.location, self.key, self.message)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid { problems: Vec<Problem> },
+}
+
+impl ConfigError {
+    fn one(location: String, key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid { problems: vec![Problem { location, key: key.into(), message: message.into() }] }
+    }
+}
+
+mod load;
+pub use load::{LoadOptions, Loaded, load};
+
+/// The platform data directory, e.g. `~/.local/share/pipwatch`.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir().map(|d| d.join("pipwatch")).unwrap_or_else(|| Path::new(".pipwatch").to_path_buf())
+}

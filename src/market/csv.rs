@@ -1,0 +1,459 @@
+//! Candles from CSV history: one file, or a directory of `INSTRUMENT.csv` files.
+//!
+//! Columns are found by name (any case): open/high/low/close, optional volume,
+//! time in `time`/`date`/`datetime`/`timestamp`/`gmt time` or an unnamed first
+//! column (or separate `date` + `time` columns). Times are read as UTC in RFC
+//! 3339, `YYYY-MM-DD HH:MM:SS`, `YYYY-MM-DD`, Dukascopy's
+//! `DD.MM.YYYY HH:MM:SS[.fff]`, or unix seconds. A bad row is reported with its
+//! line number and skipped; it never stops the reader.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use csv::ByteRecord;
+
+use crate::time::Ts;
+use crate::types::{BadCandle, Candle, Instrument, Timeframe};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CsvError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Header { path: String, message: String },
+    #[error("{path}: {source}")]
+    Csv { path: String, source: csv::Error },
+    #[error("{path}: no *.csv files in this directory")]
+    EmptyDir { path: String },
+    #[error("{path}: the file name does not start with an instrument (e.g. EUR_USD.csv); pass --instrument")]
+    NoInstrument { path: String },
+}
+
+/// A row that was skipped, with where and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRow {
+    pub path: String,
+    pub line: u64,
+    pub message: String,
+}
+
+impl std::fmt::Display for BadRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {} (row skipped)", self.path, self.line, self.message)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum TimeCols {
+    One(usize),
+    DateAndTime(usize, usize),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Columns {
+    time: TimeCols,
+    open: usize,
+    high: usize,
+    low: usize,
+    close: usize,
+    volume: Option<usize>,
+}
+
+fn find_columns(header: &ByteRecord, path: &str) -> Result<Columns, CsvError> {
+    let names: Vec<String> = header
+        .iter()
+        .map(|h| String::from_utf8_lossy(h).trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
+        .collect();
+    let find = |want: &[&str]| names.iter().position(|n| want.contains(&n.as_str()));
+    let need = |name: &str| {
+        find(&[name]).ok_or_else(|| CsvError::Header {
+            path: path.to_string(),
+            message: format!("no '{name}' column in the header (found: {})", names.join(", ")),
+        })
+    };
+    let time = match (find(&["date"]), find(&["time"])) {
+        (Some(d), Some(t)) => TimeCols::DateAndTime(d, t),
+        _ => match find(&["time", "date", "datetime", "timestamp", "gmt time", "local time", "time (utc)"]) {
+            Some(c) => TimeCols::One(c),
+            None if names.first().is_some_and(|n| n.is_empty()) => TimeCols::One(0),
+            None => {
+                return Err(CsvError::Header {
+                    path: path.to_string(),
+                    message: format!(
+                        "no time column: name it time, date, datetime, timestamp or gmt time, or leave the first column unnamed (found: {})",
+                        names.join(", ")
+                    ),
+                });
+            }
+        },
+    };
+    Ok(Columns {
+        time,
+        open: need("open")?,
+        high: need("high")?,
+        low: need("low")?,
+        close: need("close")?,
+        volume: find(&["volume", "vol", "tick volume", "tickvol"]),
+    })
+}
+
+fn digits<const N: usize>(b: &[u8]) -> Option<u32> {
+    if b.len() != N {
+        return None;
+    }
+    b.iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+}
+
+/// Parses the time formats of the module docs, as UTC. Fast paths cover the
+/// fixed-width formats; anything with an offset or fraction goes to chrono.
+pub fn parse_time(s: &[u8]) -> Option<Ts> {
+    let s = s.trim_ascii();
+    let n = s.len();
+    if n >= 10 && s[4] == b'-' && s[7] == b'-' {
+        let (y, mo, d) = (digits::<4>(&s[0..4])?, digits::<2>(&s[5..7])?, digits::<2>(&s[8..10])?);
+        if n == 10 {
+            return Ts::from_ymd_hms(i64::from(y), mo, d, 0, 0, 0);
+        }
+        let sep = s[10];
+        if (n == 19 || (n == 20 && s[19] == b'Z')) && (sep == b' ' || sep == b'T') && s[13] == b':' && s[16] == b':' {
+            let (h, mi, se) = (digits::<2>(&s[11..13])?, digits::<2>(&s[14..16])?, digits::<2>(&s[17..19])?);
+            return Ts::from_ymd_hms(i64::from(y), mo, d, h, mi, se);
+        }
+        return Ts::parse_rfc3339(std::str::from_utf8(s).ok()?);
+    }
+    if n >= 19 && s[2] == b'.' && s[5] == b'.' && s[10] == b' ' && s[13] == b':' && s[16] == b':' {
+        let (d, mo, y) = (digits::<2>(&s[0..2])?, digits::<2>(&s[3..5])?, digits::<4>(&s[6..10])?);
+        let (h, mi, se) = (digits::<2>(&s[11..13])?, digits::<2>(&s[14..16])?, digits::<2>(&s[17..19])?);
+        if n > 19 && !(s[19] == b'.' && s[20..].iter().all(u8::is_ascii_digit)) {
+            return None;
+        }
+        return Ts::from_ymd_hms(i64::from(y), mo, d, h, mi, se);
+    }
+    if n > 0 && n <= 12 && s.iter().all(u8::is_ascii_digit) {
+        return std::str::from_utf8(s).ok()?.parse::<i64>().ok().map(Ts);
+    }
+    None
+}
+
+fn parse_f64(field: &[u8]) -> Option<f64> {
+    std::str::from_utf8(field).ok()?.trim().parse::<f64>().ok()
+}
+
+/// The instrument a file name starts with: `EUR_USD.csv`, `EUR_USD_H1_2017_ask.csv`, `EURUSD.csv`.
+pub fn instrument_from_path(path: &Path) -> Option<Instrument> {
+    let stem = path.file_stem()?.to_str()?;
+    let b = stem.as_bytes();
+    let is_ccy = |s: &[u8]| s.len() == 3 && s.iter().all(u8::is_ascii_uppercase);
+    if b.len() >= 7 && is_ccy(&b[0..3]) && b[3] == b'_' && is_ccy(&b[4..7]) {
+        return Instrument::new(&stem[..7]).ok();
+    }
+    if b.len() >= 6 && is_ccy(&b[0..3]) && is_ccy(&b[3..6]) && b.get(6).is_none_or(|c| !c.is_ascii_alphabetic()) {
+        return Instrument::new(&format!("{}_{}", &stem[0..3], &stem[3..6])).ok();
+    }
+    None
+}
+
+/// A granularity token in the file name, e.g. `_H1_` in `EUR_USD_H1_2017.csv`.
+pub fn timeframe_from_path(path: &Path) -> Option<Timeframe> {
+    let stem = path.file_stem()?.to_str()?;
+    stem.split(['_', '-', '.', ' ']).find_map(|tok| tok.parse::<Timeframe>().ok())
+}
+
+/// Reads one CSV file as candles of one series.
+pub struct CsvCandles {
+    path: String,
+    rdr: csv::Reader<Box<dyn Read + Send>>,
+    cols: Columns,
+    record: ByteRecord,
+    instrument: Instrument,
+    timeframe: Timeframe,
+    last: Option<Ts>,
+    done: bool,
+    pub rows: u64,
+    pub bad_rows: u64,
+}
+
+/// One item per data row: a candle, or the bad row that was skipped.
+pub type Row = Result<Candle, BadRow>;
+
+impl CsvCandles {
+    pub fn open(path: &Path, instrument: Instrument, timeframe: Timeframe) -> Result<Self, CsvError> {
+        let shown = path.display().to_string();
+        let file = File::open(path).map_err(|source| CsvError::Io { path: shown.clone(), source })?;
+        Self::from_reader(Box::new(std::io::BufReader::with_capacity(1 << 16, file)), shown, instrument, timeframe)
+    }
+
+    pub fn from_reader(
+        reader: Box<dyn Read + Send>,
+        path: String,
+        instrument: Instrument,
+        timeframe: Timeframe,
+    ) -> Result<Self, CsvError> {
+        let mut rdr =
+            csv::ReaderBuilder::new().has_headers(true).flexible(true).trim(csv::Trim::All).from_reader(reader);
+        let header = rdr.byte_headers().map_err(|source| CsvError::Csv { path: path.clone(), source })?.clone();
+        let cols = find_columns(&header, &path)?;
+        Ok(CsvCandles {
+            path,
+            rdr,
+            cols,
+            record: ByteRecord::new(),
+            instrument,
+            timeframe,
+            last: None,
+            done: false,
+            rows: 0,
+            bad_rows: 0,
+        })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Bytes consumed so far, for progress bars.
+    pub fn byte_position(&self) -> u64 {
+        self.rdr.position().byte()
+    }
+
+    fn parse_record(&self) -> Result<Candle, String> {
+        let r = &self.record;
+        let field = |i: usize, name: &str| r.get(i).ok_or_else(|| format!("the row has no '{name}' field"));
+        let time = match self.cols.time {
+            TimeCols::One(c) => {
+                let raw = field(c, "time")?;
+                parse_time(raw).ok_or_else(|| format!("'{}' is not a time I can read", String::from_utf8_lossy(raw)))?
+            }
+            TimeCols::DateAndTime(d, t) => {
+                let joined = [field(d, "date")?, b" ", field(t, "time")?].concat();
+                parse_time(&joined)
+                    .ok_or_else(|| format!("'{}' is not a time I can read", String::from_utf8_lossy(&joined)))?
+            }
+        };
+        let num = |i: usize, name: &str| -> Result<f64, String> {
+            let raw = field(i, name)?;
+            parse_f64(raw).ok_or_else(|| format!("{name} '{}' is not a number", String::from_utf8_lossy(raw)))
+        };
+        let volume = match self.cols.volume {
+            Some(v) => num(v, "volume")?,
+            None => 0.0,
+        };
+        Ok(Candle {
+            instrument: self.instrument,
+            timeframe: self.timeframe,
+            time,
+            open: num(self.cols.open, "open")?,
+            high: num(self.cols.high, "high")?,
+            low: num(self.cols.low, "low")?,
+            close: num(self.cols.close, "close")?,
+            volume,
+        })
+    }
+}
+
+impl Iterator for CsvCandles {
+    type Item = Row;
+
+    fn next(&mut self) -> Option<Row> {
+        if self.done {
+            return None;
+        }
+        loop {
+            match self.rdr.read_byte_record(&mut self.record) {
+                Ok(false) => return None,
+                Ok(true) => {}
+                Err(e) => {
+                    // A broken row (e.g. bad UTF-8 or quoting): skip it, say where.
+                    self.bad_rows += 1;
+                    let line = e.position().map_or(0, |p| p.line());
+                    // A read error ends the file: report it once, then stop.
+                    self.done = matches!(e.kind(), csv::ErrorKind::Io(_));
+                    return Some(Err(BadRow { path: self.path.clone(), line, message: e.to_string() }));
+                }
+            }
+            if self.record.iter().all(|f| f.is_empty()) {
+                continue;
+            }
+            self.rows += 1;
+            let line = self.record.position().map_or(0, |p| p.line());
+            let checked = self.parse_record().and_then(|c| {
+                c.check_prices().map_err(|e| e.to_string())?;
+                match self.last {
+                    Some(last) if c.time <= last => Err(BadCandle::NotAfter { time: c.time, last }.to_string()),
+                    _ => Ok(c),
+                }
+            });
+            return Some(match checked {
+                Ok(c) => {
+                    self.last = Some(c.time);
+                    Ok(c)
+                }
+                Err(message) => {
+                    self.bad_rows += 1;
+                    Err(BadRow { path: self.path.clone(), line, message })
+                }
+            });
+        }
+    }
+}
+
+/// Infers the timeframe from the most common gap between the first rows.
+pub fn infer_timeframe(path: &Path) -> Option<Timeframe> {
+    let instrument = Instrument::new("XXX_YYY").ok()?;
+    let rows = CsvCandles::open(path, instrument, Timeframe::H1).ok()?;
+    let times: Vec<i64> = rows.filter_map(Result::ok).take(200).map(|c| c.time.0).collect();
+    let mut gaps: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).filter(|g| *g > 0).collect();
+    gaps.sort_unstable();
+    let mut best = (0usize, None);
+    for chunk in gaps.chunk_by(|a, b| a == b) {
+        if chunk.len() > best.0 {
+            best = (chunk.len(), Some(chunk[0]));
+        }
+    }
+    best.1.and_then(Timeframe::from_seconds)
+}
+
+/// A CSV input resolved to files with their series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvInput {
+    pub path: PathBuf,
+    pub instrument: Instrument,
+    pub timeframe: Timeframe,
+}
+
+/// Resolves a file or a directory of `INSTRUMENT.csv` files. `instrument` and
+/// `timeframe` are explicit choices (flags); otherwise they come from the file
+/// name, then (timeframe only) from the data, then from `fallback`.
+pub fn resolve(
+    path: &Path,
+    instrument: Option<Instrument>,
+    timeframe: Option<Timeframe>,
+    fallback: (Option<Instrument>, Timeframe),
+) -> Result<Vec<CsvInput>, CsvError> {
+    let shown = path.display().to_string();
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|source| CsvError::Io { path: shown.clone(), source })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("csv")))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(CsvError::EmptyDir { path: shown });
+        }
+        files
+    } else {
+        // Opening here turns a missing file into an error that names it.
+        File::open(path).map_err(|source| CsvError::Io { path: shown.clone(), source })?;
+        vec![path.to_path_buf()]
+    };
+    let in_dir = path.is_dir();
+    files
+        .into_iter()
+        .map(|f| {
+            let instrument = match (instrument, instrument_from_path(&f)) {
+                (Some(i), _) if !in_dir => i,
+                (_, Some(i)) => i,
+                (Some(i), None) => i,
+                (None, None) => match fallback.0 {
+                    Some(i) if !in_dir => i,
+                    _ => return Err(CsvError::NoInstrument { path: f.display().to_string() }),
+                },
+            };
+            let timeframe =
+                timeframe.or_else(|| timeframe_from_path(&f)).or_else(|| infer_timeframe(&f)).unwrap_or(fallback.1);
+            Ok(CsvInput { path: f, instrument, timeframe })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Option<String> {
+        parse_time(s.as_bytes()).map(|t| t.to_string())
+    }
+
+    #[test]
+    fn time_formats() {
+        let want = Some("2017-01-02T22:00:00Z".to_string());
+        assert_eq!(ts("2017-01-02T22:00:00Z"), want);
+        assert_eq!(ts("2017-01-02 22:00:00"), want);
+        assert_eq!(ts("2017-01-02T22:00:00.000000000Z"), want);
+        assert_eq!(ts("2017-01-03T00:00:00+02:00"), want);
+        assert_eq!(ts("02.01.2017 22:00:00.000"), want);
+        assert_eq!(ts("02.01.2017 22:00:00"), want);
+        assert_eq!(ts("1483394400"), want);
+        assert_eq!(ts("2017-01-02"), Some("2017-01-02T00:00:00Z".to_string()));
+        for bad in
+            ["", "yesterday", "2017-13-01", "32.01.2017 00:00:00", "2017-01-02 25:00:00", "02.01.2017 22:00:00.x"]
+        {
+            assert_eq!(ts(bad), None, "{bad}");
+        }
+    }
+
+    fn rows(text: &str) -> Vec<Row> {
+        let i = Instrument::new("EUR_USD").unwrap_or_else(|e| panic!("{e}"));
+        CsvCandles::from_reader(Box::new(std::io::Cursor::new(text.to_string())), "t.csv".into(), i, Timeframe::H1)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .collect()
+    }
+
+    #[test]
+    fn bad_rows_are_named_by_line_and_skipped() {
+        let got = rows(
+            "Gmt time,Open,High,Low,Close,Volume\n\
+             01.01.2017 22:00:00.000,1.05,1.06,1.04,1.05,10\n\
+             01.01.2017 23:00:00.000,1.05,1.04,1.06,1.05,10\n\
+             02.01.2017 00:00:00.000,abc,1.06,1.04,1.05,10\n\
+             01.01.2017 21:00:00.000,1.05,1.06,1.04,1.05,10\n\
+             not a time,1.05,1.06,1.04,1.05,10\n\
+             02.01.2017 01:00:00.000,1.05,1.06,1.04,1.05,10\n",
+        );
+        let errs: Vec<String> = got.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
+        assert_eq!(
+            errs,
+            vec![
+                "t.csv:3: high 1.04 is below low 1.06 (row skipped)",
+                "t.csv:4: open 'abc' is not a number (row skipped)",
+                "t.csv:5: time 2017-01-01T21:00:00Z is not after the series' last candle 2017-01-01T22:00:00Z (row skipped)",
+                "t.csv:6: 'not a time' is not a time I can read (row skipped)",
+            ]
+        );
+        assert_eq!(got.iter().filter(|r| r.is_ok()).count(), 2);
+    }
+
+    #[test]
+    fn columns_by_name_any_case_and_unnamed_time() {
+        let got = rows(",CLOSE,low,High,open\n2024-01-02 08:00:00,1.15,1.0,1.2,1.1\n");
+        let c = got[0].as_ref().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((c.open, c.high, c.low, c.close, c.volume), (1.1, 1.2, 1.0, 1.15, 0.0));
+        let got = rows("Date,Time,Open,High,Low,Close\n2024-01-02,08:00:00,1.1,1.2,1.0,1.15\n");
+        assert_eq!(got[0].as_ref().map(|c| c.time.to_string()).ok(), Some("2024-01-02T08:00:00Z".to_string()));
+    }
+
+    #[test]
+    fn header_errors_name_the_missing_column() {
+        let i = Instrument::new("EUR_USD").unwrap_or_else(|e| panic!("{e}"));
+        let err = CsvCandles::from_reader(
+            Box::new(std::io::Cursor::new("time,open,high,close\n")),
+            "x.csv".into(),
+            i,
+            Timeframe::H1,
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("x.csv: no 'low' column in the header (found: time, open, high, close)"));
+    }
+
+    #[test]
+    fn names_from_paths() {
+        let p = Path::new("/x/EUR_USD_H1_2017_ask.csv");
+        assert_eq!(instrument_from_path(p).map(|i| i.to_string()).as_deref(), Some("EUR_USD"));
+        assert_eq!(timeframe_from_path(p), Some(Timeframe::H1));
+        assert_eq!(instrument_from_path(Path::new("GBPJPY.csv")).map(|i| i.to_string()).as_deref(), Some("GBP_JPY"));
+        assert_eq!(instrument_from_path(Path::new("history.csv")), None);
+    }
+}

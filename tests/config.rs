@@ -1,0 +1,177 @@
+//! Config layering and error messages, through the library.
+
+use std::path::PathBuf;
+
+use pipwatch::config::{Config, LoadOptions, SourceKind, load};
+
+fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+    let p = dir.path().join("pipwatch.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn opts(file: Option<PathBuf>, env: &[(&str, &str)]) -> LoadOptions {
+    LoadOptions { file, env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), source_flag: None }
+}
+
+fn error(text: &str, env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(&dir, text);
+    let err = load(&opts(Some(p.clone()), env)).err().expect("config should be rejected").to_string();
+    err.replace(&p.display().to_string(), "FILE")
+}
+
+#[test]
+fn no_file_is_the_demo() {
+    let loaded = load(&opts(None, &[])).unwrap();
+    assert_eq!(loaded.config.strategy, Config::default().strategy);
+    assert!(loaded.config.market.oanda.token.is_empty());
+    assert_eq!(loaded.config.market.source, SourceKind::Demo);
+    assert_eq!(loaded.config.market.instruments.len(), 7);
+}
+
+#[test]
+fn the_example_config_is_the_defaults() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/pipwatch.toml");
+    let loaded = load(&opts(Some(path), &[("PIPWATCH_OANDA_TOKEN", "t")])).unwrap();
+    let defaults = load(&opts(None, &[("PIPWATCH_OANDA_TOKEN", "t")])).unwrap();
+    assert_eq!(loaded.config, defaults.config);
+    assert_eq!(loaded.config.market.oanda.token.expose(), "t");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn semantic_errors_name_file_line_key_value_and_rule() {
+    let err = error("[strategy]\nma = \"sma\"\nfast = 30\n", &[]);
+    assert_eq!(err, "FILE:3:8: strategy.fast = '30': fast (30) must be smaller than slow (20)");
+}
+
+#[test]
+fn unknown_keys_are_errors_with_a_line() {
+    let err = error("[market]\nsource = \"demo\"\n\n[strategy]\nfsat = 5\n", &[]);
+    assert!(err.starts_with("FILE:5:8: strategy.fsat = '5': unknown field `fsat`, expected one of"), "{err}");
+}
+
+#[test]
+fn wrong_types_and_bad_names() {
+    let err = error("[market]\ninstruments = [\"EUR_USD\", \"eurusd\"]\n", &[]);
+    assert!(
+        err.starts_with("FILE:2:27: market.instruments[1] = 'eurusd': 'eurusd' is not an instrument name"),
+        "{err}"
+    );
+    let err = error("[market]\ntimeframes = [\"H5\"]\n", &[]);
+    assert!(err.contains("market.timeframes[0] = 'H5'") && err.contains("unknown variant `H5`"), "{err}");
+    let err = error("[market.demo]\ncandle_every = \"soon\"\n", &[]);
+    assert_eq!(
+        err,
+        "FILE:2:16: market.demo.candle_every = 'soon': 'soon' is not a duration: write e.g. \"1s\", \"15m\", \"2h\" or \"0s\""
+    );
+    let err = error("[strategy]\nfast = \"ten\"\n", &[]);
+    assert!(err.starts_with("FILE:2:8: strategy.fast = 'ten': invalid type: string \"ten\", expected u32"), "{err}");
+}
+
+#[test]
+fn syntax_errors_have_a_line() {
+    let err = error("[market]\nsource = demo\n", &[]);
+    assert!(err.starts_with("FILE:2:10: not valid TOML"), "{err}");
+}
+
+#[test]
+fn all_problems_are_listed_at_once() {
+    let err = error("[strategy]\nfast = 0\natr = 0\nsl_mult = -1.0\n", &[]);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(lines[0].starts_with("FILE:2:8: strategy.fast = '0': 0 is out of range"));
+    assert!(lines[1].starts_with("FILE:3:7: strategy.atr = '0'"));
+    assert!(lines[2].starts_with("FILE:4:11: strategy.sl_mult = '-1.0'"));
+}
+
+#[test]
+fn overrides_are_validated_merged_and_warned() {
+    let dir = tempfile::tempdir().unwrap();
+    let p =
+        write(&dir, "[strategy.overrides.USD_JPY]\nma = \"ema\"\nfast = 5\n\n[strategy.overrides.XAU_USD]\nfast = 3\n");
+    let loaded = load(&opts(Some(p), &[])).unwrap();
+    let set = loaded.config.strategy.set();
+    let jpy = "USD_JPY".parse().unwrap();
+    assert_eq!(set.for_instrument(jpy).label(), "ema 5/20");
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(loaded.warnings[0].contains("XAU_USD is not in market.instruments"), "{:?}", loaded.warnings);
+
+    let err = error("[strategy.overrides.USD_JPY]\nfast = 25\n", &[]);
+    assert_eq!(err, "FILE:2:8: strategy.overrides.USD_JPY.fast = '25': fast (25) must be smaller than slow (20)");
+    let err = error("[strategy.overrides.usdjpy]\nfast = 5\n", &[]);
+    assert!(err.contains("strategy.overrides.usdjpy: 'usdjpy' is not an instrument name"), "{err}");
+}
+
+#[test]
+fn environment_overrides_the_file_and_is_named_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(&dir, "[strategy]\nfast = 8\n");
+    let loaded = load(&opts(
+        Some(p.clone()),
+        &[("PIPWATCH_STRATEGY__FAST", "5"), ("PIPWATCH_MARKET__TIMEFRAMES", "[\"H1\", \"D\"]")],
+    ))
+    .unwrap();
+    assert_eq!(loaded.config.strategy.fast, 5);
+    assert_eq!(loaded.config.market.timeframes.len(), 2);
+    let err = load(&opts(Some(p.clone()), &[("PIPWATCH_STRATEGY__FAST", "50")])).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "environment variable PIPWATCH_STRATEGY__FAST: strategy.fast: fast (50) must be smaller than slow (20)"
+    );
+    let err = load(&opts(Some(p), &[("PIPWATCH_STRATEGY__BOGUS", "1")])).unwrap_err().to_string();
+    assert!(
+        err.starts_with("environment variable PIPWATCH_STRATEGY__BOGUS: strategy.bogus: unknown field `bogus`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn env_interpolation_and_secrets() {
+    let text = "[market]\nsource = \"oanda\"\n[market.oanda]\naccount_id = \"${ACCT}\"\ntoken = \"${TOK}\"\n";
+    let err = error(text, &[("ACCT", "101-004-1-001")]);
+    assert_eq!(
+        err,
+        "FILE:5:9: market.oanda.token: the environment variable TOK is not set: export it, or write the value here"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(&dir, text);
+    let loaded = load(&opts(Some(p), &[("ACCT", "101-004-1-001"), ("TOK", "s3cr3t-token")])).unwrap();
+    assert_eq!(loaded.config.market.oanda.token.expose(), "s3cr3t-token");
+    assert_eq!(loaded.config.market.oanda.token.var(), Some("TOK"));
+    let shown = toml::to_string(&loaded.config).unwrap();
+    assert!(!shown.contains("s3cr3t") && shown.contains("token = \"${TOK}\""), "{shown}");
+    assert!(!format!("{:?}", loaded.config).contains("s3cr3t"));
+}
+
+#[test]
+fn demo_does_not_need_oanda_variables() {
+    // The defaults name ${PIPWATCH_OANDA_TOKEN}; unset, it only matters for source = "oanda".
+    assert!(load(&opts(None, &[])).is_ok());
+    let err = load(&LoadOptions { source_flag: Some("oanda".into()), ..opts(None, &[]) }).unwrap_err().to_string();
+    assert!(err.contains("--source 'oanda'") || err.contains("PIPWATCH_OANDA_ACCOUNT is not set"), "{err}");
+    assert!(err.contains("PIPWATCH_OANDA_TOKEN is not set"), "{err}");
+}
+
+#[test]
+fn routes_and_server_rules() {
+    let err = error(
+        "[[notify.routes]]\nname = \"a\"\nwebhook = \"not a url\"\n[[notify.routes]]\nname = \"a\"\nwebhook = \"https://discord.com/api/webhooks/1/x\"\n",
+        &[],
+    );
+    assert!(err.contains("FILE:3:11: notify.routes[0].webhook: the value is not an http(s) URL"), "{err}");
+    assert!(err.contains("FILE:5:8: notify.routes[1].name = 'a': 'a' is used by another route"), "{err}");
+    assert!(!err.contains("not a url"), "a webhook value leaked: {err}");
+    let err = error("[server]\nlisten = \"0.0.0.0:8787\"\n", &[]);
+    assert!(err.contains("server.token must be set"), "{err}");
+}
+
+#[test]
+fn source_flag_sets_csv_path() {
+    let loaded = load(&LoadOptions { source_flag: Some("csv:/data/EUR_USD.csv".into()), ..opts(None, &[]) }).unwrap();
+    assert_eq!(loaded.config.market.source, SourceKind::Csv);
+    assert_eq!(loaded.config.market.csv.path, "/data/EUR_USD.csv");
+    let err = load(&LoadOptions { source_flag: Some("bloomberg".into()), ..opts(None, &[]) }).unwrap_err().to_string();
+    assert!(err.starts_with("--source 'bloomberg': market.source: unknown variant `bloomberg`"), "{err}");
+}
