@@ -4,9 +4,13 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod event;
+pub mod logging;
 pub mod market;
+pub mod replay;
+pub mod store;
 pub mod time;
 pub mod types;

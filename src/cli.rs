@@ -1,0 +1,152 @@
+//! The command line (a contract: scripts and tests rely on it, see DESIGN.md).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::MaKind;
+use crate::types::{Instrument, Timeframe};
+
+#[derive(Debug, Parser)]
+#[command(name = "pipwatch", version, about = "Forex moving-average-crossover signals: console, server and replay", long_about = None)]
+pub struct Cli {
+    /// Config file (TOML). Without one, built-in defaults run the demo market.
+    #[arg(short, long, global = true, env = "PIPWATCH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the sled database lives (default: the platform data dir, e.g. ~/.local/share/pipwatch).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Market source, overriding the config: demo | oanda | csv:PATH.
+    #[arg(long, global = true, value_name = "SOURCE")]
+    pub source: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Full-screen console running the engine in-process (the default).
+    Tui(TuiArgs),
+    /// Engine, notifier and server without a terminal: events as JSON lines on stdout.
+    Headless(HeadlessArgs),
+    /// Run the engine over CSV candles as fast as possible: signals as JSON lines on stdout.
+    Replay(ReplayArgs),
+    /// The console, fed by a running instance.
+    Attach(AttachArgs),
+    /// A running instance's events as JSON lines.
+    Tail(TailArgs),
+    /// Validate or show the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Notifications given up on.
+    #[command(subcommand)]
+    Dead(DeadCommand),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct TuiArgs {
+    /// Colour theme: dark, light, high-contrast, mono.
+    #[arg(long)]
+    pub theme: Option<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|_| format!("'{s}' is not a duration: write e.g. 30s, 5m, 2h"))
+}
+
+#[derive(Debug, Args, Default)]
+pub struct HeadlessArgs {
+    /// Stop cleanly after this long, e.g. 30s, 5m.
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub run_for: Option<Duration>,
+    /// Also print a `candle` record per closed candle.
+    #[arg(long)]
+    pub candles: bool,
+    /// Do not open the HTTP/WebSocket port.
+    #[arg(long)]
+    pub no_server: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// CSV files or directories of INSTRUMENT.csv files.
+    #[arg(required = true, value_name = "CSV")]
+    pub csv: Vec<PathBuf>,
+    /// Also print a `candle` record (with indicator values) per candle.
+    #[arg(long)]
+    pub indicators: bool,
+    /// Instrument of a single file (default: from its name, e.g. EUR_USD_H1.csv).
+    #[arg(long)]
+    pub instrument: Option<Instrument>,
+    /// Timeframe (default: from the file name, else inferred from the data).
+    #[arg(long)]
+    pub timeframe: Option<Timeframe>,
+    /// Moving-average kind.
+    #[arg(long, value_enum)]
+    pub ma: Option<MaArg>,
+    /// Fast MA period.
+    #[arg(long)]
+    pub fast: Option<u32>,
+    /// Slow MA period.
+    #[arg(long)]
+    pub slow: Option<u32>,
+    /// ATR period.
+    #[arg(long)]
+    pub atr: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum MaArg {
+    Sma,
+    Ema,
+}
+
+impl From<MaArg> for MaKind {
+    fn from(m: MaArg) -> Self {
+        match m {
+            MaArg::Sma => MaKind::Sma,
+            MaArg::Ema => MaKind::Ema,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// WebSocket URL of a running instance.
+    #[arg(default_value = "ws://127.0.0.1:8787/ws")]
+    pub url: String,
+    #[arg(long)]
+    pub theme: Option<String>,
+    /// Server token, needed for pause/ack when the server has one.
+    #[arg(long, env = "PIPWATCH_SERVER_TOKEN")]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    #[arg(default_value = "ws://127.0.0.1:8787/ws")]
+    pub url: String,
+    #[arg(long, value_delimiter = ',')]
+    pub topics: Vec<String>,
+    #[arg(long, value_delimiter = ',')]
+    pub instruments: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file (default: the one in use); errors name file, line and key.
+    Check { file: Option<PathBuf> },
+    /// Print the effective config (defaults, file, environment, flags), secrets redacted.
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadCommand {
+    /// List notifications given up on, with their last error.
+    List,
+    /// Put them back in the outbox for delivery.
+    Retry,
+    /// Delete them.
+    Purge,
+}

@@ -1,0 +1,29 @@
+//! One tracing registry per process; the layers depend on the mode so that
+//! nothing ever writes over a console and headless logs are machine-readable.
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, fmt};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogMode {
+    /// JSON objects on stderr (headless: stdout carries the events).
+    Json,
+    /// Human-readable lines on stderr (replay, config, one-shot commands).
+    Plain,
+}
+
+/// `PIPWATCH_LOG` (or `RUST_LOG`) overrides the default filter, e.g. `debug,sled=warn`.
+pub fn init(mode: LogMode, default_filter: &str) {
+    let filter = std::env::var("PIPWATCH_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(default_filter));
+    let json =
+        (mode == LogMode::Json).then(|| fmt::layer().json().with_writer(std::io::stderr).with_current_span(false));
+    let plain =
+        (mode == LogMode::Plain).then(|| fmt::layer().with_writer(std::io::stderr).with_target(false).without_time());
+    // try_init: a second call (tests) keeps the first registry instead of panicking.
+    let _ = tracing_subscriber::registry().with(filter).with(json).with(plain).try_init();
+}

@@ -1,0 +1,128 @@
+//! `pipwatch replay`: the engine over CSV history, no clock, no network, no store.
+
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::engine::{Engine, Phase, StrategySet};
+use crate::event::Event;
+use crate::market::csv::{BadRow, CsvCandles, CsvError, CsvInput};
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Summary {
+    pub files: usize,
+    pub candles: u64,
+    pub signals: u64,
+    pub bad_rows: u64,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        let rate = if secs > 0.0 { self.candles as f64 / secs } else { 0.0 };
+        write!(
+            f,
+            "replayed {} candles from {} file{} in {:.3}s ({:.0} candles/s): {} signals, {} rejected rows",
+            self.candles,
+            self.files,
+            if self.files == 1 { "" } else { "s" },
+            secs,
+            rate,
+            self.signals,
+            self.bad_rows
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Csv(#[from] CsvError),
+    #[error("writing output: {0}")]
+    Output(#[from] io::Error),
+}
+
+pub struct Replay<'a> {
+    pub inputs: &'a [CsvInput],
+    pub strategies: StrategySet,
+    pub indicators: bool,
+    /// Shown on stderr when it is a terminal.
+    pub progress: bool,
+}
+
+fn write_event(out: &mut impl Write, e: &Event) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, e).map_err(io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+impl Replay<'_> {
+    /// Runs every input in order; `on_bad_row` hears each skipped row.
+    /// A closed stdout (e.g. `| head`) ends the replay quietly.
+    pub fn run(self, out: &mut impl Write, on_bad_row: &mut dyn FnMut(&BadRow)) -> Result<Summary, ReplayError> {
+        let started = Instant::now();
+        let mut engine = Engine::new(self.strategies);
+        let mut summary = Summary { files: self.inputs.len(), ..Summary::default() };
+        let total: u64 = self.inputs.iter().filter_map(|i| std::fs::metadata(&i.path).ok()).map(|m| m.len()).sum();
+        let bar = if self.progress {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {bar:40} {bytes}/{total_bytes} {msg} ({eta} left)")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            Some(bar)
+        } else {
+            None
+        };
+        let mut done_bytes = 0u64;
+        let mut events = Vec::with_capacity(4);
+        'files: for input in self.inputs {
+            let mut rows = CsvCandles::open(&input.path, input.instrument, input.timeframe)?;
+            while let Some(row) = rows.next() {
+                let candle = match row {
+                    Ok(c) => c,
+                    Err(bad) => {
+                        summary.bad_rows += 1;
+                        on_bad_row(&bad);
+                        continue;
+                    }
+                };
+                events.clear();
+                let outcome = engine.apply_into(&candle, Phase::Live, &mut events);
+                summary.candles += u64::from(outcome.accepted);
+                summary.signals += u64::from(outcome.signal);
+                for e in &events {
+                    let wanted = match e {
+                        Event::Signal(_) => true,
+                        Event::Candle(_) => self.indicators,
+                        _ => false,
+                    };
+                    if wanted {
+                        match write_event(out, e) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break 'files,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                if let Some(bar) = &bar
+                    && rows.rows % 65_536 == 0
+                {
+                    bar.set_position(done_bytes + rows.byte_position());
+                    bar.set_message(format!("{} candles, {} signals", summary.candles, summary.signals));
+                }
+            }
+            done_bytes += rows.byte_position();
+        }
+        match out.flush() {
+            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(e.into()),
+            _ => {}
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        summary.elapsed = started.elapsed();
+        Ok(summary)
+    }
+}
