@@ -8,6 +8,8 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod event;
+pub mod headless;
+pub mod live;
 pub mod logging;
 pub mod market;
 pub mod replay;

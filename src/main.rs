@@ -1,1 +1,186 @@
-fn main() {}
+//! The pipwatch binary: parse the command line, load the config, set up
+//! logging for the mode, run it. All the work lives in the library.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use pipwatch::cli::{Cli, Command, ConfigCommand, ReplayArgs};
+use pipwatch::config::{self, Config, LoadOptions, Loaded};
+use pipwatch::logging::{self, LogMode};
+use pipwatch::market::csv;
+use pipwatch::{headless, replay};
+
+/// Exit codes: 0 done, 1 failed while running, 2 bad input (config, flags, files).
+const FAILED: u8 = 1;
+const BAD_INPUT: u8 = 2;
+
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+fn load_config(
+    cli: &Cli,
+    file: Option<PathBuf>,
+    flags: Vec<(String, toml::Value, String)>,
+) -> Result<Loaded, ExitCode> {
+    let mut opts = LoadOptions::from_process(file.or_else(|| cli.config.clone()), cli.source.clone());
+    opts.flags = flags;
+    let loaded = config::load(&opts).map_err(|e| match e {
+        config::ConfigError::Invalid { .. } => fail(BAD_INPUT, format!("the configuration is not valid:\n{e}")),
+        other => fail(BAD_INPUT, other),
+    })?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(loaded)
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("pipwatch").build()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        None | Some(Command::Tui(_)) => not_built("tui", "the console"),
+        Some(Command::Attach(_)) => not_built("attach", "the remote console"),
+        Some(Command::Tail(_)) => not_built("tail", "the event tail (it needs the server)"),
+        Some(Command::Dead(_)) => not_built("dead", "the dead-letter commands (they need the notifier)"),
+        Some(Command::Headless(args)) => {
+            logging::init(LogMode::Json, "info,sled=warn");
+            let loaded = match load_config(&cli, None, Vec::new()) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            if !args.no_server {
+                tracing::warn!("the HTTP/WebSocket server is not part of this build yet; running without it");
+            }
+            let data_dir = cli.data_dir.clone().unwrap_or_else(config::default_data_dir);
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return fail(FAILED, format!("cannot start the async runtime: {e}")),
+            };
+            let opts = headless::Options { run_for: args.run_for, candles: args.candles };
+            match rt.block_on(headless::run(&loaded.config, &data_dir, opts)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail(FAILED, e),
+            }
+        }
+        Some(Command::Replay(args)) => run_replay(&cli, args),
+        Some(Command::Config(ConfigCommand::Show)) => {
+            let loaded = match load_config(&cli, None, Vec::new()) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            match toml::to_string_pretty(&loaded.config) {
+                Ok(text) => {
+                    let from = match &loaded.origin {
+                        config::Origin::File(p) => format!("{} over the built-in defaults", p.display()),
+                        config::Origin::Defaults => "built-in defaults".to_string(),
+                    };
+                    println!(
+                        "# effective config: {from}, then PIPWATCH_* variables and flags. Secrets are redacted.\n"
+                    );
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(FAILED, format!("cannot print the config: {e}")),
+            }
+        }
+        Some(Command::Config(ConfigCommand::Check { file })) => {
+            let loaded = match load_config(&cli, file.clone(), Vec::new()) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            let c: &Config = &loaded.config;
+            let name = match &loaded.origin {
+                config::Origin::File(p) => p.display().to_string(),
+                config::Origin::Defaults => "built-in defaults".to_string(),
+            };
+            println!(
+                "{name}: ok ({} source, {} instrument(s) x {} timeframe(s), {} {} {}/{}, {} notification route(s))",
+                c.market.source,
+                c.market.instruments.len(),
+                c.market.timeframes.len(),
+                c.strategy.ma,
+                "strategy",
+                c.strategy.fast,
+                c.strategy.slow,
+                c.notify.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn not_built(cmd: &str, what: &str) -> ExitCode {
+    fail(
+        BAD_INPUT,
+        format!(
+            "`pipwatch {cmd}`: {what} is not part of this build yet. Available now: `pipwatch headless` (the engine, JSON lines), `pipwatch replay CSV`, `pipwatch config check|show`"
+        ),
+    )
+}
+
+fn run_replay(cli: &Cli, args: &ReplayArgs) -> ExitCode {
+    logging::init(LogMode::Plain, "warn,sled=warn");
+    let mut flags = Vec::new();
+    if let Some(ma) = args.ma {
+        let kind: pipwatch::engine::MaKind = ma.into();
+        flags.push(("strategy.ma".to_string(), toml::Value::String(kind.to_string()), format!("--ma {kind}")));
+    }
+    for (key, v) in [("fast", args.fast), ("slow", args.slow), ("atr", args.atr)] {
+        if let Some(v) = v {
+            flags.push((format!("strategy.{key}"), toml::Value::Integer(i64::from(v)), format!("--{key} {v}")));
+        }
+    }
+    let loaded = match load_config(cli, None, flags) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let m = &loaded.config.market;
+    let fallback =
+        (m.instruments.first().copied(), m.timeframes.first().copied().unwrap_or(pipwatch::types::Timeframe::H4));
+    let mut inputs = Vec::new();
+    for path in &args.csv {
+        match csv::resolve(path, args.instrument, args.timeframe, fallback) {
+            Ok(found) => inputs.extend(found),
+            Err(e) => return fail(BAD_INPUT, e),
+        }
+    }
+    let stderr_tty = std::io::stderr().is_terminal();
+    for i in &inputs {
+        if stderr_tty || inputs.len() > 1 {
+            eprintln!("{}: {} {}", i.path.display(), i.instrument, i.timeframe);
+        }
+    }
+    let mut shown = 0u64;
+    let mut on_bad = |bad: &csv::BadRow| {
+        shown += 1;
+        if shown <= 20 {
+            eprintln!("warning: {bad}");
+        } else if shown == 21 {
+            eprintln!("warning: more rejected rows are counted in the summary, not listed");
+        }
+    };
+    let run = replay::Replay {
+        inputs: &inputs,
+        strategies: loaded.config.strategy.set(),
+        indicators: args.indicators,
+        progress: stderr_tty,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    match run.run(&mut out, &mut on_bad) {
+        Ok(summary) => {
+            eprintln!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e @ replay::ReplayError::Csv(_)) => fail(BAD_INPUT, e),
+        Err(e) => fail(FAILED, e),
+    }
+}

@@ -11,7 +11,12 @@ fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
 }
 
 fn opts(file: Option<PathBuf>, env: &[(&str, &str)]) -> LoadOptions {
-    LoadOptions { file, env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), source_flag: None }
+    LoadOptions {
+        file,
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        source_flag: None,
+        flags: Vec::new(),
+    }
 }
 
 fn error(text: &str, env: &[(&str, &str)]) -> String {

@@ -18,12 +18,14 @@ pub struct LoadOptions {
     pub env: Vec<(String, String)>,
     /// `--source demo|oanda|csv:PATH`.
     pub source_flag: Option<String>,
+    /// Other flags that set config keys: (dotted key, value, the flag as typed).
+    pub flags: Vec<(String, Value, String)>,
 }
 
 impl LoadOptions {
     /// The process environment and the given file.
     pub fn from_process(file: Option<PathBuf>, source_flag: Option<String>) -> Self {
-        LoadOptions { file, env: std::env::vars().collect(), source_flag }
+        LoadOptions { file, env: std::env::vars().collect(), source_flag, flags: Vec::new() }
     }
 }
 
@@ -275,6 +277,12 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
                 .map_err(|m| ConfigError::one("--source".into(), "market.csv.path", m))?;
             src.set_by.insert("market.csv.path".into(), format!("--source '{flag}'"));
         }
+    }
+
+    for (key, value, flag) in &opts.flags {
+        let path: Vec<String> = key.split('.').map(str::to_string).collect();
+        set_path(&mut table, &path, value.clone()).map_err(|m| ConfigError::one(flag.clone(), key.clone(), m))?;
+        src.set_by.insert(key.clone(), flag.clone());
     }
 
     let env: BTreeMap<&str, &str> = opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -457,3 +457,106 @@ mod tests {
         assert_eq!(instrument_from_path(Path::new("history.csv")), None);
     }
 }
+
+/// CSV history as a live feed: files merged by time, already-applied candles
+/// skipped, optionally paced.
+pub struct CsvFeed {
+    inputs: Vec<CsvInput>,
+    candle_every: std::time::Duration,
+}
+
+impl CsvFeed {
+    pub fn new(config: &crate::config::Config) -> Result<Self, CsvError> {
+        let m = &config.market;
+        let fallback = (m.instruments.first().copied(), m.timeframes.first().copied().unwrap_or(Timeframe::H4));
+        let inputs = resolve(Path::new(&m.csv.path), None, None, fallback)?;
+        Ok(CsvFeed { inputs, candle_every: m.csv.candle_every.0 })
+    }
+
+    fn run_blocking(self, ctx: super::SourceCtx) -> Result<(), CsvError> {
+        use super::MarketEvent;
+        use crate::engine::Phase;
+        use crate::event::{FeedState, FeedStatus};
+
+        let status = |state, message: String| {
+            MarketEvent::Status(FeedStatus { source: "csv".into(), state, message: Some(message) })
+        };
+        let mut readers = Vec::new();
+        for input in &self.inputs {
+            let mut r = CsvCandles::open(&input.path, input.instrument, input.timeframe)?;
+            let head = next_good(&mut r);
+            readers.push((head, r));
+        }
+        let _ = ctx.tx.blocking_send(status(FeedState::Live, format!("{} file(s)", readers.len())));
+        let (mut sent, mut skipped) = (0u64, 0u64);
+        // NOTE: a k-way merge by time keeps the feed chronological across files.
+        while let Some(idx) =
+            readers.iter().enumerate().filter_map(|(i, (h, _))| h.map(|c| (c.time, i))).min().map(|(_, i)| i)
+        {
+            if ctx.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let (head, reader) = &mut readers[idx];
+            let Some(candle) = head.take() else { break };
+            *head = next_good(reader);
+            if ctx.resume.get(&candle.key()).is_some_and(|last| candle.time <= last.time) {
+                skipped += 1;
+                continue;
+            }
+            if ctx.tx.blocking_send(MarketEvent::Candle { candle, phase: Phase::Live }).is_err() {
+                return Ok(());
+            }
+            sent += 1;
+            if !self.candle_every.is_zero() {
+                std::thread::sleep(self.candle_every);
+            }
+        }
+        let bad: u64 = readers.iter().map(|(_, r)| r.bad_rows).sum();
+        let message = format!("end of history: {sent} candles sent, {skipped} already applied, {bad} bad rows skipped");
+        tracing::info!(sent, skipped, bad_rows = bad, "csv feed finished");
+        let _ = ctx.tx.blocking_send(status(FeedState::Finished, message));
+        Ok(())
+    }
+}
+
+/// The next good candle of a reader; bad rows are logged (the first few per
+/// file in full, then a count) and skipped.
+fn next_good(r: &mut CsvCandles) -> Option<Candle> {
+    for row in r.by_ref() {
+        match row {
+            Ok(c) => return Some(c),
+            Err(bad) => {
+                if bad_rows_logged(bad.line) {
+                    tracing::warn!(file = %bad.path, line = bad.line, problem = %bad.message, "bad CSV row skipped");
+                }
+            }
+        }
+    }
+    None
+}
+
+fn bad_rows_logged(_line: u64) -> bool {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static LOGGED: AtomicU32 = AtomicU32::new(0);
+    let n = LOGGED.fetch_add(1, Ordering::Relaxed);
+    if n == 20 {
+        tracing::warn!("more bad CSV rows: no longer logged one by one; the feed's final status counts them");
+    }
+    n < 20
+}
+
+impl super::MarketSource for CsvFeed {
+    fn name(&self) -> &'static str {
+        "csv"
+    }
+
+    fn run(self: Box<Self>, ctx: super::SourceCtx) -> super::SourceFuture {
+        Box::pin(async move {
+            // Reading files is blocking work: keep it off the async workers.
+            tokio::task::spawn_blocking(move || self.run_blocking(ctx))
+                .await
+                .map_err(|e| super::SourceError::Fatal(format!("the CSV reader stopped: {e}")))?
+                .map_err(Into::into)
+        })
+    }
+}

@@ -1,1 +1,90 @@
+//! Market sources: demo, CSV and OANDA behind one trait. A source sends closed
+//! candles (and live quotes where it has them) to the engine task over a
+//! bounded channel; it never touches the store or the hub.
+
 pub mod csv;
+pub mod demo;
+pub mod oanda;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SourceKind};
+use crate::engine::{Phase, StrategySet};
+use crate::event::{FeedState, FeedStatus};
+use crate::types::{Candle, Quote, SeriesKey};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum MarketEvent {
+    Candle { candle: Candle, phase: Phase },
+    Quote(Quote),
+    Status(FeedStatus),
+}
+
+/// What a source gets to run with.
+pub struct SourceCtx {
+    pub tx: mpsc::Sender<MarketEvent>,
+    pub shutdown: CancellationToken,
+    /// Every configured series, in config order.
+    pub series: Vec<SeriesKey>,
+    /// The last stored candle of each series that has one: resume after it.
+    pub resume: HashMap<SeriesKey, Candle>,
+    pub strategies: StrategySet,
+}
+
+impl SourceCtx {
+    /// Sends, or returns false when the engine has gone (shutting down).
+    pub async fn send(&self, e: MarketEvent) -> bool {
+        self.tx.send(e).await.is_ok()
+    }
+
+    pub async fn status(&self, source: &str, state: FeedState, message: Option<String>) -> bool {
+        self.send(MarketEvent::Status(FeedStatus { source: source.to_string(), state, message })).await
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The credentials were refused: retrying cannot help.
+    #[error("{0}")]
+    Auth(String),
+    /// A request the source cannot fix by retrying (bad instrument, bad account).
+    #[error("{0}")]
+    Fatal(String),
+    #[error(transparent)]
+    Csv(#[from] csv::CsvError),
+}
+
+pub type SourceFuture = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
+
+pub trait MarketSource: Send {
+    /// `demo`, `csv` or `oanda`: shown in the header and in feed statuses.
+    fn name(&self) -> &'static str;
+    /// Runs until shutdown is requested, the source ends, or a fatal error.
+    fn run(self: Box<Self>, ctx: SourceCtx) -> SourceFuture;
+}
+
+pub fn from_config(config: &Config) -> Result<Box<dyn MarketSource>, SourceError> {
+    Ok(match config.market.source {
+        SourceKind::Demo => {
+            Box::new(demo::DemoSource::new(config.market.demo.seed, config.market.demo.candle_every.0, None))
+        }
+        SourceKind::Csv => Box::new(csv::CsvFeed::new(config)?),
+        SourceKind::Oanda => {
+            Box::new(oanda::OandaSource::new(&config.market.oanda).map_err(|e| SourceError::Fatal(e.to_string()))?)
+        }
+    })
+}
+
+/// Capped exponential backoff with full jitter: a random wait in
+/// [base/2, base] where base doubles per attempt up to `cap`.
+pub fn backoff(attempt: u32, first: std::time::Duration, cap: std::time::Duration) -> std::time::Duration {
+    use rand::Rng;
+    let base = first.saturating_mul(1u32 << attempt.min(16)).min(cap);
+    let lo = base / 2;
+    lo + base.saturating_sub(lo).mul_f64(rand::rng().random::<f64>())
+}

@@ -1,0 +1,119 @@
+//! Headless mode: the engine with no terminal. Events go to stdout as JSON
+//! lines, logs to stderr as JSON; SIGINT, SIGTERM or `--for` stop it cleanly.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::event::{Envelope, Event, Hub};
+use crate::live::{self, LiveError, LiveStats};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeadlessError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Live(#[from] LiveError),
+}
+
+pub struct Options {
+    pub run_for: Option<Duration>,
+    pub candles: bool,
+}
+
+/// Which events headless prints. Quotes are for consoles: several a second
+/// per pair would drown the records a script wants.
+fn wanted(e: &Event, candles: bool) -> bool {
+    match e {
+        Event::Candle(_) => candles,
+        Event::Quote(_) => false,
+        _ => true,
+    }
+}
+
+async fn print_events(mut rx: tokio::sync::broadcast::Receiver<Arc<Envelope>>, candles: bool) {
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    loop {
+        let env = match rx.recv().await {
+            Ok(env) => env,
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "stdout is not keeping up; events were dropped");
+                continue;
+            }
+            Err(RecvError::Closed) => break,
+        };
+        if wanted(&env.event, candles) {
+            let ok = serde_json::to_writer(&mut out, &env.event).is_ok() && out.write_all(b"\n").is_ok();
+            if !ok {
+                return; // stdout closed (e.g. piped into head): nothing more to say.
+            }
+        }
+        // Flush once per burst, not per line.
+        if rx.is_empty() && out.flush().is_err() {
+            return;
+        }
+    }
+    let _ = out.flush();
+}
+
+/// Cancels `token` on SIGINT, SIGTERM or after `run_for`.
+pub fn stop_on_signals(token: CancellationToken, run_for: Option<Duration>) {
+    tokio::spawn(async move {
+        let timer = async {
+            match run_for {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+            _ = term => tracing::info!("terminated; stopping"),
+            _ = timer => tracing::info!("--for elapsed; stopping"),
+        }
+        token.cancel();
+    });
+}
+
+pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<LiveStats, HeadlessError> {
+    let (store, report) = Store::open(data_dir)?;
+    if let Some(aside) = &report.moved_aside {
+        tracing::error!(dir = %data_dir.display(), moved_to = %aside.display(),
+            "the database was corrupt: it was moved aside and a fresh one started (history will be fetched again)");
+    }
+    tracing::info!(dir = %data_dir.display(), new = report.created, "data directory open");
+    let store = Arc::new(store);
+    let hub = Arc::new(Hub::new(4096));
+    let printer = tokio::spawn(print_events(hub.subscribe(), opts.candles));
+    let shutdown = CancellationToken::new();
+    stop_on_signals(shutdown.clone(), opts.run_for);
+
+    let result = live::run(config, store.clone(), hub.clone(), shutdown.clone()).await;
+    if let Ok(stats) = &result
+        && stats.source_finished
+    {
+        tracing::info!("the market feed has no more candles; still running until stopped");
+        shutdown.cancelled().await;
+    }
+    // Dropping the last hub handle closes the channel: the printer drains and ends.
+    drop(hub);
+    let _ = printer.await;
+    store.flush().await?;
+    Ok(result?)
+}

@@ -1,0 +1,195 @@
+//! The live engine task: market events in, committed and published events out.
+//!
+//! For each batch of market events: apply candles to the engine, commit each
+//! accepted candle (state + signal + outbox entries) in one transaction, flush
+//! once for the batch, and only then publish. Nothing is shown or sent as a
+//! signal before it is durable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::event::{Event, Hub};
+use crate::market::{self, MarketEvent, SourceCtx, SourceError};
+use crate::store::{CandleCommit, Store, StoreError};
+use crate::time::Ts;
+use crate::types::SeriesKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{0}; pipwatch stopped without applying the candle, so nothing is lost: free the problem and start again")]
+    Store(#[from] StoreError),
+    #[error("the market source crashed: {0}")]
+    Crashed(String),
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LiveStats {
+    pub candles: u64,
+    pub signals: u64,
+    pub rejected: u64,
+    pub restored: usize,
+    /// Whether the source ran out (end of a CSV) rather than being stopped.
+    pub source_finished: bool,
+}
+
+/// How long the source gets to stop after shutdown before it is cut off.
+const SOURCE_GRACE: Duration = Duration::from_secs(3);
+
+fn commit_with_retry(store: &Store, c: &CandleCommit<'_>) -> Result<bool, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match store.commit(c) {
+            Ok(new) => return Ok(new),
+            // A full disk or a hiccup may pass; a few quick retries before giving up.
+            Err(e) if attempt < 3 => {
+                tracing::warn!(error = %e, attempt, "store commit failed; retrying");
+                std::thread::sleep(Duration::from_millis(200 << attempt));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Runs the configured source into the engine until `shutdown` or until the
+/// source ends. `store` must be open; `hub` receives every event.
+pub async fn run(
+    config: &Config,
+    store: Arc<Store>,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+) -> Result<LiveStats, LiveError> {
+    let strategies = config.strategy.set();
+    let mut engine = Engine::new(strategies.clone());
+    let mut stats = LiveStats::default();
+
+    let (stored, unreadable) = store.load_series()?;
+    for problem in unreadable {
+        tracing::warn!(%problem, "a stored series could not be read; it starts over");
+    }
+    for (key, state) in stored {
+        let last = state.last_time();
+        if let Some(old) = engine.restore(key, state) {
+            tracing::warn!(series = %key, from = %old.label(), to = %strategies.for_instrument(key.instrument).label(),
+                "the strategy changed since this series was stored; its indicators start over");
+        }
+        tracing::debug!(series = %key, last = ?last.map(|t| t.to_string()), "series restored");
+        stats.restored += 1;
+    }
+
+    let series: Vec<SeriesKey> = config
+        .market
+        .instruments
+        .iter()
+        .flat_map(|&i| config.market.timeframes.iter().map(move |&tf| SeriesKey::new(i, tf)))
+        .collect();
+    // Every stored series resumes after its last candle, also one whose
+    // strategy changed: re-reading older candles would only be rejected.
+    let resume = series.iter().filter_map(|k| engine.state(k).and_then(|s| s.last.map(|c| (*k, c)))).collect();
+    let source = market::from_config(config)?;
+    let source_name = source.name();
+    let (tx, mut rx) = mpsc::channel(1024);
+    let source_stop = shutdown.child_token();
+    let ctx = SourceCtx { tx, shutdown: source_stop.clone(), series, resume, strategies };
+    let mut source_task = tokio::spawn(source.run(ctx));
+    tracing::info!(source = source_name, restored = stats.restored, "engine started");
+
+    let routes: Vec<(crate::config::Route, i64)> = config
+        .notify
+        .routes
+        .iter()
+        .map(|r| (r.clone(), i64::try_from(r.delay.0.as_secs()).unwrap_or(i64::MAX)))
+        .collect();
+    let mut batch = Vec::with_capacity(256);
+    let mut events = Vec::with_capacity(256);
+    let mut stopping: Option<tokio::time::Instant> = None;
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut batch, 256) => n,
+            _ = shutdown.cancelled(), if stopping.is_none() => {
+                // Stop the input first; what it already sent is still applied.
+                source_stop.cancel();
+                stopping = Some(tokio::time::Instant::now() + SOURCE_GRACE);
+                continue;
+            }
+            _ = tokio::time::sleep_until(stopping.unwrap_or_else(tokio::time::Instant::now)), if stopping.is_some() => {
+                tracing::warn!("the market source did not stop in time; cutting it off");
+                source_task.abort();
+                break;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        let mut dirty = false;
+        for me in batch.drain(..) {
+            match me {
+                MarketEvent::Candle { candle, phase } => {
+                    let start = events.len();
+                    let outcome = engine.apply_into(&candle, phase, &mut events);
+                    if !outcome.accepted {
+                        stats.rejected += 1;
+                        if let (true, Some(Event::Rejected(r))) = (outcome.first_rejection, events.last()) {
+                            tracing::warn!(series = %candle.key(), time = %r.time, reason = %r.reason,
+                                "bad candle rejected (further rejections for this series are counted, not logged)");
+                        }
+                        continue;
+                    }
+                    stats.candles += 1;
+                    let signal =
+                        events[start..].iter().find_map(|e| if let Event::Signal(s) = e { Some(s) } else { None });
+                    let takers: Vec<(String, i64)> = match signal {
+                        Some(s) => routes
+                            .iter()
+                            .filter(|(r, _)| r.takes_signal(s.instrument))
+                            .map(|(r, d)| (r.name.clone(), *d))
+                            .collect(),
+                        None => Vec::new(),
+                    };
+                    let Some(state) = engine.state(&candle.key()) else { continue };
+                    let commit = CandleCommit { key: candle.key(), state, signal, routes: &takers, now: Ts::now() };
+                    let new = commit_with_retry(&store, &commit)?;
+                    if let Some(s) = signal {
+                        if new {
+                            stats.signals += 1;
+                            tracing::info!(id = %s.id, side = %s.side, price = s.price, routes = takers.len(), "signal");
+                        } else {
+                            // Already stored (e.g. a replayed candle): not published twice.
+                            let id = s.id.clone();
+                            events.retain(|e| !matches!(e, Event::Signal(x) if x.id == id));
+                        }
+                    }
+                    dirty = true;
+                }
+                MarketEvent::Quote(q) => events.push(Event::Quote(q)),
+                MarketEvent::Status(s) => {
+                    tracing::info!(source = %s.source, state = ?s.state, message = s.message.as_deref().unwrap_or(""), "feed");
+                    events.push(Event::Feed(s));
+                }
+            }
+        }
+        if dirty {
+            store.flush().await?;
+        }
+        for e in events.drain(..) {
+            hub.publish(e);
+        }
+    }
+    store.flush().await?;
+    match (&mut source_task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) if e.is_cancelled() => {}
+        Err(e) => return Err(LiveError::Crashed(e.to_string())),
+    }
+    stats.source_finished = !shutdown.is_cancelled();
+    tracing::info!(candles = stats.candles, signals = stats.signals, rejected = stats.rejected, "engine stopped");
+    Ok(stats)
+}
