@@ -1,0 +1,34 @@
+//! Helpers shared by the binary-level tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+pub fn data_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/EUR_USD_H1_2017_ask.csv")
+}
+
+/// The binary with a clean environment: no PIPWATCH_* from the developer's
+/// shell, logs at info so tests can read them.
+pub fn pipwatch() -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("pipwatch").expect("binary built");
+    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("PIPWATCH_LOG", "info,sled=warn");
+    c
+}
+
+/// The same, as a std Command for processes the test signals or runs in the background.
+pub fn pipwatch_std() -> std::process::Command {
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("pipwatch"));
+    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("PIPWATCH_LOG", "info,sled=warn");
+    c
+}
+
+pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+pub fn of_type<'a>(records: &'a [serde_json::Value], t: &str) -> Vec<&'a serde_json::Value> {
+    records.iter().filter(|r| r["type"] == t).collect()
+}

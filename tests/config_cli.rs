@@ -1,0 +1,65 @@
+//! `pipwatch config check|show` through the binary.
+
+mod common;
+
+use common::pipwatch;
+
+#[test]
+fn check_accepts_the_example_and_names_problems() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pipwatch.toml");
+    let out = pipwatch().args(["config", "check"]).arg(&example).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (demo source, 7 instrument(s) x 1 timeframe(s)"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[market]\ntimeframes = [\"H4\"]\n\n[strategy]\nfast = 30\nslwo = 5\n").unwrap();
+    let out = pipwatch().args(["config", "check"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{}:6:8: strategy.slwo = '5': unknown field `slwo`", bad.display())), "{stderr}");
+
+    std::fs::write(&bad, "[strategy]\nfast = 30\n").unwrap();
+    let out = pipwatch().args(["config", "check"]).arg(&bad).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:2:8: strategy.fast = '30': fast (30) must be smaller than slow (20)",
+            bad.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn show_prints_the_effective_config_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    std::fs::write(
+        &file,
+        "[market]\nsource = \"oanda\"\n[market.oanda]\naccount_id = \"101-004-1-001\"\ntoken = \"${TOK}\"\n\n[[notify.routes]]\nname = \"signals\"\nwebhook = \"https://discord.com/api/webhooks/123/hook-secret\"\n",
+    )
+    .unwrap();
+    let out = pipwatch()
+        .args(["config", "show", "-c"])
+        .arg(&file)
+        .env("TOK", "tok-secret")
+        .env("PIPWATCH_STRATEGY__FAST", "7")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(!shown.contains("tok-secret") && !shown.contains("hook-secret") && !shown.contains("101-004"), "{shown}");
+    assert!(shown.contains("token = \"${TOK}\""), "{shown}");
+    assert!(shown.contains("webhook = \"<redacted>\""), "{shown}");
+    assert!(shown.contains("fast = 7"), "{shown}");
+    // What show prints is itself a valid config.
+    let again = dir.path().join("again.toml");
+    std::fs::write(&again, shown.as_bytes()).unwrap();
+    let out = pipwatch().args(["config", "check"]).arg(&again).env("TOK", "x").output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("unknown field"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,157 @@
+//! `pipwatch replay` through the binary.
+
+mod common;
+
+use common::{data_file, json_lines, of_type, pipwatch};
+use pipwatch::engine::indicators::reference;
+
+#[test]
+fn real_history_signals_are_pinned() {
+    let out = pipwatch().arg("replay").arg(data_file()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("replayed 6225 candles from 1 file"), "{stderr}");
+    assert!(stderr.contains("0 rejected rows"), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.lines().all(|l| l.starts_with(r#"{"type":"signal","id":"EUR_USD:H1:2017-"#)));
+    insta::assert_snapshot!("eur_usd_h1_2017_signals", stdout);
+}
+
+/// An independent check of the snapshot: the crossovers recomputed over the
+/// raw file in exact integer arithmetic (prices have 5 decimals) must be
+/// exactly the replayed ones. Exactness matters: on 2017-04-06 11:00 the
+/// fast and slow SMAs are exactly equal, and a naive float recomputation
+/// rounds that tie into a spurious crossing one candle early.
+#[test]
+fn replayed_signals_match_an_exact_recomputation() {
+    let text = std::fs::read_to_string(data_file()).unwrap();
+    let mut times = Vec::new();
+    let mut hlc = Vec::new();
+    let mut units = Vec::new();
+    for l in text.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        let close: f64 = f[4].parse().unwrap();
+        let scaled = close * 1e5;
+        assert!((scaled - scaled.round()).abs() < 1e-6, "more than 5 decimals: {l}");
+        units.push(scaled.round() as i64);
+        hlc.push((f[2].parse::<f64>().unwrap(), f[3].parse::<f64>().unwrap(), close));
+        let d = f[0];
+        times.push(format!("{}-{}-{}T{}Z", &d[6..10], &d[3..5], &d[0..2], &d[11..19]));
+    }
+    let atr = reference::atr(&hlc, 14);
+    // sign(fast - slow) = sign(2 * sum10 - sum20), exactly.
+    let diff = |t: usize| -> Option<i64> {
+        (t >= 19).then(|| 2 * units[t - 9..=t].iter().sum::<i64>() - units[t - 19..=t].iter().sum::<i64>())
+    };
+    let mut want = Vec::new();
+    for t in 1..units.len() {
+        if let (Some(d), Some(pd), Some(_)) = (diff(t), diff(t - 1), atr[t]) {
+            if d > 0 && pd <= 0 {
+                want.push(format!("EUR_USD:H1:{}:buy", times[t]));
+            } else if d < 0 && pd >= 0 {
+                want.push(format!("EUR_USD:H1:{}:sell", times[t]));
+            }
+        }
+    }
+    let out = pipwatch().arg("replay").arg(data_file()).output().unwrap();
+    let got: Vec<String> = json_lines(&out.stdout).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(got.len(), want.len());
+    let first_difference = got.iter().zip(&want).position(|(a, b)| a != b);
+    assert_eq!(first_difference, None, "got {:?}", first_difference.map(|i| (&got[i], &want[i])));
+    assert!(got.contains(&"EUR_USD:H1:2017-04-06T12:00:00Z:sell".to_string()));
+}
+
+#[test]
+fn indicators_add_one_record_per_candle() {
+    let out = pipwatch().args(["replay", "--indicators"]).arg(data_file()).output().unwrap();
+    assert!(out.status.success());
+    let records = json_lines(&out.stdout);
+    let candles = of_type(&records, "candle");
+    assert_eq!(candles.len(), 6225);
+    assert_eq!(of_type(&records, "signal").len(), 326);
+    assert!(candles[8]["fast"].is_null());
+    let first10: f64 = candles[..10].iter().map(|c| c["close"].as_f64().unwrap()).sum::<f64>() / 10.0;
+    assert!((candles[9]["fast"].as_f64().unwrap() - first10).abs() < 1e-12);
+    assert!(candles[13]["atr"].is_null() && candles[14]["atr"].is_number());
+    assert_eq!(candles[0]["time"], "2017-01-01T22:00:00Z");
+}
+
+#[test]
+fn flags_override_the_strategy_and_are_validated() {
+    let out = pipwatch()
+        .args(["replay", "--ma", "ema", "--fast", "5", "--slow", "12", "--atr", "7"])
+        .arg(data_file())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let records = json_lines(&out.stdout);
+    assert!(!records.is_empty() && records.iter().all(|r| r["strategy"] == "ema 5/12"));
+
+    let out = pipwatch().args(["replay", "--fast", "30"]).arg(data_file()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--fast 30: strategy.fast: fast (30) must be smaller than slow (20)"), "{stderr}");
+}
+
+#[test]
+fn bad_rows_are_reported_with_line_numbers_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("GBP_USD.csv");
+    let mut text = String::from("time,open,high,low,close\n");
+    for i in 0..40 {
+        let p = 1.25 + (i as f64 / 5.0).sin() * 0.01;
+        text.push_str(&format!("2024-01-01 {:02}:00:00,{p},{},{},{p}\n", i % 24, p + 0.001, p - 0.001));
+        if i == 23 {
+            break;
+        }
+    }
+    text.push_str("2024-01-02 00:00:00,1.25,1.24,1.26,1.25\n"); // line 26: high < low
+    text.push_str("2024-01-02 01:00:00,1.25,NaN,1.24,1.25\n"); // line 27: NaN
+    text.push_str("2024-01-02 02:00:00,1.25,1.26,1.24\n"); // line 28: short row
+    text.push_str("2024-01-02 03:00:00,1.25,1.26,1.24,1.25\n");
+    std::fs::write(&path, text).unwrap();
+    let out = pipwatch().args(["replay", "--indicators"]).arg(&path).output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let shown = path.display().to_string();
+    assert!(stderr.contains(&format!("{shown}:26: high 1.24 is below low 1.26 (row skipped)")), "{stderr}");
+    assert!(stderr.contains(&format!("{shown}:27: high is not a finite number (row skipped)")), "{stderr}");
+    assert!(stderr.contains(&format!("{shown}:28: the row has no 'close' field (row skipped)")), "{stderr}");
+    assert!(stderr.contains("replayed 25 candles") && stderr.contains("3 rejected rows"), "{stderr}");
+    // The instrument comes from the file name, the timeframe from the data.
+    let records = json_lines(&out.stdout);
+    assert!(records.iter().all(|r| r["instrument"] == "GBP_USD" && r["timeframe"] == "H1"));
+}
+
+#[test]
+fn missing_files_and_headers_are_clear_errors() {
+    let out = pipwatch().args(["replay", "/nonexistent/EUR_USD.csv"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error: cannot read /nonexistent/EUR_USD.csv"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("EUR_USD.csv");
+    std::fs::write(&path, "when,o,h,l,c\n1,2,3,4,5\n").unwrap();
+    let out = pipwatch().arg("replay").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no time column: name it time, date, datetime, timestamp or gmt time"), "{stderr}");
+    std::fs::write(&path, "time,o,h,l,c\n1,2,3,4,5\n").unwrap();
+    let out = pipwatch().arg("replay").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no 'open' column in the header (found: time, o, h, l, c)"), "{stderr}");
+}
+
+#[test]
+fn a_directory_of_instrument_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(data_file()).unwrap();
+    let head: String = text.lines().take(500).collect::<Vec<_>>().join("\n");
+    std::fs::write(dir.path().join("EUR_USD.csv"), &head).unwrap();
+    std::fs::write(dir.path().join("EUR_GBP.csv"), &head).unwrap();
+    let out = pipwatch().args(["replay", "--indicators"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = json_lines(&out.stdout);
+    let per = |i: &str| records.iter().filter(|r| r["type"] == "candle" && r["instrument"] == i).count();
+    assert_eq!((per("EUR_USD"), per("EUR_GBP")), (499, 499));
+}
