@@ -102,12 +102,11 @@ fn main() -> ExitCode {
                 config::Origin::Defaults => "built-in defaults".to_string(),
             };
             println!(
-                "{name}: ok ({} source, {} instrument(s) x {} timeframe(s), {} {} {}/{}, {} notification route(s))",
+                "{name}: ok ({} source, {} instrument(s) x {} timeframe(s), {} strategy {}/{}, {} notification route(s))",
                 c.market.source,
                 c.market.instruments.len(),
                 c.market.timeframes.len(),
                 c.strategy.ma,
-                "strategy",
                 c.strategy.fast,
                 c.strategy.slow,
                 c.notify.routes.len()

@@ -22,7 +22,7 @@ fn opts(file: Option<PathBuf>, env: &[(&str, &str)]) -> LoadOptions {
 fn error(text: &str, env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let p = write(&dir, text);
-    let err = load(&opts(Some(p.clone()), env)).err().expect("config should be rejected").to_string();
+    let err = load(&opts(Some(p.clone()), env)).expect_err("config should be rejected").to_string();
     err.replace(&p.display().to_string(), "FILE")
 }
 

@@ -24,7 +24,9 @@ fn fast_demo(dir: &std::path::Path) -> std::path::PathBuf {
 fn candles_by_series(records: &[serde_json::Value]) -> HashMap<String, Vec<String>> {
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
     for c in of_type(records, "candle") {
-        out.entry(format!("{}:{}", c["instrument"], c["timeframe"])).or_default().push(c["time"].as_str().unwrap().to_string());
+        out.entry(format!("{}:{}", c["instrument"], c["timeframe"]))
+            .or_default()
+            .push(c["time"].as_str().unwrap().to_string());
     }
     out
 }
@@ -33,7 +35,13 @@ fn candles_by_series(records: &[serde_json::Value]) -> HashMap<String, Vec<Strin
 fn runs_for_a_while_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = fast_demo(dir.path());
-    let out = pipwatch().args(["headless", "--for", "2s", "--data-dir"]).arg(dir.path().join("data")).arg("-c").arg(&cfg).output().unwrap();
+    let out = pipwatch()
+        .args(["headless", "--for", "2s", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("-c")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let records = json_lines(&out.stdout);
     // No candle records without --candles, no quotes ever.
@@ -57,7 +65,13 @@ fn a_restart_resumes_from_the_store() {
     let cfg = fast_demo(dir.path());
     let data = dir.path().join("data");
     let run = || {
-        let out = pipwatch().args(["headless", "--candles", "--for", "1500ms", "--data-dir"]).arg(&data).arg("-c").arg(&cfg).output().unwrap();
+        let out = pipwatch()
+            .args(["headless", "--candles", "--for", "1500ms", "--data-dir"])
+            .arg(&data)
+            .arg("-c")
+            .arg(&cfg)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         (json_lines(&out.stdout), String::from_utf8_lossy(&out.stderr).to_string())
     };
@@ -84,7 +98,13 @@ fn the_same_seed_gives_the_same_candles() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = fast_demo(dir.path());
     let run = |data: &str| {
-        let out = pipwatch().args(["headless", "--candles", "--for", "700ms", "--data-dir"]).arg(dir.path().join(data)).arg("-c").arg(&cfg).output().unwrap();
+        let out = pipwatch()
+            .args(["headless", "--candles", "--for", "700ms", "--data-dir"])
+            .arg(dir.path().join(data))
+            .arg("-c")
+            .arg(&cfg)
+            .output()
+            .unwrap();
         of_type(&json_lines(&out.stdout), "candle").into_iter().take(60).cloned().collect::<Vec<_>>()
     };
     let (mut a, mut b) = (run("a"), run("b"));

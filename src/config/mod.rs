@@ -18,7 +18,7 @@ use crate::engine::{MaKind, StrategyParams, StrategySet};
 use crate::types::{Instrument, Timeframe};
 pub use secret::Secret;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub market: Market,
@@ -26,18 +26,6 @@ pub struct Config {
     pub notify: Notify,
     pub server: Server,
     pub health: Health,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            market: Market::default(),
-            strategy: Strategy::default(),
-            notify: Notify::default(),
-            server: Server::default(),
-            health: Health::default(),
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

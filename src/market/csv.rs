@@ -368,96 +368,6 @@ pub fn resolve(
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ts(s: &str) -> Option<String> {
-        parse_time(s.as_bytes()).map(|t| t.to_string())
-    }
-
-    #[test]
-    fn time_formats() {
-        let want = Some("2017-01-02T22:00:00Z".to_string());
-        assert_eq!(ts("2017-01-02T22:00:00Z"), want);
-        assert_eq!(ts("2017-01-02 22:00:00"), want);
-        assert_eq!(ts("2017-01-02T22:00:00.000000000Z"), want);
-        assert_eq!(ts("2017-01-03T00:00:00+02:00"), want);
-        assert_eq!(ts("02.01.2017 22:00:00.000"), want);
-        assert_eq!(ts("02.01.2017 22:00:00"), want);
-        assert_eq!(ts("1483394400"), want);
-        assert_eq!(ts("2017-01-02"), Some("2017-01-02T00:00:00Z".to_string()));
-        for bad in
-            ["", "yesterday", "2017-13-01", "32.01.2017 00:00:00", "2017-01-02 25:00:00", "02.01.2017 22:00:00.x"]
-        {
-            assert_eq!(ts(bad), None, "{bad}");
-        }
-    }
-
-    fn rows(text: &str) -> Vec<Row> {
-        let i = Instrument::new("EUR_USD").unwrap_or_else(|e| panic!("{e}"));
-        CsvCandles::from_reader(Box::new(std::io::Cursor::new(text.to_string())), "t.csv".into(), i, Timeframe::H1)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .collect()
-    }
-
-    #[test]
-    fn bad_rows_are_named_by_line_and_skipped() {
-        let got = rows(
-            "Gmt time,Open,High,Low,Close,Volume\n\
-             01.01.2017 22:00:00.000,1.05,1.06,1.04,1.05,10\n\
-             01.01.2017 23:00:00.000,1.05,1.04,1.06,1.05,10\n\
-             02.01.2017 00:00:00.000,abc,1.06,1.04,1.05,10\n\
-             01.01.2017 21:00:00.000,1.05,1.06,1.04,1.05,10\n\
-             not a time,1.05,1.06,1.04,1.05,10\n\
-             02.01.2017 01:00:00.000,1.05,1.06,1.04,1.05,10\n",
-        );
-        let errs: Vec<String> = got.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
-        assert_eq!(
-            errs,
-            vec![
-                "t.csv:3: high 1.04 is below low 1.06 (row skipped)",
-                "t.csv:4: open 'abc' is not a number (row skipped)",
-                "t.csv:5: time 2017-01-01T21:00:00Z is not after the series' last candle 2017-01-01T22:00:00Z (row skipped)",
-                "t.csv:6: 'not a time' is not a time I can read (row skipped)",
-            ]
-        );
-        assert_eq!(got.iter().filter(|r| r.is_ok()).count(), 2);
-    }
-
-    #[test]
-    fn columns_by_name_any_case_and_unnamed_time() {
-        let got = rows(",CLOSE,low,High,open\n2024-01-02 08:00:00,1.15,1.0,1.2,1.1\n");
-        let c = got[0].as_ref().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((c.open, c.high, c.low, c.close, c.volume), (1.1, 1.2, 1.0, 1.15, 0.0));
-        let got = rows("Date,Time,Open,High,Low,Close\n2024-01-02,08:00:00,1.1,1.2,1.0,1.15\n");
-        assert_eq!(got[0].as_ref().map(|c| c.time.to_string()).ok(), Some("2024-01-02T08:00:00Z".to_string()));
-    }
-
-    #[test]
-    fn header_errors_name_the_missing_column() {
-        let i = Instrument::new("EUR_USD").unwrap_or_else(|e| panic!("{e}"));
-        let err = CsvCandles::from_reader(
-            Box::new(std::io::Cursor::new("time,open,high,close\n")),
-            "x.csv".into(),
-            i,
-            Timeframe::H1,
-        )
-        .err()
-        .map(|e| e.to_string());
-        assert_eq!(err.as_deref(), Some("x.csv: no 'low' column in the header (found: time, open, high, close)"));
-    }
-
-    #[test]
-    fn names_from_paths() {
-        let p = Path::new("/x/EUR_USD_H1_2017_ask.csv");
-        assert_eq!(instrument_from_path(p).map(|i| i.to_string()).as_deref(), Some("EUR_USD"));
-        assert_eq!(timeframe_from_path(p), Some(Timeframe::H1));
-        assert_eq!(instrument_from_path(Path::new("GBPJPY.csv")).map(|i| i.to_string()).as_deref(), Some("GBP_JPY"));
-        assert_eq!(instrument_from_path(Path::new("history.csv")), None);
-    }
-}
-
 /// CSV history as a live feed: files merged by time, already-applied candles
 /// skipped, optionally paced.
 pub struct CsvFeed {
@@ -558,5 +468,95 @@ impl super::MarketSource for CsvFeed {
                 .map_err(|e| super::SourceError::Fatal(format!("the CSV reader stopped: {e}")))?
                 .map_err(Into::into)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Option<String> {
+        parse_time(s.as_bytes()).map(|t| t.to_string())
+    }
+
+    #[test]
+    fn time_formats() {
+        let want = Some("2017-01-02T22:00:00Z".to_string());
+        assert_eq!(ts("2017-01-02T22:00:00Z"), want);
+        assert_eq!(ts("2017-01-02 22:00:00"), want);
+        assert_eq!(ts("2017-01-02T22:00:00.000000000Z"), want);
+        assert_eq!(ts("2017-01-03T00:00:00+02:00"), want);
+        assert_eq!(ts("02.01.2017 22:00:00.000"), want);
+        assert_eq!(ts("02.01.2017 22:00:00"), want);
+        assert_eq!(ts("1483394400"), want);
+        assert_eq!(ts("2017-01-02"), Some("2017-01-02T00:00:00Z".to_string()));
+        for bad in
+            ["", "yesterday", "2017-13-01", "32.01.2017 00:00:00", "2017-01-02 25:00:00", "02.01.2017 22:00:00.x"]
+        {
+            assert_eq!(ts(bad), None, "{bad}");
+        }
+    }
+
+    fn rows(text: &str) -> Vec<Row> {
+        let i = Instrument::new("EUR_USD").unwrap_or_else(|e| panic!("{e}"));
+        CsvCandles::from_reader(Box::new(std::io::Cursor::new(text.to_string())), "t.csv".into(), i, Timeframe::H1)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .collect()
+    }
+
+    #[test]
+    fn bad_rows_are_named_by_line_and_skipped() {
+        let got = rows(
+            "Gmt time,Open,High,Low,Close,Volume\n\
+             01.01.2017 22:00:00.000,1.05,1.06,1.04,1.05,10\n\
+             01.01.2017 23:00:00.000,1.05,1.04,1.06,1.05,10\n\
+             02.01.2017 00:00:00.000,abc,1.06,1.04,1.05,10\n\
+             01.01.2017 21:00:00.000,1.05,1.06,1.04,1.05,10\n\
+             not a time,1.05,1.06,1.04,1.05,10\n\
+             02.01.2017 01:00:00.000,1.05,1.06,1.04,1.05,10\n",
+        );
+        let errs: Vec<String> = got.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
+        assert_eq!(
+            errs,
+            vec![
+                "t.csv:3: high 1.04 is below low 1.06 (row skipped)",
+                "t.csv:4: open 'abc' is not a number (row skipped)",
+                "t.csv:5: time 2017-01-01T21:00:00Z is not after the series' last candle 2017-01-01T22:00:00Z (row skipped)",
+                "t.csv:6: 'not a time' is not a time I can read (row skipped)",
+            ]
+        );
+        assert_eq!(got.iter().filter(|r| r.is_ok()).count(), 2);
+    }
+
+    #[test]
+    fn columns_by_name_any_case_and_unnamed_time() {
+        let got = rows(",CLOSE,low,High,open\n2024-01-02 08:00:00,1.15,1.0,1.2,1.1\n");
+        let c = got[0].as_ref().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((c.open, c.high, c.low, c.close, c.volume), (1.1, 1.2, 1.0, 1.15, 0.0));
+        let got = rows("Date,Time,Open,High,Low,Close\n2024-01-02,08:00:00,1.1,1.2,1.0,1.15\n");
+        assert_eq!(got[0].as_ref().map(|c| c.time.to_string()).ok(), Some("2024-01-02T08:00:00Z".to_string()));
+    }
+
+    #[test]
+    fn header_errors_name_the_missing_column() {
+        let i = Instrument::new("EUR_USD").unwrap_or_else(|e| panic!("{e}"));
+        let err = CsvCandles::from_reader(
+            Box::new(std::io::Cursor::new("time,open,high,close\n")),
+            "x.csv".into(),
+            i,
+            Timeframe::H1,
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("x.csv: no 'low' column in the header (found: time, open, high, close)"));
+    }
+
+    #[test]
+    fn names_from_paths() {
+        let p = Path::new("/x/EUR_USD_H1_2017_ask.csv");
+        assert_eq!(instrument_from_path(p).map(|i| i.to_string()).as_deref(), Some("EUR_USD"));
+        assert_eq!(timeframe_from_path(p), Some(Timeframe::H1));
+        assert_eq!(instrument_from_path(Path::new("GBPJPY.csv")).map(|i| i.to_string()).as_deref(), Some("GBP_JPY"));
+        assert_eq!(instrument_from_path(Path::new("history.csv")), None);
     }
 }

@@ -160,7 +160,7 @@ impl MarketSource for DemoSource {
                     let (next, path) = *pending
                         .entry(w.key)
                         .or_insert_with(|| next_candle(me.seed, w.key, Ts(w.last.time.0 + tf), w.last.close));
-                    if phase % QUOTES_PER_CANDLE != 0 {
+                    if !phase.is_multiple_of(QUOTES_PER_CANDLE) {
                         // A live quote from the forming candle's path, with a realistic spread.
                         let at = path[(phase % QUOTES_PER_CANDLE) * STEPS / QUOTES_PER_CANDLE];
                         let half_spread = 0.6 * w.key.instrument.pip();

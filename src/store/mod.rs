@@ -70,6 +70,9 @@ pub struct CandleCommit<'a> {
     pub now: Ts,
 }
 
+/// Stored series that could be read, and a description of each that could not.
+pub type LoadedSeries = (Vec<(SeriesKey, SeriesState)>, Vec<String>);
+
 /// What `open` had to do.
 #[derive(Debug, Default)]
 pub struct OpenReport {
@@ -218,7 +221,7 @@ impl Store {
 
     /// Every stored series. A value that cannot be read is skipped and named
     /// in the second list (that series starts over; nothing else is lost).
-    pub fn load_series(&self) -> Result<(Vec<(SeriesKey, SeriesState)>, Vec<String>), StoreError> {
+    pub fn load_series(&self) -> Result<LoadedSeries, StoreError> {
         let mut ok = Vec::new();
         let mut bad = Vec::new();
         for item in self.series.iter() {
