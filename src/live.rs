@@ -92,7 +92,7 @@ pub async fn run(
         .collect();
     // Every stored series resumes after its last candle, also one whose
     // strategy changed: re-reading older candles would only be rejected.
-    let resume = series.iter().filter_map(|k| engine.state(k).and_then(|s| s.last.map(|c| (*k, c)))).collect();
+    let resume = series.iter().filter_map(|k| engine.state(k).and_then(|s| s.last().map(|l| (*k, l)))).collect();
     let source = market::from_config(config)?;
     let source_name = source.name();
     let (tx, mut rx) = mpsc::channel(1024);

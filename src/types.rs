@@ -252,18 +252,9 @@ impl Candle {
     #[inline]
     pub fn check_prices(&self) -> Result<(), BadCandle> {
         let (o, h, l, c) = (self.open, self.high, self.low, self.close);
-        // One combined test keeps the common, valid case to a single branch.
-        if o.is_finite()
-            && h.is_finite()
-            && l.is_finite()
-            && c.is_finite()
-            && l > 0.0
-            && h >= l
-            && o >= l
-            && o <= h
-            && c >= l
-            && c <= h
-        {
+        // One combined test keeps the valid case cheap: every comparison with a
+        // NaN is false, and `h < inf` with everything in [l, h] bounds the rest.
+        if l > 0.0 && h < f64::INFINITY && h >= l && o >= l && o <= h && c >= l && c <= h {
             return Ok(());
         }
         for (name, v) in [("open", o), ("high", h), ("low", l), ("close", c)] {

@@ -283,7 +283,8 @@ async fn the_pricing_stream_delivers_quotes_and_reconnects() {
     let source = Box::new(OandaSource::new(&cfg).unwrap());
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let key = pipwatch::types::SeriesKey::new(Instrument::new("EUR_USD").unwrap(), Timeframe::H1);
-    let last = *market.lock().unwrap().candles.last().unwrap();
+    let c = *market.lock().unwrap().candles.last().unwrap();
+    let last = pipwatch::engine::Last { time: c.time, close: c.close };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let ctx = SourceCtx {
         tx,

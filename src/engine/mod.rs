@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::event::{CandleRecord, Event, Rejected, Signal};
 use crate::types::{Candle, Instrument, SeriesKey};
-pub use strategy::{MaKind, SeriesState, StrategyParams};
+pub use strategy::{Last, MaKind, SeriesState, StrategyParams};
 
 /// The default parameters and the per-instrument ones that replace them.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{MarketEvent, MarketSource, SourceCtx, SourceFuture};
-use crate::engine::Phase;
+use crate::engine::{Last, Phase};
 use crate::event::FeedState;
 use crate::time::Ts;
 use crate::types::{Candle, Instrument, Quote, SeriesKey, round_price};
@@ -98,7 +98,7 @@ impl DemoSource {
 
 struct Walk {
     key: SeriesKey,
-    last: Candle,
+    last: Last,
 }
 
 impl MarketSource for DemoSource {
@@ -133,7 +133,7 @@ impl MarketSource for DemoSource {
                                 return Ok(());
                             }
                         }
-                        c
+                        Last { time: c.time, close: c.close }
                     }
                 };
                 walks.push(Walk { key, last });
@@ -176,7 +176,7 @@ impl MarketSource for DemoSource {
                         continue;
                     }
                     pending.remove(&w.key);
-                    w.last = next;
+                    w.last = Last { time: next.time, close: next.close };
                     if !ctx.send(MarketEvent::Candle { candle: next, phase: Phase::Live }).await {
                         return Ok(());
                     }

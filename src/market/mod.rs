@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SourceKind};
-use crate::engine::{Phase, StrategySet};
+use crate::engine::{Last, Phase, StrategySet};
 use crate::event::{FeedState, FeedStatus};
 use crate::types::{Candle, Quote, SeriesKey};
 
@@ -32,7 +32,7 @@ pub struct SourceCtx {
     /// Every configured series, in config order.
     pub series: Vec<SeriesKey>,
     /// The last stored candle of each series that has one: resume after it.
-    pub resume: HashMap<SeriesKey, Candle>,
+    pub resume: HashMap<SeriesKey, Last>,
     pub strategies: StrategySet,
 }
 
