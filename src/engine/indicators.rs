@@ -77,7 +77,7 @@ impl Sma {
     #[inline(always)]
     pub fn value(&self) -> Option<f64> {
         // A multiply by the reciprocal: a divide costs 3-5x more and this runs twice per candle.
-        (self.filled == self.window.len()).then(|| (self.sum + self.comp) * self.inv_period)
+        (self.filled == self.window.len()).then_some((self.sum + self.comp) * self.inv_period)
     }
 }
 
