@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::event::{Event, Hub};
 use crate::market::{self, MarketEvent, SourceCtx, SourceError};
-use crate::store::{CandleCommit, Store, StoreError};
+use crate::store::{CandleCommit, Prepared, Store, StoreError};
 use crate::time::Ts;
 use crate::types::SeriesKey;
 
@@ -42,10 +42,10 @@ pub struct LiveStats {
 /// How long the source gets to stop after shutdown before it is cut off.
 const SOURCE_GRACE: Duration = Duration::from_secs(3);
 
-fn commit_with_retry(store: &Store, c: &CandleCommit<'_>) -> Result<bool, StoreError> {
+fn commit_with_retry(store: &Store, batch: &[Prepared]) -> Result<Vec<bool>, StoreError> {
     let mut attempt = 0;
     loop {
-        match store.commit(c) {
+        match store.commit_all(batch) {
             Ok(new) => return Ok(new),
             // A full disk or a hiccup may pass; a few quick retries before giving up.
             Err(e) if attempt < 3 => {
@@ -128,7 +128,8 @@ pub async fn run(
         if n == 0 {
             break;
         }
-        let mut dirty = false;
+        // (prepared writes, the signal it carries and how many routes take it)
+        let mut pending: Vec<(Prepared, Option<(String, usize)>)> = Vec::new();
         for me in batch.drain(..) {
             match me {
                 MarketEvent::Candle { candle, phase } => {
@@ -155,18 +156,7 @@ pub async fn run(
                     };
                     let Some(state) = engine.state(&candle.key()) else { continue };
                     let commit = CandleCommit { key: candle.key(), state, signal, routes: &takers, now: Ts::now() };
-                    let new = commit_with_retry(&store, &commit)?;
-                    if let Some(s) = signal {
-                        if new {
-                            stats.signals += 1;
-                            tracing::info!(id = %s.id, side = %s.side, price = s.price, routes = takers.len(), "signal");
-                        } else {
-                            // Already stored (e.g. a replayed candle): not published twice.
-                            let id = s.id.clone();
-                            events.retain(|e| !matches!(e, Event::Signal(x) if x.id == id));
-                        }
-                    }
-                    dirty = true;
+                    pending.push((store.prepare(&commit)?, signal.map(|s| (s.id.clone(), takers.len()))));
                 }
                 MarketEvent::Quote(q) => events.push(Event::Quote(q)),
                 MarketEvent::Status(s) => {
@@ -175,7 +165,19 @@ pub async fn run(
                 }
             }
         }
-        if dirty {
+        if !pending.is_empty() {
+            let (prepared, signals): (Vec<Prepared>, Vec<_>) = pending.into_iter().unzip();
+            let new = commit_with_retry(&store, &prepared)?;
+            for (signal, new) in signals.iter().zip(new) {
+                let Some((id, routes)) = signal else { continue };
+                if new {
+                    stats.signals += 1;
+                    tracing::info!(%id, routes, "signal committed");
+                } else {
+                    // Already stored (e.g. a replayed candle): not published twice.
+                    events.retain(|e| !matches!(e, Event::Signal(x) if &x.id == id));
+                }
+            }
             store.flush().await?;
         }
         for e in events.drain(..) {

@@ -73,6 +73,21 @@ pub struct CandleCommit<'a> {
 /// Stored series that could be read, and a description of each that could not.
 pub type LoadedSeries = (Vec<(SeriesKey, SeriesState)>, Vec<String>);
 
+/// One candle's writes, encoded and ready to commit.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    key: String,
+    state: Vec<u8>,
+    signal: Option<PreparedSignal>,
+}
+
+#[derive(Debug, Clone)]
+struct PreparedSignal {
+    id: String,
+    stored: Vec<u8>,
+    entries: Vec<Vec<u8>>,
+}
+
 /// What `open` had to do.
 #[derive(Debug, Default)]
 pub struct OpenReport {
@@ -127,7 +142,11 @@ fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
         .path(dir)
         // sled's default 1 GiB cache makes RSS balloon; our working set is tiny.
         .cache_capacity(32 * 1024 * 1024)
-        .flush_every_ms(Some(500));
+        // NOTE: every write path must end in an explicit `flush` before it
+        // acknowledges anything (dropping the Db flushes too). sled's own
+        // 500 ms background flush only contended with ours: with it, a 28-pair
+        // close measured p99 0.90 ms and max 14 ms, without it 0.73 ms and 6 ms.
+        .flush_every_ms(None);
     // sled 0.34 panics on some corrupt files instead of returning an error
     // (upstream #1387); treat such a panic as corruption.
     match std::panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
@@ -236,13 +255,11 @@ impl Store {
         Ok((ok, bad))
     }
 
-    /// Writes one candle's series state, its signal and the signal's outbox
-    /// entries in one transaction. Returns whether the signal was new: a
-    /// signal id already stored is never queued again.
-    pub fn commit(&self, c: &CandleCommit<'_>) -> Result<bool, StoreError> {
+    /// Encodes one candle's writes, so the engine can move on to the next
+    /// candle while the batch waits to be committed.
+    pub fn prepare(&self, c: &CandleCommit<'_>) -> Result<Prepared, StoreError> {
         let enc_err =
             |e: postcard::Error| StoreError::Encode { dir: self.dir.display().to_string(), message: e.to_string() };
-        let key = series_key(&c.key);
         let state = encode(c.state).map_err(enc_err)?;
         let signal = match c.signal {
             Some(s) => {
@@ -251,43 +268,68 @@ impl Store {
                     routes: c.routes.iter().map(|r| r.0.clone()).collect(),
                     committed: c.now,
                 };
-                let entries: Vec<Vec<u8>> = c
+                let entries = c
                     .routes
                     .iter()
                     .map(|(route, delay)| {
-                        encode(&OutboxEntry {
+                        let e = OutboxEntry {
                             route: route.clone(),
                             signal: s.clone(),
                             created: c.now,
                             not_before: Ts(c.now.0 + delay),
                             attempts: 0,
-                        })
+                        };
+                        encode(&e)
                     })
-                    .collect::<Result<_, _>>()
+                    .collect::<Result<Vec<_>, _>>()
                     .map_err(enc_err)?;
-                Some((s.id.as_bytes(), encode(&stored).map_err(enc_err)?, entries))
+                Some(PreparedSignal { id: s.id.clone(), stored: encode(&stored).map_err(enc_err)?, entries })
             }
             None => None,
         };
+        Ok(Prepared { key: series_key(&c.key), state, signal })
+    }
+
+    /// Writes one candle's series state, its signal and the signal's outbox
+    /// entries in one transaction. Returns whether the signal was new: a
+    /// signal id already stored is never queued again.
+    pub fn commit(&self, c: &CandleCommit<'_>) -> Result<bool, StoreError> {
+        let p = self.prepare(c)?;
+        Ok(self.commit_all(std::slice::from_ref(&p))?.first().copied().unwrap_or(false))
+    }
+
+    /// Commits a batch of prepared candles in one transaction: each candle's
+    /// writes are atomic because the whole batch is. One transaction per
+    /// batch instead of per candle is what keeps a 28-pair close cheap.
+    /// Returns, per candle, whether its signal was new.
+    pub fn commit_all(&self, batch: &[Prepared]) -> Result<Vec<bool>, StoreError> {
         let result = (&self.series, &self.signals, &self.outbox).transaction(|(series, signals, outbox)| {
-            series.insert(key.as_bytes(), state.as_slice())?;
-            let Some((id, stored, entries)) = &signal else { return Ok(false) };
-            if signals.get(id)?.is_some() {
-                return Ok(false);
+            let mut new = Vec::with_capacity(batch.len());
+            for p in batch {
+                series.insert(p.key.as_bytes(), p.state.as_slice())?;
+                let Some(sig) = &p.signal else {
+                    new.push(false);
+                    continue;
+                };
+                if signals.get(sig.id.as_bytes())?.is_some() {
+                    new.push(false);
+                    continue;
+                }
+                signals.insert(sig.id.as_bytes(), sig.stored.as_slice())?;
+                for e in &sig.entries {
+                    // Signals are high priority (1); alerts will use 0 (urgent) and 2-3.
+                    let mut k = vec![1u8];
+                    k.extend_from_slice(&outbox.generate_id()?.to_be_bytes());
+                    outbox.insert(k, e.as_slice())?;
+                }
+                new.push(true);
             }
-            signals.insert(*id, stored.as_slice())?;
-            for e in entries {
-                // Signals are high priority (1); alerts will use 0 (urgent) and 2-3.
-                let mut k = vec![1u8];
-                k.extend_from_slice(&outbox.generate_id()?.to_be_bytes());
-                outbox.insert(k, e.as_slice())?;
-            }
-            Ok::<_, ConflictableTransactionError<()>>(true)
+            Ok::<_, ConflictableTransactionError<()>>(new)
         });
         match result {
             Ok(new) => Ok(new),
             Err(TransactionError::Storage(e)) => Err(self.err(e)),
-            Err(TransactionError::Abort(())) => Ok(false),
+            Err(TransactionError::Abort(())) => Ok(vec![false; batch.len()]),
         }
     }
 
