@@ -21,7 +21,9 @@ pub fn candles(n: usize) -> Vec<Candle> {
         .map(|k| {
             x = 3.97 * x * (1.0 - x);
             let o = p;
+            // A bounded walk: the logistic map's mean is not 0.5, so pull back to 1.1.
             p *= 1.0 + (x - 0.5) * 0.004;
+            p += (1.1 - p) * 0.01;
             Candle {
                 instrument: i,
                 timeframe: Timeframe::H1,

@@ -1,6 +1,32 @@
 //! pipwatch: a moving-average-crossover signal engine for forex candles, with
 //! durable state, notifications and a terminal console. The binary is a thin
 //! shell over this library so tests and benches drive the same code.
+//!
+//! The engine is pure: candles in, events out.
+//!
+//! ```
+//! use pipwatch::engine::{Engine, MaKind, StrategyParams, StrategySet};
+//! use pipwatch::event::Event;
+//! use pipwatch::time::Ts;
+//! use pipwatch::types::{Candle, Instrument, Timeframe};
+//!
+//! let params = StrategyParams { ma: MaKind::Sma, fast: 2, slow: 3, atr: 2, sl_mult: 1.5, tp_mult: 3.0 };
+//! let mut engine = Engine::new(StrategySet { default: params, overrides: Default::default() });
+//! let eur_usd = Instrument::new("EUR_USD").unwrap();
+//! let mut signals = Vec::new();
+//! for (i, close) in [1.15, 1.14, 1.13, 1.12, 1.11, 1.14].into_iter().enumerate() {
+//!     let candle = Candle {
+//!         instrument: eur_usd, timeframe: Timeframe::H1, time: Ts(1_704_067_200 + 3600 * i as i64),
+//!         open: close, high: close + 0.001, low: close - 0.001, close, volume: 0.0,
+//!     };
+//!     for event in engine.apply(&candle) {
+//!         if let Event::Signal(s) = event {
+//!             signals.push(s.id);
+//!         }
+//!     }
+//! }
+//! assert_eq!(signals, ["EUR_USD:H1:2024-01-01T05:00:00Z:buy"]);
+//! ```
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 

@@ -1,6 +1,8 @@
 //! The pipwatch binary: parse the command line, load the config, set up
 //! logging for the mode, run it. All the work lives in the library.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
