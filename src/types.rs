@@ -248,13 +248,21 @@ impl Candle {
         SeriesKey::new(self.instrument, self.timeframe)
     }
 
-    /// Checks the prices alone (not the time order, which needs the series).
-    #[inline]
+    /// Whether the prices are sane: finite, positive, open and close within
+    /// [low, high]. One combined test keeps the valid case cheap: every
+    /// comparison with a NaN is false, and `h < inf` with everything in
+    /// [l, h] bounds the rest.
+    #[inline(always)]
+    pub fn prices_ok(&self) -> bool {
+        let (o, h, l, c) = (self.open, self.high, self.low, self.close);
+        l > 0.0 && h < f64::INFINITY && h >= l && o >= l && o <= h && c >= l && c <= h
+    }
+
+    /// Checks the prices alone (not the time order, which needs the series),
+    /// naming what is wrong.
     pub fn check_prices(&self) -> Result<(), BadCandle> {
         let (o, h, l, c) = (self.open, self.high, self.low, self.close);
-        // One combined test keeps the valid case cheap: every comparison with a
-        // NaN is false, and `h < inf` with everything in [l, h] bounds the rest.
-        if l > 0.0 && h < f64::INFINITY && h >= l && o >= l && o <= h && c >= l && c <= h {
+        if self.prices_ok() {
             return Ok(());
         }
         for (name, v) in [("open", o), ("high", h), ("low", l), ("close", c)] {

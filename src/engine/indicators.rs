@@ -6,78 +6,172 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Simple moving average: the plain mean of the last `period` closes.
-///
-/// The window sum is kept with compensated summation: every add and evict
-/// goes through Knuth's TwoSum, which yields the exact rounding error of the
-/// addition, and those errors accumulate in `comp`. A naive running sum (add
-/// the new close, subtract the evicted one) drifts over millions of candles;
-/// `sum + comp` stays within a few ulps of the exact window sum however long
-/// the series runs (the bound is relative to the window sum itself, unlike
-/// plain Kahan whose bound grows with everything ever added).
+/// Simple moving average: the plain mean of the last `period` closes. The
+/// one-window case of [`DualSma`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Sma {
-    inv_period: f64,
-    /// Always `period` long; the first `filled` slots hold values until full.
-    window: Box<[f64]>,
-    filled: usize,
-    head: usize,
-    sum: f64,
-    comp: f64,
-}
-
-/// `sum -= old` for a close that is part of the window: prices are positive,
-/// so `sum >= old` and Dekker's Fast2Sum (3 flops) gives the exact error.
-#[inline(always)]
-fn compensated_evict(sum: &mut f64, comp: &mut f64, old: f64) {
-    let t = *sum - old;
-    *comp += (*sum - t) - old;
-    *sum = t;
-}
-
-/// `sum += x`, adding the exact rounding error to `comp` (TwoSum: branch-free,
-/// so no abs/compare as in Neumaier's variant).
-#[inline(always)]
-fn compensated_add(sum: &mut f64, comp: &mut f64, x: f64) {
-    let t = *sum + x;
-    let bp = t - *sum;
-    *comp += (*sum - (t - bp)) + (x - bp);
-    *sum = t;
-}
+pub struct Sma(DualSma);
 
 impl Sma {
     pub fn new(period: u32) -> Self {
-        let period = period.max(1) as usize;
-        Sma {
-            inv_period: 1.0 / period as f64,
-            window: vec![0.0; period].into_boxed_slice(),
-            filled: 0,
-            head: 0,
-            sum: 0.0,
-            comp: 0.0,
-        }
+        Sma(DualSma::new(period, period))
     }
 
     #[inline(always)]
     pub fn update(&mut self, x: f64) -> Option<f64> {
-        let len = self.window.len();
-        // `head` < len always; the bounds check folds away with the explicit guard.
-        let slot = self.head.min(len - 1);
-        let old = std::mem::replace(&mut self.window[slot], x);
-        self.head = if slot + 1 == len { 0 } else { slot + 1 };
-        compensated_add(&mut self.sum, &mut self.comp, x);
-        if self.filled == len {
-            compensated_evict(&mut self.sum, &mut self.comp, old);
-        } else {
-            self.filled += 1;
-        }
-        self.value()
+        self.0.update(x).1
     }
 
     #[inline(always)]
     pub fn value(&self) -> Option<f64> {
-        // A multiply by the reciprocal: a divide costs 3-5x more and this runs twice per candle.
-        (self.filled == self.window.len()).then_some((self.sum + self.comp) * self.inv_period)
+        self.0.values().1
+    }
+}
+
+/// A window sum that never drifts, at the cost of a plain running sum.
+///
+/// `run` is the usual running sum (add the new close, subtract the evicted
+/// one), whose rounding errors would accumulate over millions of candles.
+/// `fresh` sums, in order, the closes pushed since the last checkpoint; after
+/// `period` pushes it holds exactly the window's sum, computed the way a full
+/// recomputation computes it, and replaces `run`. Errors therefore live for
+/// at most `period` updates, and every update is O(1) (no re-summing loop).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct WindowSum {
+    run: f64,
+    fresh: f64,
+    since: usize,
+    period: usize,
+}
+
+impl WindowSum {
+    fn new(period: usize) -> Self {
+        WindowSum { run: 0.0, fresh: 0.0, since: 0, period }
+    }
+
+    /// `leaving` is 0.0 while the window is still filling.
+    #[inline(always)]
+    fn push(&mut self, x: f64, leaving: f64) {
+        self.fresh += x;
+        self.since += 1;
+        if self.since == self.period {
+            self.run = self.fresh;
+            self.fresh = 0.0;
+            self.since = 0;
+        } else {
+            // Closes in one window are close in value, so this difference is
+            // usually exact (Sterbenz) and the add is the only rounding.
+            self.run += x - leaving;
+        }
+    }
+}
+
+/// A fast and a slow SMA over the same closes, sharing one ring buffer: the
+/// fast window is the newest `fast` slots of the slow one. One write and one
+/// index update per candle instead of two. Requires `fast <= slow`
+/// (validated in the config; a larger `fast` is clamped).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DualSma {
+    ring: Box<[f64]>,
+    head: usize,
+    filled: usize,
+    fast: usize,
+    inv_fast: f64,
+    inv_slow: f64,
+    fast_sum: WindowSum,
+    slow_sum: WindowSum,
+}
+
+impl DualSma {
+    pub fn new(fast: u32, slow: u32) -> Self {
+        let slow = slow.max(1) as usize;
+        let fast = (fast.max(1) as usize).min(slow);
+        DualSma {
+            ring: vec![0.0; slow].into_boxed_slice(),
+            head: 0,
+            filled: 0,
+            fast,
+            inv_fast: 1.0 / fast as f64,
+            inv_slow: 1.0 / slow as f64,
+            fast_sum: WindowSum::new(fast),
+            slow_sum: WindowSum::new(slow),
+        }
+    }
+
+    #[inline(always)]
+    pub fn update(&mut self, x: f64) -> (Option<f64>, Option<f64>) {
+        let len = self.ring.len();
+        let head = self.head.min(len - 1);
+        // The close leaving the fast window sits `fast` slots behind the new one.
+        let back = if head >= self.fast { head - self.fast } else { head + len - self.fast };
+        let leaving_fast = if self.filled >= self.fast { self.ring[back.min(len - 1)] } else { 0.0 };
+        // Slots not yet written hold 0.0, so this is 0.0 while filling.
+        let leaving_slow = std::mem::replace(&mut self.ring[head], x);
+        self.head = if head + 1 == len { 0 } else { head + 1 };
+        self.fast_sum.push(x, leaving_fast);
+        self.slow_sum.push(x, leaving_slow);
+        self.filled += usize::from(self.filled < len);
+        self.values()
+    }
+
+    /// The exact sign (-1, 0 or 1) of `fast - slow`, for near-ties where the
+    /// running sums' rounding could decide a crossover. Cold: O(slow).
+    ///
+    /// Prices are decimals. When every close in the window is the double
+    /// nearest to a multiple of 1e-8 (any price with up to 8 decimals), the
+    /// sums are exact integers and the comparison `sum_f * slow` vs
+    /// `sum_s * fast` is exact, so a true tie is 0, not a coin toss. Otherwise
+    /// compensated sums decide.
+    #[cold]
+    pub fn exact_sign(&self) -> Option<f64> {
+        let len = self.ring.len();
+        if self.filled < len {
+            return None;
+        }
+        // The newest `fast` closes are the slots just before `head`.
+        let in_fast = |i: usize| (i + len - self.head) % len >= len - self.fast;
+        let ticks = |c: f64| {
+            let t = (c * 1e8).round();
+            (t.abs() < 9e15 && t / 1e8 == c).then_some(t as i64)
+        };
+        let sign = |x: f64| {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        };
+        let exact: Option<(i128, i128)> = self.ring.iter().enumerate().try_fold((0i128, 0i128), |(f, s), (i, &c)| {
+            let t = i128::from(ticks(c)?);
+            Some((if in_fast(i) { f + t } else { f }, s + t))
+        });
+        if let Some((f, s)) = exact {
+            let d = f * len as i128 - s * self.fast as i128;
+            return Some(sign(d as f64));
+        }
+        // Off the decimal grid: TwoSum-compensated sums.
+        let two_sum = |(hi, lo): (f64, f64), x: f64| {
+            let t = hi + x;
+            let bp = t - hi;
+            (t, lo + ((hi - (t - bp)) + (x - bp)))
+        };
+        let (mut f, mut s) = ((0.0, 0.0), (0.0, 0.0));
+        for (i, &c) in self.ring.iter().enumerate() {
+            if in_fast(i) {
+                f = two_sum(f, c);
+            }
+            s = two_sum(s, c);
+        }
+        Some(sign((f.0 + f.1) * len as f64 - (s.0 + s.1) * self.fast as f64))
+    }
+
+    #[inline(always)]
+    pub fn values(&self) -> (Option<f64>, Option<f64>) {
+        (
+            (self.filled >= self.fast).then_some(self.fast_sum.run * self.inv_fast),
+            (self.filled == self.ring.len()).then_some(self.slow_sum.run * self.inv_slow),
+        )
     }
 }
 
@@ -259,13 +353,20 @@ mod tests {
             let closes: Vec<f64> = bars.iter().map(|b| b.2).collect();
             let (want_sma, want_ema, want_atr) = (reference::sma(&closes, slow), reference::ema(&closes, fast), reference::atr(&bars, n_atr));
             let (mut sma, mut ema, mut atr) = (Sma::new(slow as u32), Ema::new(fast as u32), Atr::new(n_atr as u32));
+            let fast_sma = fast.min(slow);
+            let want_fast_sma = reference::sma(&closes, fast_sma);
+            let mut dual = DualSma::new(fast_sma as u32, slow as u32);
             for (t, &(h, l, c)) in bars.iter().enumerate() {
                 if t == split {
                     sma = postcard::from_bytes(&postcard::to_stdvec(&sma).unwrap()).unwrap();
                     ema = postcard::from_bytes(&postcard::to_stdvec(&ema).unwrap()).unwrap();
                     atr = postcard::from_bytes(&postcard::to_stdvec(&atr).unwrap()).unwrap();
+                    dual = postcard::from_bytes(&postcard::to_stdvec(&dual).unwrap()).unwrap();
                 }
                 let (s, e, a) = (sma.update(c), ema.update(c), atr.update(h, l, c));
+                let (df, ds) = dual.update(c);
+                prop_assert!(close_enough(df, want_fast_sma[t]), "dual fast t={} {:?} vs {:?}", t, df, want_fast_sma[t]);
+                prop_assert!(close_enough(ds, want_sma[t]), "dual slow t={} {:?} vs {:?}", t, ds, want_sma[t]);
                 prop_assert!(close_enough(s, want_sma[t]), "sma t={} {:?} vs {:?}", t, s, want_sma[t]);
                 prop_assert!(close_enough(e, want_ema[t]), "ema t={} {:?} vs {:?}", t, e, want_ema[t]);
                 prop_assert!(close_enough(a, want_atr[t]), "atr t={} {:?} vs {:?}", t, a, want_atr[t]);
@@ -307,6 +408,24 @@ mod tests {
         assert_eq!(checks, 30);
         // The check above must be able to tell: the naive running sum does drift here.
         assert!(worst_naive > 1e-10, "naive sum stayed at {worst_naive}: the input does not stress drift");
+    }
+
+    #[test]
+    fn exact_sign_sees_true_ties() {
+        // fast(2) of [.., 1.1, 1.3] = 1.2 and slow(4) of [1.0, 1.4, 1.1, 1.3] = 1.2:
+        // a true tie in decimals, which float sums may round either way.
+        let mut d = DualSma::new(2, 4);
+        for c in [1.0, 1.4, 1.1, 1.3] {
+            d.update(c);
+        }
+        assert_eq!(d.exact_sign(), Some(0.0));
+        d.update(1.30001);
+        assert_eq!(d.exact_sign(), Some(1.0));
+        // Off the 1e-8 grid the compensated path decides.
+        let mut d = DualSma::new(1, 2);
+        d.update(1.0 / 3.0);
+        d.update(1.0 / 3.0 + 1e-15);
+        assert_eq!(d.exact_sign(), Some(1.0));
     }
 
     #[test]

@@ -128,7 +128,8 @@ impl Engine {
         let slot = self.slot(candle.key());
         let state = &mut self.states[slot];
         match state.step(candle) {
-            Ok(step) => {
+            Ok(cross) => {
+                let (fast, slow, atr) = state.values();
                 out.push(Event::Candle(CandleRecord {
                     instrument: candle.instrument,
                     timeframe: candle.timeframe,
@@ -137,14 +138,12 @@ impl Engine {
                     high: candle.high,
                     low: candle.low,
                     close: candle.close,
-                    fast: step.fast,
-                    slow: step.slow,
-                    atr: step.atr,
+                    fast,
+                    slow,
+                    atr,
                 }));
                 let mut signal = false;
-                if let (Some(side), Phase::Live, Some(fast), Some(slow), Some(atr)) =
-                    (step.cross, phase, step.fast, step.slow, step.atr)
-                {
+                if let (Some(side), Phase::Live, Some(fast), Some(slow), Some(atr)) = (cross, phase, fast, slow, atr) {
                     let (stop_loss, take_profit) = strategy::stops(side, candle.close, atr, &state.params);
                     out.push(Event::Signal(Signal {
                         id: Signal::make_id(candle.instrument, candle.timeframe, candle.time, side),
@@ -164,7 +163,8 @@ impl Engine {
                 }
                 Outcome { accepted: true, signal, first_rejection: false }
             }
-            Err(why) => {
+            Err(_) => {
+                let why = state.explain(candle);
                 out.push(Event::Rejected(Rejected {
                     instrument: candle.instrument,
                     timeframe: candle.timeframe,

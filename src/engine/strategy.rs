@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::indicators::{Atr, Ema, Sma};
+use super::indicators::{Atr, DualSma, Ema};
 use crate::time::Ts;
 use crate::types::{BadCandle, Candle, Side};
 
@@ -58,32 +58,41 @@ impl StrategyParams {
     }
 }
 
+/// The two moving averages. SMAs share one window; EMAs need none.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-enum Ma {
-    Sma(Sma),
-    Ema(Ema),
+enum Mas {
+    Sma(DualSma),
+    Ema(Ema, Ema),
 }
 
-impl Ma {
-    fn new(kind: MaKind, period: u32) -> Self {
-        match kind {
-            MaKind::Sma => Ma::Sma(Sma::new(period)),
-            MaKind::Ema => Ma::Ema(Ema::new(period)),
+impl Mas {
+    fn new(p: &StrategyParams) -> Self {
+        match p.ma {
+            MaKind::Sma => Mas::Sma(DualSma::new(p.fast, p.slow)),
+            MaKind::Ema => Mas::Ema(Ema::new(p.fast), Ema::new(p.slow)),
         }
     }
 
     #[inline(always)]
-    fn update(&mut self, x: f64) -> Option<f64> {
+    fn update(&mut self, x: f64) -> (Option<f64>, Option<f64>) {
         match self {
-            Ma::Sma(m) => m.update(x),
-            Ma::Ema(m) => m.update(x),
+            Mas::Sma(d) => d.update(x),
+            Mas::Ema(f, s) => (f.update(x), s.update(x)),
         }
     }
 
-    fn value(&self) -> Option<f64> {
+    /// The exact sign of fast - slow where it can be known exactly (SMAs).
+    fn exact_sign(&self) -> Option<f64> {
         match self {
-            Ma::Sma(m) => m.value(),
-            Ma::Ema(m) => m.value(),
+            Mas::Sma(d) => d.exact_sign(),
+            Mas::Ema(..) => None,
+        }
+    }
+
+    fn values(&self) -> (Option<f64>, Option<f64>) {
+        match self {
+            Mas::Sma(d) => d.values(),
+            Mas::Ema(f, s) => (f.value(), s.value()),
         }
     }
 }
@@ -95,24 +104,34 @@ pub struct Last {
     pub close: f64,
 }
 
-/// What one accepted candle did to its series.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Step {
-    pub fast: Option<f64>,
-    pub slow: Option<f64>,
-    pub atr: Option<f64>,
-    pub cross: Option<Side>,
+/// A stored difference that compares by bits, so that two states with an
+/// undefined (NaN) difference are equal.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct Diff(f64);
+
+impl PartialEq for Diff {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
 }
+
+/// A candle the series refused; [`SeriesState::explain`] says why. Kept to
+/// one byte so the hot path returns in a register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused;
 
 /// Everything a series needs to go on after a restart: indicator state, the
 /// previous MA values for the crossover test, the last accepted candle and counters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SeriesState {
     pub params: StrategyParams,
-    fast: Ma,
-    slow: Ma,
+    mas: Mas,
     atr: Atr,
-    prev: Option<(f64, f64)>,
+    /// fast - slow after the previous candle; NaN until both are defined.
+    /// For finite doubles the difference has the exact sign of the comparison
+    /// (gradual underflow makes it 0 only when they are equal), and every
+    /// comparison with NaN is false, so no Option is needed on the hot path.
+    prev_diff: Diff,
     // NOTE: only the last candle's time and close are kept, not the candle:
     // copying 72 bytes per step was a measurable share of the hot path.
     last: Option<Last>,
@@ -125,10 +144,9 @@ impl SeriesState {
     pub fn new(params: StrategyParams) -> Self {
         SeriesState {
             params,
-            fast: Ma::new(params.ma, params.fast),
-            slow: Ma::new(params.ma, params.slow),
+            mas: Mas::new(&params),
             atr: Atr::new(params.atr),
-            prev: None,
+            prev_diff: Diff(f64::NAN),
             last: None,
             candles: 0,
             rejected: 0,
@@ -153,39 +171,53 @@ impl SeriesState {
     }
 
     pub fn values(&self) -> (Option<f64>, Option<f64>, Option<f64>) {
-        (self.fast.value(), self.slow.value(), self.atr.value())
+        let (fast, slow) = self.mas.values();
+        (fast, slow, self.atr.value())
     }
 
-    /// Validates and applies one closed candle. A refused candle leaves the
-    /// state untouched except for the rejection counter.
+    /// Validates and applies one closed candle, returning the crossover it
+    /// made, if any; the indicator values are then in [`values`](Self::values).
+    /// A refused candle leaves the state untouched except for the rejection
+    /// counter.
     #[inline]
-    pub fn step(&mut self, c: &Candle) -> Result<Step, BadCandle> {
-        let checked = c.check_prices().and_then(|()| match self.last {
-            Some(last) if c.time <= last.time => Err(BadCandle::NotAfter { time: c.time, last: last.time }),
-            _ => Ok(()),
-        });
-        if let Err(e) = checked {
+    pub fn step(&mut self, c: &Candle) -> Result<Option<Side>, Refused> {
+        let after_last = self.last.is_none_or(|last| c.time > last.time);
+        if !(after_last && c.prices_ok()) {
             self.rejected += 1;
-            return Err(e);
+            return Err(Refused);
         }
-        let fast = self.fast.update(c.close);
-        let slow = self.slow.update(c.close);
+        let (fast, slow) = self.mas.update(c.close);
         let atr = self.atr.update(c.high, c.low, c.close);
-        let mut cross = None;
-        if let (Some(f), Some(s)) = (fast, slow) {
-            if let (Some((pf, ps)), Some(_)) = (self.prev, atr) {
-                if f > s && pf <= ps {
-                    cross = Some(Side::Buy);
-                } else if f < s && pf >= ps {
-                    cross = Some(Side::Sell);
-                }
-            }
-            self.prev = Some((f, s));
-        }
+        let diff = match (fast, slow) {
+            // Within the running sums' error of a tie, only an exact sign can
+            // say whether the MAs crossed (ties do happen on a 1e-5 price grid).
+            (Some(f), Some(s)) if (f - s).abs() <= 1e-12 * s.abs() => self.mas.exact_sign().unwrap_or(f - s),
+            (Some(f), Some(s)) => f - s,
+            _ => f64::NAN,
+        };
+        let pd = if atr.is_some() { self.prev_diff.0 } else { f64::NAN };
+        let cross = if diff > 0.0 && pd <= 0.0 {
+            Some(Side::Buy)
+        } else if diff < 0.0 && pd >= 0.0 {
+            Some(Side::Sell)
+        } else {
+            None
+        };
+        self.prev_diff = Diff(diff);
         self.last = Some(Last { time: c.time, close: c.close });
         self.candles += 1;
         self.signals += u64::from(cross.is_some());
-        Ok(Step { fast, slow, atr, cross })
+        Ok(cross)
+    }
+
+    /// Why `c` was refused (it must have been: the state did not move).
+    #[cold]
+    pub fn explain(&self, c: &Candle) -> BadCandle {
+        match (c.check_prices(), self.last) {
+            (Err(e), _) => e,
+            (Ok(()), Some(last)) => BadCandle::NotAfter { time: c.time, last: last.time },
+            (Ok(()), None) => BadCandle::NotAfter { time: c.time, last: c.time },
+        }
     }
 }
 
@@ -226,8 +258,8 @@ mod tests {
         let mut s = SeriesState::new(p);
         // Falling, then rising: fast crosses above slow at index 5 only.
         let cs = candles(&[1.5, 1.4, 1.3, 1.2, 1.1, 1.4, 1.6, 1.7]);
-        let crosses: Vec<_> = cs.iter().map(|c| s.step(c).map(|st| st.cross)).collect();
-        let expected: Vec<Result<Option<Side>, BadCandle>> =
+        let crosses: Vec<_> = cs.iter().map(|c| s.step(c)).collect();
+        let expected: Vec<Result<Option<Side>, Refused>> =
             vec![Ok(None), Ok(None), Ok(None), Ok(None), Ok(None), Ok(Some(Side::Buy)), Ok(None), Ok(None)];
         assert_eq!(crosses, expected);
         assert_eq!(s.signals, 1);
@@ -239,7 +271,7 @@ mod tests {
         let mut s = SeriesState::new(p);
         let cs = candles(&[1.1, 1.2, 1.3, 1.4, 1.5, 1.2, 1.0]);
         let steps: Vec<_> = cs.iter().filter_map(|c| s.step(c).ok()).collect();
-        let sell = steps.iter().position(|st| st.cross == Some(Side::Sell));
+        let sell = steps.iter().position(|st| *st == Some(Side::Sell));
         assert_eq!(sell, Some(5));
         let (sl, tp) = stops(Side::Sell, 1.2, 0.01, &p);
         assert!((sl - 1.215).abs() < 1e-12 && (tp - 1.17).abs() < 1e-12);
@@ -252,8 +284,7 @@ mod tests {
         // ATR(10) needs 11 bars; the crossing at index 5 comes before it is defined.
         let p = StrategyParams { ma: MaKind::Sma, fast: 2, slow: 3, atr: 10, sl_mult: 1.5, tp_mult: 3.0 };
         let mut s = SeriesState::new(p);
-        let crosses =
-            candles(&[1.5, 1.4, 1.3, 1.2, 1.1, 1.4, 1.6, 1.7]).iter().filter_map(|c| s.step(c).ok()?.cross).count();
+        let crosses = candles(&[1.5, 1.4, 1.3, 1.2, 1.1, 1.4, 1.6, 1.7]).iter().filter_map(|c| s.step(c).ok()?).count();
         assert_eq!(crosses, 0);
     }
 
@@ -263,7 +294,7 @@ mod tests {
         let p = StrategyParams { ma: MaKind::Sma, fast: 1, slow: 2, atr: 1, sl_mult: 1.0, tp_mult: 1.0 };
         let mut s = SeriesState::new(p);
         let cs = candles(&[1.0, 1.0, 1.0, 1.1]);
-        let got: Vec<_> = cs.iter().map(|c| s.step(c).ok().and_then(|st| st.cross)).collect();
+        let got: Vec<_> = cs.iter().map(|c| s.step(c).ok().flatten()).collect();
         assert_eq!(got, vec![None, None, None, Some(Side::Buy)]);
     }
 
@@ -273,8 +304,8 @@ mod tests {
         let cs = candles(&[1.0, 1.1]);
         assert!(s.step(&cs[1]).is_ok());
         let before = s.clone();
-        let err = s.step(&cs[0]);
-        assert_eq!(err, Err(BadCandle::NotAfter { time: cs[0].time, last: cs[1].time }));
+        assert_eq!(s.step(&cs[0]), Err(Refused));
+        assert_eq!(s.explain(&cs[0]), BadCandle::NotAfter { time: cs[0].time, last: cs[1].time });
         assert_eq!(s.rejected, 1);
         assert_eq!(s.candles, before.candles);
         assert_eq!(s.values(), before.values());
