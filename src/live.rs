@@ -90,9 +90,11 @@ pub async fn run(
         .iter()
         .flat_map(|&i| config.market.timeframes.iter().map(move |&tf| SeriesKey::new(i, tf)))
         .collect();
-    // Every stored series resumes after its last candle, also one whose
-    // strategy changed: re-reading older candles would only be rejected.
-    let resume = series.iter().filter_map(|k| engine.state(k).and_then(|s| s.last().map(|l| (*k, l)))).collect();
+    // Every stored series resumes after its last candle: also one whose
+    // strategy changed, and one that is not in the config (a CSV file names
+    // its own instrument and timeframe). Re-reading older candles would only
+    // be rejected.
+    let resume = engine.series().filter_map(|(k, s)| s.last().map(|l| (k, l))).collect();
     let source = market::from_config(config)?;
     let source_name = source.name();
     let (tx, mut rx) = mpsc::channel(1024);

@@ -170,3 +170,36 @@ fn an_invalid_config_fails_fast() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("market.instruments = '[]': is empty"));
 }
+
+#[test]
+fn a_csv_feed_gives_replays_signals_and_skips_what_was_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let source = format!("csv:{}", common::data_file().display());
+    let run = || {
+        let out = pipwatch()
+            .args(["headless", "--for", "2s", "--source", &source, "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        json_lines(&out.stdout)
+    };
+    let first = run();
+    let replayed = pipwatch().arg("replay").arg(common::data_file()).output().unwrap();
+    let want: Vec<String> =
+        json_lines(&replayed.stdout).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let got: Vec<String> = of_type(&first, "signal").iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(got.len(), 326);
+    assert_eq!(got, want, "live CSV feed and replay disagree");
+    let done =
+        of_type(&first, "feed").into_iter().find(|f| f["state"] == "finished").cloned().expect("no finished status");
+    assert!(done["message"].as_str().unwrap().contains("6225 candles sent, 0 already applied"), "{done}");
+
+    // Restarted on the same data directory: everything was applied, nothing is signalled again.
+    let second = run();
+    assert!(of_type(&second, "signal").is_empty());
+    let done =
+        of_type(&second, "feed").into_iter().find(|f| f["state"] == "finished").cloned().expect("no finished status");
+    assert!(done["message"].as_str().unwrap().contains("0 candles sent, 6225 already applied"), "{done}");
+}
