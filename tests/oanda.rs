@@ -26,6 +26,11 @@ struct Market {
     requests: Vec<String>,
     /// Statuses to answer the next candle requests with, first first.
     failures: Vec<u16>,
+    /// Hang (never answer in time) on the next candle request.
+    hang_next: bool,
+    /// Send one heartbeat, then nothing, on the price stream.
+    silent_stream: bool,
+    stream_connections: usize,
 }
 
 type Shared = Arc<Mutex<Market>>;
@@ -69,6 +74,10 @@ async fn candles(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let hang = std::mem::take(&mut m.lock().unwrap().hang_next);
+    if hang {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
     let mut m = m.lock().unwrap();
     m.requests.push(format!("{instrument}?{}", raw.unwrap_or_default()));
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {TOKEN}")) {
@@ -101,9 +110,22 @@ async fn candles(
     axum::Json(serde_json::json!({"instrument": instrument, "granularity": "H1", "candles": body})).into_response()
 }
 
-async fn stream(headers: HeaderMap) -> Response {
+async fn stream(State(m): State<Shared>, headers: HeaderMap) -> Response {
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {TOKEN}")) {
         return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let silent = {
+        let mut m = m.lock().unwrap();
+        m.stream_connections += 1;
+        m.silent_stream
+    };
+    if silent {
+        use futures_util::StreamExt;
+        let heartbeat =
+            axum::body::Bytes::from_static(b"{\"type\":\"HEARTBEAT\",\"time\":\"2024-01-05T10:00:02.000000000Z\"}\n");
+        let body = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(heartbeat) })
+            .chain(futures_util::stream::pending());
+        return axum::body::Body::from_stream(body).into_response();
     }
     let lines = concat!(
         r#"{"type":"PRICE","time":"2024-01-05T10:00:01.000000000Z","instrument":"EUR_USD","tradeable":true,"bids":[{"price":"1.10010","liquidity":1000000}],"asks":[{"price":"1.10022","liquidity":1000000}],"closeoutBid":"1.1","closeoutAsk":"1.1"}"#,
@@ -309,4 +331,66 @@ async fn the_pricing_stream_delivers_quotes_and_reconnects() {
     }
     shutdown.cancel();
     assert!(task.await.unwrap().is_ok());
+}
+
+fn test_oanda_config(url: &str) -> pipwatch::config::Oanda {
+    let mut cfg = pipwatch::config::Config::default().market.oanda;
+    cfg.rest_url = url.to_string();
+    cfg.stream_url = url.to_string();
+    cfg.token = pipwatch::config::Secret::new(TOKEN);
+    cfg.account_id = pipwatch::config::Secret::new("101-004-1-001");
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_request_times_out_and_the_retry_succeeds() {
+    use pipwatch::market::oanda::{OandaClient, OandaError, Query};
+    let market: Shared = Arc::default();
+    {
+        let mut m = market.lock().unwrap();
+        grow(&mut m, 30);
+        m.hang_next = true;
+    }
+    let url = serve(market.clone()).await;
+    let client = OandaClient::new(&test_oanda_config(&url))
+        .unwrap()
+        .with_timeouts(Duration::from_millis(300), Duration::from_secs(10));
+    let key = pipwatch::types::SeriesKey::new(Instrument::new("EUR_USD").unwrap(), Timeframe::H1);
+    let started = std::time::Instant::now();
+    let err = client.candles(key, &Query::Latest(5)).await.unwrap_err();
+    assert!(matches!(err, OandaError::Network(_)) && err.retryable(), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "the timeout did not cut the hung request");
+    let (candles, _) = client.candles(key, &Query::Latest(5)).await.unwrap();
+    assert_eq!(candles.len(), 4, "4 complete candles and the forming one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_price_stream_is_reconnected() {
+    use pipwatch::market::oanda::{OandaClient, OandaSource};
+    use pipwatch::market::{MarketSource, SourceCtx};
+    let market: Shared = Arc::default();
+    {
+        let mut m = market.lock().unwrap();
+        grow(&mut m, 30);
+        m.silent_stream = true;
+    }
+    let url = serve(market.clone()).await;
+    let client = OandaClient::new(&test_oanda_config(&url))
+        .unwrap()
+        .with_timeouts(Duration::from_secs(5), Duration::from_millis(300));
+    let key = pipwatch::types::SeriesKey::new(Instrument::new("EUR_USD").unwrap(), Timeframe::H1);
+    let c = *market.lock().unwrap().candles.last().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let resume = [(key, pipwatch::engine::Last { time: c.time, close: c.close })].into();
+    let ctx =
+        SourceCtx { tx, shutdown: shutdown.clone(), series: vec![key], resume, strategies: StrategySet::default() };
+    let task = tokio::spawn(Box::new(OandaSource::with_client(client)).run(ctx));
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    shutdown.cancel();
+    assert!(task.await.unwrap().is_ok());
+    // 300 ms of silence ends a connection; reconnects back off from 0.5-1 s.
+    let connections = market.lock().unwrap().stream_connections;
+    assert!((2..=6).contains(&connections), "{connections} stream connections in 3 s");
 }

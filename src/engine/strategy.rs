@@ -179,7 +179,9 @@ impl SeriesState {
     /// made, if any; the indicator values are then in [`values`](Self::values).
     /// A refused candle leaves the state untouched except for the rejection
     /// counter.
-    #[inline]
+    // Inlined into its one caller per path (the engine's apply): a call per
+    // candle on the hottest path buys nothing.
+    #[inline(always)]
     pub fn step(&mut self, c: &Candle) -> Result<Option<Side>, Refused> {
         let after_last = self.last.is_none_or(|last| c.time > last.time);
         if !(after_last && c.prices_ok()) {

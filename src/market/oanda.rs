@@ -23,6 +23,8 @@ use crate::types::{Candle, Instrument, Quote, SeriesKey};
 const PAGE: usize = 500;
 /// The official client's stream read timeout: heartbeats come every 5 s.
 const STREAM_SILENCE: Duration = Duration::from_secs(10);
+/// A candles request that takes longer than this has hung.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum OandaError {
@@ -115,6 +117,8 @@ pub struct OandaClient {
     stream: String,
     account: String,
     token: Secret,
+    request_timeout: Duration,
+    stream_silence: Duration,
 }
 
 impl OandaClient {
@@ -129,7 +133,16 @@ impl OandaClient {
             stream: cfg.stream_url.trim_end_matches('/').to_string(),
             account: cfg.account_id.expose().to_string(),
             token: cfg.token.clone(),
+            request_timeout: REQUEST_TIMEOUT,
+            stream_silence: STREAM_SILENCE,
         })
+    }
+
+    /// Shorter limits than OANDA's real cadence, for tests.
+    pub fn with_timeouts(mut self, request: Duration, stream_silence: Duration) -> Self {
+        self.request_timeout = request;
+        self.stream_silence = stream_silence;
+        self
     }
 
     fn token_var(&self) -> String {
@@ -171,7 +184,7 @@ impl OandaClient {
             .get(&url)
             .bearer_auth(self.token.expose())
             .header("Accept-Datetime-Format", "RFC3339")
-            .timeout(Duration::from_secs(30))
+            .timeout(self.request_timeout)
             .query(&[("price", "M"), ("granularity", key.timeframe.as_str())]);
         req = match q {
             Query::Latest(n) => req.query(&[("count", n.to_string())]),
@@ -212,7 +225,7 @@ impl OandaClient {
         loop {
             let chunk = tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Ok(got_any),
-                c = tokio::time::timeout(STREAM_SILENCE, body.next()) => c,
+                c = tokio::time::timeout(self.stream_silence, body.next()) => c,
             };
             let bytes = match chunk {
                 Err(_) => {
@@ -272,6 +285,10 @@ pub struct OandaSource {
 impl OandaSource {
     pub fn new(cfg: &Oanda) -> Result<Self, reqwest::Error> {
         Ok(OandaSource { client: OandaClient::new(cfg)? })
+    }
+
+    pub fn with_client(client: OandaClient) -> Self {
+        OandaSource { client }
     }
 }
 
