@@ -273,7 +273,8 @@ async fn rate_limits_and_outages_back_off_and_recover() {
     }
     let url = serve(market.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let out = headless(&config(dir.path(), &url), &dir.path().join("data"), TOKEN, Some("6s")).await;
+    // Worst case of the jittered waits: 0.3 s (Retry-After) + 2 s + 4 s.
+    let out = headless(&config(dir.path(), &url), &dir.path().join("data"), TOKEN, Some("8s")).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let records = json_lines(&out.stdout);
     let retrying: Vec<_> = of_type(&records, "feed").into_iter().filter(|f| f["state"] == "retrying").collect();
