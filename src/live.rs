@@ -42,15 +42,16 @@ pub struct LiveStats {
 /// How long the source gets to stop after shutdown before it is cut off.
 const SOURCE_GRACE: Duration = Duration::from_secs(3);
 
-fn commit_with_retry(store: &Store, batch: &[Prepared]) -> Result<Vec<bool>, StoreError> {
+async fn commit_with_retry(store: &Store, batch: &[Prepared]) -> Result<Vec<bool>, StoreError> {
     let mut attempt = 0;
     loop {
         match store.commit_all(batch) {
             Ok(new) => return Ok(new),
-            // A full disk or a hiccup may pass; a few quick retries before giving up.
+            // A full disk or a hiccup may pass; a few short waits before giving
+            // up, without blocking a runtime worker.
             Err(e) if attempt < 3 => {
                 tracing::warn!(error = %e, attempt, "store commit failed; retrying");
-                std::thread::sleep(Duration::from_millis(200 << attempt));
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                 attempt += 1;
             }
             Err(e) => return Err(e),
@@ -169,7 +170,7 @@ pub async fn run(
         }
         if !pending.is_empty() {
             let (prepared, signals): (Vec<Prepared>, Vec<_>) = pending.into_iter().unzip();
-            let new = commit_with_retry(&store, &prepared)?;
+            let new = commit_with_retry(&store, &prepared).await?;
             for (signal, new) in signals.iter().zip(new) {
                 let Some((id, routes)) = signal else { continue };
                 if new {
