@@ -155,3 +155,38 @@ fn a_directory_of_instrument_files() {
     let per = |i: &str| records.iter().filter(|r| r["type"] == "candle" && r["instrument"] == i).count();
     assert_eq!((per("EUR_USD"), per("EUR_GBP")), (499, 499));
 }
+
+/// On a terminal, replay shows a progress bar on stderr (and clears it before
+/// the summary); in a pipe it does not. `script` gives the process a real pty.
+#[test]
+fn a_progress_bar_on_a_terminal_only() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        panic!("util-linux `script` is needed for this test (apt-get install bsdutils)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("EUR_USD_H1.csv");
+    let mut text = String::from("time,open,high,low,close\n");
+    for i in 0..400_000i64 {
+        let p = 1.1 + ((i as f64) / 50.0).sin() * 0.01;
+        text.push_str(&format!("{},{p:.5},{:.5},{:.5},{p:.5}\n", 1_500_000_000 + i * 3600, p + 0.001, p - 0.001));
+    }
+    std::fs::write(&path, text).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("pipwatch");
+    let cmd = format!("{} replay {} > /dev/null", bin.display(), path.display());
+    let out = std::process::Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("TERM", "xterm-256color")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(tty.contains(" left)") && tty.contains("candles, "), "no progress bar drawn: {tty:?}");
+    assert!(tty.contains("replayed 400000 candles"), "{tty:?}");
+
+    // Not a terminal: only the summary.
+    let out = common::pipwatch().arg("replay").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains(" left)") && stderr.contains("replayed 400000 candles"), "{stderr}");
+}
