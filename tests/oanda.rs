@@ -294,28 +294,12 @@ async fn rate_limits_and_outages_back_off_and_recover() {
 /// ends is reconnected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pricing_stream_delivers_quotes_and_reconnects() {
-    use pipwatch::market::{MarketEvent, MarketSource, SourceCtx, oanda::OandaSource};
+    use pipwatch::market::{MarketEvent, MarketSource, oanda::OandaSource};
     let market: Shared = Arc::default();
     grow(&mut market.lock().unwrap(), 30);
     let url = serve(market.clone()).await;
-    let mut cfg = pipwatch::config::Config::default().market.oanda;
-    cfg.rest_url = url.clone();
-    cfg.stream_url = url;
-    cfg.token = pipwatch::config::Secret::new(TOKEN);
-    cfg.account_id = pipwatch::config::Secret::new("101-004-1-001");
-    let source = Box::new(OandaSource::new(&cfg).unwrap());
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let key = pipwatch::types::SeriesKey::new(Instrument::new("EUR_USD").unwrap(), Timeframe::H1);
-    let c = *market.lock().unwrap().candles.last().unwrap();
-    let last = pipwatch::engine::Last { time: c.time, close: c.close };
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let ctx = SourceCtx {
-        tx,
-        shutdown: shutdown.clone(),
-        series: vec![key],
-        resume: [(key, last)].into(),
-        strategies: StrategySet::default(),
-    };
+    let source = Box::new(OandaSource::new(&test_oanda_config(&url)).unwrap());
+    let (ctx, mut rx, shutdown) = resumed_ctx(&market);
     let task = tokio::spawn(source.run(ctx));
     let mut quotes = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -332,6 +316,30 @@ async fn the_pricing_stream_delivers_quotes_and_reconnects() {
     }
     shutdown.cancel();
     assert!(task.await.unwrap().is_ok());
+}
+
+/// A source context for EUR_USD:H1 resuming after the server's last candle,
+/// so only the stream (not candle polls) produces events.
+fn resumed_ctx(
+    market: &Shared,
+) -> (
+    pipwatch::market::SourceCtx,
+    tokio::sync::mpsc::Receiver<pipwatch::market::MarketEvent>,
+    tokio_util::sync::CancellationToken,
+) {
+    let key = pipwatch::types::SeriesKey::new(Instrument::new("EUR_USD").unwrap(), Timeframe::H1);
+    let c = *market.lock().unwrap().candles.last().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let resume = [(key, pipwatch::engine::Last { time: c.time, close: c.close })].into();
+    let ctx = pipwatch::market::SourceCtx {
+        tx,
+        shutdown: shutdown.clone(),
+        series: vec![key],
+        resume,
+        strategies: StrategySet::default(),
+    };
+    (ctx, rx, shutdown)
 }
 
 fn test_oanda_config(url: &str) -> pipwatch::config::Oanda {
@@ -367,8 +375,8 @@ async fn a_hung_request_times_out_and_the_retry_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_price_stream_is_reconnected() {
+    use pipwatch::market::MarketSource;
     use pipwatch::market::oanda::{OandaClient, OandaSource};
-    use pipwatch::market::{MarketSource, SourceCtx};
     let market: Shared = Arc::default();
     {
         let mut m = market.lock().unwrap();
@@ -379,13 +387,7 @@ async fn a_silent_price_stream_is_reconnected() {
     let client = OandaClient::new(&test_oanda_config(&url))
         .unwrap()
         .with_timeouts(Duration::from_secs(5), Duration::from_millis(300));
-    let key = pipwatch::types::SeriesKey::new(Instrument::new("EUR_USD").unwrap(), Timeframe::H1);
-    let c = *market.lock().unwrap().candles.last().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let resume = [(key, pipwatch::engine::Last { time: c.time, close: c.close })].into();
-    let ctx =
-        SourceCtx { tx, shutdown: shutdown.clone(), series: vec![key], resume, strategies: StrategySet::default() };
+    let (ctx, mut rx, shutdown) = resumed_ctx(&market);
     let task = tokio::spawn(Box::new(OandaSource::with_client(client)).run(ctx));
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     tokio::time::sleep(Duration::from_secs(3)).await;
