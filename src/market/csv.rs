@@ -436,7 +436,7 @@ fn next_good(r: &mut CsvCandles) -> Option<Candle> {
         match row {
             Ok(c) => return Some(c),
             Err(bad) => {
-                if bad_rows_logged(bad.line) {
+                if bad_rows_logged() {
                     tracing::warn!(file = %bad.path, line = bad.line, problem = %bad.message, "bad CSV row skipped");
                 }
             }
@@ -445,7 +445,7 @@ fn next_good(r: &mut CsvCandles) -> Option<Candle> {
     None
 }
 
-fn bad_rows_logged(_line: u64) -> bool {
+fn bad_rows_logged() -> bool {
     use std::sync::atomic::{AtomicU32, Ordering};
     static LOGGED: AtomicU32 = AtomicU32::new(0);
     let n = LOGGED.fetch_add(1, Ordering::Relaxed);
