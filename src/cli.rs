@@ -144,9 +144,32 @@ pub enum ConfigCommand {
 #[derive(Debug, Subcommand)]
 pub enum DeadCommand {
     /// List notifications given up on, with their last error.
-    List,
-    /// Put them back in the outbox for delivery.
-    Retry,
-    /// Delete them.
-    Purge,
+    List {
+        #[command(flatten)]
+        filter: DeadFilter,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put them back in the outbox: the next `pipwatch` run delivers them.
+    Retry {
+        #[command(flatten)]
+        filter: DeadFilter,
+    },
+    /// Delete them for good.
+    Purge {
+        #[command(flatten)]
+        filter: DeadFilter,
+    },
+}
+
+/// Which dead notifications a command applies to (default: all).
+#[derive(Debug, Args, Default, Clone)]
+pub struct DeadFilter {
+    /// Only this route's.
+    #[arg(long, value_name = "NAME")]
+    pub route: Option<String>,
+    /// Only these signal or alert ids, e.g. EUR_USD:H4:2024-01-02T08:00:00Z:buy.
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::time::Ts;
-use crate::types::{Instrument, Quote, Side, Timeframe};
+use crate::types::{Instrument, Quote, Severity, Side, Timeframe};
 
 /// Everything a user can see. Internally tagged by `type`, one JSON object a record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -17,6 +17,11 @@ pub enum Event {
     Quote(Quote),
     Rejected(Rejected),
     Feed(FeedStatus),
+    Alert(Alert),
+    /// A notification's progress to one route.
+    Delivery(Delivery),
+    /// The notifier's queues, routes and counters.
+    Queue(QueueStatus),
 }
 
 /// A closed candle with the indicator values after it (null until defined).
@@ -88,6 +93,104 @@ pub struct FeedStatus {
     pub state: FeedState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Raised,
+    Resolved,
+}
+
+/// Something an admin should know about. `check` names what raised it; one
+/// episode (raised, then resolved) of a check shares one `id`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: String,
+    pub check: String,
+    pub severity: Severity,
+    pub state: AlertState,
+    pub title: String,
+    pub message: String,
+    pub time: Ts,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Written to the outbox, not yet sent.
+    Queued,
+    /// Discord confirmed it (`message_id`).
+    Delivered,
+    /// A request failed; it stays queued and will be retried.
+    Failed,
+    /// Given up on: in the dead list with its error.
+    Dead,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The signal's or alert's id.
+    pub id: String,
+    pub route: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Circuit {
+    Closed,
+    /// Failing: no requests until the cool-down ends.
+    Open,
+    /// One probe request decides between closed and open.
+    HalfOpen,
+    /// Discord said the webhook is gone or refused (404/401/403): never retried.
+    Disabled,
+}
+
+/// Pending notifications by priority.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Depths {
+    pub urgent: u64,
+    pub high: u64,
+    pub normal: u64,
+    pub low: u64,
+}
+
+impl Depths {
+    pub fn total(&self) -> u64 {
+        self.urgent + self.high + self.normal + self.low
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    pub name: String,
+    pub circuit: Circuit,
+    pub depth: u64,
+    /// Age of the oldest entry that is due, in seconds.
+    pub oldest_pending_secs: Option<u64>,
+    pub sent: u64,
+    pub failed: u64,
+    pub dead: u64,
+    /// 429 answers received.
+    pub rate_limited: u64,
+    /// Whether the route is waiting for a rate-limit reset right now.
+    pub waiting: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueStatus {
+    pub paused: bool,
+    pub depth: Depths,
+    pub routes: Vec<RouteStatus>,
 }
 
 /// An event with its place in the hub's order. Clients resume with `?since=seq`.

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::event::{Envelope, Event, Hub};
 use crate::live::{self, LiveError, LiveStats};
+use crate::notify::{Notifier, NotifyError};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,8 @@ pub enum HeadlessError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Live(#[from] LiveError),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
 }
 
 pub struct Options {
@@ -104,12 +107,24 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     let shutdown = CancellationToken::new();
     stop_on_signals(shutdown.clone(), opts.run_for);
 
-    let result = live::run(config, store.clone(), hub.clone(), shutdown.clone()).await;
+    let notifier = Notifier::new(config, store.clone(), hub.clone())?;
+    let handle = notifier.handle();
+    let notifier_stop = CancellationToken::new();
+    let notifier_task = tokio::spawn(notifier.run(notifier_stop.clone()));
+
+    let result = live::run(config, store.clone(), hub.clone(), Some(handle), shutdown.clone()).await;
     if let Ok(stats) = &result
         && stats.source_finished
     {
         tracing::info!("the market feed has no more candles; still running until stopped");
         shutdown.cancelled().await;
+    }
+    // The engine has stopped: the notifier finishes a request in flight (what
+    // it has not sent stays in the outbox for the next start).
+    notifier_stop.cancel();
+    let grace = config.notify.timeout.0 + Duration::from_secs(1);
+    if tokio::time::timeout(grace, notifier_task).await.is_err() {
+        tracing::warn!("the notifier did not stop in time; its queued messages are kept for the next start");
     }
     // Dropping the last hub handle closes the channel: the printer drains and ends.
     drop(hub);

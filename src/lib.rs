@@ -32,12 +32,14 @@
 
 pub mod cli;
 pub mod config;
+pub mod dead;
 pub mod engine;
 pub mod event;
 pub mod headless;
 pub mod live;
 pub mod logging;
 pub mod market;
+pub mod notify;
 pub mod replay;
 pub mod store;
 pub mod time;

@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::event::{Event, Hub};
+use crate::event::{Delivery, DeliveryState, Event, Hub};
 use crate::market::{self, MarketEvent, SourceCtx, SourceError};
+use crate::notify::NotifierHandle;
 use crate::store::{CandleCommit, Prepared, Store, StoreError};
 use crate::time::Ts;
 use crate::types::SeriesKey;
@@ -39,6 +40,9 @@ pub struct LiveStats {
     pub source_finished: bool,
 }
 
+/// A committed candle's signal id and the routes it is queued for.
+type Queued = (String, Vec<String>);
+
 /// How long the source gets to stop after shutdown before it is cut off.
 const SOURCE_GRACE: Duration = Duration::from_secs(3);
 
@@ -60,11 +64,13 @@ async fn commit_with_retry(store: &Store, batch: &[Prepared]) -> Result<Vec<bool
 }
 
 /// Runs the configured source into the engine until `shutdown` or until the
-/// source ends. `store` must be open; `hub` receives every event.
+/// source ends. `store` must be open; `hub` receives every event; the
+/// notifier, if any, is woken when new signals are queued for it.
 pub async fn run(
     config: &Config,
     store: Arc<Store>,
     hub: Arc<Hub>,
+    notifier: Option<NotifierHandle>,
     shutdown: CancellationToken,
 ) -> Result<LiveStats, LiveError> {
     let strategies = config.strategy.set();
@@ -131,8 +137,7 @@ pub async fn run(
         if n == 0 {
             break;
         }
-        // (prepared writes, the signal it carries and how many routes take it)
-        let mut pending: Vec<(Prepared, Option<(String, usize)>)> = Vec::new();
+        let mut pending: Vec<(Prepared, Option<Queued>)> = Vec::new();
         for me in batch.drain(..) {
             match me {
                 MarketEvent::Candle { candle, phase } => {
@@ -159,7 +164,9 @@ pub async fn run(
                     };
                     let Some(state) = engine.state(&candle.key()) else { continue };
                     let commit = CandleCommit { key: candle.key(), state, signal, routes: &takers, now: Ts::now() };
-                    pending.push((store.prepare(&commit)?, signal.map(|s| (s.id.clone(), takers.len()))));
+                    let prepared = store.prepare(&commit)?;
+                    let queued = signal.map(|s| (s.id.clone(), takers.into_iter().map(|t| t.0).collect()));
+                    pending.push((prepared, queued));
                 }
                 MarketEvent::Quote(q) => events.push(Event::Quote(q)),
                 MarketEvent::Status(s) => {
@@ -171,17 +178,37 @@ pub async fn run(
         if !pending.is_empty() {
             let (prepared, signals): (Vec<Prepared>, Vec<_>) = pending.into_iter().unzip();
             let new = commit_with_retry(&store, &prepared).await?;
-            for (signal, new) in signals.iter().zip(new) {
+            let mut queued = Vec::new();
+            for (signal, new) in signals.into_iter().zip(new) {
                 let Some((id, routes)) = signal else { continue };
                 if new {
                     stats.signals += 1;
-                    tracing::info!(%id, routes, "signal committed");
+                    tracing::info!(%id, routes = routes.len(), "signal committed");
+                    queued.extend(routes.into_iter().map(|route| (id.clone(), route)));
                 } else {
                     // Already stored (e.g. a replayed candle): not published twice.
-                    events.retain(|e| !matches!(e, Event::Signal(x) if &x.id == id));
+                    events.retain(|e| !matches!(e, Event::Signal(x) if x.id == id));
                 }
             }
             store.flush().await?;
+            if let (Some(n), false) = (&notifier, queued.is_empty()) {
+                n.wake();
+            }
+            // Each signal first, then where it is queued: a view sees the
+            // signal before its delivery states.
+            for e in events.drain(..) {
+                hub.publish(e);
+            }
+            for (id, route) in queued {
+                hub.publish(Event::Delivery(Delivery {
+                    id,
+                    route,
+                    state: DeliveryState::Queued,
+                    attempts: 0,
+                    message_id: None,
+                    error: None,
+                }));
+            }
         }
         for e in events.drain(..) {
             hub.publish(e);

@@ -9,11 +9,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use pipwatch::cli::{Cli, Command, ConfigCommand, ReplayArgs};
+use pipwatch::cli::{Cli, Command, ConfigCommand, DeadCommand, ReplayArgs};
 use pipwatch::config::{self, Config, LoadOptions, Loaded};
 use pipwatch::logging::{self, LogMode};
 use pipwatch::market::csv;
-use pipwatch::{headless, replay};
+use pipwatch::{dead, headless, replay};
 
 /// Exit codes: 0 done, 1 failed while running, 2 bad input (config, flags, files).
 const FAILED: u8 = 1;
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         None | Some(Command::Tui(_)) => not_built("tui", "the console"),
         Some(Command::Attach(_)) => not_built("attach", "the remote console"),
         Some(Command::Tail(_)) => not_built("tail", "the event tail (it needs the server)"),
-        Some(Command::Dead(_)) => not_built("dead", "the dead-letter commands (they need the notifier)"),
+        Some(Command::Dead(cmd)) => run_dead(&cli, cmd),
         Some(Command::Headless(args)) => {
             logging::init(LogMode::Json, "info,sled=warn");
             let loaded = match load_config(&cli, None, Vec::new()) {
@@ -118,11 +118,38 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_dead(cli: &Cli, cmd: &DeadCommand) -> ExitCode {
+    logging::init(LogMode::Plain, "warn,sled=warn");
+    let data_dir = cli.data_dir.clone().unwrap_or_else(config::default_data_dir);
+    if !data_dir.join("db").exists() {
+        println!("no pipwatch data in {}: the dead list is empty", data_dir.display());
+        return ExitCode::SUCCESS;
+    }
+    let store = match pipwatch::store::Store::open(&data_dir) {
+        Ok((store, _)) => store,
+        Err(e) => return fail(FAILED, e),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(FAILED, format!("cannot start the async runtime: {e}")),
+    };
+    let mut out = std::io::stdout().lock();
+    let result = match cmd {
+        DeadCommand::List { filter, json } => dead::list(&store, filter, *json, &mut out),
+        DeadCommand::Retry { filter } => rt.block_on(dead::retry(&store, filter, &mut out)),
+        DeadCommand::Purge { filter } => rt.block_on(dead::purge(&store, filter, &mut out)),
+    };
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(FAILED, e),
+    }
+}
+
 fn not_built(cmd: &str, what: &str) -> ExitCode {
     fail(
         BAD_INPUT,
         format!(
-            "`pipwatch {cmd}`: {what} is not part of this build yet. Available now: `pipwatch headless` (the engine, JSON lines), `pipwatch replay CSV`, `pipwatch config check|show`"
+            "`pipwatch {cmd}`: {what} is not part of this build yet. Available now: `pipwatch headless` (engine and Discord notifier, JSON lines), `pipwatch replay CSV`, `pipwatch config check|show`, `pipwatch dead list|retry|purge`"
         ),
     )
 }

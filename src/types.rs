@@ -306,6 +306,31 @@ pub struct Quote {
     pub ask: f64,
 }
 
+/// How bad an alert is. Ordered: a route's `min_severity` takes that and worse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Rounds a price to the instrument's quoted precision.
 pub fn round_price(instrument: Instrument, p: f64) -> f64 {
     let scale = 10f64.powi(instrument.decimals() as i32);

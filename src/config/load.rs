@@ -444,12 +444,37 @@ fn validate(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>, warnings:
                     "is empty: paste the Discord webhook URL or use \"${ENV_NAME}\"",
                 ));
             }
-        } else {
-            check_url(r.webhook.expose(), &format!("{base}.webhook"), src, problems);
+        } else if let Err(e) = crate::notify::discord::Webhook::parse(r.webhook.expose()) {
+            // The value is a secret: the message never repeats it.
+            problems.push(src.problem(&format!("{base}.webhook"), format!("the value {e}")));
         }
         if r.events.is_empty() {
             problems.push(src.problem(&format!("{base}.events"), "is empty: list \"signal\", \"alert\" or both"));
         }
+    }
+
+    let n = &c.notify;
+    if let Some(why) = crate::notify::embed::username_problem(&n.username) {
+        problems.push(src.problem("notify.username", why));
+    }
+    if n.timeout.0 < std::time::Duration::from_millis(100) {
+        problems.push(src.problem("notify.timeout", "must be at least 100ms"));
+    }
+    if n.retry_min.0.is_zero() {
+        problems
+            .push(src.problem("notify.retry_min", "must be more than 0s: retrying at once is what gets an IP banned"));
+    }
+    if n.retry_max.0 < n.retry_min.0 {
+        problems.push(src.problem("notify.retry_max", "must not be shorter than notify.retry_min"));
+    }
+    if n.max_attempts == 0 {
+        problems.push(src.problem("notify.max_attempts", "must be at least 1"));
+    }
+    if n.breaker_failures == 0 {
+        problems.push(src.problem("notify.breaker_failures", "must be at least 1"));
+    }
+    if n.max_age.0 < n.retry_max.0 {
+        problems.push(src.problem("notify.max_age", "must not be shorter than notify.retry_max"));
     }
 
     match c.server.listen.parse::<SocketAddr>() {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::engine::{MaKind, StrategyParams, StrategySet};
+pub use crate::types::Severity;
 use crate::types::{Instrument, Timeframe};
 pub use secret::Secret;
 
@@ -204,11 +205,43 @@ impl Strategy {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// `[notify]`: how notifications are delivered; `[[notify.routes]]`: where.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Notify {
+    /// The name messages are posted under.
+    pub username: String,
+    /// One request's time limit.
+    pub timeout: Dur,
+    /// First wait after a failed request; doubles (with jitter) up to `retry_max`.
+    pub retry_min: Dur,
+    pub retry_max: Dur,
+    /// Failed requests before a message goes to the dead list.
+    pub max_attempts: u32,
+    /// Age after which an undelivered message goes to the dead list.
+    pub max_age: Dur,
+    /// Failures in a row that open a route's circuit breaker...
+    pub breaker_failures: u32,
+    /// ...and how long it stays open before one probe request.
+    pub breaker_cooldown: Dur,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
+}
+
+impl Default for Notify {
+    fn default() -> Self {
+        Notify {
+            username: "pipwatch".into(),
+            timeout: Dur(Duration::from_secs(10)),
+            retry_min: Dur(Duration::from_secs(1)),
+            retry_max: Dur(Duration::from_secs(300)),
+            max_attempts: 50,
+            max_age: Dur(Duration::from_secs(24 * 3600)),
+            breaker_failures: 5,
+            breaker_cooldown: Dur(Duration::from_secs(60)),
+            routes: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,14 +249,6 @@ pub struct Notify {
 pub enum RouteEvent {
     Signal,
     Alert,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
 }
 
 /// `[[notify.routes]]`: which events go to which Discord webhook.
@@ -252,6 +277,11 @@ impl Default for Route {
 }
 
 impl Route {
+    /// Whether this route takes alerts of this severity.
+    pub fn takes_alert(&self, severity: Severity) -> bool {
+        self.events.contains(&RouteEvent::Alert) && severity >= self.min_severity
+    }
+
     /// Whether this route takes signals for `instrument`.
     pub fn takes_signal(&self, instrument: Instrument) -> bool {
         self.events.contains(&RouteEvent::Signal)

@@ -13,13 +13,16 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::engine::SeriesState;
-use crate::event::Signal;
+use crate::event::{Alert, Signal};
 use crate::time::Ts;
 use crate::types::{Instrument, SeriesKey, Timeframe};
 
 /// The on-disk layout this build writes and reads.
 pub const SCHEMA: u32 = 1;
 const VALUE_V1: u8 = 1;
+/// Outbox entries that carry alerts as well as signals, and stored signals
+/// with their delivery receipts. Version 1 values of both are still read.
+const VALUE_V2: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,23 +44,172 @@ pub enum StoreError {
     Encode { dir: String, message: String },
 }
 
+/// Delivery order: urgent never waits behind low. Stored as the first byte
+/// of the outbox key, so a scan of the tree is already in delivery order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Priority {
+    /// Critical alerts.
+    Urgent = 0,
+    /// Signals.
+    High = 1,
+    /// Warnings.
+    Normal = 2,
+    /// Status: info alerts and resolved notices.
+    Low = 3,
+}
+
+impl Priority {
+    fn from_byte(b: u8) -> Priority {
+        match b {
+            0 => Priority::Urgent,
+            1 => Priority::High,
+            2 => Priority::Normal,
+            _ => Priority::Low,
+        }
+    }
+}
+
+/// What a notification carries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    Signal(Signal),
+    Alert(Alert),
+}
+
+impl Message {
+    pub fn id(&self) -> &str {
+        match self {
+            Message::Signal(s) => &s.id,
+            Message::Alert(a) => &a.id,
+        }
+    }
+
+    pub fn priority(&self) -> Priority {
+        use crate::event::AlertState;
+        use crate::types::Severity;
+        match self {
+            Message::Signal(_) => Priority::High,
+            Message::Alert(a) => match (a.state, a.severity) {
+                (AlertState::Raised, Severity::Critical) => Priority::Urgent,
+                (AlertState::Raised, Severity::Warning) => Priority::Normal,
+                _ => Priority::Low,
+            },
+        }
+    }
+}
+
 /// One delivery owed to a route.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
     pub route: String,
-    pub signal: Signal,
+    pub message: Message,
     pub created: Ts,
     /// A route's delay: not to be sent before this time.
     pub not_before: Ts,
+    /// Failed requests so far.
     pub attempts: u32,
+    pub last_error: Option<String>,
 }
 
-/// A stored signal and the routes it was queued for.
+/// The outbox entry layout of value version 1 (signals only).
+#[derive(Deserialize)]
+struct OutboxEntryV1 {
+    route: String,
+    signal: Signal,
+    created: Ts,
+    not_before: Ts,
+    attempts: u32,
+}
+
+/// An outbox (or dead) key: priority, then a sled-generated id, so keys sort
+/// by priority and then by age.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OutboxKey([u8; 9]);
+
+impl OutboxKey {
+    fn new(priority: Priority, id: u64) -> Self {
+        let mut k = [0u8; 9];
+        k[0] = priority as u8;
+        k[1..].copy_from_slice(&id.to_be_bytes());
+        OutboxKey(k)
+    }
+
+    fn from_raw(raw: &[u8]) -> Option<Self> {
+        Some(OutboxKey(raw.try_into().ok()?))
+    }
+
+    pub fn priority(&self) -> Priority {
+        Priority::from_byte(self.0[0])
+    }
+}
+
+impl AsRef<[u8]> for OutboxKey {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A notification given up on, with why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadEntry {
+    pub entry: OutboxEntry,
+    pub error: String,
+    pub died: Ts,
+}
+
+/// Discord's receipt for one route.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub route: String,
+    pub message_id: Option<String>,
+    pub at: Ts,
+}
+
+/// A stored signal, the routes it was queued for and their receipts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoredSignal {
     pub signal: Signal,
     pub routes: Vec<String>,
     pub committed: Ts,
+    pub receipts: Vec<Receipt>,
+}
+
+#[derive(Deserialize)]
+struct StoredSignalV1 {
+    signal: Signal,
+    routes: Vec<String>,
+    committed: Ts,
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<OutboxEntry, String> {
+    match bytes.split_first() {
+        Some((&VALUE_V1, rest)) => {
+            let v1: OutboxEntryV1 = postcard::from_bytes(rest).map_err(|e| e.to_string())?;
+            Ok(OutboxEntry {
+                route: v1.route,
+                message: Message::Signal(v1.signal),
+                created: v1.created,
+                not_before: v1.not_before,
+                attempts: v1.attempts,
+                last_error: None,
+            })
+        }
+        Some((&VALUE_V2, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+        Some((v, _)) => Err(format!("unknown value version {v}")),
+        None => Err("empty value".into()),
+    }
+}
+
+fn decode_stored_signal(bytes: &[u8]) -> Result<StoredSignal, String> {
+    match bytes.split_first() {
+        Some((&VALUE_V1, rest)) => {
+            let v1: StoredSignalV1 = postcard::from_bytes(rest).map_err(|e| e.to_string())?;
+            Ok(StoredSignal { signal: v1.signal, routes: v1.routes, committed: v1.committed, receipts: Vec::new() })
+        }
+        Some((&VALUE_V2, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+        Some((v, _)) => Err(format!("unknown value version {v}")),
+        None => Err("empty value".into()),
+    }
 }
 
 /// What one candle changed: written together or not at all.
@@ -72,6 +224,8 @@ pub struct CandleCommit<'a> {
 
 /// Stored series that could be read, and a description of each that could not.
 pub type LoadedSeries = (Vec<(SeriesKey, SeriesState)>, Vec<String>);
+/// Readable entries in key order, and a description of each unreadable one.
+pub type Entries<T> = (Vec<(OutboxKey, T)>, Vec<String>);
 
 /// One candle's writes, encoded and ready to commit.
 #[derive(Debug, Clone)]
@@ -101,16 +255,17 @@ pub struct Store {
     series: sled::Tree,
     signals: sled::Tree,
     outbox: sled::Tree,
-    // Opened from schema 1 on so the layout is complete; the notifier (issue 3)
-    // is what moves given-up entries here.
-    #[allow(dead_code)]
     dead: sled::Tree,
     meta: sled::Tree,
     dir: PathBuf,
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, postcard::Error> {
-    let mut out = vec![VALUE_V1];
+    encode_as(VALUE_V1, v)
+}
+
+fn encode_as<T: Serialize>(version: u8, v: &T) -> Result<Vec<u8>, postcard::Error> {
+    let mut out = vec![version];
     out.extend(postcard::to_stdvec(v)?);
     Ok(out)
 }
@@ -266,6 +421,7 @@ impl Store {
                     signal: s.clone(),
                     routes: c.routes.iter().map(|r| r.0.clone()).collect(),
                     committed: c.now,
+                    receipts: Vec::new(),
                 };
                 let entries = c
                     .routes
@@ -273,16 +429,21 @@ impl Store {
                     .map(|(route, delay)| {
                         let e = OutboxEntry {
                             route: route.clone(),
-                            signal: s.clone(),
+                            message: Message::Signal(s.clone()),
                             created: c.now,
                             not_before: Ts(c.now.0 + delay),
                             attempts: 0,
+                            last_error: None,
                         };
-                        encode(&e)
+                        encode_as(VALUE_V2, &e)
                     })
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(enc_err)?;
-                Some(PreparedSignal { id: s.id.clone(), stored: encode(&stored).map_err(enc_err)?, entries })
+                Some(PreparedSignal {
+                    id: s.id.clone(),
+                    stored: encode_as(VALUE_V2, &stored).map_err(enc_err)?,
+                    entries,
+                })
             }
             None => None,
         };
@@ -316,10 +477,8 @@ impl Store {
                 }
                 signals.insert(sig.id.as_bytes(), sig.stored.as_slice())?;
                 for e in &sig.entries {
-                    // Signals are high priority (1); alerts will use 0 (urgent) and 2-3.
-                    let mut k = vec![1u8];
-                    k.extend_from_slice(&outbox.generate_id()?.to_be_bytes());
-                    outbox.insert(k, e.as_slice())?;
+                    let k = OutboxKey::new(Priority::High, outbox.generate_id()?);
+                    outbox.insert(&k.0, e.as_slice())?;
                 }
                 new.push(true);
             }
@@ -345,18 +504,164 @@ impl Store {
 
     pub fn signal(&self, id: &str) -> Result<Option<StoredSignal>, StoreError> {
         let v = self.signals.get(id).map_err(|e| self.err(e))?;
-        Ok(v.and_then(|v| decode(&v).ok()))
+        Ok(v.and_then(|v| decode_stored_signal(&v).ok()))
     }
 
-    /// Outbox entries in delivery order (priority, then age).
-    pub fn outbox(&self) -> Result<Vec<(Vec<u8>, OutboxEntry)>, StoreError> {
-        self.outbox
+    fn encode_err(&self, e: postcard::Error) -> StoreError {
+        StoreError::Encode { dir: self.dir.display().to_string(), message: e.to_string() }
+    }
+
+    fn tx_result<T>(&self, r: Result<T, TransactionError<String>>) -> Result<T, StoreError> {
+        r.map_err(|e| match e {
+            TransactionError::Storage(e) => self.err(e),
+            TransactionError::Abort(message) => StoreError::Encode { dir: self.dir.display().to_string(), message },
+        })
+    }
+
+    /// Queues notifications (alerts; signals are queued by `commit_all`) in
+    /// one transaction. Not durable until `flush`.
+    pub fn enqueue(&self, entries: &[OutboxEntry]) -> Result<Vec<OutboxKey>, StoreError> {
+        let encoded = entries
             .iter()
-            .filter_map(|item| match item {
-                Ok((k, v)) => decode(&v).ok().map(|e| Ok((k.to_vec(), e))),
-                Err(e) => Some(Err(self.err(e))),
+            .map(|e| encode_as(VALUE_V2, e).map(|v| (e.message.priority(), v)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.encode_err(e))?;
+        let r = self.outbox.transaction(|outbox| {
+            let mut keys = Vec::with_capacity(encoded.len());
+            for (priority, value) in &encoded {
+                let k = OutboxKey::new(*priority, outbox.generate_id()?);
+                outbox.insert(&k.0, value.as_slice())?;
+                keys.push(k);
+            }
+            Ok(keys)
+        });
+        self.tx_result(r)
+    }
+
+    /// Outbox entries in delivery order (priority, then age), and a
+    /// description of each value that could not be read.
+    pub fn outbox(&self) -> Result<Entries<OutboxEntry>, StoreError> {
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        for item in self.outbox.iter() {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            match (OutboxKey::from_raw(&k), decode_entry(&v)) {
+                (Some(key), Ok(e)) => ok.push((key, e)),
+                (None, _) => bad.push(format!("outbox key {k:?}: not an outbox key")),
+                (_, Err(e)) => bad.push(format!("outbox key {k:?}: {e}")),
+            }
+        }
+        Ok((ok, bad))
+    }
+
+    /// Rewrites an entry in place (its attempt count and last error).
+    pub fn update(&self, key: OutboxKey, entry: &OutboxEntry) -> Result<(), StoreError> {
+        let v = encode_as(VALUE_V2, entry).map_err(|e| self.encode_err(e))?;
+        self.outbox.insert(key.0, v).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Discord confirmed these entries: they leave the outbox and each
+    /// signal's receipt for the route is recorded, in one transaction.
+    pub fn delivered(
+        &self,
+        done: &[(OutboxKey, &OutboxEntry)],
+        message_id: Option<&str>,
+        at: Ts,
+    ) -> Result<(), StoreError> {
+        let r = (&self.outbox, &self.signals).transaction(|(outbox, signals)| {
+            for (key, entry) in done {
+                outbox.remove(&key.0)?;
+                let Message::Signal(s) = &entry.message else { continue };
+                let Some(raw) = signals.get(s.id.as_bytes())? else { continue };
+                let Ok(mut stored) = decode_stored_signal(&raw) else { continue };
+                stored.receipts.retain(|r| r.route != entry.route);
+                stored.receipts.push(Receipt {
+                    route: entry.route.clone(),
+                    message_id: message_id.map(str::to_string),
+                    at,
+                });
+                let v = encode_as(VALUE_V2, &stored)
+                    .map_err(|e| ConflictableTransactionError::Abort(format!("cannot encode a signal: {e}")))?;
+                signals.insert(s.id.as_bytes(), v)?;
+            }
+            Ok(())
+        });
+        self.tx_result(r)
+    }
+
+    /// Moves entries from the outbox to the dead list with why, in one transaction.
+    pub fn bury(&self, entries: &[(OutboxKey, OutboxEntry)], error: &str, died: Ts) -> Result<(), StoreError> {
+        let encoded = entries
+            .iter()
+            .map(|(k, e)| {
+                let d = DeadEntry { entry: e.clone(), error: error.to_string(), died };
+                encode_as(VALUE_V2, &d).map(|v| (*k, v))
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.encode_err(e))?;
+        let r = (&self.outbox, &self.dead).transaction(|(outbox, dead)| {
+            for (k, v) in &encoded {
+                outbox.remove(&k.0)?;
+                dead.insert(&k.0, v.as_slice())?;
+            }
+            Ok(())
+        });
+        self.tx_result(r)
+    }
+
+    /// The dead list in priority and age order, and the values that could not be read.
+    pub fn dead(&self) -> Result<Entries<DeadEntry>, StoreError> {
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        for item in self.dead.iter() {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let decoded = match v.split_first() {
+                Some((&VALUE_V2, rest)) => postcard::from_bytes::<DeadEntry>(rest).map_err(|e| e.to_string()),
+                Some((v, _)) => Err(format!("unknown value version {v}")),
+                None => Err("empty value".into()),
+            };
+            match (OutboxKey::from_raw(&k), decoded) {
+                (Some(key), Ok(d)) => ok.push((key, d)),
+                (None, _) => bad.push(format!("dead key {k:?}: not an outbox key")),
+                (_, Err(e)) => bad.push(format!("dead key {k:?}: {e}")),
+            }
+        }
+        Ok((ok, bad))
+    }
+
+    /// Puts dead entries back in the outbox under their old keys (so they keep
+    /// their place), with a fresh attempt count, due now.
+    pub fn revive(&self, keys: &[OutboxKey], now: Ts) -> Result<usize, StoreError> {
+        let (dead, _) = self.dead()?;
+        let mut moves = Vec::new();
+        for (k, d) in dead.into_iter().filter(|(k, _)| keys.contains(k)) {
+            let mut e = d.entry;
+            e.attempts = 0;
+            e.not_before = now;
+            e.last_error = Some(d.error);
+            moves.push((k, encode_as(VALUE_V2, &e).map_err(|e| self.encode_err(e))?));
+        }
+        let r = (&self.outbox, &self.dead).transaction(|(outbox, dead)| {
+            for (k, v) in &moves {
+                dead.remove(&k.0)?;
+                outbox.insert(&k.0, v.as_slice())?;
+            }
+            Ok(())
+        });
+        self.tx_result(r)?;
+        Ok(moves.len())
+    }
+
+    /// Deletes dead entries for good.
+    pub fn purge(&self, keys: &[OutboxKey]) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for k in keys {
+            if self.dead.remove(k.0).map_err(|e| self.err(e))?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -404,7 +709,8 @@ mod tests {
         let (series, bad) = store.load_series().unwrap();
         assert_eq!((series.len(), bad.len()), (1, 0));
         assert_eq!(series[0], (key, state));
-        let outbox = store.outbox().unwrap();
+        let (outbox, bad) = store.outbox().unwrap();
+        assert!(bad.is_empty());
         assert_eq!(outbox.len(), 2);
         assert_eq!(outbox[1].1.not_before, Ts(1000));
         assert_eq!(store.signal(&signal().id).unwrap().map(|s| s.routes.len()), Some(2));

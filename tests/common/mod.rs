@@ -32,3 +32,4 @@ pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
 pub fn of_type<'a>(records: &'a [serde_json::Value], t: &str) -> Vec<&'a serde_json::Value> {
     records.iter().filter(|r| r["type"] == t).collect()
 }
+pub mod discord;

@@ -1,0 +1,127 @@
+//! `pipwatch dead list|retry|purge`: the notifications given up on.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::cli::DeadFilter;
+use crate::store::{DeadEntry, Message, OutboxKey, Priority, Store, StoreError};
+use crate::time::Ts;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the list: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Serialize)]
+struct Row<'a> {
+    route: &'a str,
+    id: &'a str,
+    kind: &'static str,
+    priority: &'static str,
+    attempts: u32,
+    created: Ts,
+    died: Ts,
+    error: &'a str,
+}
+
+fn priority_name(p: Priority) -> &'static str {
+    match p {
+        Priority::Urgent => "urgent",
+        Priority::High => "high",
+        Priority::Normal => "normal",
+        Priority::Low => "low",
+    }
+}
+
+fn selected(store: &Store, filter: &DeadFilter) -> Result<Vec<(OutboxKey, DeadEntry)>, StoreError> {
+    let (dead, bad) = store.dead()?;
+    for b in bad {
+        tracing::warn!(problem = %b, "a dead-list entry cannot be read; it is left in place");
+    }
+    Ok(dead
+        .into_iter()
+        .filter(|(_, d)| filter.route.as_ref().is_none_or(|r| &d.entry.route == r))
+        .filter(|(_, d)| filter.ids.is_empty() || filter.ids.iter().any(|id| id == d.entry.message.id()))
+        .collect())
+}
+
+fn describe(filter: &DeadFilter) -> String {
+    match (&filter.route, filter.ids.len()) {
+        (None, 0) => String::new(),
+        (Some(r), 0) => format!(" for route '{r}'"),
+        (None, n) => format!(" matching {n} id(s)"),
+        (Some(r), n) => format!(" for route '{r}' matching {n} id(s)"),
+    }
+}
+
+pub fn list(store: &Store, filter: &DeadFilter, json: bool, out: &mut impl Write) -> Result<usize, DeadError> {
+    let rows = selected(store, filter)?;
+    if !json {
+        if rows.is_empty() {
+            writeln!(out, "the dead list is empty{}", describe(filter))?;
+            return Ok(0);
+        }
+        writeln!(out, "{} notification(s) given up on{}:", rows.len(), describe(filter))?;
+    }
+    for (k, d) in &rows {
+        let e = &d.entry;
+        let kind = match e.message {
+            Message::Signal(_) => "signal",
+            Message::Alert(_) => "alert",
+        };
+        if json {
+            let row = Row {
+                route: &e.route,
+                id: e.message.id(),
+                kind,
+                priority: priority_name(k.priority()),
+                attempts: e.attempts,
+                created: e.created,
+                died: d.died,
+                error: &d.error,
+            };
+            serde_json::to_writer(&mut *out, &row).map_err(std::io::Error::other)?;
+            writeln!(out)?;
+        } else {
+            writeln!(
+                out,
+                "\n  {kind} {}\n    route {}, {} priority, {} attempt(s), queued {}, given up {}\n    error: {}",
+                e.message.id(),
+                e.route,
+                priority_name(k.priority()),
+                e.attempts,
+                e.created,
+                d.died,
+                d.error
+            )?;
+        }
+    }
+    if !json {
+        writeln!(out, "\n`pipwatch dead retry` queues them again; `pipwatch dead purge` deletes them.")?;
+    }
+    Ok(rows.len())
+}
+
+pub async fn retry(store: &Store, filter: &DeadFilter, out: &mut impl Write) -> Result<usize, DeadError> {
+    let keys: Vec<OutboxKey> = selected(store, filter)?.into_iter().map(|(k, _)| k).collect();
+    let n = store.revive(&keys, Ts::now())?;
+    store.flush().await?;
+    writeln!(
+        out,
+        "{n} notification(s){} queued again; a running `pipwatch` (console or headless) delivers them",
+        describe(filter)
+    )?;
+    Ok(n)
+}
+
+pub async fn purge(store: &Store, filter: &DeadFilter, out: &mut impl Write) -> Result<usize, DeadError> {
+    let keys: Vec<OutboxKey> = selected(store, filter)?.into_iter().map(|(k, _)| k).collect();
+    let n = store.purge(&keys)?;
+    store.flush().await?;
+    writeln!(out, "{n} notification(s){} deleted", describe(filter))?;
+    Ok(n)
+}

@@ -1,0 +1,644 @@
+//! The notifier: drains the durable outbox to Discord webhooks.
+//!
+//! The engine only writes the outbox (in the same transaction as the signal)
+//! and wakes the notifier. Each route has its own task, so a slow or broken
+//! webhook holds up nobody else. An entry leaves the outbox only when
+//! Discord has confirmed it (`wait=true`) or when it is given up on and moved
+//! to the dead list with why. A crash therefore loses nothing; the only
+//! duplicates possible are requests that were in flight at the crash.
+
+pub mod discord;
+pub mod embed;
+pub mod limits;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Route, SourceKind};
+use crate::event::{Alert, AlertState, Circuit, Delivery, DeliveryState, Depths, Event, Hub, QueueStatus, RouteStatus};
+use crate::store::{Message, OutboxEntry, OutboxKey, Priority, Store, StoreError};
+use crate::time::Ts;
+use crate::types::Severity;
+use discord::{Discord, Outcome, Webhook};
+use embed::Payload;
+use limits::{Breaker, Limits};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("notify.routes[{index}] ('{name}'): the webhook {source}")]
+    Webhook { index: usize, name: String, source: discord::NotAWebhook },
+    #[error("cannot set up the HTTP client for Discord: {0}")]
+    Client(String),
+}
+
+/// Delivery settings (`[notify]`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub username: String,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    pub max_attempts: u32,
+    pub max_age: Duration,
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
+    /// Titles start with `[DEMO]`.
+    pub demo: bool,
+}
+
+struct RouteRt {
+    cfg: Route,
+    webhook: Webhook,
+    wake: Notify,
+}
+
+#[derive(Debug, Clone)]
+struct RouteStats {
+    circuit: Circuit,
+    sent: u64,
+    failed: u64,
+    dead: u64,
+    rate_limited: u64,
+    waiting: bool,
+    last_error: Option<String>,
+}
+
+struct Shared {
+    store: Arc<Store>,
+    hub: Arc<Hub>,
+    discord: Discord,
+    limits: Limits,
+    routes: Vec<RouteRt>,
+    stats: Mutex<Vec<RouteStats>>,
+    paused: watch::Sender<bool>,
+    settings: Settings,
+    /// Something changed that the queue status shows.
+    changed: Notify,
+}
+
+/// What the rest of pipwatch holds to talk to the notifier.
+#[derive(Clone)]
+pub struct NotifierHandle {
+    shared: Arc<Shared>,
+}
+
+/// The notifier, configured and not yet running.
+pub struct Notifier {
+    shared: Arc<Shared>,
+}
+
+/// How long a worker waits before trying again after its store failed.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+/// The queue status is published at most this often...
+const STATUS_MIN_GAP: Duration = Duration::from_millis(250);
+/// ...and at least this often while anything is pending (ages grow).
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+impl Notifier {
+    pub fn new(config: &Config, store: Arc<Store>, hub: Arc<Hub>) -> Result<Notifier, NotifyError> {
+        let n = &config.notify;
+        let mut routes = Vec::with_capacity(n.routes.len());
+        for (index, r) in n.routes.iter().enumerate() {
+            let webhook = Webhook::parse(r.webhook.expose()).map_err(|source| NotifyError::Webhook {
+                index,
+                name: r.name.clone(),
+                source,
+            })?;
+            routes.push(RouteRt { cfg: r.clone(), webhook, wake: Notify::new() });
+        }
+        let discord = Discord::new(n.timeout.0).map_err(|e| NotifyError::Client(e.without_url().to_string()))?;
+        let settings = Settings {
+            username: n.username.clone(),
+            retry_min: n.retry_min.0,
+            retry_max: n.retry_max.0,
+            max_attempts: n.max_attempts,
+            max_age: n.max_age.0,
+            breaker_failures: n.breaker_failures,
+            breaker_cooldown: n.breaker_cooldown.0,
+            demo: config.market.source == SourceKind::Demo,
+        };
+        let stats = routes
+            .iter()
+            .map(|_| RouteStats {
+                circuit: Circuit::Closed,
+                sent: 0,
+                failed: 0,
+                dead: 0,
+                rate_limited: 0,
+                waiting: false,
+                last_error: None,
+            })
+            .collect();
+        Ok(Notifier {
+            shared: Arc::new(Shared {
+                store,
+                hub,
+                discord,
+                limits: Limits::default(),
+                routes,
+                stats: Mutex::new(stats),
+                paused: watch::channel(false).0,
+                settings,
+                changed: Notify::new(),
+            }),
+        })
+    }
+
+    pub fn handle(&self) -> NotifierHandle {
+        NotifierHandle { shared: self.shared.clone() }
+    }
+
+    /// Runs one task per route and the status publisher until `shutdown`.
+    /// A request in flight is finished (its own timeout bounds it), so that
+    /// what Discord accepted is also taken off the outbox.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tasks = JoinSet::new();
+        for index in 0..self.shared.routes.len() {
+            tasks.spawn(worker(self.shared.clone(), index, shutdown.clone()));
+        }
+        tasks.spawn(status_task(self.shared.clone(), shutdown.clone()));
+        match self.shared.store.outbox() {
+            Ok((pending, _)) => {
+                tracing::info!(routes = self.shared.routes.len(), pending = pending.len(), "notifier started")
+            }
+            Err(e) => tracing::error!(error = %e, "notifier started, but the outbox cannot be read"),
+        }
+        while let Some(r) = tasks.join_next().await {
+            if let Err(e) = r
+                && e.is_panic()
+            {
+                tracing::error!(error = %e, "a notifier task crashed; the outbox keeps its messages for the next start");
+            }
+        }
+    }
+}
+
+impl NotifierHandle {
+    /// New outbox entries were committed: look now rather than at the next timer.
+    pub fn wake(&self) {
+        for r in &self.shared.routes {
+            r.wake.notify_one();
+        }
+        self.shared.changed.notify_one();
+    }
+
+    /// Pausing keeps everything queued and sends nothing until resumed.
+    pub fn set_paused(&self, paused: bool) {
+        self.shared.paused.send_replace(paused);
+        tracing::info!(paused, "notifications {}", if paused { "paused" } else { "resumed" });
+        self.shared.changed.notify_one();
+    }
+
+    pub fn paused(&self) -> bool {
+        *self.shared.paused.borrow()
+    }
+
+    /// The queue status as of now (read from the outbox, not a cached copy).
+    pub fn status(&self) -> Result<QueueStatus, StoreError> {
+        self.shared.status()
+    }
+
+    /// Publishes an alert and queues it durably for every route that takes it.
+    pub async fn raise(&self, alert: Alert) -> Result<(), StoreError> {
+        self.shared.raise(alert, None).await
+    }
+}
+
+fn route_names_for_alert(shared: &Shared, severity: Severity, except: Option<usize>) -> Vec<usize> {
+    let stats = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+    (0..shared.routes.len())
+        .filter(|&i| Some(i) != except && stats[i].circuit != Circuit::Disabled)
+        .filter(|&i| shared.routes[i].cfg.takes_alert(severity))
+        .collect()
+}
+
+impl Shared {
+    async fn raise(&self, alert: Alert, except: Option<usize>) -> Result<(), StoreError> {
+        let takers = route_names_for_alert(self, alert.severity, except);
+        let now = Ts::now();
+        let entries: Vec<OutboxEntry> = takers
+            .iter()
+            .map(|&i| OutboxEntry {
+                route: self.routes[i].cfg.name.clone(),
+                message: Message::Alert(alert.clone()),
+                created: now,
+                not_before: now,
+                attempts: 0,
+                last_error: None,
+            })
+            .collect();
+        if !entries.is_empty() {
+            self.store.enqueue(&entries)?;
+            self.store.flush().await?;
+        }
+        self.hub.publish(Event::Alert(alert.clone()));
+        for &i in &takers {
+            self.delivery(&alert.id, i, DeliveryState::Queued, 0, None, None);
+            self.routes[i].wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn delivery(
+        &self,
+        id: &str,
+        route: usize,
+        state: DeliveryState,
+        attempts: u32,
+        message_id: Option<String>,
+        error: Option<String>,
+    ) {
+        self.hub.publish(Event::Delivery(Delivery {
+            id: id.to_string(),
+            route: self.routes[route].cfg.name.clone(),
+            state,
+            attempts,
+            message_id,
+            error,
+        }));
+    }
+
+    fn stats(&self, route: usize, f: impl FnOnce(&mut RouteStats)) {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut stats[route]);
+        drop(stats);
+        self.changed.notify_one();
+    }
+
+    /// Moves entries to the dead list, durably, and says so.
+    async fn bury(&self, route: usize, entries: Vec<(OutboxKey, OutboxEntry)>, error: &str) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.store.bury(&entries, error, Ts::now())?;
+        self.store.flush().await?;
+        tracing::error!(route = %self.routes[route].cfg.name, count = entries.len(), %error,
+            "notifications moved to the dead list (`pipwatch dead list` shows them, `pipwatch dead retry` sends them again)");
+        self.stats(route, |s| s.dead += entries.len() as u64);
+        for (_, e) in &entries {
+            self.delivery(e.message.id(), route, DeliveryState::Dead, e.attempts, None, Some(error.to_string()));
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> Result<QueueStatus, StoreError> {
+        let (pending, _) = self.store.outbox()?;
+        let now = Ts::now();
+        let mut depth = Depths::default();
+        let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut routes: Vec<RouteStatus> = self
+            .routes
+            .iter()
+            .zip(stats)
+            .map(|(r, s)| RouteStatus {
+                name: r.cfg.name.clone(),
+                circuit: s.circuit,
+                depth: 0,
+                oldest_pending_secs: None,
+                sent: s.sent,
+                failed: s.failed,
+                dead: s.dead,
+                rate_limited: s.rate_limited,
+                waiting: s.waiting,
+                last_error: s.last_error,
+            })
+            .collect();
+        for (key, e) in &pending {
+            match key.priority() {
+                Priority::Urgent => depth.urgent += 1,
+                Priority::High => depth.high += 1,
+                Priority::Normal => depth.normal += 1,
+                Priority::Low => depth.low += 1,
+            }
+            if let Some(r) = routes.iter_mut().find(|r| r.name == e.route) {
+                r.depth += 1;
+                if e.not_before <= now {
+                    let age = u64::try_from(now.0 - e.not_before.0).unwrap_or(0);
+                    r.oldest_pending_secs = Some(r.oldest_pending_secs.map_or(age, |o| o.max(age)));
+                }
+            }
+        }
+        Ok(QueueStatus { paused: *self.paused.borrow(), depth, routes })
+    }
+}
+
+async fn status_task(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut last = None;
+    loop {
+        match shared.status() {
+            Ok(status) => {
+                if last.as_ref() != Some(&status) {
+                    shared.hub.publish(Event::Queue(status.clone()));
+                    last = Some(status);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the outbox for the queue status"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = shared.changed.notified() => {}
+            _ = tokio::time::sleep(STATUS_EVERY) => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(STATUS_MIN_GAP) => {}
+        }
+    }
+}
+
+/// Sleeps until `until`, or returns false if shut down first.
+async fn sleep_until(until: Instant, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep_until(until) => true,
+        _ = shutdown.cancelled() => false,
+    }
+}
+
+/// What one route's worker keeps between requests.
+struct Worker {
+    shared: Arc<Shared>,
+    index: usize,
+    breaker: Breaker,
+    /// After a failed request: nothing before this.
+    retry_at: Option<Instant>,
+    /// Entries that were in a batch Discord rejected: sent one by one, so the
+    /// bad one is found and the others still go.
+    solo: HashSet<OutboxKey>,
+    disabled: Option<String>,
+    unreadable_reported: bool,
+}
+
+async fn worker(shared: Arc<Shared>, index: usize, shutdown: CancellationToken) {
+    let s = &shared.settings;
+    let mut w = Worker {
+        breaker: Breaker::new(s.breaker_failures, s.breaker_cooldown),
+        shared: shared.clone(),
+        index,
+        retry_at: None,
+        solo: HashSet::new(),
+        disabled: None,
+        unreadable_reported: false,
+    };
+    let mut paused = shared.paused.subscribe();
+    while !shutdown.is_cancelled() {
+        if *paused.borrow_and_update() {
+            tokio::select! {
+                _ = paused.changed() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        match w.step(&shutdown).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                tracing::error!(route = %shared.routes[index].cfg.name, error = %e,
+                    "the notifier cannot use the store; messages stay queued, retrying");
+                if !sleep_until(Instant::now() + STORE_RETRY, &shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Worker {
+    fn route(&self) -> &RouteRt {
+        &self.shared.routes[self.index]
+    }
+
+    fn my_entries(&mut self) -> Result<Vec<(OutboxKey, OutboxEntry)>, StoreError> {
+        let (all, bad) = self.shared.store.outbox()?;
+        if !bad.is_empty() && !self.unreadable_reported {
+            self.unreadable_reported = true;
+            tracing::error!(problems = ?bad, "outbox entries that cannot be read are left in place");
+        }
+        let name = &self.route().cfg.name;
+        Ok(all.into_iter().filter(|(_, e)| &e.route == name).collect())
+    }
+
+    /// One turn: wait for what blocks this route, or send one request.
+    /// Returns false when shut down.
+    async fn step(&mut self, shutdown: &CancellationToken) -> Result<bool, StoreError> {
+        let shared = self.shared.clone();
+        let route = &shared.routes[self.index];
+        let now = Instant::now();
+        if let Some(t) = self.retry_at.filter(|&t| t > now) {
+            return Ok(sleep_until(t, shutdown).await);
+        }
+        if let Err(until) = self.breaker.allow(now) {
+            return Ok(sleep_until(until, shutdown).await);
+        }
+        let circuit = self.breaker.state();
+        shared.stats(self.index, |s| {
+            if s.circuit != Circuit::Disabled {
+                s.circuit = circuit;
+            }
+        });
+
+        let mine = self.my_entries()?;
+        if let Some(reason) = self.disabled.clone() {
+            shared.bury(self.index, mine, &format!("route disabled: {reason}")).await?;
+            tokio::select! {
+                _ = route.wake.notified() => return Ok(true),
+                _ = shutdown.cancelled() => return Ok(false),
+            }
+        }
+        let now_ts = Ts::now();
+        let max_age = i64::try_from(shared.settings.max_age.as_secs()).unwrap_or(i64::MAX);
+        let (expired, live): (Vec<_>, Vec<_>) = mine.into_iter().partition(|(_, e)| {
+            e.attempts >= shared.settings.max_attempts || now_ts.0.saturating_sub(e.created.0) > max_age
+        });
+        for (k, e) in expired {
+            let why = if e.attempts >= shared.settings.max_attempts {
+                format!("gave up after {} failed attempts", e.attempts)
+            } else {
+                format!("older than notify.max_age ({})", humantime::format_duration(shared.settings.max_age))
+            };
+            let error = match &e.last_error {
+                Some(last) => format!("{why}; last error: {last}"),
+                None => why,
+            };
+            shared.bury(self.index, vec![(k, e)], &error).await?;
+        }
+        let (due, later): (Vec<_>, Vec<_>) = live.into_iter().partition(|(_, e)| e.not_before <= now_ts);
+        self.solo.retain(|k| due.iter().any(|(d, _)| d == k));
+        if due.is_empty() {
+            let next = later.iter().map(|(_, e)| e.not_before.0 - now_ts.0).min();
+            let nap = next.map_or(Duration::from_secs(3600), |s| Duration::from_secs(s.max(0) as u64 + 1));
+            tokio::select! {
+                _ = route.wake.notified() => {}
+                _ = tokio::time::sleep(nap) => {}
+                _ = shutdown.cancelled() => return Ok(false),
+            }
+            return Ok(true);
+        }
+
+        // One request in flight per webhook; wait for its bucket to have room.
+        let key = route.webhook.key();
+        let lane = shared.limits.lane(key);
+        let _in_flight = tokio::select! {
+            g = lane.lock() => g,
+            _ = shutdown.cancelled() => return Ok(false),
+        };
+        if let Some(t) = shared.limits.ready_at(key, Instant::now()) {
+            shared.stats(self.index, |s| s.waiting = true);
+            let go_on = sleep_until(t, shutdown).await;
+            shared.stats(self.index, |s| s.waiting = false);
+            // Look again after the wait: more urgent messages may have come.
+            return Ok(go_on);
+        }
+
+        let batch = self.batch(due);
+        let embeds: Vec<_> = batch.iter().map(|(_, e)| embed::for_message(&e.message, shared.settings.demo)).collect();
+        let quiet = embeds.iter().all(|(_, q)| *q);
+        let embeds: Vec<_> = embeds.into_iter().map(|(e, _)| e).collect();
+        let n = embed::pack(&embeds);
+        let (batch, embeds) = (&batch[..n], &embeds[..n]);
+        shared.limits.sent(key);
+        let answer =
+            shared.discord.execute(&route.webhook, &Payload::new(&shared.settings.username, embeds, quiet)).await;
+        shared.limits.update(key, Instant::now(), &answer.headers);
+        drop(_in_flight);
+        self.handle(answer.outcome, batch).await?;
+        Ok(true)
+    }
+
+    /// Due entries in delivery order, cut before any entry that must go alone.
+    fn batch(&self, due: Vec<(OutboxKey, OutboxEntry)>) -> Vec<(OutboxKey, OutboxEntry)> {
+        let mut out = Vec::new();
+        for (k, e) in due.into_iter().take(embed::MAX_EMBEDS) {
+            if self.solo.contains(&k) {
+                if out.is_empty() {
+                    out.push((k, e));
+                }
+                break;
+            }
+            out.push((k, e));
+        }
+        out
+    }
+
+    async fn handle(&mut self, outcome: Outcome, batch: &[(OutboxKey, OutboxEntry)]) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let name = &shared.routes[self.index].cfg.name;
+        let index = self.index;
+        match outcome {
+            Outcome::Delivered { message_id } => {
+                let done: Vec<_> = batch.iter().map(|(k, e)| (*k, e)).collect();
+                shared.store.delivered(&done, message_id.as_deref(), Ts::now())?;
+                shared.store.flush().await?;
+                self.breaker.success();
+                self.retry_at = None;
+                shared.stats(index, |s| {
+                    s.sent += batch.len() as u64;
+                    s.circuit = Circuit::Closed;
+                    s.last_error = None;
+                });
+                tracing::debug!(route = %name, count = batch.len(), message_id = message_id.as_deref().unwrap_or(""), "delivered");
+                for (_, e) in batch {
+                    shared.delivery(
+                        e.message.id(),
+                        index,
+                        DeliveryState::Delivered,
+                        e.attempts + 1,
+                        message_id.clone(),
+                        None,
+                    );
+                }
+            }
+            Outcome::RateLimited { retry_after, global, shared: shared_scope, json } => {
+                shared.limits.rate_limited(self.route().webhook.key(), Instant::now(), retry_after, global);
+                shared.stats(index, |s| s.rate_limited += 1);
+                let wait = format!("{:.1}s", retry_after.as_secs_f64());
+                if !json {
+                    tracing::error!(route = %name, %wait, "Discord answered 429 without its JSON body: this looks like a Cloudflare ban of this IP; backing off");
+                } else if global {
+                    tracing::warn!(route = %name, %wait, "global rate limit: all webhooks wait");
+                } else if shared_scope {
+                    tracing::info!(route = %name, %wait, "the channel's shared rate limit was hit; waiting as Discord asks");
+                } else {
+                    tracing::warn!(route = %name, %wait, "rate limited although the bucket had room; waiting as Discord asks");
+                }
+            }
+            Outcome::Gone { status, code, message } => {
+                let reason = discord::explain_gone(status, code, &message);
+                tracing::error!(route = %name, %reason, "route disabled: no more requests go to this webhook");
+                self.disabled = Some(reason.clone());
+                shared.stats(index, |s| {
+                    s.circuit = Circuit::Disabled;
+                    s.last_error = Some(reason.clone());
+                });
+                let now = Ts::now();
+                let alert = Alert {
+                    id: format!("route:{name}:{now}"),
+                    check: format!("route:{name}"),
+                    severity: Severity::Critical,
+                    state: AlertState::Raised,
+                    title: format!("notification route '{name}' disabled"),
+                    message: format!(
+                        "{reason}. Its messages are kept in the dead list: fix the webhook of route '{name}', restart, then run `pipwatch dead retry --route {name}`."
+                    ),
+                    time: now,
+                };
+                shared.raise(alert, Some(index)).await?;
+                // Everything still queued for this route follows on the next turn.
+            }
+            Outcome::Rejected { status, code, message } => {
+                let error = format!(
+                    "Discord rejected the message ({status}{}): {message}",
+                    code.map(|c| format!(", code {c}")).unwrap_or_default()
+                );
+                if batch.len() > 1 {
+                    tracing::warn!(route = %name, count = batch.len(), %error, "a batch was rejected; sending its messages one by one");
+                    self.solo.extend(batch.iter().map(|(k, _)| *k));
+                } else {
+                    shared.stats(index, |s| s.last_error = Some(error.clone()));
+                    shared.bury(index, batch.to_vec(), &error).await?;
+                }
+            }
+            Outcome::Retry { reason } => {
+                let now = Instant::now();
+                let opened = self.breaker.failure(now);
+                let failures = self.breaker.failures();
+                let wait = crate::market::backoff(failures, shared.settings.retry_min, shared.settings.retry_max);
+                self.retry_at = Some(now + wait);
+                for (k, e) in batch {
+                    let mut e = e.clone();
+                    e.attempts += 1;
+                    e.last_error = Some(reason.clone());
+                    shared.store.update(*k, &e)?;
+                    shared.delivery(
+                        e.message.id(),
+                        index,
+                        DeliveryState::Failed,
+                        e.attempts,
+                        None,
+                        Some(reason.clone()),
+                    );
+                }
+                shared.store.flush().await?;
+                let circuit = self.breaker.state();
+                shared.stats(index, |s| {
+                    s.failed += batch.len() as u64;
+                    s.circuit = circuit;
+                    s.last_error = Some(reason.clone());
+                });
+                if opened {
+                    tracing::warn!(route = %name, failures, %reason,
+                        cooldown = %humantime::format_duration(shared.settings.breaker_cooldown),
+                        "circuit open: this route pauses, then probes with one request");
+                } else {
+                    tracing::warn!(route = %name, failures, %reason, retry_in = %format!("{:.1}s", wait.as_secs_f64()),
+                        "delivery failed; the messages stay queued");
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,370 @@
+//! The notifier against a Discord-like server on 127.0.0.1:0, with a real
+//! sled store in a temp dir: limits, outages, deleted webhooks, rejections.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::discord;
+use pipwatch::config::{Config, Dur, Route, RouteEvent, Secret, Severity};
+use pipwatch::engine::{SeriesState, StrategyParams};
+use pipwatch::event::{Alert, AlertState, Circuit, Event, Hub, Signal};
+use pipwatch::notify::{Notifier, NotifierHandle};
+use pipwatch::store::{CandleCommit, Store};
+use pipwatch::time::Ts;
+use pipwatch::types::{Instrument, SeriesKey, Side, Timeframe};
+use tokio_util::sync::CancellationToken;
+
+fn route(name: &str, webhook: String, events: &[RouteEvent]) -> Route {
+    Route { name: name.into(), webhook: Secret::new(webhook), events: events.to_vec(), ..Route::default() }
+}
+
+/// Short waits so the tests finish in seconds; the logic is the same.
+fn config(routes: Vec<Route>) -> Config {
+    let mut c = Config::default();
+    c.notify.routes = routes;
+    c.notify.timeout = Dur(Duration::from_secs(2));
+    c.notify.retry_min = Dur(Duration::from_millis(200));
+    c.notify.retry_max = Dur(Duration::from_secs(2));
+    c.notify.breaker_failures = 3;
+    c.notify.breaker_cooldown = Dur(Duration::from_secs(2));
+    c
+}
+
+fn signal(n: i64) -> Signal {
+    let i = Instrument::new("EUR_USD").unwrap();
+    let time = Ts(1_704_067_200 + n * 3600);
+    let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
+    Signal {
+        id: Signal::make_id(i, Timeframe::H1, time, side),
+        instrument: i,
+        timeframe: Timeframe::H1,
+        time,
+        side,
+        price: 1.1,
+        fast: 1.1001,
+        slow: 1.1,
+        atr: 0.0012,
+        stop_loss: 1.0982,
+        take_profit: 1.1036,
+        strategy: "sma 10/20".into(),
+    }
+}
+
+struct Rig {
+    store: Arc<Store>,
+    hub: Arc<Hub>,
+    handle: NotifierHandle,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn start(config: &Config) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let store = Arc::new(store);
+        let hub = Arc::new(Hub::new(100_000));
+        let notifier = Notifier::new(config, store.clone(), hub.clone()).unwrap();
+        let handle = notifier.handle();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(notifier.run(stop.clone()));
+        Rig { store, hub, handle, stop, task, _dir: dir }
+    }
+
+    /// Commits signals the way the engine does (with their outbox entries).
+    async fn signals(&self, range: std::ops::Range<i64>, routes: &[&str]) -> Vec<String> {
+        let state = SeriesState::new(StrategyParams::default());
+        let key = SeriesKey::new(Instrument::new("EUR_USD").unwrap(), Timeframe::H1);
+        let routes: Vec<(String, i64)> = routes.iter().map(|r| (r.to_string(), 0)).collect();
+        let mut ids = Vec::new();
+        for n in range {
+            let s = signal(n);
+            let c = CandleCommit { key, state: &state, signal: Some(&s), routes: &routes, now: Ts::now() };
+            assert!(self.store.commit(&c).unwrap());
+            ids.push(s.id);
+        }
+        self.store.flush().await.unwrap();
+        self.handle.wake();
+        ids
+    }
+
+    fn pending(&self) -> usize {
+        self.store.outbox().unwrap().0.len()
+    }
+
+    async fn stop(self) -> Arc<Store> {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.task).await.unwrap().unwrap();
+        self.store
+    }
+}
+
+async fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_100_signals_is_delivered_completely_without_a_single_429() {
+    let server = discord::start().await;
+    let rig = Rig::start(&config(vec![route("signals", server.webhook(1, "tok-a"), &[RouteEvent::Signal])]));
+    // Queued while paused so that the batches are full regardless of timing.
+    rig.handle.set_paused(true);
+    let ids = rig.signals(0..100, &["signals"]).await;
+    rig.handle.set_paused(false);
+    until(Duration::from_secs(30), "the outbox drains", || rig.pending() == 0).await;
+    let store = rig.stop().await;
+
+    let w = server.world.lock().unwrap();
+    assert_eq!(w.count_status(429), 0, "steady state must cause no 429");
+    assert_eq!(sorted(w.delivered_ids()), sorted(ids.clone()), "each signal exactly once");
+    // Batched: 10 embeds a request, so 10 requests instead of 100.
+    assert_eq!(w.requests.len(), 10);
+    assert!(w.requests.iter().all(|r| r.path == "/api/v10/webhooks/1/tok-a" && r.query == "wait=true"));
+    let first = &w.requests[0].body;
+    assert_eq!(first["allowed_mentions"], serde_json::json!({"parse": []}));
+    assert_eq!(first["username"], "pipwatch");
+    assert!(first["embeds"][0]["title"].as_str().unwrap().starts_with("[DEMO] "), "demo titles are marked");
+    // Oldest first within a priority.
+    assert_eq!(w.requests[0].ids(), ids[..10].to_vec());
+    // Discord's message id is stored with each signal.
+    for id in &ids {
+        let stored = store.signal(id).unwrap().unwrap();
+        assert_eq!(stored.receipts.len(), 1);
+        assert!(stored.receipts[0].message_id.as_deref().is_some_and(|m| m.parse::<u64>().is_ok()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_alerts_never_wait_behind_signals_or_status() {
+    let server = discord::start().await;
+    let mut r = route("ops", server.webhook(1, "t"), &[RouteEvent::Signal, RouteEvent::Alert]);
+    r.min_severity = Severity::Info;
+    let cfg = config(vec![r]);
+    let rig = Rig::start(&cfg);
+    rig.handle.set_paused(true);
+    let alert = |sev: Severity, id: &str| Alert {
+        id: id.into(),
+        check: "test".into(),
+        severity: sev,
+        state: AlertState::Raised,
+        title: id.into(),
+        message: "m".into(),
+        time: Ts::now(),
+    };
+    rig.handle.raise(alert(Severity::Info, "status-1")).await.unwrap();
+    let sigs = rig.signals(0..3, &["ops"]).await;
+    rig.handle.raise(alert(Severity::Warning, "warn-1")).await.unwrap();
+    rig.handle.raise(alert(Severity::Critical, "crit-1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(server.world.lock().unwrap().requests.is_empty(), "paused: nothing may be sent");
+    rig.handle.set_paused(false);
+    until(Duration::from_secs(10), "the outbox drains", || rig.pending() == 0).await;
+    rig.stop().await;
+    let w = server.world.lock().unwrap();
+    let mut want = vec!["crit-1".to_string()];
+    want.extend(sigs);
+    want.extend(["warn-1".to_string(), "status-1".to_string()]);
+    assert_eq!(w.delivered_ids(), want, "one batch, most urgent first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_30s_loses_nothing_and_recovers_by_itself() {
+    let server = discord::start().await;
+    {
+        let mut w = server.world.lock().unwrap();
+        w.reset_next = 1;
+        w.hang_next = 1;
+        w.outage_until = Some(Instant::now() + Duration::from_secs(30));
+    }
+    let rig = Rig::start(&config(vec![route("signals", server.webhook(7, "t"), &[RouteEvent::Signal])]));
+    let mut events = rig.hub.subscribe();
+    let mut ids = rig.signals(0..20, &["signals"]).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(rig.pending(), 20, "nothing may leave the outbox during the outage");
+    ids.extend(rig.signals(20..40, &["signals"]).await);
+    until(Duration::from_secs(45), "delivery after the outage", || rig.pending() == 0).await;
+    // The breaker opened during the outage and closed after it, as the
+    // published queue status shows.
+    let mut circuits = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while circuits.last() != Some(&Circuit::Closed) || !circuits.contains(&Circuit::Open) {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(e)) => {
+                if let Event::Queue(q) = &e.event {
+                    circuits.push(q.routes[0].circuit);
+                }
+            }
+            _ => panic!("the queue status never showed the breaker open, then closed: {circuits:?}"),
+        }
+    }
+    let store = rig.stop().await;
+
+    let w = server.world.lock().unwrap();
+    assert!(w.count_status(503) >= 3, "the outage was not exercised: {} 503s", w.count_status(503));
+    let delivered = w.delivered_ids();
+    for id in &ids {
+        assert!(delivered.contains(id), "{id} was lost");
+    }
+    assert_eq!(w.count_status(429), 0);
+    // Failures were paced by the breaker, not a retry storm: 30 s at a 2 s
+    // cool-down is at most about 15 probes plus the first few tries.
+    assert!(w.count_status(503) <= 30, "{} requests during the outage", w.count_status(503));
+    assert!(store.dead().unwrap().0.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_webhook_disables_only_its_route_with_a_critical_alert() {
+    let server = discord::start().await;
+    server.world.lock().unwrap().deleted.insert("1".into());
+    let mut ops = route("ops", server.webhook(2, "t2"), &[RouteEvent::Signal, RouteEvent::Alert]);
+    ops.min_severity = Severity::Warning;
+    let rig = Rig::start(&config(vec![route("gone", server.webhook(1, "t1"), &[RouteEvent::Signal]), ops]));
+    let ids = rig.signals(0..5, &["gone", "ops"]).await;
+    until(Duration::from_secs(10), "the outbox drains", || rig.pending() == 0).await;
+    // Signals that arrive after the route was disabled are not sent either.
+    let later = rig.signals(5..7, &["gone"]).await;
+    until(Duration::from_secs(10), "the outbox drains", || rig.pending() == 0).await;
+    let status = rig.handle.status().unwrap();
+    let store = rig.stop().await;
+
+    let w = server.world.lock().unwrap();
+    let to_gone: Vec<_> = w.requests.iter().filter(|r| r.webhook == "1").collect();
+    assert_eq!(to_gone.len(), 1, "a deleted webhook must not be asked again");
+    let to_ops: Vec<_> = w.requests.iter().filter(|r| r.webhook == "2" && r.status == 200).collect();
+    let delivered: Vec<String> = to_ops.iter().flat_map(|r| r.ids()).collect();
+    for id in &ids {
+        assert!(delivered.contains(id), "{id} did not reach the healthy route");
+    }
+    let alert = to_ops
+        .iter()
+        .flat_map(|r| r.body["embeds"].as_array().unwrap().clone())
+        .find(|e| e["title"].as_str().unwrap().contains("CRITICAL"))
+        .expect("no critical alert reached the other route");
+    assert!(alert["title"].as_str().unwrap().contains("'gone' disabled"), "{alert}");
+    assert!(alert["description"].as_str().unwrap().contains("10015"), "{alert}");
+    let (dead, _) = store.dead().unwrap();
+    assert_eq!(dead.len(), ids.len() + later.len());
+    assert!(dead.iter().all(|(_, d)| d.entry.route == "gone" && d.error.contains("10015")));
+    let gone = status.routes.iter().find(|r| r.name == "gone").unwrap();
+    assert_eq!((gone.circuit, gone.dead), (Circuit::Disabled, 7));
+    assert_eq!(status.routes.iter().find(|r| r.name == "ops").unwrap().circuit, Circuit::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_message_goes_to_dead_and_its_batch_mates_still_go() {
+    let server = discord::start().await;
+    let rig = Rig::start(&config(vec![route("signals", server.webhook(3, "t"), &[RouteEvent::Signal])]));
+    rig.handle.set_paused(true);
+    let ids = rig.signals(0..3, &["signals"]).await;
+    server.world.lock().unwrap().reject_ids.insert(ids[1].clone());
+    rig.handle.set_paused(false);
+    until(Duration::from_secs(10), "the outbox drains", || rig.pending() == 0).await;
+    let store = rig.stop().await;
+    let w = server.world.lock().unwrap();
+    assert_eq!(sorted(w.delivered_ids()), sorted(vec![ids[0].clone(), ids[2].clone()]));
+    let (dead, _) = store.dead().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1.entry.message.id(), ids[1]);
+    assert!(dead[0].1.error.contains("240000") && dead[0].1.error.contains("harmful links"), "{}", dead[0].1.error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_429_is_waited_out_as_discord_asks() {
+    let server = discord::start().await;
+    server.world.lock().unwrap().shared_429_next = Some(1.5);
+    let rig = Rig::start(&config(vec![route("signals", server.webhook(4, "t"), &[RouteEvent::Signal])]));
+    let ids = rig.signals(0..2, &["signals"]).await;
+    until(Duration::from_secs(10), "the outbox drains", || rig.pending() == 0).await;
+    let status = rig.handle.status().unwrap();
+    rig.stop().await;
+    let w = server.world.lock().unwrap();
+    assert_eq!(w.requests.len(), 2, "one 429, then one retry");
+    assert_eq!(w.requests[0].status, 429);
+    let waited = w.requests[1].at.duration_since(w.requests[0].at);
+    assert!(waited >= Duration::from_millis(1500), "retried after {waited:?}, before retry_after");
+    assert_eq!(sorted(w.delivered_ids()), sorted(ids));
+    assert_eq!(status.routes[0].rate_limited, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_route_gets_signals_late() {
+    let server = discord::start().await;
+    let mut free = route("free", server.webhook(6, "t"), &[RouteEvent::Signal]);
+    free.delay = Dur(Duration::from_secs(2));
+    let rig = Rig::start(&config(vec![route("paid", server.webhook(5, "t"), &[RouteEvent::Signal]), free]));
+    let state = SeriesState::new(StrategyParams::default());
+    let s = signal(0);
+    let routes = vec![("paid".to_string(), 0), ("free".to_string(), 2)];
+    let key = SeriesKey::new(s.instrument, s.timeframe);
+    rig.store.commit(&CandleCommit { key, state: &state, signal: Some(&s), routes: &routes, now: Ts::now() }).unwrap();
+    rig.store.flush().await.unwrap();
+    rig.handle.wake();
+    until(Duration::from_secs(10), "the outbox drains", || rig.pending() == 0).await;
+    rig.stop().await;
+    let w = server.world.lock().unwrap();
+    let at = |hook: &str| w.requests.iter().find(|r| r.webhook == hook).map(|r| r.at).unwrap();
+    assert!(at("6").duration_since(at("5")) >= Duration::from_secs(1), "the free channel was not delayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_with_5000_character_fields_is_truncated_and_accepted() {
+    let server = discord::start().await;
+    let mut ops = route("ops", server.webhook(8, "t"), &[RouteEvent::Alert]);
+    ops.min_severity = Severity::Info;
+    let rig = Rig::start(&config(vec![ops]));
+    let long = "ä".repeat(5000);
+    rig.handle
+        .raise(Alert {
+            id: "long-1".into(),
+            check: long.clone(),
+            severity: Severity::Warning,
+            state: AlertState::Raised,
+            title: long.clone(),
+            message: long,
+            time: Ts::now(),
+        })
+        .await
+        .unwrap();
+    until(Duration::from_secs(10), "the outbox drains", || rig.pending() == 0).await;
+    let store = rig.stop().await;
+    let w = server.world.lock().unwrap();
+    assert_eq!(w.count_status(400), 0);
+    assert_eq!(w.delivered_ids(), vec!["long-1".to_string()]);
+    let e = &w.requests[0].body["embeds"][0];
+    assert!(e["title"].as_str().unwrap().ends_with('…'));
+    assert!(store.dead().unwrap().0.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_past_their_attempts_go_to_dead_with_the_last_error() {
+    let server = discord::start().await;
+    server.world.lock().unwrap().outage_until = Some(Instant::now() + Duration::from_secs(600));
+    let mut cfg = config(vec![route("signals", server.webhook(9, "t"), &[RouteEvent::Signal])]);
+    cfg.notify.max_attempts = 2;
+    cfg.notify.breaker_failures = 10;
+    let rig = Rig::start(&cfg);
+    let ids = rig.signals(0..1, &["signals"]).await;
+    until(Duration::from_secs(10), "the outbox drains", || rig.pending() == 0).await;
+    let store = rig.stop().await;
+    let (dead, _) = store.dead().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1.entry.message.id(), ids[0]);
+    assert!(
+        dead[0].1.error.starts_with("gave up after 2 failed attempts; last error: Discord answered 503"),
+        "{}",
+        dead[0].1.error
+    );
+    assert_eq!(server.world.lock().unwrap().count_status(503), 2);
+}
