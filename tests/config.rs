@@ -165,9 +165,20 @@ fn routes_and_server_rules() {
         "[[notify.routes]]\nname = \"a\"\nwebhook = \"not a url\"\n[[notify.routes]]\nname = \"a\"\nwebhook = \"https://discord.com/api/webhooks/1/x\"\n",
         &[],
     );
-    assert!(err.contains("FILE:3:11: notify.routes[0].webhook: the value is not an http(s) URL"), "{err}");
+    assert!(err.contains("FILE:3:11: notify.routes[0].webhook: the value is not a Discord webhook URL"), "{err}");
     assert!(err.contains("FILE:5:8: notify.routes[1].name = 'a': 'a' is used by another route"), "{err}");
     assert!(!err.contains("not a url"), "a webhook value leaked: {err}");
+    // A URL that is not a webhook (a channel link) is caught too, without echoing it.
+    let err = error("[[notify.routes]]\nname = \"a\"\nwebhook = \"https://discord.com/channels/1/s3cr3t\"\n", &[]);
+    assert!(err.contains("notify.routes[0].webhook: the value is not a Discord webhook URL"), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
+    let err = error(
+        "[notify]\nusername = \"Discord Bot\"\nretry_min = \"0s\"\nmax_attempts = 0\n",
+        &[],
+    );
+    assert!(err.contains("notify.username = 'Discord Bot': must not contain \"discord\""), "{err}");
+    assert!(err.contains("notify.retry_min = '0s': must be more than 0s"), "{err}");
+    assert!(err.contains("notify.max_attempts = '0': must be at least 1"), "{err}");
     let err = error("[server]\nlisten = \"0.0.0.0:8787\"\n", &[]);
     assert!(err.contains("server.token must be set"), "{err}");
 }

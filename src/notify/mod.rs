@@ -157,6 +157,10 @@ impl Notifier {
     /// A request in flight is finished (its own timeout bounds it), so that
     /// what Discord accepted is also taken off the outbox.
     pub async fn run(self, shutdown: CancellationToken) {
+        if self.shared.routes.is_empty() {
+            tracing::info!("no notification routes configured ([[notify.routes]]): signals are not sent anywhere");
+            return;
+        }
         let mut tasks = JoinSet::new();
         for index in 0..self.shared.routes.len() {
             tasks.spawn(worker(self.shared.clone(), index, shutdown.clone()));
