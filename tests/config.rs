@@ -172,10 +172,7 @@ fn routes_and_server_rules() {
     let err = error("[[notify.routes]]\nname = \"a\"\nwebhook = \"https://discord.com/channels/1/s3cr3t\"\n", &[]);
     assert!(err.contains("notify.routes[0].webhook: the value is not a Discord webhook URL"), "{err}");
     assert!(!err.contains("s3cr3t"), "{err}");
-    let err = error(
-        "[notify]\nusername = \"Discord Bot\"\nretry_min = \"0s\"\nmax_attempts = 0\n",
-        &[],
-    );
+    let err = error("[notify]\nusername = \"Discord Bot\"\nretry_min = \"0s\"\nmax_attempts = 0\n", &[]);
     assert!(err.contains("notify.username = 'Discord Bot': must not contain \"discord\""), "{err}");
     assert!(err.contains("notify.retry_min = '0s': must be more than 0s"), "{err}");
     assert!(err.contains("notify.max_attempts = '0': must be at least 1"), "{err}");

@@ -175,7 +175,8 @@ async fn webhook_secrets_never_show_and_the_dead_list_can_be_managed() {
     let retry = run(vec!["dead".into(), "retry".into(), "--route".into(), "gone".into()]).await.unwrap();
     let n = rows.len() - 1;
     assert!(
-        String::from_utf8_lossy(&retry.stdout).starts_with(&format!("{n} notification(s) for route 'gone' queued again")),
+        String::from_utf8_lossy(&retry.stdout)
+            .starts_with(&format!("{n} notification(s) for route 'gone' queued again")),
         "{}",
         text(&retry)
     );

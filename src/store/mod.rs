@@ -717,6 +717,106 @@ mod tests {
     }
 
     #[test]
+    fn version_1_values_are_still_read() {
+        #[derive(Serialize)]
+        struct V1Entry {
+            route: String,
+            signal: Signal,
+            created: Ts,
+            not_before: Ts,
+            attempts: u32,
+        }
+        #[derive(Serialize)]
+        struct V1Signal {
+            signal: Signal,
+            routes: Vec<String>,
+            committed: Ts,
+        }
+        let v1 = V1Entry { route: "r".into(), signal: signal(), created: Ts(5), not_before: Ts(6), attempts: 2 };
+        let e = decode_entry(&encode(&v1).unwrap()).unwrap();
+        assert_eq!(
+            e,
+            OutboxEntry {
+                route: "r".into(),
+                message: Message::Signal(signal()),
+                created: Ts(5),
+                not_before: Ts(6),
+                attempts: 2,
+                last_error: None
+            }
+        );
+        let v1 = V1Signal { signal: signal(), routes: vec!["r".into()], committed: Ts(5) };
+        let s = decode_stored_signal(&encode(&v1).unwrap()).unwrap();
+        assert_eq!((s.routes, s.receipts), (vec!["r".to_string()], vec![]));
+    }
+
+    #[test]
+    fn delivered_buried_revived_and_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let key = SeriesKey::new(Instrument::new("EUR_USD").unwrap(), Timeframe::H4);
+        let state = SeriesState::new(StrategyParams::default());
+        let routes = vec![("a".to_string(), 0), ("b".to_string(), 0)];
+        let sig = signal();
+        store.commit(&CandleCommit { key, state: &state, signal: Some(&sig), routes: &routes, now: Ts(1) }).unwrap();
+        let (entries, _) = store.outbox().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(entries.iter().all(|(k, _)| k.priority() == Priority::High));
+
+        let (ka, ea) = &entries[0];
+        store.delivered(&[(*ka, ea)], Some("99"), Ts(2)).unwrap();
+        let stored = store.signal(&sig.id).unwrap().unwrap();
+        assert_eq!(stored.receipts, vec![Receipt { route: "a".into(), message_id: Some("99".into()), at: Ts(2) }]);
+
+        let (kb, eb) = entries[1].clone();
+        store.bury(&[(kb, eb.clone())], "404 Unknown Webhook", Ts(3)).unwrap();
+        assert!(store.outbox().unwrap().0.is_empty());
+        let (dead, _) = store.dead().unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!((dead[0].1.error.as_str(), dead[0].1.died), ("404 Unknown Webhook", Ts(3)));
+
+        assert_eq!(store.revive(&[kb], Ts(10)).unwrap(), 1);
+        let (back, _) = store.outbox().unwrap();
+        assert_eq!(back[0].0, kb, "a revived entry keeps its place");
+        assert_eq!((back[0].1.attempts, back[0].1.not_before), (0, Ts(10)));
+        assert_eq!(back[0].1.last_error.as_deref(), Some("404 Unknown Webhook"));
+
+        store.bury(&back, "again", Ts(11)).unwrap();
+        assert_eq!(store.purge(&[kb]).unwrap(), 1);
+        assert!(store.dead().unwrap().0.is_empty() && store.outbox().unwrap().0.is_empty());
+
+        // Alerts are queued by priority: urgent sorts before signals.
+        let alert = |severity| crate::event::Alert {
+            id: format!("{severity}"),
+            check: "c".into(),
+            severity,
+            state: crate::event::AlertState::Raised,
+            title: "t".into(),
+            message: "m".into(),
+            time: Ts(1),
+        };
+        let entry = |m| OutboxEntry {
+            route: "a".into(),
+            message: m,
+            created: Ts(1),
+            not_before: Ts(1),
+            attempts: 0,
+            last_error: None,
+        };
+        use crate::types::Severity;
+        store
+            .enqueue(&[
+                entry(Message::Alert(alert(Severity::Info))),
+                entry(Message::Signal(sig.clone())),
+                entry(Message::Alert(alert(Severity::Critical))),
+                entry(Message::Alert(alert(Severity::Warning))),
+            ])
+            .unwrap();
+        let order: Vec<String> = store.outbox().unwrap().0.iter().map(|(_, e)| e.message.id().to_string()).collect();
+        assert_eq!(order, vec!["critical".to_string(), sig.id.clone(), "warning".into(), "info".into()]);
+    }
+
+    #[test]
     fn a_second_open_names_the_directory() {
         let dir = tempfile::tempdir().unwrap();
         let (_store, _) = Store::open(dir.path()).unwrap();
