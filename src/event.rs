@@ -99,6 +99,8 @@ pub struct FeedStatus {
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     Raised,
+    /// Seen by someone (`a` in the console): still active, no longer new.
+    Acknowledged,
     Resolved,
 }
 

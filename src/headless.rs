@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::event::{Envelope, Event, Hub};
 use crate::live::{self, LiveError, LiveStats};
+use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyError};
+use crate::server::{self, ServerError};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,11 +25,15 @@ pub enum HeadlessError {
     Live(#[from] LiveError),
     #[error(transparent)]
     Notify(#[from] NotifyError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
 }
 
 pub struct Options {
     pub run_for: Option<Duration>,
     pub candles: bool,
+    /// Open the HTTP/WebSocket port (`--no-server` turns it off).
+    pub server: bool,
 }
 
 /// Which events headless prints. Quotes are for consoles: several a second
@@ -40,10 +46,19 @@ fn wanted(e: &Event, candles: bool) -> bool {
     }
 }
 
-async fn print_events(mut rx: tokio::sync::broadcast::Receiver<Arc<Envelope>>, candles: bool) {
+async fn print_events(mut rx: tokio::sync::broadcast::Receiver<Arc<Envelope>>, candles: bool, stop: CancellationToken) {
     let mut out = std::io::BufWriter::new(std::io::stdout());
     loop {
-        let env = match rx.recv().await {
+        let next = tokio::select! {
+            biased;
+            r = rx.recv() => r,
+            // Everything is stopped: what is still queued was printed above.
+            _ = stop.cancelled() => match rx.try_recv() {
+                Ok(env) => Ok(env),
+                Err(_) => break,
+            },
+        };
+        let env = match next {
             Ok(env) => env,
             Err(RecvError::Lagged(n)) => {
                 tracing::warn!(missed = n, "stdout is not keeping up; events were dropped");
@@ -103,7 +118,8 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     tracing::info!(dir = %data_dir.display(), new = report.created, "data directory open");
     let store = Arc::new(store);
     let hub = Arc::new(Hub::new(4096));
-    let printer = tokio::spawn(print_events(hub.subscribe(), opts.candles));
+    let printer_stop = CancellationToken::new();
+    let printer = tokio::spawn(print_events(hub.subscribe(), opts.candles, printer_stop.clone()));
     let shutdown = CancellationToken::new();
     stop_on_signals(shutdown.clone(), opts.run_for);
 
@@ -112,7 +128,16 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     let notifier_stop = CancellationToken::new();
     let notifier_task = tokio::spawn(notifier.run(notifier_stop.clone()));
 
-    let result = live::run(config, store.clone(), hub.clone(), Some(handle), shutdown.clone()).await;
+    let metrics = Arc::new(Metrics::new());
+    let server_stop = CancellationToken::new();
+    let server = if opts.server {
+        let options = server::Options::from_config(config);
+        Some(server::start(options, hub.clone(), Some(handle.clone()), metrics.clone(), server_stop.clone()).await?)
+    } else {
+        None
+    };
+
+    let result = live::run(config, store.clone(), hub.clone(), Some(handle), Some(metrics), shutdown.clone()).await;
     if let Ok(stats) = &result
         && stats.source_finished
     {
@@ -126,8 +151,11 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     if tokio::time::timeout(grace, notifier_task).await.is_err() {
         tracing::warn!("the notifier did not stop in time; its queued messages are kept for the next start");
     }
-    // Dropping the last hub handle closes the channel: the printer drains and ends.
-    drop(hub);
+    server_stop.cancel();
+    if let Some(server) = server {
+        let _ = tokio::time::timeout(Duration::from_secs(3), server.task).await;
+    }
+    printer_stop.cancel();
     let _ = printer.await;
     store.flush().await?;
     Ok(result?)

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::event::{Delivery, DeliveryState, Event, Hub};
 use crate::market::{self, MarketEvent, SourceCtx, SourceError};
+use crate::metrics::Metrics;
 use crate::notify::NotifierHandle;
 use crate::store::{CandleCommit, Prepared, Store, StoreError};
 use crate::time::Ts;
@@ -71,6 +72,7 @@ pub async fn run(
     store: Arc<Store>,
     hub: Arc<Hub>,
     notifier: Option<NotifierHandle>,
+    metrics: Option<Arc<Metrics>>,
     shutdown: CancellationToken,
 ) -> Result<LiveStats, LiveError> {
     let strategies = config.strategy.set();
@@ -137,6 +139,7 @@ pub async fn run(
         if n == 0 {
             break;
         }
+        let received = std::time::Instant::now();
         let mut pending: Vec<(Prepared, Option<Queued>)> = Vec::new();
         for me in batch.drain(..) {
             match me {
@@ -191,6 +194,13 @@ pub async fn run(
                 }
             }
             store.flush().await?;
+            if let Some(m) = &metrics {
+                // Candle in to signal durable; the same for every signal of the batch.
+                let latency = received.elapsed().as_secs_f64();
+                for _ in 0..events.iter().filter(|e| matches!(e, Event::Signal(_))).count() {
+                    m.signal_latency(latency);
+                }
+            }
             if let (Some(n), false) = (&notifier, queued.is_empty()) {
                 n.wake();
             }

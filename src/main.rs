@@ -58,15 +58,12 @@ fn main() -> ExitCode {
                 Ok(l) => l,
                 Err(code) => return code,
             };
-            if !args.no_server {
-                tracing::warn!("the HTTP/WebSocket server is not part of this build yet; running without it");
-            }
             let data_dir = cli.data_dir.clone().unwrap_or_else(config::default_data_dir);
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => return fail(FAILED, format!("cannot start the async runtime: {e}")),
             };
-            let opts = headless::Options { run_for: args.run_for, candles: args.candles };
+            let opts = headless::Options { run_for: args.run_for, candles: args.candles, server: !args.no_server };
             match rt.block_on(headless::run(&loaded.config, &data_dir, opts)) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => fail(FAILED, e),

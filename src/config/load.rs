@@ -485,6 +485,12 @@ fn validate(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>, warnings:
         )),
         Ok(_) => {}
     }
+    if c.server.max_clients == 0 {
+        problems.push(src.problem("server.max_clients", "must be at least 1"));
+    }
+    if c.server.history == 0 {
+        problems.push(src.problem("server.history", "must be at least 1"));
+    }
     if c.health.sample_every.0 < std::time::Duration::from_millis(100) {
         problems.push(src.problem("health.sample_every", "must be at least 100ms"));
     }

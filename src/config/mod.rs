@@ -294,11 +294,15 @@ impl Route {
 pub struct Server {
     pub listen: String,
     pub token: Secret,
+    /// WebSocket connections at once; more are closed with a reason.
+    pub max_clients: usize,
+    /// Events kept so a reconnecting client (`?since=SEQ`) misses nothing.
+    pub history: usize,
 }
 
 impl Default for Server {
     fn default() -> Self {
-        Server { listen: "127.0.0.1:8787".into(), token: Secret::default() }
+        Server { listen: "127.0.0.1:8787".into(), token: Secret::default(), max_clients: 1024, history: 4096 }
     }
 }
 

@@ -212,9 +212,9 @@ pub fn signal(s: &Signal, demo: bool) -> Embed {
 pub fn alert(a: &Alert, demo: bool) -> Embed {
     let (label, color) = match (a.state, a.severity) {
         (AlertState::Resolved, _) => ("RESOLVED".to_string(), RESOLVED),
-        (AlertState::Raised, Severity::Critical) => ("CRITICAL".to_string(), RED),
-        (AlertState::Raised, Severity::Warning) => ("WARNING".to_string(), AMBER),
-        (AlertState::Raised, Severity::Info) => ("INFO".to_string(), BLUE),
+        (_, Severity::Critical) => ("CRITICAL".to_string(), RED),
+        (_, Severity::Warning) => ("WARNING".to_string(), AMBER),
+        (_, Severity::Info) => ("INFO".to_string(), BLUE),
     };
     Embed {
         title: title(demo, format!("{label}: {}", a.title)),

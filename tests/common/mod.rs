@@ -7,18 +7,27 @@ pub fn data_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/EUR_USD_H1_2017_ask.csv")
 }
 
+/// The server's port for tests: any free one, so tests can run in parallel.
+pub const ANY_PORT: (&str, &str) = ("PIPWATCH_SERVER__LISTEN", "\"127.0.0.1:0\"");
+
 /// The binary with a clean environment: no PIPWATCH_* from the developer's
-/// shell, logs at info so tests can read them.
+/// shell, logs at info so tests can read them, the server on a free port.
 pub fn pipwatch() -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("pipwatch").expect("binary built");
-    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("PIPWATCH_LOG", "info,sled=warn");
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PIPWATCH_LOG", "info,sled=warn")
+        .env(ANY_PORT.0, ANY_PORT.1);
     c
 }
 
 /// The same, as a std Command for processes the test signals or runs in the background.
 pub fn pipwatch_std() -> std::process::Command {
     let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("pipwatch"));
-    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("PIPWATCH_LOG", "info,sled=warn");
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PIPWATCH_LOG", "info,sled=warn")
+        .env(ANY_PORT.0, ANY_PORT.1);
     c
 }
 

@@ -1,0 +1,199 @@
+//! Prometheus metrics, fed by the same events as everything else plus the
+//! few measurements that are not events (signal latency, WebSocket clients).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::event::{DeliveryState, Event};
+use crate::time::Ts;
+use crate::types::{Instrument, Timeframe};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SeriesLabels {
+    instrument: String,
+    timeframe: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignalLabels {
+    instrument: String,
+    side: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    route: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PriorityLabels {
+    priority: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    candles: Family<SeriesLabels, Counter>,
+    signals: Family<SignalLabels, Counter>,
+    rejected: Family<SeriesLabels, Counter>,
+    notifications: Family<OutcomeLabels, Counter>,
+    rate_limited: Family<RouteLabels, Counter>,
+    queue_depth: Family<PriorityLabels, Gauge>,
+    route_depth: Family<RouteLabels, Gauge>,
+    oldest_pending: Family<RouteLabels, Gauge>,
+    feed_lag: Family<SeriesLabels, Gauge<f64, AtomicU64>>,
+    ws_clients: Gauge,
+    signal_latency: Histogram,
+    /// Last candle close per series, for the feed lag at scrape time.
+    last_close: Mutex<HashMap<(Instrument, Timeframe), Ts>>,
+    /// The notifier's 429 counts are totals; the counter takes the increase.
+    seen_429: Mutex<HashMap<String, u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("pipwatch");
+        let m = Metrics {
+            candles: Family::default(),
+            signals: Family::default(),
+            rejected: Family::default(),
+            notifications: Family::default(),
+            rate_limited: Family::default(),
+            queue_depth: Family::default(),
+            route_depth: Family::default(),
+            oldest_pending: Family::default(),
+            feed_lag: Family::default(),
+            ws_clients: Gauge::default(),
+            // 50 µs to ~26 s.
+            signal_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 20)),
+            last_close: Mutex::default(),
+            seen_429: Mutex::default(),
+            registry: Registry::default(),
+        };
+        registry.register("candles", "Closed candles applied", m.candles.clone());
+        registry.register("signals", "Signals committed", m.signals.clone());
+        registry.register("rejected_candles", "Candles rejected as bad data", m.rejected.clone());
+        registry.register(
+            "notifications",
+            "Notification outcomes per route (delivered, failed, dead)",
+            m.notifications.clone(),
+        );
+        registry.register("discord_rate_limited", "429 answers from Discord per route", m.rate_limited.clone());
+        registry.register("queue_depth", "Pending notifications by priority", m.queue_depth.clone());
+        registry.register("route_queue_depth", "Pending notifications by route", m.route_depth.clone());
+        registry.register(
+            "oldest_pending_seconds",
+            "Age of the oldest due notification by route",
+            m.oldest_pending.clone(),
+        );
+        registry.register(
+            "feed_lag_seconds",
+            "Time since the last candle of a series closed, minus one timeframe",
+            m.feed_lag.clone(),
+        );
+        registry.register("websocket_clients", "Connected WebSocket clients", m.ws_clients.clone());
+        registry.register(
+            "signal_latency_seconds",
+            "From a candle's arrival to its signal being committed",
+            m.signal_latency.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn observe(&self, event: &Event) {
+        match event {
+            Event::Candle(c) => {
+                let l = SeriesLabels { instrument: c.instrument.to_string(), timeframe: c.timeframe.to_string() };
+                self.candles.get_or_create(&l).inc();
+                let mut last = self.last_close.lock().unwrap_or_else(|p| p.into_inner());
+                last.insert((c.instrument, c.timeframe), Ts(c.time.0 + c.timeframe.seconds()));
+            }
+            Event::Signal(s) => {
+                let l = SignalLabels { instrument: s.instrument.to_string(), side: s.side.to_string() };
+                self.signals.get_or_create(&l).inc();
+            }
+            Event::Rejected(r) => {
+                let l = SeriesLabels { instrument: r.instrument.to_string(), timeframe: r.timeframe.to_string() };
+                self.rejected.get_or_create(&l).inc();
+            }
+            Event::Delivery(d) => {
+                let outcome = match d.state {
+                    DeliveryState::Queued => return,
+                    DeliveryState::Delivered => "delivered",
+                    DeliveryState::Failed => "failed",
+                    DeliveryState::Dead => "dead",
+                };
+                self.notifications
+                    .get_or_create(&OutcomeLabels { route: d.route.clone(), outcome: outcome.into() })
+                    .inc();
+            }
+            Event::Queue(q) => {
+                for (p, v) in [
+                    ("urgent", q.depth.urgent),
+                    ("high", q.depth.high),
+                    ("normal", q.depth.normal),
+                    ("low", q.depth.low),
+                ] {
+                    self.queue_depth.get_or_create(&PriorityLabels { priority: p.into() }).set(v as i64);
+                }
+                let mut seen = self.seen_429.lock().unwrap_or_else(|p| p.into_inner());
+                for r in &q.routes {
+                    let l = RouteLabels { route: r.name.clone() };
+                    self.route_depth.get_or_create(&l).set(r.depth as i64);
+                    self.oldest_pending.get_or_create(&l).set(r.oldest_pending_secs.unwrap_or(0) as i64);
+                    let before = seen.insert(r.name.clone(), r.rate_limited).unwrap_or(0);
+                    self.rate_limited.get_or_create(&l).inc_by(r.rate_limited.saturating_sub(before));
+                }
+            }
+            Event::Quote(_) | Event::Feed(_) | Event::Alert(_) => {}
+        }
+    }
+
+    pub fn signal_latency(&self, seconds: f64) {
+        self.signal_latency.observe(seconds);
+    }
+
+    pub fn client_connected(&self) {
+        self.ws_clients.inc();
+    }
+
+    pub fn client_disconnected(&self) {
+        self.ws_clients.dec();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, now: Ts) -> String {
+        {
+            let last = self.last_close.lock().unwrap_or_else(|p| p.into_inner());
+            for ((i, tf), closed) in last.iter() {
+                let l = SeriesLabels { instrument: i.to_string(), timeframe: tf.to_string() };
+                // The next candle is due one timeframe after the last close.
+                let lag = (now.0 - closed.0 - tf.seconds()).max(0);
+                self.feed_lag.get_or_create(&l).set(lag as f64);
+            }
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
