@@ -119,18 +119,24 @@ pub struct AttachArgs {
     #[arg(long)]
     pub theme: Option<String>,
     /// Server token, needed for pause/ack when the server has one.
-    #[arg(long, env = "PIPWATCH_SERVER_TOKEN")]
+    #[arg(long, env = "PIPWATCH_SERVER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct TailArgs {
+    /// WebSocket URL of a running instance.
     #[arg(default_value = "ws://127.0.0.1:8787/ws")]
     pub url: String,
+    /// Only these event types: candle, signal, quote, rejected, feed, alert, delivery, queue.
     #[arg(long, value_delimiter = ',')]
     pub topics: Vec<String>,
+    /// Only events of these instruments (events of no instrument always pass).
     #[arg(long, value_delimiter = ',')]
     pub instruments: Vec<String>,
+    /// Server token, when the server has one.
+    #[arg(long, env = "PIPWATCH_SERVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -45,6 +45,7 @@ pub mod notify;
 pub mod replay;
 pub mod server;
 pub mod store;
+pub mod tail;
 pub mod time;
 pub mod types;
 pub mod view;

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     match &cli.command {
         None | Some(Command::Tui(_)) => not_built("tui", "the console"),
         Some(Command::Attach(_)) => not_built("attach", "the remote console"),
-        Some(Command::Tail(_)) => not_built("tail", "the event tail (it needs the server)"),
+        Some(Command::Tail(args)) => run_tail(args),
         Some(Command::Dead(cmd)) => run_dead(&cli, cmd),
         Some(Command::Headless(args)) => {
             logging::init(LogMode::Json, "info,sled=warn");
@@ -115,6 +115,32 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_tail(args: &pipwatch::cli::TailArgs) -> ExitCode {
+    logging::init(LogMode::Plain, "info,sled=warn");
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(FAILED, format!("cannot start the async runtime: {e}")),
+    };
+    let opts = pipwatch::tail::Options {
+        url: args.url.clone(),
+        token: args.token.clone(),
+        topics: args.topics.clone(),
+        instruments: args.instruments.clone(),
+    };
+    let result = rt.block_on(async {
+        let stop = tokio_util::sync::CancellationToken::new();
+        headless::stop_on_signals(stop.clone(), None);
+        let mut out = std::io::stdout();
+        pipwatch::tail::run(&opts, &mut out, stop).await
+    });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e @ pipwatch::tail::TailError::Url(_)) => fail(BAD_INPUT, e),
+        Err(pipwatch::tail::TailError::Output(_)) => ExitCode::SUCCESS, // e.g. piped into `head`
+        Err(e) => fail(FAILED, e),
+    }
+}
+
 fn run_dead(cli: &Cli, cmd: &DeadCommand) -> ExitCode {
     logging::init(LogMode::Plain, "warn,sled=warn");
     let data_dir = cli.data_dir.clone().unwrap_or_else(config::default_data_dir);
@@ -146,7 +172,7 @@ fn not_built(cmd: &str, what: &str) -> ExitCode {
     fail(
         BAD_INPUT,
         format!(
-            "`pipwatch {cmd}`: {what} is not part of this build yet. Available now: `pipwatch headless` (engine and Discord notifier, JSON lines), `pipwatch replay CSV`, `pipwatch config check|show`, `pipwatch dead list|retry|purge`"
+            "`pipwatch {cmd}`: {what} is not part of this build yet. Available now: `pipwatch headless` (engine, Discord notifier and server; JSON lines), `pipwatch tail`, `pipwatch replay CSV`, `pipwatch config check|show`, `pipwatch dead list|retry|purge`"
         ),
     )
 }

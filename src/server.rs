@@ -267,16 +267,28 @@ async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
 #[derive(Debug, Deserialize)]
 struct WsQuery {
     since: Option<u64>,
+    /// Comma-separated: the subscription from the first frame on, so a
+    /// `since` replay is filtered too.
+    topics: Option<String>,
+    instruments: Option<String>,
+}
+
+fn split(list: &Option<String>) -> Vec<String> {
+    list.iter().flat_map(|l| l.split(',')).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
 async fn ws_handler(State(shared): State<Arc<Shared>>, Query(q): Query<WsQuery>, ws: WebSocketUpgrade) -> Response {
+    let mut filter = Filter::default();
+    if let Err(message) = filter.set(&split(&q.topics), &split(&q.instruments)) {
+        return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response();
+    }
     let permit = shared.clients.clone().try_acquire_owned();
     let max = shared.opts.max_frame;
     ws.max_message_size(max).max_frame_size(max).on_upgrade(move |mut socket| async move {
         match permit {
             Ok(permit) => {
                 shared.metrics.client_connected();
-                client(socket, &shared, q.since).await;
+                client(socket, &shared, q.since, filter).await;
                 shared.metrics.client_disconnected();
                 drop(permit);
             }
@@ -322,6 +334,26 @@ struct Filter {
 }
 
 impl Filter {
+    /// Replaces the subscription; empty lists mean everything.
+    fn set(&mut self, topics: &[String], instruments: &[String]) -> Result<(), String> {
+        let mut t = HashSet::new();
+        for name in topics {
+            match TOPICS.iter().find(|x| *x == name) {
+                Some(x) => {
+                    t.insert(*x);
+                }
+                None => return Err(format!("unknown topic '{name}': topics are {}", TOPICS.join(", "))),
+            }
+        }
+        let mut set = HashSet::new();
+        for name in instruments {
+            set.insert(Instrument::new(name).map_err(|e| e.to_string())?);
+        }
+        self.topics = (!t.is_empty()).then_some(t);
+        self.instruments = (!set.is_empty()).then_some(set);
+        Ok(())
+    }
+
     fn passes(&self, topic: &str, instrument: Option<Instrument>) -> bool {
         self.topics.as_ref().is_none_or(|t| t.contains(topic))
             && match (&self.instruments, instrument) {
@@ -341,7 +373,7 @@ fn snapshot(view: &View) -> Message {
 }
 
 /// The first frames of a connection and its subscription, taken at one point.
-fn opening(shared: &Shared, since: Option<u64>) -> (Vec<Message>, broadcast::Receiver<Arc<Out>>) {
+fn opening(shared: &Shared, since: Option<u64>, filter: &Filter) -> (Vec<Message>, broadcast::Receiver<Arc<Out>>) {
     let f = shared.folded.lock().unwrap_or_else(|p| p.into_inner());
     let rx = shared.tx.subscribe();
     let mut first = Vec::new();
@@ -358,8 +390,9 @@ fn opening(shared: &Shared, since: Option<u64>) -> (Vec<Message>, broadcast::Rec
             };
             if covered && s <= f.view.seq {
                 for o in &f.history {
-                    if let Out::Event { seq, text, .. } = &**o
+                    if let Out::Event { seq, text, topic, instrument } = &**o
                         && *seq > s
+                        && filter.passes(topic, *instrument)
                     {
                         first.push(Message::Text(text.clone()));
                     }
@@ -375,7 +408,7 @@ fn opening(shared: &Shared, since: Option<u64>) -> (Vec<Message>, broadcast::Rec
     (first, rx)
 }
 
-async fn client(socket: WebSocket, shared: &Shared, since: Option<u64>) {
+async fn client(socket: WebSocket, shared: &Shared, since: Option<u64>, mut filter: Filter) {
     let (mut sink, mut stream) = socket.split();
     let hello = json!({
         "type": "hello",
@@ -385,7 +418,7 @@ async fn client(socket: WebSocket, shared: &Shared, since: Option<u64>) {
         "commands": shared.notifier.is_some(),
         "topics": TOPICS,
     });
-    let (first, mut rx) = opening(shared, since);
+    let (first, mut rx) = opening(shared, since, &filter);
     let idle = shared.opts.idle_timeout;
     let mut ok = sink.feed(text(hello)).await.is_ok();
     for m in first {
@@ -395,7 +428,6 @@ async fn client(socket: WebSocket, shared: &Shared, since: Option<u64>) {
     if !ok {
         return;
     }
-    let mut filter = Filter::default();
     let mut ping = tokio::time::interval(shared.opts.ping_every);
     ping.tick().await;
     let mut heard = tokio::time::Instant::now();
@@ -500,29 +532,10 @@ fn answer(shared: &Shared, filter: &mut Filter, raw: &str) -> Message {
     };
     match frame {
         ClientFrame::Ping => text(json!({"type": "pong"})),
-        ClientFrame::Subscribe { topics, instruments } => {
-            let mut t = HashSet::new();
-            for name in &topics {
-                match TOPICS.iter().find(|x| *x == name) {
-                    Some(x) => {
-                        t.insert(*x);
-                    }
-                    None => return error(format!("unknown topic '{name}': topics are {}", TOPICS.join(", "))),
-                }
-            }
-            let mut set = HashSet::new();
-            for name in &instruments {
-                match Instrument::new(name) {
-                    Ok(i) => {
-                        set.insert(i);
-                    }
-                    Err(e) => return error(e.to_string()),
-                }
-            }
-            filter.topics = (!t.is_empty()).then_some(t);
-            filter.instruments = (!set.is_empty()).then_some(set);
-            text(json!({"type": "subscribed", "topics": topics, "instruments": instruments}))
-        }
+        ClientFrame::Subscribe { topics, instruments } => match filter.set(&topics, &instruments) {
+            Ok(()) => text(json!({"type": "subscribed", "topics": topics, "instruments": instruments})),
+            Err(message) => error(message),
+        },
         ClientFrame::Pause | ClientFrame::Resume => {
             let pause = matches!(frame, ClientFrame::Pause);
             match &shared.notifier {

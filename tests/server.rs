@@ -1,0 +1,556 @@
+//! The server on 127.0.0.1:0 with real tokio-tungstenite clients and real
+//! HTTP requests: ordering, slow clients, since-replay, bad frames, limits,
+//! the token, /metrics and /health.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use pipwatch::event::{
+    Alert, AlertState, CandleRecord, Delivery, DeliveryState, Event, FeedState, FeedStatus, Hub, Signal,
+};
+use pipwatch::metrics::Metrics;
+use pipwatch::server::{self, Options};
+use pipwatch::time::Ts;
+use pipwatch::types::{Instrument, Quote, Severity, Side, Timeframe};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn options() -> Options {
+    Options {
+        listen: "127.0.0.1:0".into(),
+        token: None,
+        max_clients: 1024,
+        history: 4096,
+        client_buffer: 1024,
+        max_frame: 64 * 1024,
+        ping_every: Duration::from_secs(20),
+        idle_timeout: Duration::from_secs(60),
+        source: "test".into(),
+    }
+}
+
+struct Rig {
+    hub: Arc<Hub>,
+    addr: std::net::SocketAddr,
+    stop: CancellationToken,
+    notifier: Option<pipwatch::notify::NotifierHandle>,
+}
+
+impl Rig {
+    async fn start(opts: Options) -> Rig {
+        let hub = Arc::new(Hub::new(1 << 16));
+        let stop = CancellationToken::new();
+        // A notifier without routes: enough for pause/resume.
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = pipwatch::store::Store::open(dir.path()).unwrap();
+        let notifier =
+            pipwatch::notify::Notifier::new(&pipwatch::config::Config::default(), Arc::new(store), hub.clone())
+                .unwrap();
+        let handle = notifier.handle();
+        std::mem::forget(dir);
+        let h = server::start(opts, hub.clone(), Some(handle.clone()), Arc::new(Metrics::new()), stop.clone())
+            .await
+            .unwrap();
+        Rig { hub, addr: h.addr, stop, notifier: Some(handle) }
+    }
+
+    fn url(&self, query: &str) -> String {
+        format!("ws://{}/ws{query}", self.addr)
+    }
+
+    async fn connect(&self, query: &str) -> Ws {
+        tokio_tungstenite::connect_async(self.url(query)).await.unwrap().0
+    }
+
+    fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn signal(n: i64, instrument: &str) -> Event {
+    let i = Instrument::new(instrument).unwrap();
+    let time = Ts(1_704_067_200 + n * 3600);
+    Event::Signal(Signal {
+        id: Signal::make_id(i, Timeframe::H1, time, Side::Buy),
+        instrument: i,
+        timeframe: Timeframe::H1,
+        time,
+        side: Side::Buy,
+        price: 1.1,
+        fast: 1.1,
+        slow: 1.09,
+        atr: 0.001,
+        stop_loss: 1.0985,
+        take_profit: 1.103,
+        strategy: "sma 10/20".into(),
+    })
+}
+
+fn feed(state: FeedState, message: &str) -> Event {
+    Event::Feed(FeedStatus { source: "test".into(), state, message: Some(message.into()) })
+}
+
+/// The next text frame as JSON (pings are answered by tungstenite).
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("no frame within 10 s")
+            .expect("connection ended")
+            .expect("websocket error");
+        match m {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => continue,
+        }
+    }
+}
+
+async fn opening(ws: &mut Ws) -> Value {
+    let hello = next(ws).await;
+    assert_eq!((hello["type"].as_str(), hello["protocol"].as_u64()), (Some("hello"), Some(1)));
+    let snap = next(ws).await;
+    assert_eq!(snap["type"], "snapshot");
+    snap
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_clients_receive_every_signal_in_order() {
+    let rig = Rig::start(options()).await;
+    let mut clients = Vec::new();
+    for _ in 0..200 {
+        let mut ws = rig.connect("").await;
+        opening(&mut ws).await;
+        clients.push(ws);
+    }
+    let want: Vec<String> = (0..50)
+        .map(|n| {
+            let e = signal(n, "EUR_USD");
+            let id = match &e {
+                Event::Signal(s) => s.id.clone(),
+                _ => unreachable!(),
+            };
+            rig.hub.publish(e);
+            id
+        })
+        .collect();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut last = 0;
+                while got.len() < 50 {
+                    let v = next(&mut ws).await;
+                    assert_eq!(v["type"], "signal", "{v}");
+                    let seq = v["seq"].as_u64().unwrap();
+                    assert!(seq > last, "out of order");
+                    last = seq;
+                    got.push(v["id"].as_str().unwrap().to_string());
+                }
+                got
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), want);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_delays_nobody() {
+    let mut opts = options();
+    opts.client_buffer = 256;
+    opts.idle_timeout = Duration::from_secs(2);
+    let rig = Rig::start(opts).await;
+    let mut stuck = rig.connect("").await;
+    opening(&mut stuck).await;
+    let mut reader = rig.connect("").await;
+    opening(&mut reader).await;
+    let big = "x".repeat(2000);
+    let reading = tokio::spawn(async move {
+        let mut last = 0;
+        for _ in 0..3000 {
+            let v = next(&mut reader).await;
+            assert_eq!(v["type"], "feed", "the reading client fell behind: {v}");
+            let seq = v["seq"].as_u64().unwrap();
+            assert_eq!(seq, last + 1, "a gap");
+            last = seq;
+        }
+        last
+    });
+    // 3000 events of 2 kB over about 1.5 s: 6 MB, far more than the stuck
+    // client's socket buffers hold.
+    for n in 0..3000 {
+        rig.hub.publish(feed(FeedState::Live, &format!("{n} {big}")));
+        if n % 30 == 29 {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+    assert_eq!(reading.await.unwrap(), 3000);
+    // The stuck client was told it lagged, or dropped for not reading; never both blocked.
+    let mut lagged_or_closed = false;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(10), stuck.next()).await {
+        match m {
+            Ok(Message::Text(t)) if t.contains("\"lagged\"") => {
+                lagged_or_closed = true;
+                break;
+            }
+            Ok(Message::Close(_)) | Err(_) => {
+                lagged_or_closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(lagged_or_closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_with_since_misses_nothing() {
+    let mut opts = options();
+    opts.history = 50;
+    let rig = Rig::start(opts).await;
+    let mut ws = rig.connect("").await;
+    opening(&mut ws).await;
+    for n in 0..10 {
+        rig.hub.publish(signal(n, "EUR_USD"));
+    }
+    let mut last = 0;
+    for _ in 0..10 {
+        last = next(&mut ws).await["seq"].as_u64().unwrap();
+    }
+    drop(ws);
+    for n in 10..30 {
+        rig.hub.publish(signal(n, "EUR_USD"));
+    }
+    let mut ws = rig.connect(&format!("?since={last}")).await;
+    assert_eq!(next(&mut ws).await["type"], "hello");
+    for want in last + 1..=last + 20 {
+        assert_eq!(next(&mut ws).await["seq"].as_u64(), Some(want));
+    }
+    rig.hub.publish(signal(30, "EUR_USD"));
+    assert_eq!(next(&mut ws).await["seq"].as_u64(), Some(last + 21), "then live");
+
+    // Older than the history: told so, with a fresh snapshot.
+    for n in 31..100 {
+        rig.hub.publish(signal(n, "EUR_USD"));
+    }
+    let mut ws = rig.connect("?since=3").await;
+    assert_eq!(next(&mut ws).await["type"], "hello");
+    let lagged = next(&mut ws).await;
+    assert_eq!(lagged["type"], "lagged");
+    assert!(lagged["missed"].as_u64().unwrap() > 0);
+    let snap = next(&mut ws).await;
+    assert_eq!(snap["type"], "snapshot");
+    // The snapshot is as of some seq; what came after it follows, without a gap.
+    let mut seq = snap["seq"].as_u64().unwrap();
+    assert_eq!(snap["signals"].as_array().unwrap().len() as u64, seq);
+    while seq < 100 {
+        let v = next(&mut ws).await;
+        assert_eq!(v["seq"].as_u64(), Some(seq + 1));
+        seq += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_bad_frames_never_crash_it() {
+    let rig = Rig::start(options()).await;
+    let mut ws = rig.connect("").await;
+    opening(&mut ws).await;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let samples = [
+        "{",
+        "null",
+        "[]",
+        "42",
+        "{\"op\":\"dance\"}",
+        "{\"op\":\"subscribe\",\"topics\":\"signal\"}",
+        "{\"op\":\"subscribe\",\"topics\":[\"nope\"]}",
+        "{\"op\":\"ack\"}",
+        "{\"op\":\"subscribe\",\"x\":1}",
+        "{\"op\":\"subscribe\",\"instruments\":[\"eurusd\"]}",
+        "{\"op\":\"ack\",\"alert\":\"none\"}",
+    ];
+    for n in 0..1000 {
+        let frame = match n % 4 {
+            0 => Message::Text(samples[rng.random_range(0..samples.len())].into()),
+            1 => {
+                let s: String = (0..rng.random_range(0..200)).map(|_| rng.random::<char>()).collect();
+                Message::Text(s.into())
+            }
+            2 => {
+                let b: Vec<u8> = (0..rng.random_range(0..200)).map(|_| rng.random::<u8>()).collect();
+                Message::Binary(b.into())
+            }
+            _ => {
+                let junk: String = (0..rng.random_range(1..30)).map(|_| rng.random_range(b' '..b'~') as char).collect();
+                Message::Text(format!("{{\"op\":\"{junk}\"}}").into())
+            }
+        };
+        ws.send(frame).await.unwrap();
+        let reply = next(&mut ws).await;
+        assert_eq!(reply["type"], "error", "frame {n}: {reply}");
+        assert!(!reply["message"].as_str().unwrap().is_empty());
+    }
+    ws.send(Message::Text("{\"op\":\"ping\"}".into())).await.unwrap();
+    assert_eq!(next(&mut ws).await["type"], "pong", "the connection stayed");
+    let mut other = rig.connect("").await;
+    opening(&mut other).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_closes_with_1009() {
+    let rig = Rig::start(options()).await;
+    let mut ws = rig.connect("").await;
+    opening(&mut ws).await;
+    ws.send(Message::Text("y".repeat(100_000).into())).await.unwrap();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(c))) => break c.unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1009);
+    assert!(close.reason.contains("frame too large"), "{}", close.reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_with_a_reason() {
+    let mut opts = options();
+    opts.max_clients = 2;
+    let rig = Rig::start(opts).await;
+    let mut a = rig.connect("").await;
+    opening(&mut a).await;
+    let mut b = rig.connect("").await;
+    opening(&mut b).await;
+    let mut c = rig.connect("").await;
+    match tokio::time::timeout(Duration::from_secs(10), c.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(f)))) => {
+            assert_eq!(u16::from(f.code), 1013);
+            assert!(f.reason.contains("server full: 2 clients"), "{}", f.reason);
+        }
+        other => panic!("expected a close: {other:?}"),
+    }
+    drop(a);
+    // A slot frees when a client leaves.
+    let mut d = None;
+    for _ in 0..50 {
+        let mut ws = rig.connect("").await;
+        if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await
+            && t.contains("hello")
+        {
+            d = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(d.is_some(), "the freed slot was never given out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_connections_are_reaped() {
+    let mut opts = options();
+    opts.ping_every = Duration::from_millis(200);
+    opts.idle_timeout = Duration::from_millis(700);
+    let rig = Rig::start(opts).await;
+    // A raw TCP peer that completes the upgrade and then goes silent.
+    let mut silent = rig.connect("").await;
+    opening(&mut silent).await;
+    let metric = |body: &str| {
+        body.lines().find(|l| l.starts_with("pipwatch_websocket_clients ")).map(|l| l.to_string()).unwrap_or_default()
+    };
+    let body = reqwest::get(rig.http("/metrics")).await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&body), "pipwatch_websocket_clients 1");
+    // Not reading means not answering pings: the server drops it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let body = reqwest::get(rig.http("/metrics")).await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&body), "pipwatch_websocket_clients 0");
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_enforced_everywhere() {
+    let mut opts = options();
+    opts.token = Some("s3cret".into());
+    let rig = Rig::start(opts).await;
+    let http = reqwest::Client::new();
+    for path in ["/health", "/metrics", "/ws"] {
+        let r = http.get(rig.http(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        let r = http.get(rig.http(path)).bearer_auth("wrong").send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    let r = http.get(rig.http("/health")).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http.get(rig.http("/metrics?token=s3cret")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(tokio_tungstenite::connect_async(rig.url("")).await.is_err());
+    let mut ws = rig.connect("?token=s3cret").await;
+    opening(&mut ws).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text() {
+    let rig = Rig::start(options()).await;
+    let i = Instrument::new("EUR_USD").unwrap();
+    rig.hub.publish(Event::Candle(CandleRecord {
+        instrument: i,
+        timeframe: Timeframe::H1,
+        time: Ts::now(),
+        open: 1.0,
+        high: 1.0,
+        low: 1.0,
+        close: 1.0,
+        fast: None,
+        slow: None,
+        atr: None,
+    }));
+    rig.hub.publish(signal(1, "EUR_USD"));
+    rig.hub.publish(signal(2, "EUR_USD"));
+    for state in [DeliveryState::Queued, DeliveryState::Delivered, DeliveryState::Failed] {
+        rig.hub.publish(Event::Delivery(Delivery {
+            id: "x".into(),
+            route: "signals".into(),
+            state,
+            attempts: 1,
+            message_id: None,
+            error: None,
+        }));
+    }
+    // The server folds events on its own task; wait for them to count.
+    let mut body = String::new();
+    for _ in 0..50 {
+        body = reqwest::get(rig.http("/metrics")).await.unwrap().text().await.unwrap();
+        if body.contains("pipwatch_signals_total{") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    let value = |name: &str, label: (&str, &str)| {
+        scrape.samples.iter().find(|s| s.metric == name && s.labels.get(label.0) == Some(label.1)).map(|s| {
+            match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            }
+        })
+    };
+    assert_eq!(value("pipwatch_signals_total", ("side", "buy")), Some(2.0), "{body}");
+    assert_eq!(value("pipwatch_candles_total", ("instrument", "EUR_USD")), Some(1.0), "{body}");
+    assert_eq!(value("pipwatch_notifications_total", ("outcome", "delivered")), Some(1.0), "{body}");
+    assert_eq!(value("pipwatch_notifications_total", ("outcome", "failed")), Some(1.0), "{body}");
+    assert!(value("pipwatch_feed_lag_seconds", ("timeframe", "H1")).is_some(), "{body}");
+    assert!(body.contains("pipwatch_signal_latency_seconds_bucket"), "{body}");
+    assert!(body.contains("pipwatch_websocket_clients 0"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_503_when_unhealthy() {
+    let rig = Rig::start(options()).await;
+    let get = || async {
+        let r = reqwest::get(rig.http("/health")).await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let (code, body) = get().await;
+    assert_eq!((code, body["status"].as_str()), (200, Some("healthy")));
+    rig.hub.publish(feed(FeedState::Failed, "OANDA refused the API token"));
+    let mut last = (0, Value::Null);
+    for _ in 0..50 {
+        last = get().await;
+        if last.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last.0, 503, "{}", last.1);
+    assert_eq!(last.1["status"], "unhealthy");
+    assert_eq!(last.1["reasons"][0], "the test feed failed: OANDA refused the API token");
+    rig.hub.publish(feed(FeedState::Live, "back"));
+    for _ in 0..50 {
+        last = get().await;
+        if last.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_filter_and_commands_reach_the_notifier() {
+    let rig = Rig::start(options()).await;
+    let mut ws = rig.connect("").await;
+    opening(&mut ws).await;
+    ws.send(Message::Text(r#"{"op":"subscribe","topics":["signal","alert"],"instruments":["GBP_USD"]}"#.into()))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut ws).await["type"], "subscribed");
+    rig.hub.publish(signal(1, "EUR_USD"));
+    rig.hub.publish(Event::Quote(Quote {
+        instrument: Instrument::new("GBP_USD").unwrap(),
+        time: Ts(1),
+        bid: 1.2,
+        ask: 1.3,
+    }));
+    rig.hub.publish(signal(2, "GBP_USD"));
+    let v = next(&mut ws).await;
+    assert_eq!((v["type"].as_str(), v["instrument"].as_str()), (Some("signal"), Some("GBP_USD")));
+
+    ws.send(Message::Text(r#"{"op":"pause"}"#.into())).await.unwrap();
+    assert_eq!(next(&mut ws).await["op"], "pause");
+    assert!(rig.notifier.as_ref().unwrap().paused());
+    ws.send(Message::Text(r#"{"op":"resume"}"#.into())).await.unwrap();
+    assert_eq!(next(&mut ws).await["op"], "resume");
+    assert!(!rig.notifier.as_ref().unwrap().paused());
+
+    rig.hub.publish(Event::Alert(Alert {
+        id: "a1".into(),
+        check: "feed".into(),
+        severity: Severity::Warning,
+        state: AlertState::Raised,
+        title: "stale".into(),
+        message: "m".into(),
+        time: Ts(1),
+    }));
+    assert_eq!(next(&mut ws).await["state"], "raised");
+    ws.send(Message::Text(r#"{"op":"ack","alert":"a1"}"#.into())).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let v = next(&mut ws).await;
+        seen.push(format!("{}:{}", v["type"].as_str().unwrap(), v["state"].as_str().or(v["op"].as_str()).unwrap()));
+    }
+    seen.sort();
+    assert_eq!(seen, ["alert:acknowledged", "ok:ack"]);
+
+    // The subscription can also come with the URL; a bad one is refused before the upgrade.
+    let r = reqwest::get(rig.http("/ws?topics=signal,nope")).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().starts_with("unknown topic 'nope'"));
+    let mut ws = rig.connect("?topics=quote&instruments=USD_JPY").await;
+    opening(&mut ws).await;
+    rig.hub.publish(signal(3, "USD_JPY"));
+    rig.hub.publish(Event::Quote(Quote {
+        instrument: Instrument::new("USD_JPY").unwrap(),
+        time: Ts(2),
+        bid: 150.0,
+        ask: 150.1,
+    }));
+    let v = next(&mut ws).await;
+    assert_eq!((v["type"].as_str(), v["instrument"].as_str()), (Some("quote"), Some("USD_JPY")));
+}

@@ -1,0 +1,188 @@
+//! The server from the binary: headless serves it, `pipwatch tail` follows it
+//! through a dropped connection, and bad setups fail with clear messages.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{json_lines, pipwatch, pipwatch_std};
+
+fn fast_demo(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("pipwatch.toml");
+    std::fs::write(
+        &p,
+        "[market]\ninstruments = [\"EUR_USD\", \"GBP_USD\", \"USD_JPY\"]\ntimeframes = [\"M1\"]\n[market.demo]\ncandle_every = \"20ms\"\n[strategy]\nfast = 3\nslow = 5\natr = 3\n",
+    )
+    .unwrap();
+    p
+}
+
+/// Starts headless and returns it with the address its server listens on.
+fn headless(dir: &std::path::Path) -> (Child, String, std::thread::JoinHandle<String>) {
+    let mut child = pipwatch_std()
+        .args(["headless", "-c"])
+        .arg(fast_demo(dir))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keep draining stderr so the child never blocks on it.
+    let logs = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("server listening") {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let _ = tx.send(v["fields"]["addr"].as_str().unwrap().to_string());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("the server never said where it listens");
+    (child, addr, logs)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
+    assert!(ok);
+}
+
+/// A TCP relay the test can cut, as a network drop would.
+struct Relay {
+    addr: String,
+    refuse: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let refuse = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (r, c) = (refuse.clone(), conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                if r.load(Ordering::SeqCst) {
+                    continue; // dropped at once
+                }
+                let target = target.clone();
+                c.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                }));
+            }
+        });
+        Relay { addr, refuse, conns }
+    }
+
+    fn cut(&self, refuse: bool) {
+        self.refuse.store(refuse, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_follows_headless_across_a_dropped_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr, logs) = headless(dir.path());
+    let relay = Relay::start(addr.clone()).await;
+
+    let mut tail = pipwatch_std()
+        .args(["tail", &format!("ws://{}/ws", relay.addr), "--topics", "signal"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tail_out = tail.stdout.take().unwrap();
+    let tail_lines =
+        std::thread::spawn(move || BufReader::new(tail_out).lines().map_while(Result::ok).collect::<Vec<_>>());
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    relay.cut(true);
+    // Signals keep coming while tail cannot connect.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    relay.cut(false);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    signal(&tail, "-INT");
+    let status = tail.wait().unwrap();
+    let mut tail_err = String::new();
+    tail.stderr.take().unwrap().read_to_string(&mut tail_err).unwrap();
+    assert!(status.success(), "tail exit {status:?}: {tail_err}");
+    assert!(tail_err.contains("reconnecting"), "{tail_err}");
+    signal(&server, "-TERM");
+    let mut out = Vec::new();
+    server.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    assert!(server.wait().unwrap().success(), "{}", logs.join().unwrap());
+
+    let published: Vec<String> = json_lines(&out)
+        .iter()
+        .filter(|r| r["type"] == "signal")
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let tailed: Vec<serde_json::Value> =
+        tail_lines.join().unwrap().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(tailed.iter().all(|r| r["type"] == "signal" && r["seq"].as_u64().is_some()));
+    let ids: Vec<String> = tailed.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert!(ids.len() >= 10, "tail saw only {} signals", ids.len());
+    let start = published.iter().position(|p| *p == ids[0]).expect("tail printed a signal headless did not");
+    assert_eq!(ids, published[start..start + ids.len()].to_vec(), "tail missed or reordered signals across the drop");
+}
+
+#[test]
+fn a_reachable_listen_without_a_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pipwatch()
+        .args(["headless", "--for", "1s", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("PIPWATCH_SERVER__LISTEN", "\"0.0.0.0:8787\"")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.listen") && err.contains("server.token must be set"), "{err}");
+}
+
+#[test]
+fn a_port_in_use_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let out = pipwatch()
+        .args(["headless", "--for", "5s", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("PIPWATCH_SERVER__LISTEN", format!("\"{port}\""))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(start.elapsed() < Duration::from_secs(5), "it ran instead of failing");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {port}")) && err.contains("--no-server"), "{err}");
+}
+
+#[test]
+fn tail_explains_what_is_wrong() {
+    let out = pipwatch().args(["tail", "http://127.0.0.1:1/ws"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a WebSocket URL"));
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let out = pipwatch().args(["tail", &format!("ws://{free}/ws")]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot connect to ws://{free}/ws")) && err.contains("pipwatch headless"), "{err}");
+}
