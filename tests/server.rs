@@ -539,9 +539,14 @@ async fn subscriptions_filter_and_commands_reach_the_notifier() {
     assert_eq!(seen, ["alert:acknowledged", "ok:ack"]);
 
     // The subscription can also come with the URL; a bad one is refused before the upgrade.
-    let r = reqwest::get(rig.http("/ws?topics=signal,nope")).await.unwrap();
-    assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap().starts_with("unknown topic 'nope'"));
+    match tokio_tungstenite::connect_async(rig.url("?topics=signal,nope")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 400);
+            let body = String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).to_string();
+            assert!(body.starts_with("unknown topic 'nope'"), "{body}");
+        }
+        other => panic!("a bad topic was accepted: {:?}", other.map(|_| ())),
+    }
     let mut ws = rig.connect("?topics=quote&instruments=USD_JPY").await;
     opening(&mut ws).await;
     rig.hub.publish(signal(3, "USD_JPY"));
