@@ -165,6 +165,10 @@ pub async fn start(
         .with_state(shared);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
+        // Small frames must not wait for Nagle's algorithm.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+            let _ = tcp.set_nodelay(true);
+        });
         let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
         if let Err(e) = served {
             tracing::error!(error = %e, "the server stopped");
@@ -284,7 +288,9 @@ async fn ws_handler(State(shared): State<Arc<Shared>>, Query(q): Query<WsQuery>,
     }
     let permit = shared.clients.clone().try_acquire_owned();
     let max = shared.opts.max_frame;
-    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |mut socket| async move {
+    // A small read buffer: tungstenite zeroes it before each read, and
+    // client frames are small (64 KiB ones still arrive in several reads).
+    ws.max_message_size(max).max_frame_size(max).read_buffer_size(4096).on_upgrade(move |mut socket| async move {
         match permit {
             Ok(permit) => {
                 shared.metrics.client_connected();
@@ -435,6 +441,9 @@ async fn client(socket: WebSocket, shared: &Shared, since: Option<u64>, mut filt
         let mut out: Vec<Message> = Vec::new();
         tokio::select! {
             r = rx.recv() => {
+                // Let the other clients' tasks run first: whatever arrives
+                // meanwhile joins this burst, one flush for all of it.
+                tokio::task::yield_now().await;
                 let mut next = Some(r);
                 // Everything already waiting goes in one burst with one flush.
                 while let Some(r) = next.take() {
