@@ -22,6 +22,8 @@ pub enum Event {
     Delivery(Delivery),
     /// The notifier's queues, routes and counters.
     Queue(QueueStatus),
+    /// A system and engine health sample (every `health.sample_every`).
+    Health(HealthSample),
 }
 
 /// A closed candle with the indicator values after it (null until defined).
@@ -193,6 +195,34 @@ pub struct QueueStatus {
     pub paused: bool,
     pub depth: Depths,
     pub routes: Vec<RouteStatus>,
+}
+
+/// Signal latency percentiles, in milliseconds, over the recent window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub count: u64,
+}
+
+/// A series whose next candle is overdue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stale {
+    pub instrument: Instrument,
+    pub timeframe: Timeframe,
+    pub overdue_secs: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HealthSample {
+    pub time: Ts,
+    pub system: crate::health::sampler::SystemSample,
+    pub latency: Latency,
+    pub ws_clients: u64,
+    /// The FX market's week (always true for the demo market).
+    pub market_open: bool,
+    pub stale: Vec<Stale>,
 }
 
 /// An event with its place in the hub's order. Clients resume with `?since=seq`.

@@ -137,7 +137,32 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
         None
     };
 
+    let health_stop = CancellationToken::new();
+    let series = config
+        .market
+        .instruments
+        .iter()
+        .flat_map(|&i| config.market.timeframes.iter().map(move |&tf| crate::types::SeriesKey::new(i, tf)))
+        .collect();
+    let health_task = tokio::spawn(crate::health::task::run(
+        crate::health::task::Ctx {
+            health: config.health.clone(),
+            data_dir: data_dir.to_path_buf(),
+            hub: hub.clone(),
+            notifier: Some(handle.clone()),
+            metrics: metrics.clone(),
+            series,
+            pace: crate::health::task::Pace::from_config(config),
+        },
+        health_stop.clone(),
+    ));
+    // Under systemd (Type=notify): the store is open and the port bound.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
     let result = live::run(config, store.clone(), hub.clone(), Some(handle), Some(metrics), shutdown.clone()).await;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    health_stop.cancel();
+    let _ = health_task.await;
     if let Ok(stats) = &result
         && stats.source_finished
     {

@@ -47,6 +47,11 @@ struct PriorityLabels {
 pub struct Metrics {
     registry: Registry,
     candles: Family<SeriesLabels, Counter>,
+    /// Each series' candle counter and last close, so the per-candle path is
+    /// one lock and one lookup, without building label strings.
+    series: Mutex<rustc_hash::FxHashMap<(Instrument, Timeframe), (Counter, Ts)>>,
+    /// Signal latency in microseconds since the window began, for p50/p95/p99.
+    recent_latency: Mutex<hdrhistogram::Histogram<u64>>,
     signals: Family<SignalLabels, Counter>,
     rejected: Family<SeriesLabels, Counter>,
     notifications: Family<OutcomeLabels, Counter>,
@@ -57,10 +62,14 @@ pub struct Metrics {
     feed_lag: Family<SeriesLabels, Gauge<f64, AtomicU64>>,
     ws_clients: Gauge,
     signal_latency: Histogram,
-    /// Last candle close per series, for the feed lag at scrape time.
-    last_close: Mutex<HashMap<(Instrument, Timeframe), Ts>>,
     /// The notifier's 429 counts are totals; the counter takes the increase.
     seen_429: Mutex<HashMap<String, u64>>,
+}
+
+fn new_latency_histogram() -> hdrhistogram::Histogram<u64> {
+    // 1 µs to 1 h at 3 significant digits; these bounds are valid, so this cannot fail.
+    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| hdrhistogram::Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
 impl Default for Metrics {
@@ -74,6 +83,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("pipwatch");
         let m = Metrics {
             candles: Family::default(),
+            series: Mutex::default(),
+            recent_latency: Mutex::new(new_latency_histogram()),
             signals: Family::default(),
             rejected: Family::default(),
             notifications: Family::default(),
@@ -85,7 +96,6 @@ impl Metrics {
             ws_clients: Gauge::default(),
             // 50 µs to ~26 s.
             signal_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 20)),
-            last_close: Mutex::default(),
             seen_429: Mutex::default(),
             registry: Registry::default(),
         };
@@ -122,10 +132,13 @@ impl Metrics {
     pub fn observe(&self, event: &Event) {
         match event {
             Event::Candle(c) => {
-                let l = SeriesLabels { instrument: c.instrument.to_string(), timeframe: c.timeframe.to_string() };
-                self.candles.get_or_create(&l).inc();
-                let mut last = self.last_close.lock().unwrap_or_else(|p| p.into_inner());
-                last.insert((c.instrument, c.timeframe), Ts(c.time.0 + c.timeframe.seconds()));
+                let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+                let (counter, last) = series.entry((c.instrument, c.timeframe)).or_insert_with(|| {
+                    let l = SeriesLabels { instrument: c.instrument.to_string(), timeframe: c.timeframe.to_string() };
+                    (self.candles.get_or_create(&l).clone(), Ts(0))
+                });
+                counter.inc();
+                *last = Ts(c.time.0 + c.timeframe.seconds());
             }
             Event::Signal(s) => {
                 let l = SignalLabels { instrument: s.instrument.to_string(), side: s.side.to_string() };
@@ -164,12 +177,31 @@ impl Metrics {
                     self.rate_limited.get_or_create(&l).inc_by(r.rate_limited.saturating_sub(before));
                 }
             }
-            Event::Quote(_) | Event::Feed(_) | Event::Alert(_) => {}
+            Event::Quote(_) | Event::Feed(_) | Event::Alert(_) | Event::Health(_) => {}
         }
     }
 
     pub fn signal_latency(&self, seconds: f64) {
         self.signal_latency.observe(seconds);
+        let micros = (seconds * 1e6).clamp(1.0, 3.6e9) as u64;
+        let mut h = self.recent_latency.lock().unwrap_or_else(|p| p.into_inner());
+        // Out of range is clamped above, so recording cannot fail.
+        let _ = h.record(micros);
+    }
+
+    /// p50/p95/p99 in ms since the last call with `reset`.
+    pub fn latency(&self, reset: bool) -> crate::event::Latency {
+        let mut h = self.recent_latency.lock().unwrap_or_else(|p| p.into_inner());
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let l = crate::event::Latency { p50: ms(0.5), p95: ms(0.95), p99: ms(0.99), count: h.len() };
+        if reset {
+            h.reset();
+        }
+        l
+    }
+
+    pub fn ws_clients(&self) -> u64 {
+        self.ws_clients.get().max(0) as u64
     }
 
     pub fn client_connected(&self) {
@@ -183,8 +215,8 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, now: Ts) -> String {
         {
-            let last = self.last_close.lock().unwrap_or_else(|p| p.into_inner());
-            for ((i, tf), closed) in last.iter() {
+            let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+            for ((i, tf), (_, closed)) in series.iter() {
                 let l = SeriesLabels { instrument: i.to_string(), timeframe: tf.to_string() };
                 // The next candle is due one timeframe after the last close.
                 let lag = (now.0 - closed.0 - tf.seconds()).max(0);

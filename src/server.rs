@@ -35,7 +35,7 @@ use crate::view::View;
 
 /// The protocol version in `hello`.
 pub const PROTOCOL: u32 = 1;
-pub const TOPICS: [&str; 8] = ["candle", "signal", "quote", "rejected", "feed", "alert", "delivery", "queue"];
+pub const TOPICS: [&str; 9] = ["candle", "signal", "quote", "rejected", "feed", "alert", "delivery", "queue", "health"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -128,6 +128,7 @@ fn topic(e: &Event) -> (&'static str, Option<Instrument>) {
         Event::Alert(_) => ("alert", None),
         Event::Delivery(_) => ("delivery", None),
         Event::Queue(_) => ("queue", None),
+        Event::Health(_) => ("health", None),
     }
 }
 

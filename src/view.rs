@@ -9,7 +9,9 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Alert, AlertState, CandleRecord, DeliveryState, Envelope, Event, FeedStatus, QueueStatus, Signal};
+use crate::event::{
+    Alert, AlertState, CandleRecord, DeliveryState, Envelope, Event, FeedStatus, HealthSample, QueueStatus, Signal,
+};
 use crate::types::{Instrument, Quote, Timeframe};
 
 /// Recent closes kept per pair, for sparklines and the detail chart.
@@ -59,6 +61,7 @@ pub struct View {
     pub queue: Option<QueueStatus>,
     /// Raised or acknowledged, newest first; a resolved alert leaves.
     pub alerts: Vec<Alert>,
+    pub health: Option<HealthSample>,
 }
 
 impl View {
@@ -140,6 +143,7 @@ impl View {
                 }
             }
             Event::Queue(q) => self.queue = Some(q.clone()),
+            Event::Health(h) => self.health = Some(h.clone()),
         }
     }
 

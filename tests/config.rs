@@ -181,6 +181,18 @@ fn routes_and_server_rules() {
 }
 
 #[test]
+fn health_thresholds_are_checked() {
+    let err = error(
+        "[health]\ncpu_critical = 50.0\nfailure_rate_warning = 2.0\nstale_critical = \"1m\"\nheartbeat_url = \"nope\"\n",
+        &[],
+    );
+    assert!(err.contains("health.cpu_critical = '50.0': must be at least health.cpu_warning (85)"), "{err}");
+    assert!(err.contains("health.failure_rate_warning = '2.0': must be above 0 and at most 1"), "{err}");
+    assert!(err.contains("health.stale_critical = '1m': must not be shorter than health.stale_warning"), "{err}");
+    assert!(err.contains("health.heartbeat_url: the value is not an http(s) URL") && !err.contains("nope"), "{err}");
+}
+
+#[test]
 fn source_flag_sets_csv_path() {
     let loaded = load(&LoadOptions { source_flag: Some("csv:/data/EUR_USD.csv".into()), ..opts(None, &[]) }).unwrap();
     assert_eq!(loaded.config.market.source, SourceKind::Csv);

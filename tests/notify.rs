@@ -236,6 +236,9 @@ async fn a_deleted_webhook_disables_only_its_route_with_a_critical_alert() {
     // Signals that arrive after the route was disabled are not sent either.
     let later = rig.signals(5..7, &["gone"]).await;
     until(Duration::from_secs(10), "the outbox drains", || rig.pending() == 0).await;
+    // The counters follow the store's writes by a moment.
+    let gone_dead = || rig.handle.status().unwrap().routes.iter().find(|r| r.name == "gone").map_or(0, |r| r.dead);
+    until(Duration::from_secs(5), "the dead count", || gone_dead() == 7).await;
     let status = rig.handle.status().unwrap();
     let store = rig.stop().await;
 

@@ -149,7 +149,10 @@ impl Source<'_> {
 }
 
 fn is_secret_path(path: &str) -> bool {
-    path.ends_with(".token") || path.ends_with(".webhook") || path.ends_with(".account_id")
+    path.ends_with(".token")
+        || path.ends_with(".webhook")
+        || path.ends_with(".account_id")
+        || path.ends_with(".heartbeat_url")
 }
 
 fn set_path(table: &mut Table, path: &[String], value: Value) -> Result<(), String> {
@@ -491,8 +494,49 @@ fn validate(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>, warnings:
     if c.server.history == 0 {
         problems.push(src.problem("server.history", "must be at least 1"));
     }
-    if c.health.sample_every.0 < std::time::Duration::from_millis(100) {
+    let h = &c.health;
+    if h.sample_every.0 < std::time::Duration::from_millis(100) {
         problems.push(src.problem("health.sample_every", "must be at least 100ms"));
+    }
+    let pairs: [(&str, f64, f64, f64); 5] = [
+        ("cpu", h.cpu_warning, h.cpu_critical, 100.0),
+        ("memory", h.memory_warning, h.memory_critical, 100.0),
+        ("disk", h.disk_warning, h.disk_critical, 100.0),
+        ("failure_rate", h.failure_rate_warning, h.failure_rate_critical, 1.0),
+        ("queue", h.queue_warning as f64, h.queue_critical as f64, f64::INFINITY),
+    ];
+    for (name, w, cr, max) in pairs {
+        if !(w > 0.0 && w <= max) {
+            problems.push(src.problem(&format!("health.{name}_warning"), format!("must be above 0 and at most {max}")));
+        }
+        if cr < w || cr > max {
+            problems.push(src.problem(
+                &format!("health.{name}_critical"),
+                format!("must be at least health.{name}_warning ({w}) and at most {max}"),
+            ));
+        }
+    }
+    for (name, w, cr) in [
+        ("oldest_pending", h.oldest_pending_warning, h.oldest_pending_critical),
+        ("stale", h.stale_warning, h.stale_critical),
+        ("latency_p95", h.latency_p95_warning, h.latency_p95_critical),
+    ] {
+        if cr.0 < w.0 {
+            problems.push(src.problem(
+                &format!("health.{name}_critical"),
+                format!("must not be shorter than health.{name}_warning"),
+            ));
+        }
+    }
+    if !h.heartbeat_url.is_empty() {
+        let ok = reqwest::Url::parse(h.heartbeat_url.expose())
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if !ok {
+            problems.push(src.problem("health.heartbeat_url", "the value is not an http(s) URL"));
+        }
+    }
+    if h.heartbeat_every.0 < std::time::Duration::from_secs(1) {
+        problems.push(src.problem("health.heartbeat_every", "must be at least 1s"));
     }
 }
 

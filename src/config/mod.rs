@@ -306,15 +306,74 @@ impl Default for Server {
     }
 }
 
+/// `[health]`: the sampler, thresholds (warning and critical), alerting and
+/// the dead-man's switch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Health {
     pub sample_every: Dur,
+    /// A threshold must stay crossed (or back) this long to raise (or resolve).
+    pub sustain: Dur,
+    /// A raised alert is repeated at most this often while it lasts.
+    pub cooldown: Dur,
+    /// Percent of all cores.
+    pub cpu_warning: f64,
+    pub cpu_critical: f64,
+    /// Percent of memory used.
+    pub memory_warning: f64,
+    pub memory_critical: f64,
+    /// Percent used of the data directory's filesystem.
+    pub disk_warning: f64,
+    pub disk_critical: f64,
+    /// Notifications waiting in the outbox.
+    pub queue_warning: u64,
+    pub queue_critical: u64,
+    /// Age of the oldest notification that is due.
+    pub oldest_pending_warning: Dur,
+    pub oldest_pending_critical: Dur,
+    /// Failed / attempted notification requests over the last five minutes.
+    pub failure_rate_warning: f64,
+    pub failure_rate_critical: f64,
+    /// A series is stale when its next candle is later than one interval plus
+    /// this (never while the FX market is closed)...
+    pub stale_warning: Dur,
+    /// ...and critically so past this.
+    pub stale_critical: Dur,
+    /// Candle in to signal durable, 95th percentile over ten minutes.
+    pub latency_p95_warning: Dur,
+    pub latency_p95_critical: Dur,
+    /// Pinged (GET) every `heartbeat_every` while pipwatch is not unhealthy,
+    /// e.g. a healthchecks.io URL. Empty: off.
+    pub heartbeat_url: Secret,
+    pub heartbeat_every: Dur,
 }
 
 impl Default for Health {
     fn default() -> Self {
-        Health { sample_every: Dur(Duration::from_secs(2)) }
+        let secs = |s| Dur(Duration::from_secs(s));
+        Health {
+            sample_every: secs(2),
+            sustain: secs(30),
+            cooldown: secs(15 * 60),
+            cpu_warning: 85.0,
+            cpu_critical: 95.0,
+            memory_warning: 85.0,
+            memory_critical: 95.0,
+            disk_warning: 85.0,
+            disk_critical: 95.0,
+            queue_warning: 100,
+            queue_critical: 1000,
+            oldest_pending_warning: secs(5 * 60),
+            oldest_pending_critical: secs(30 * 60),
+            failure_rate_warning: 0.2,
+            failure_rate_critical: 0.5,
+            stale_warning: secs(2 * 60),
+            stale_critical: secs(30 * 60),
+            latency_p95_warning: Dur(Duration::from_millis(250)),
+            latency_p95_critical: secs(1),
+            heartbeat_url: Secret::default(),
+            heartbeat_every: secs(60),
+        }
     }
 }
 

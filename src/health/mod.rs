@@ -6,6 +6,11 @@
 //! Trouble a restart would not fix (a disabled route, an open circuit) is
 //! `degraded`.
 
+pub mod alerts;
+pub mod fxweek;
+pub mod sampler;
+pub mod task;
+
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Circuit, FeedState};
@@ -75,8 +80,26 @@ pub fn evaluate(view: &View) -> Report {
             checks.push(c);
         }
     }
+    if let Some(h) = &view.health {
+        if !h.market_open {
+            checks.push(check("market", Status::Healthy, "the FX market is closed for the weekend"));
+        }
+        for s in &h.stale {
+            checks.push(check(
+                format!("stale:{}:{}", s.instrument, s.timeframe),
+                Status::Degraded,
+                format!("{} {} is stale: its next candle is {}s overdue", s.instrument, s.timeframe, s.overdue_secs),
+            ));
+        }
+    }
     for a in &view.alerts {
-        let status = if a.severity >= Severity::Warning { Status::Degraded } else { Status::Healthy };
+        // A failing route is a delivery problem a restart would not fix:
+        // degraded, so a load balancer does not replace the process for it.
+        let status = match a.severity {
+            Severity::Critical if !a.check.starts_with("route:") => Status::Unhealthy,
+            Severity::Critical | Severity::Warning => Status::Degraded,
+            Severity::Info => Status::Healthy,
+        };
         checks.push(check(format!("alert:{}", a.check), status, format!("{}: {}", a.severity, a.title)));
     }
     let status = checks.iter().map(|c| c.status).max().unwrap_or(Status::Healthy);

@@ -1,0 +1,129 @@
+//! System samples from sysinfo. `sample` blocks (it reads /proc and
+//! statvfs), so callers run it on a blocking thread, never on the engine's
+//! or the console's.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use sysinfo::{CpuRefreshKind, Disks, Networks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SystemSample {
+    /// Percent of all cores.
+    pub cpu: f32,
+    pub cpus: Vec<f32>,
+    pub memory_used: u64,
+    pub memory_total: u64,
+    pub swap_used: u64,
+    pub swap_total: u64,
+    /// The filesystem holding the data directory.
+    pub disk_used: u64,
+    pub disk_total: u64,
+    pub net_rx_per_s: u64,
+    pub net_tx_per_s: u64,
+    /// This process: percent of one core, and resident memory.
+    pub process_cpu: f32,
+    pub process_rss: u64,
+    pub uptime_secs: u64,
+    pub load: [f64; 3],
+}
+
+impl SystemSample {
+    pub fn memory_pct(&self) -> f64 {
+        pct(self.memory_used, self.memory_total)
+    }
+
+    pub fn disk_pct(&self) -> f64 {
+        pct(self.disk_used, self.disk_total)
+    }
+}
+
+fn pct(used: u64, total: u64) -> f64 {
+    if total == 0 { 0.0 } else { used as f64 * 100.0 / total as f64 }
+}
+
+pub struct Sampler {
+    sys: System,
+    disks: Disks,
+    nets: Networks,
+    pid: Option<Pid>,
+    data_dir: PathBuf,
+    last_net: Instant,
+    started: Instant,
+}
+
+impl Sampler {
+    pub fn new(data_dir: &Path) -> Sampler {
+        let mut s = Sampler {
+            sys: System::new(),
+            disks: Disks::new_with_refreshed_list(),
+            nets: Networks::new_with_refreshed_list(),
+            pid: sysinfo::get_current_pid().ok(),
+            data_dir: data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf()),
+            last_net: Instant::now(),
+            started: Instant::now(),
+        };
+        // CPU usage is a difference between two readings: take the first now.
+        s.sys.refresh_cpu_specifics(CpuRefreshKind::nothing().with_cpu_usage());
+        s
+    }
+
+    pub fn sample(&mut self) -> SystemSample {
+        self.sys.refresh_cpu_specifics(CpuRefreshKind::nothing().with_cpu_usage());
+        self.sys.refresh_memory();
+        if let Some(pid) = self.pid {
+            self.sys.refresh_processes_specifics(
+                ProcessesToUpdate::Some(&[pid]),
+                true,
+                ProcessRefreshKind::nothing().with_cpu().with_memory(),
+            );
+        }
+        self.disks.refresh(false);
+        self.nets.refresh(true);
+        let elapsed = self.last_net.elapsed().as_secs_f64().max(0.001);
+        self.last_net = Instant::now();
+        let (rx, tx) = self.nets.iter().fold((0u64, 0u64), |(r, t), (_, d)| (r + d.received(), t + d.transmitted()));
+        // The disk whose mount point is the longest prefix of the data directory.
+        let disk = self
+            .disks
+            .iter()
+            .filter(|d| self.data_dir.starts_with(d.mount_point()))
+            .max_by_key(|d| d.mount_point().as_os_str().len());
+        let process = self.pid.and_then(|p| self.sys.process(p));
+        let load = System::load_average();
+        SystemSample {
+            cpu: self.sys.global_cpu_usage(),
+            cpus: self.sys.cpus().iter().map(|c| c.cpu_usage()).collect(),
+            memory_used: self.sys.used_memory(),
+            memory_total: self.sys.total_memory(),
+            swap_used: self.sys.used_swap(),
+            swap_total: self.sys.total_swap(),
+            disk_used: disk.map_or(0, |d| d.total_space().saturating_sub(d.available_space())),
+            disk_total: disk.map_or(0, |d| d.total_space()),
+            net_rx_per_s: (rx as f64 / elapsed) as u64,
+            net_tx_per_s: (tx as f64 / elapsed) as u64,
+            process_cpu: process.map_or(0.0, |p| p.cpu_usage()),
+            process_rss: process.map_or(0, |p| p.memory()),
+            uptime_secs: self.started.elapsed().as_secs(),
+            load: [load.one, load.five, load.fifteen],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_reads_this_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Sampler::new(dir.path());
+        let x = s.sample();
+        assert!(x.memory_total > 0 && x.memory_used <= x.memory_total);
+        assert!(x.disk_total > 0, "the data directory's filesystem was not found");
+        assert!(!x.cpus.is_empty());
+        assert!(x.process_rss > 0);
+        assert!((0.0..=100.0).contains(&x.memory_pct()));
+    }
+}

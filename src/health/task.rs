@@ -1,0 +1,340 @@
+//! The health task: samples the system on its own interval (the blocking
+//! part on a blocking thread), judges feed staleness with the FX week in
+//! mind, runs every threshold through the alert engine, publishes a `health`
+//! event, pings the heartbeat URL and systemd's watchdog while healthy.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use super::alerts::{AlertEngine, Describe, Limits, Rules};
+use super::sampler::Sampler;
+use super::{Status, evaluate, fxweek};
+use crate::config;
+use crate::event::{Alert, Event, FeedState, HealthSample, Hub, Stale};
+use crate::metrics::Metrics;
+use crate::notify::NotifierHandle;
+use crate::time::Ts;
+use crate::types::{SeriesKey, Severity};
+use crate::view::View;
+
+/// How candles are expected to arrive, for staleness.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// A real market: one candle per timeframe, none while the FX week is closed.
+    Market,
+    /// A synthetic or replayed feed: one candle per this, around the clock.
+    Every(Duration),
+    /// As fast as possible (an unpaced CSV): no staleness.
+    Unpaced,
+}
+
+impl Pace {
+    pub fn from_config(c: &config::Config) -> Pace {
+        match c.market.source {
+            config::SourceKind::Oanda => Pace::Market,
+            config::SourceKind::Demo => Pace::Every(c.market.demo.candle_every.0),
+            config::SourceKind::Csv if c.market.csv.candle_every.0.is_zero() => Pace::Unpaced,
+            config::SourceKind::Csv => Pace::Every(c.market.csv.candle_every.0),
+        }
+    }
+}
+
+pub struct Ctx {
+    pub health: config::Health,
+    pub data_dir: PathBuf,
+    pub hub: Arc<Hub>,
+    pub notifier: Option<NotifierHandle>,
+    pub metrics: Arc<Metrics>,
+    pub series: Vec<SeriesKey>,
+    pub pace: Pace,
+}
+
+/// The latency window: p95 is judged over roughly this much recent history.
+const LATENCY_WINDOW: Duration = Duration::from_secs(600);
+/// Failure rate is judged over this much history, and only with enough requests.
+const FAILURE_WINDOW: Duration = Duration::from_secs(300);
+const FAILURE_MIN_REQUESTS: u64 = 5;
+
+/// How overdue a series' next candle is at `now`, in seconds (negative: not
+/// due yet), or `None` while the market is closed.
+pub fn overdue(pace: Pace, key: SeriesKey, last: Ts, now: Ts) -> Option<i64> {
+    let interval = match pace {
+        Pace::Unpaced => return Some(i64::MIN),
+        Pace::Market => key.timeframe.seconds(),
+        Pace::Every(d) => i64::try_from(d.as_secs().max(1)).unwrap_or(i64::MAX),
+    };
+    let mut due = Ts(last.0.saturating_add(interval));
+    if pace == Pace::Market {
+        if !fxweek::is_open(now) {
+            return None;
+        }
+        if !fxweek::is_open(due) {
+            // Due in the weekend: the first candle after the reopen is what to wait for.
+            due = Ts(fxweek::next_open(due).0 + interval);
+        } else if let Some(gap) = weekend_between(due, now) {
+            due = Ts(gap.0 + interval);
+        }
+    }
+    Some(now.0 - due.0)
+}
+
+/// The reopen of a weekend that lies between two open moments, if any.
+fn weekend_between(from: Ts, to: Ts) -> Option<Ts> {
+    // Walk day by day: a weekend closure lasts 48 h, so a daily step cannot skip one.
+    let mut t = from.0;
+    while t < to.0 {
+        if !fxweek::is_open(Ts(t)) {
+            return Some(fxweek::next_open(Ts(t)));
+        }
+        t += 6 * 3600;
+    }
+    None
+}
+
+struct Failures {
+    window: VecDeque<(Instant, u64, u64)>,
+}
+
+impl Failures {
+    /// Failed share of requests over the window, from the routes' running totals.
+    fn rate(&mut self, now: Instant, sent: u64, failed: u64) -> f64 {
+        self.window.push_back((now, sent, failed));
+        while self.window.front().is_some_and(|(t, _, _)| now.duration_since(*t) > FAILURE_WINDOW) {
+            self.window.pop_front();
+        }
+        let Some(&(_, s0, f0)) = self.window.front() else { return 0.0 };
+        let (ds, df) = (sent.saturating_sub(s0), failed.saturating_sub(f0));
+        if ds + df < FAILURE_MIN_REQUESTS { 0.0 } else { df as f64 / (ds + df) as f64 }
+    }
+}
+
+async fn raise(ctx: &Ctx, alert: Alert) {
+    match alert.severity {
+        Severity::Critical => tracing::error!(check = %alert.check, state = ?alert.state, "{}", alert.message),
+        _ => tracing::warn!(check = %alert.check, state = ?alert.state, "{}", alert.message),
+    }
+    match &ctx.notifier {
+        Some(n) => {
+            if let Err(e) = n.raise(alert.clone()).await {
+                tracing::error!(error = %e, "an alert could not be queued for delivery; it is still shown");
+                ctx.hub.publish(Event::Alert(alert));
+            }
+        }
+        None => {
+            ctx.hub.publish(Event::Alert(alert));
+        }
+    }
+}
+
+fn pct_shown(v: f64) -> String {
+    format!("{v:.1}%")
+}
+
+/// Subscribes to the hub at once (so no event published after this call is
+/// missed) and returns the task to spawn.
+pub fn run(ctx: Ctx, shutdown: CancellationToken) -> impl std::future::Future<Output = ()> + Send {
+    let rx = ctx.hub.subscribe();
+    run_with(ctx, rx, shutdown)
+}
+
+async fn run_with(
+    ctx: Ctx,
+    mut rx: tokio::sync::broadcast::Receiver<Arc<crate::event::Envelope>>,
+    shutdown: CancellationToken,
+) {
+    let h = &ctx.health;
+    let mut view = View::default();
+    let started = Ts::now();
+    let mut last_candle: HashMap<SeriesKey, Ts> = HashMap::new();
+    let mut engine = AlertEngine::new(Rules { sustain: h.sustain.0, cooldown: h.cooldown.0, hysteresis: 0.05 });
+    let sampler = Arc::new(Mutex::new(Sampler::new(&ctx.data_dir)));
+    let mut failures = Failures { window: VecDeque::new() };
+    let mut latency_since = Instant::now();
+    // The first sample after one interval: CPU use is a difference of two readings.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + h.sample_every.0, h.sample_every.0);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beat = tokio::time::interval(h.heartbeat_every.0);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let heartbeat = (!h.heartbeat_url.is_empty()).then(|| h.heartbeat_url.expose().to_string());
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().ok();
+    let mut heartbeat_failing = false;
+    let mut watchdog_usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+
+    loop {
+        tokio::select! {
+            r = rx.recv() => match r {
+                Ok(env) => {
+                    if let Event::Candle(c) = &env.event {
+                        last_candle.insert(SeriesKey::new(c.instrument, c.timeframe), Ts::now());
+                    }
+                    view.apply(&env);
+                }
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            _ = tick.tick() => {
+                let s = sampler.clone();
+                let sys = match tokio::task::spawn_blocking(move || s.lock().unwrap_or_else(|p| p.into_inner()).sample()).await {
+                    Ok(sys) => sys,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the system sampler failed");
+                        continue;
+                    }
+                };
+                let now = Ts::now();
+                let inst = Instant::now();
+                let reset = inst.duration_since(latency_since) >= LATENCY_WINDOW;
+                if reset {
+                    latency_since = inst;
+                }
+                let latency = ctx.metrics.latency(reset);
+                let mut alerts = Vec::new();
+                let mut check = |d: &Describe<'_>, value: f64, limits: Limits| {
+                    if let Some(a) = engine.check(d, value, limits, inst, now) {
+                        alerts.push(a);
+                    }
+                };
+                let pct = |s: Severity, l: Limits| pct_shown(if s == Severity::Critical { l.critical } else { l.warning });
+
+                let cpu = Limits { warning: h.cpu_warning, critical: h.cpu_critical };
+                check(&Describe { check: "cpu", title: "CPU use", shown: pct_shown(f64::from(sys.cpu)), limit_shown: &|s| pct(s, cpu) }, f64::from(sys.cpu), cpu);
+                let mem = Limits { warning: h.memory_warning, critical: h.memory_critical };
+                check(&Describe { check: "memory", title: "memory use", shown: pct_shown(sys.memory_pct()), limit_shown: &|s| pct(s, mem) }, sys.memory_pct(), mem);
+                let disk = Limits { warning: h.disk_warning, critical: h.disk_critical };
+                check(&Describe { check: "disk", title: "the data directory's disk", shown: pct_shown(sys.disk_pct()), limit_shown: &|s| pct(s, disk) }, sys.disk_pct(), disk);
+
+                // Feed staleness, per series, knowing the FX week.
+                let feed_active = matches!(view.feed.as_ref().map(|f| f.state), Some(FeedState::Live | FeedState::Retrying));
+                let mut stale = Vec::new();
+                let mut market_open = true;
+                for key in &ctx.series {
+                    let name = format!("feed:{}:{}", key.instrument, key.timeframe);
+                    let last = last_candle.get(key).copied().unwrap_or(started);
+                    let over = if feed_active { overdue(ctx.pace, *key, last, now) } else { Some(i64::MIN) };
+                    if over.is_none() {
+                        market_open = false;
+                    }
+                    let secs = over.unwrap_or(i64::MIN).max(0) as f64;
+                    let limits = Limits { warning: h.stale_warning.0.as_secs_f64().max(1.0), critical: h.stale_critical.0.as_secs_f64().max(1.0) };
+                    if secs >= limits.warning {
+                        stale.push(Stale { instrument: key.instrument, timeframe: key.timeframe, overdue_secs: secs as u64 });
+                    }
+                    let title = format!("{} {} candles", key.instrument, key.timeframe);
+                    let shown = format!("{}s overdue", secs as u64);
+                    let lim = |s: Severity| format!("{}s", if s == Severity::Critical { limits.critical } else { limits.warning });
+                    check(&Describe { check: &name, title: &title, shown, limit_shown: &lim }, secs, limits);
+                }
+
+                if let Some(n) = &ctx.notifier
+                    && let Ok(q) = n.status()
+                    && !q.routes.is_empty()
+                {
+                    let depth = q.depth.total() as f64;
+                    let limits = Limits { warning: h.queue_warning as f64, critical: h.queue_critical as f64 };
+                    let lim = |s: Severity| format!("{}", if s == Severity::Critical { limits.critical } else { limits.warning });
+                    check(&Describe { check: "queue", title: "notifications waiting", shown: format!("{depth}"), limit_shown: &lim }, depth, limits);
+                    let oldest = q.routes.iter().filter_map(|r| r.oldest_pending_secs).max().unwrap_or(0) as f64;
+                    let limits = Limits { warning: h.oldest_pending_warning.0.as_secs_f64(), critical: h.oldest_pending_critical.0.as_secs_f64() };
+                    let lim = |s: Severity| format!("{}s", if s == Severity::Critical { limits.critical } else { limits.warning });
+                    check(&Describe { check: "oldest_pending", title: "the oldest waiting notification", shown: format!("{oldest}s old"), limit_shown: &lim }, oldest, limits);
+                    let (sent, failed) = q.routes.iter().fold((0, 0), |(s, f), r| (s + r.sent, f + r.failed));
+                    let rate = failures.rate(inst, sent, failed);
+                    let limits = Limits { warning: h.failure_rate_warning, critical: h.failure_rate_critical };
+                    let lim = |s: Severity| pct_shown(100.0 * if s == Severity::Critical { limits.critical } else { limits.warning });
+                    check(&Describe { check: "failure_rate", title: "notification failures", shown: pct_shown(rate * 100.0), limit_shown: &lim }, rate, limits);
+                }
+                let limits = Limits { warning: h.latency_p95_warning.0.as_secs_f64() * 1000.0, critical: h.latency_p95_critical.0.as_secs_f64() * 1000.0 };
+                let lim = |s: Severity| format!("{} ms", if s == Severity::Critical { limits.critical } else { limits.warning });
+                check(&Describe { check: "latency_p95", title: "signal latency (p95)", shown: format!("{:.1} ms", latency.p95), limit_shown: &lim }, latency.p95, limits);
+
+                for a in alerts {
+                    raise(&ctx, a).await;
+                }
+                let sample = HealthSample { time: now, system: sys, latency, ws_clients: ctx.metrics.ws_clients(), market_open, stale };
+                ctx.hub.publish(Event::Health(sample));
+                if watchdog && evaluate(&view).status != Status::Unhealthy {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+            _ = beat.tick(), if heartbeat.is_some() => {
+                let (Some(url), Some(http)) = (&heartbeat, &http) else { continue };
+                // A dead-man's switch: silence is the alarm, so only a healthy pipwatch pings.
+                if evaluate(&view).status == Status::Unhealthy {
+                    continue;
+                }
+                match http.get(url.as_str()).send().await.and_then(|r| r.error_for_status()) {
+                    Ok(_) => {
+                        if heartbeat_failing {
+                            tracing::info!("the heartbeat URL answers again");
+                        }
+                        heartbeat_failing = false;
+                    }
+                    Err(e) => {
+                        if !heartbeat_failing {
+                            // The URL may carry a secret: never log it.
+                            tracing::warn!(error = %e.without_url(), "the heartbeat ping failed; retrying at the next beat");
+                        }
+                        heartbeat_failing = true;
+                    }
+                }
+            }
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Instrument, Timeframe};
+
+    fn utc(y: i64, mo: u32, d: u32, h: u32, mi: u32) -> Ts {
+        Ts::from_ymd_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    fn h1() -> SeriesKey {
+        SeriesKey::new(Instrument::new("EUR_USD").unwrap(), Timeframe::H1)
+    }
+
+    #[test]
+    fn a_source_that_stops_goes_stale() {
+        // Wednesday: the next H1 candle was due an hour after the last arrived.
+        let last = utc(2024, 7, 10, 12, 0);
+        assert_eq!(overdue(Pace::Market, h1(), last, utc(2024, 7, 10, 12, 30)), Some(-1800));
+        assert_eq!(overdue(Pace::Market, h1(), last, utc(2024, 7, 10, 14, 0)), Some(3600));
+        let demo = Pace::Every(Duration::from_secs(1));
+        assert_eq!(overdue(demo, h1(), Ts(100), Ts(131)), Some(30));
+        assert_eq!(overdue(Pace::Unpaced, h1(), Ts(100), Ts(1_000_000)), Some(i64::MIN));
+    }
+
+    #[test]
+    fn no_staleness_across_a_weekend_close() {
+        // Last candle Friday 20:00 UTC (16:00 NY, summer); the market closes at 21:00 UTC.
+        let last = utc(2024, 7, 12, 20, 0);
+        // During the weekend: market closed, not stale.
+        assert_eq!(overdue(Pace::Market, h1(), last, utc(2024, 7, 13, 12, 0)), None);
+        // Sunday 21:30 UTC, half an hour after the reopen: the first candle is not due yet.
+        assert_eq!(overdue(Pace::Market, h1(), last, utc(2024, 7, 14, 21, 30)), Some(-1800));
+        // Sunday 23:00 UTC: one hour after it was due.
+        assert_eq!(overdue(Pace::Market, h1(), last, utc(2024, 7, 14, 23, 0)), Some(3600));
+        // A synthetic feed has no weekend.
+        assert!(overdue(Pace::Every(Duration::from_secs(60)), h1(), last, utc(2024, 7, 13, 12, 0)).unwrap() > 0);
+    }
+
+    #[test]
+    fn failure_rate_needs_enough_requests() {
+        let mut f = Failures { window: VecDeque::new() };
+        let t = Instant::now();
+        assert_eq!(f.rate(t, 0, 0), 0.0);
+        assert_eq!(f.rate(t + Duration::from_secs(10), 1, 2), 0.0, "3 requests are too few to judge");
+        assert_eq!(f.rate(t + Duration::from_secs(20), 5, 5), 0.5);
+        // Old history leaves the window.
+        assert_eq!(f.rate(t + Duration::from_secs(400), 10, 5), 0.0);
+    }
+}

@@ -1,0 +1,170 @@
+//! Health alerts end to end: a feed that stops goes stale, the alert goes
+//! through the outbox to a Discord-like server once, and its resolution once.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::discord;
+use pipwatch::config::{Config, Dur, Route, RouteEvent, Secret, Severity};
+use pipwatch::event::{CandleRecord, Event, FeedState, FeedStatus, Hub};
+use pipwatch::health::task::{self, Ctx, Pace};
+use pipwatch::metrics::Metrics;
+use pipwatch::notify::Notifier;
+use pipwatch::store::Store;
+use pipwatch::time::Ts;
+use pipwatch::types::{Instrument, SeriesKey, Timeframe};
+use tokio_util::sync::CancellationToken;
+
+fn candle(i: Instrument) -> Event {
+    Event::Candle(CandleRecord {
+        instrument: i,
+        timeframe: Timeframe::H1,
+        time: Ts::now(),
+        open: 1.0,
+        high: 1.0,
+        low: 1.0,
+        close: 1.0,
+        fast: None,
+        slow: None,
+        atr: None,
+    })
+}
+
+async fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_feed_alerts_once_through_the_outbox_and_resolves_once() {
+    let server = discord::start().await;
+    let mut config = Config::default();
+    config.notify.routes = vec![Route {
+        name: "ops".into(),
+        webhook: Secret::new(server.webhook(1, "t")),
+        events: vec![RouteEvent::Alert],
+        min_severity: Severity::Warning,
+        ..Route::default()
+    }];
+    let mut h = config.health.clone();
+    h.sample_every = Dur(Duration::from_millis(100));
+    h.sustain = Dur(Duration::from_millis(300));
+    h.cooldown = Dur(Duration::from_secs(3600));
+    h.stale_warning = Dur(Duration::from_secs(1));
+    h.stale_critical = Dur(Duration::from_secs(3600));
+    // Thresholds this machine cannot cross, so only staleness speaks.
+    for (w, c) in [(&mut h.cpu_warning, &mut h.cpu_critical), (&mut h.memory_warning, &mut h.memory_critical)] {
+        *w = 100.0;
+        *c = 100.0;
+    }
+    h.disk_warning = 100.0;
+    h.disk_critical = 100.0;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    let store = Arc::new(store);
+    let hub = Arc::new(Hub::new(1 << 16));
+    let mut events = hub.subscribe();
+    let notifier = Notifier::new(&config, store.clone(), hub.clone()).unwrap();
+    let handle = notifier.handle();
+    let stop = CancellationToken::new();
+    tokio::spawn(notifier.run(stop.clone()));
+    let i = Instrument::new("EUR_USD").unwrap();
+    tokio::spawn(task::run(
+        Ctx {
+            health: h,
+            data_dir: dir.path().to_path_buf(),
+            hub: hub.clone(),
+            notifier: Some(handle),
+            metrics: Arc::new(Metrics::new()),
+            series: vec![SeriesKey::new(i, Timeframe::H1)],
+            pace: Pace::Every(Duration::from_millis(200)),
+        },
+        stop.clone(),
+    ));
+    hub.publish(Event::Feed(FeedStatus { source: "test".into(), state: FeedState::Live, message: None }));
+    hub.publish(candle(i));
+
+    // No candles: stale after 200 ms + 1 s, alerted after another 300 ms.
+    let bodies = |server: &discord::DiscordServer| -> Vec<serde_json::Value> {
+        let w = server.world.lock().unwrap();
+        w.requests
+            .iter()
+            .filter(|r| r.status == 200)
+            .flat_map(|r| r.body["embeds"].as_array().unwrap().clone())
+            .collect()
+    };
+    until(Duration::from_secs(10), "the stale alert", || !bodies(&server).is_empty()).await;
+    // Candles again, every 100 ms: back to normal, resolved after the sustain.
+    let feeding = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            loop {
+                hub.publish(candle(i));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    until(Duration::from_secs(10), "the resolution", || bodies(&server).len() >= 2).await;
+    // Keep going a while: nothing more may be sent for this episode.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    feeding.abort();
+    stop.cancel();
+
+    let sent = bodies(&server);
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    let (raised, resolved) = (&sent[0], &sent[1]);
+    assert!(raised["title"].as_str().unwrap().starts_with("[DEMO] WARNING: EUR_USD H1 candles"), "{raised}");
+    assert!(raised["description"].as_str().unwrap().contains("overdue"), "{raised}");
+    assert!(resolved["title"].as_str().unwrap().starts_with("[DEMO] RESOLVED: EUR_USD H1 candles"), "{resolved}");
+    assert_eq!(raised["footer"]["text"], resolved["footer"]["text"], "one episode, one id");
+
+    // The health events showed the stale series while it was stale.
+    let mut saw_stale = false;
+    while let Ok(e) = events.try_recv() {
+        if let Event::Health(h) = &e.event {
+            saw_stale |= h.stale.iter().any(|s| s.instrument == i && s.overdue_secs >= 1);
+            assert!(h.system.memory_total > 0);
+        }
+    }
+    assert!(saw_stale);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_pings_only_while_healthy() {
+    let server = discord::start().await;
+    let mut h = Config::default().health;
+    h.heartbeat_url = Secret::new(format!("http://{}/ping/abc", server.addr));
+    h.heartbeat_every = Dur(Duration::from_millis(200));
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Arc::new(Hub::new(1024));
+    let stop = CancellationToken::new();
+    tokio::spawn(task::run(
+        Ctx {
+            health: h,
+            data_dir: dir.path().to_path_buf(),
+            hub: hub.clone(),
+            notifier: None,
+            metrics: Arc::new(Metrics::new()),
+            series: Vec::new(),
+            pace: Pace::Unpaced,
+        },
+        stop.clone(),
+    ));
+    let pings = |server: &discord::DiscordServer| {
+        server.world.lock().unwrap().requests.iter().filter(|r| r.path == "/ping/abc").count()
+    };
+    until(Duration::from_secs(5), "three pings", || pings(&server) >= 3).await;
+    // The feed fails: pipwatch is unhealthy and the pings stop, which is the alarm.
+    hub.publish(Event::Feed(FeedStatus { source: "test".into(), state: FeedState::Failed, message: None }));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after_failure = pings(&server);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pings(&server), after_failure, "pinged while unhealthy");
+    stop.cancel();
+}
