@@ -143,6 +143,9 @@ pub struct Delivery {
     pub message_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For `delivered`: seconds from when it was due to Discord's confirmation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_secs: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -217,6 +217,7 @@ pub async fn run(
                     attempts: 0,
                     message_id: None,
                     error: None,
+                    latency_secs: None,
                 }));
             }
         }

@@ -62,6 +62,7 @@ pub struct Metrics {
     feed_lag: Family<SeriesLabels, Gauge<f64, AtomicU64>>,
     ws_clients: Gauge,
     signal_latency: Histogram,
+    delivery_latency: Family<RouteLabels, Histogram>,
     /// The notifier's 429 counts are totals; the counter takes the increase.
     seen_429: Mutex<HashMap<String, u64>>,
 }
@@ -96,6 +97,8 @@ impl Metrics {
             ws_clients: Gauge::default(),
             // 50 µs to ~26 s.
             signal_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 20)),
+            // 10 ms to ~82 s: Discord round trips, waits for rate limits, outages.
+            delivery_latency: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.01, 2.0, 14))),
             seen_429: Mutex::default(),
             registry: Registry::default(),
         };
@@ -119,6 +122,11 @@ impl Metrics {
             "feed_lag_seconds",
             "Time since the last candle of a series closed, minus one timeframe",
             m.feed_lag.clone(),
+        );
+        registry.register(
+            "delivery_latency_seconds",
+            "From a notification being due to Discord confirming it, by route",
+            m.delivery_latency.clone(),
         );
         registry.register("websocket_clients", "Connected WebSocket clients", m.ws_clients.clone());
         registry.register(
@@ -158,6 +166,9 @@ impl Metrics {
                 self.notifications
                     .get_or_create(&OutcomeLabels { route: d.route.clone(), outcome: outcome.into() })
                     .inc();
+                if let (DeliveryState::Delivered, Some(l)) = (d.state, d.latency_secs) {
+                    self.delivery_latency.get_or_create(&RouteLabels { route: d.route.clone() }).observe(l);
+                }
             }
             Event::Queue(q) => {
                 for (p, v) in [

@@ -220,6 +220,7 @@ mod tests {
                 attempts: 1,
                 message_id: None,
                 error: None,
+                latency_secs: None,
             }));
         }
         assert_eq!(v.signals[0].deliveries.len(), 1);

@@ -114,7 +114,12 @@ async fn killed_with_a_full_outbox_it_redelivers_everything_on_restart() {
     // The console's feed learns each delivery from `delivery` events.
     let records = json_lines(&out.stdout);
     let deliveries = of_type(&records, "delivery");
-    assert!(deliveries.iter().any(|d| d["state"] == "delivered" && d["id"] == seen[0].as_str()), "{deliveries:?}");
+    assert!(
+        deliveries.iter().any(|d| d["state"] == "delivered"
+            && d["id"] == seen[0].as_str()
+            && d["latency_secs"].as_f64().is_some_and(|l| l >= 0.0)),
+        "{deliveries:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

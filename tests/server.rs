@@ -428,6 +428,7 @@ async fn metrics_parse_as_prometheus_text() {
             attempts: 1,
             message_id: None,
             error: None,
+            latency_secs: Some(0.25),
         }));
     }
     // The server folds events on its own task; wait for them to count.
@@ -457,6 +458,7 @@ async fn metrics_parse_as_prometheus_text() {
     assert_eq!(value("pipwatch_notifications_total", ("outcome", "failed")), Some(1.0), "{body}");
     assert!(value("pipwatch_feed_lag_seconds", ("timeframe", "H1")).is_some(), "{body}");
     assert!(body.contains("pipwatch_signal_latency_seconds_bucket"), "{body}");
+    assert!(body.contains("pipwatch_delivery_latency_seconds_count{route=\"signals\"} 1"), "{body}");
     assert!(body.contains("pipwatch_websocket_clients 0"), "{body}");
 }
 

@@ -257,14 +257,19 @@ impl Shared {
         message_id: Option<String>,
         error: Option<String>,
     ) {
-        self.hub.publish(Event::Delivery(Delivery {
+        self.publish_delivery(Delivery {
             id: id.to_string(),
             route: self.routes[route].cfg.name.clone(),
             state,
             attempts,
             message_id,
             error,
-        }));
+            latency_secs: None,
+        });
+    }
+
+    fn publish_delivery(&self, d: Delivery) {
+        self.hub.publish(Event::Delivery(d));
     }
 
     fn stats(&self, route: usize, f: impl FnOnce(&mut RouteStats)) {
@@ -545,15 +550,18 @@ impl Worker {
                     s.last_error = None;
                 });
                 tracing::debug!(route = %name, count = batch.len(), message_id = message_id.as_deref().unwrap_or(""), "delivered");
+                // From when each message was due (a delayed route's delay is not latency).
+                let now_ms = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
                 for (_, e) in batch {
-                    shared.delivery(
-                        e.message.id(),
-                        index,
-                        DeliveryState::Delivered,
-                        e.attempts + 1,
-                        message_id.clone(),
-                        None,
-                    );
+                    shared.publish_delivery(Delivery {
+                        id: e.message.id().to_string(),
+                        route: name.clone(),
+                        state: DeliveryState::Delivered,
+                        attempts: e.attempts + 1,
+                        message_id: message_id.clone(),
+                        error: None,
+                        latency_secs: Some((now_ms - e.not_before.0 as f64).max(0.0)),
+                    });
                 }
             }
             Outcome::RateLimited { retry_after, global, shared: shared_scope, json } => {
