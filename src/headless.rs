@@ -34,6 +34,26 @@ pub struct Options {
     pub candles: bool,
     /// Open the HTTP/WebSocket port (`--no-server` turns it off).
     pub server: bool,
+    /// Print events as JSON lines on stdout (headless); off under the console.
+    pub print: bool,
+    /// Stops everything when cancelled; without one, SIGINT/SIGTERM/`--for` do.
+    pub shutdown: Option<CancellationToken>,
+    /// Told the hub and the notifier once everything is running.
+    pub ready: Option<tokio::sync::oneshot::Sender<Ready>>,
+}
+
+impl Options {
+    pub fn headless(run_for: Option<Duration>, candles: bool, server: bool) -> Options {
+        Options { run_for, candles, server, print: true, shutdown: None, ready: None }
+    }
+}
+
+/// What a front end (the console) needs from the running services.
+pub struct Ready {
+    pub hub: Arc<Hub>,
+    pub notifier: crate::notify::NotifierHandle,
+    /// Where the server listens, if it does.
+    pub server: Option<std::net::SocketAddr>,
 }
 
 /// Which events headless prints. Quotes are for consoles: several a second
@@ -119,9 +139,15 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     let store = Arc::new(store);
     let hub = Arc::new(Hub::new(4096));
     let printer_stop = CancellationToken::new();
-    let printer = tokio::spawn(print_events(hub.subscribe(), opts.candles, printer_stop.clone()));
-    let shutdown = CancellationToken::new();
-    stop_on_signals(shutdown.clone(), opts.run_for);
+    let printer = opts.print.then(|| tokio::spawn(print_events(hub.subscribe(), opts.candles, printer_stop.clone())));
+    let shutdown = match opts.shutdown.clone() {
+        Some(s) => s,
+        None => {
+            let s = CancellationToken::new();
+            stop_on_signals(s.clone(), opts.run_for);
+            s
+        }
+    };
 
     let notifier = Notifier::new(config, store.clone(), hub.clone())?;
     let handle = notifier.handle();
@@ -158,6 +184,10 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     ));
     // Under systemd (Type=notify): the store is open and the port bound.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    if let Some(ready) = opts.ready {
+        let _ =
+            ready.send(Ready { hub: hub.clone(), notifier: handle.clone(), server: server.as_ref().map(|s| s.addr) });
+    }
 
     let result = live::run(config, store.clone(), hub.clone(), Some(handle), Some(metrics), shutdown.clone()).await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
@@ -181,7 +211,9 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
         let _ = tokio::time::timeout(Duration::from_secs(3), server.task).await;
     }
     printer_stop.cancel();
-    let _ = printer.await;
+    if let Some(p) = printer {
+        let _ = p.await;
+    }
     store.flush().await?;
     Ok(result?)
 }

@@ -47,5 +47,6 @@ pub mod server;
 pub mod store;
 pub mod tail;
 pub mod time;
+pub mod tui;
 pub mod types;
 pub mod view;

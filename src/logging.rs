@@ -5,8 +5,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, fmt};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogMode {
+    /// Plain lines appended to a file: the console owns the terminal.
+    File(std::path::PathBuf),
     /// JSON objects on stderr (headless: stdout carries the events).
     Json,
     /// Human-readable lines on stderr (replay, config, one-shot commands).
@@ -24,6 +26,18 @@ pub fn init(mode: LogMode, default_filter: &str) {
         (mode == LogMode::Json).then(|| fmt::layer().json().with_writer(std::io::stderr).with_current_span(false));
     let plain =
         (mode == LogMode::Plain).then(|| fmt::layer().with_writer(std::io::stderr).with_target(false).without_time());
+    let file = match &mode {
+        LogMode::File(path) => {
+            let opened = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(path));
+            // Without a log file the console still runs; logs are dropped
+            // rather than written over the screen.
+            opened.ok().map(|f| fmt::layer().with_writer(std::sync::Mutex::new(f)).with_ansi(false))
+        }
+        _ => None,
+    };
     // try_init: a second call (tests) keeps the first registry instead of panicking.
-    let _ = tracing_subscriber::registry().with(filter).with(json).with(plain).try_init();
+    let _ = tracing_subscriber::registry().with(filter).with(json).with(plain).with(file).try_init();
 }

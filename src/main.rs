@@ -48,7 +48,8 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        None | Some(Command::Tui(_)) => not_built("tui", "the console"),
+        None => run_tui(&cli, None),
+        Some(Command::Tui(args)) => run_tui(&cli, args.theme.clone()),
         Some(Command::Attach(_)) => not_built("attach", "the remote console"),
         Some(Command::Tail(args)) => run_tail(args),
         Some(Command::Dead(cmd)) => run_dead(&cli, cmd),
@@ -63,7 +64,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(FAILED, format!("cannot start the async runtime: {e}")),
             };
-            let opts = headless::Options { run_for: args.run_for, candles: args.candles, server: !args.no_server };
+            let opts = headless::Options::headless(args.run_for, args.candles, !args.no_server);
             match rt.block_on(headless::run(&loaded.config, &data_dir, opts)) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => fail(FAILED, e),
@@ -112,6 +113,24 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+    }
+}
+
+fn run_tui(cli: &Cli, theme: Option<String>) -> ExitCode {
+    let data_dir = cli.data_dir.clone().unwrap_or_else(config::default_data_dir);
+    // The console owns the terminal: logs go to a file, never over the screen.
+    logging::init(LogMode::File(data_dir.join("pipwatch.log")), "info,sled=warn");
+    let loaded = match load_config(cli, None, Vec::new()) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(FAILED, format!("cannot start the async runtime: {e}")),
+    };
+    match rt.block_on(pipwatch::tui::run(&loaded.config, &data_dir, theme)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(FAILED, e),
     }
 }
 

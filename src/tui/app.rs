@@ -1,0 +1,130 @@
+//! The console's state: the view (a fold of events, the same one the server
+//! keeps) plus what the user did (focus, selection, overlays, theme).
+
+use crate::event::Envelope;
+use crate::time::Ts;
+use crate::view::View;
+
+use super::theme::{self, Theme};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Focus {
+    Pairs,
+    Signals,
+}
+
+/// What a key did, for the loop to act on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    None,
+    Redraw,
+    Quit,
+    /// Pause (true) or resume notifications.
+    Pause(bool),
+}
+
+pub struct App {
+    pub view: View,
+    /// DEMO, LIVE OANDA, CSV.
+    pub mode: String,
+    pub focus: Focus,
+    pub selected: usize,
+    pub signal_selected: usize,
+    pub help: bool,
+    pub theme: Theme,
+    pub now: Ts,
+    /// Where the server listens, shown in the footer.
+    pub server: Option<String>,
+    /// A message for the footer (e.g. a theme that failed to load).
+    pub notice: Option<String>,
+}
+
+/// The key map: (keys, what they do). The help overlay is drawn from this.
+pub const KEYS: [(&str, &str); 9] = [
+    ("q", "quit"),
+    ("?", "this help (Esc closes)"),
+    ("Tab / Shift-Tab", "move focus: pairs, signals"),
+    ("↑ ↓ / j k", "select a row"),
+    ("p", "pause or resume notifications"),
+    ("t", "next colour theme"),
+    ("Esc", "close an overlay"),
+    ("Ctrl-C", "quit"),
+    ("", "logs go to pipwatch.log in the data directory"),
+];
+
+impl App {
+    pub fn new(mode: String, theme: Theme, now: Ts) -> App {
+        App {
+            view: View::default(),
+            mode,
+            focus: Focus::Pairs,
+            selected: 0,
+            signal_selected: 0,
+            help: false,
+            theme,
+            now,
+            server: None,
+            notice: None,
+        }
+    }
+
+    pub fn apply(&mut self, env: &Envelope) {
+        self.view.apply(env);
+    }
+
+    pub fn paused(&self) -> bool {
+        self.view.queue.as_ref().is_some_and(|q| q.paused)
+    }
+
+    pub fn key(&mut self, code: crossterm::event::KeyCode, ctrl: bool) -> Action {
+        use crossterm::event::KeyCode as K;
+        match code {
+            K::Char('c') if ctrl => Action::Quit,
+            K::Char('q') => Action::Quit,
+            K::Char('?') => {
+                self.help = !self.help;
+                Action::Redraw
+            }
+            K::Esc => {
+                self.help = false;
+                Action::Redraw
+            }
+            K::Tab | K::BackTab => {
+                self.focus = if self.focus == Focus::Pairs { Focus::Signals } else { Focus::Pairs };
+                Action::Redraw
+            }
+            K::Down | K::Char('j') => {
+                self.step(1);
+                Action::Redraw
+            }
+            K::Up | K::Char('k') => {
+                self.step(-1);
+                Action::Redraw
+            }
+            K::Char('p') => Action::Pause(!self.paused()),
+            K::Char('t') => {
+                let names = theme::names();
+                let at = names.iter().position(|n| *n == self.theme.name).unwrap_or(0);
+                let next = names[(at + 1) % names.len()];
+                match Theme::load(next) {
+                    Ok(t) => self.theme = t,
+                    Err(e) => self.notice = Some(e),
+                }
+                Action::Redraw
+            }
+            _ => Action::None,
+        }
+    }
+
+    fn step(&mut self, by: isize) {
+        let (sel, len) = match self.focus {
+            Focus::Pairs => (&mut self.selected, self.view.pairs.len()),
+            Focus::Signals => (&mut self.signal_selected, self.view.signals.len()),
+        };
+        if len == 0 {
+            *sel = 0;
+            return;
+        }
+        *sel = (*sel as isize + by).clamp(0, len as isize - 1) as usize;
+    }
+}

@@ -1,0 +1,457 @@
+//! Drawing: a pure function of the app state and its clock, so tests can
+//! render any screen with TestBackend.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table};
+
+use super::app::{App, Focus, KEYS};
+use crate::event::{AlertState, Circuit, DeliveryState, FeedState};
+use crate::health::{self, Status};
+use crate::time::Ts;
+use crate::types::{Instrument, Severity, Side};
+use crate::view::PairView;
+
+pub const MIN_WIDTH: u16 = 60;
+pub const MIN_HEIGHT: u16 = 16;
+
+fn price(i: Instrument, p: f64) -> String {
+    format!("{:.*}", i.decimals() as usize, p)
+}
+
+fn age(now: Ts, then: Ts) -> String {
+    let s = (now.0 - then.0).max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+fn hms(t: Ts) -> String {
+    let s = t.0.rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+fn spark(closes: &std::collections::VecDeque<f64>, width: usize) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let take = closes.len().min(width);
+    let tail: Vec<f64> = closes.iter().skip(closes.len() - take).copied().collect();
+    let (lo, hi) = tail.iter().fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+    tail.iter()
+        .map(|&v| if hi - lo <= f64::EPSILON { BARS[3] } else { BARS[(((v - lo) / (hi - lo)) * 7.0).round() as usize] })
+        .collect()
+}
+
+pub fn draw(f: &mut Frame<'_>, app: &App) {
+    let area = f.area();
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        let msg = format!("terminal too small (need {MIN_WIDTH}x{MIN_HEIGHT}, have {}x{})", area.width, area.height);
+        f.render_widget(Paragraph::new(msg).style(app.theme.warning), area);
+        return;
+    }
+    let [header, body, footer] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(0), Constraint::Length(1)]).areas(area);
+    draw_header(f, app, header);
+    let pairs_height = (app.view.pairs.len() as u16 + 3).clamp(5, body.height / 2 + 2);
+    let [pairs, lower] = Layout::vertical([Constraint::Length(pairs_height), Constraint::Min(0)]).areas(body);
+    draw_pairs(f, app, pairs);
+    let [signals, side] = Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(lower);
+    draw_signals(f, app, signals);
+    let [queue, health] = Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(side);
+    draw_queue(f, app, queue);
+    draw_health(f, app, health);
+    draw_footer(f, app, footer);
+    if app.help {
+        draw_help(f, app, area);
+    }
+}
+
+fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
+    let t = &app.theme;
+    let feed = app.view.feed.as_ref().map_or("starting".to_string(), |f| {
+        match f.state {
+            FeedState::WarmingUp => "warming up",
+            FeedState::Live => "live",
+            FeedState::Retrying => "retrying",
+            FeedState::Finished => "finished",
+            FeedState::Failed => "FAILED",
+        }
+        .to_string()
+    });
+    let narrow = area.width < 100;
+    let market = match (&app.view.health, narrow) {
+        (Some(h), true) if !h.market_open => "closed",
+        (Some(h), false) if !h.market_open => "market closed",
+        (_, true) => "open",
+        (_, false) => "market open",
+    };
+    let report = health::evaluate(&app.view);
+    let (status, status_style) = match report.status {
+        Status::Healthy => ("healthy", t.up),
+        Status::Degraded => ("DEGRADED", t.warning),
+        Status::Unhealthy => ("UNHEALTHY", t.critical),
+    };
+    let notify = if app.paused() { ("notify PAUSED", t.warning) } else { ("notify on", t.header) };
+    let sep = Span::styled(" │ ", t.header);
+    let clock = if narrow { format!("{}Z", hms(app.now)) } else { format!("{} UTC", hms(app.now)) };
+    let feed = if narrow { feed } else { format!("feed {feed}") };
+    let line = Line::from(vec![
+        Span::styled(" pipwatch ", t.header.add_modifier(ratatui::style::Modifier::BOLD)),
+        sep.clone(),
+        Span::styled(app.mode.clone(), t.header),
+        sep.clone(),
+        Span::styled(feed, t.header),
+        sep.clone(),
+        Span::styled(market, t.header),
+        sep.clone(),
+        Span::styled(clock, t.header),
+        sep.clone(),
+        Span::styled(status, status_style),
+        sep,
+        Span::styled(notify.0, notify.1),
+    ]);
+    f.render_widget(Paragraph::new(line).style(t.header), area);
+}
+
+/// Pair table columns in the order they are dropped when space runs out (last first).
+fn pair_columns(width: u16) -> (bool, bool, bool, bool) {
+    // (slow MA, ATR, last signal, sparkline)
+    (width >= 78, width >= 88, width >= 100, width >= 120)
+}
+
+fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
+    let t = &app.theme;
+    let focused = app.focus == Focus::Pairs;
+    let (show_slow, show_atr, show_last, show_spark) = pair_columns(area.width);
+    let stale: Vec<(Instrument, crate::types::Timeframe)> = app
+        .view
+        .health
+        .as_ref()
+        .map(|h| h.stale.iter().map(|s| (s.instrument, s.timeframe)).collect())
+        .unwrap_or_default();
+    let mut header = vec!["Pair", "TF", "Price", "Chg", "Fast"];
+    let mut widths = vec![
+        Constraint::Length(8),
+        Constraint::Length(3),
+        Constraint::Length(9),
+        Constraint::Length(7),
+        Constraint::Length(9),
+    ];
+    if show_slow {
+        header.push("Slow");
+        widths.push(Constraint::Length(9));
+    }
+    header.push("Trend");
+    widths.push(Constraint::Length(10));
+    if show_atr {
+        header.push("ATR");
+        widths.push(Constraint::Length(6));
+    }
+    if show_last {
+        header.push("Last signal");
+        widths.push(Constraint::Length(12));
+    }
+    if show_spark {
+        header.push("Closes");
+        widths.push(Constraint::Min(10));
+    }
+    let spark_width = area.width.saturating_sub(110).clamp(10, 60) as usize;
+    let rows: Vec<Row<'_>> = app
+        .view
+        .pairs
+        .iter()
+        .enumerate()
+        .map(|(n, p)| {
+            let mut row = pair_row(app, p, show_slow, show_atr, show_last, show_spark, spark_width);
+            if stale.contains(&(p.instrument, p.timeframe)) {
+                row[0] = Cell::from(Span::styled(format!("{}!", p.instrument), t.warning));
+            }
+            let r = Row::new(row);
+            if focused && n == app.selected { r.style(t.selection) } else { r }
+        })
+        .collect();
+    let title = format!(" Pairs ({}) ", app.view.pairs.len());
+    let block =
+        Block::bordered().title(Span::styled(title, t.title)).border_style(if focused { t.accent } else { t.border });
+    let table = Table::new(rows, widths).header(Row::new(header).style(t.muted)).block(block).style(t.text);
+    if app.view.pairs.is_empty() {
+        f.render_widget(
+            Paragraph::new("waiting for the first candles…")
+                .style(t.muted)
+                .block(Block::bordered().title(Span::styled(" Pairs ", t.title)).border_style(t.border)),
+            area,
+        );
+    } else {
+        f.render_widget(table, area);
+    }
+}
+
+fn pair_row<'a>(
+    app: &App,
+    p: &PairView,
+    show_slow: bool,
+    show_atr: bool,
+    show_last: bool,
+    show_spark: bool,
+    spark_width: usize,
+) -> Vec<Cell<'a>> {
+    let t = &app.theme;
+    let i = p.instrument;
+    let dash = || Cell::from(Span::styled("—", t.muted));
+    let mut cells = vec![Cell::from(i.to_string()), Cell::from(p.timeframe.to_string())];
+    let last = p.quote.map(|q| (q.bid + q.ask) / 2.0).or(p.candle.map(|c| c.close));
+    cells.push(last.map_or_else(dash, |v| Cell::from(price(i, v))));
+    let prev = p.closes.len().checked_sub(2).and_then(|n| p.closes.get(n)).copied();
+    cells.push(match (last, prev) {
+        (Some(l), Some(pv)) => {
+            let pips = (l - pv) / i.pip();
+            let style = if pips >= 0.0 { t.up } else { t.down };
+            Cell::from(Span::styled(format!("{pips:+.1}"), style))
+        }
+        _ => dash(),
+    });
+    let (fast, slow) = p.candle.map_or((None, None), |c| (c.fast, c.slow));
+    cells.push(fast.map_or_else(dash, |v| Cell::from(price(i, v))));
+    if show_slow {
+        cells.push(slow.map_or_else(dash, |v| Cell::from(price(i, v))));
+    }
+    cells.push(match (fast, slow) {
+        (Some(a), Some(b)) => {
+            let pips = (a - b) / i.pip();
+            if a >= b {
+                Cell::from(Span::styled(format!("▲ {pips:+.1}"), t.up))
+            } else {
+                Cell::from(Span::styled(format!("▼ {pips:+.1}"), t.down))
+            }
+        }
+        _ => dash(),
+    });
+    if show_atr {
+        cells.push(p.candle.and_then(|c| c.atr).map_or_else(dash, |v| Cell::from(format!("{:.1}", v / i.pip()))));
+    }
+    if show_last {
+        cells.push(match &p.last_signal {
+            Some(s) => {
+                let (label, style) = if s.side == Side::Buy { ("BUY", t.up) } else { ("SELL", t.down) };
+                let when = p.candle.map_or(s.time, |c| c.time);
+                Cell::from(Line::from(vec![
+                    Span::styled(label, style),
+                    Span::raw(format!(" {} ago", age(when, s.time))),
+                ]))
+            }
+            None => dash(),
+        });
+    }
+    if show_spark {
+        cells.push(Cell::from(Span::styled(spark(&p.closes, spark_width), t.accent)));
+    }
+    cells
+}
+
+fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
+    let t = &app.theme;
+    let focused = app.focus == Focus::Signals;
+    let wide = area.width >= 70;
+    let rows: Vec<Row<'_>> = app
+        .view
+        .signals
+        .iter()
+        .enumerate()
+        .map(|(n, v)| {
+            let s = &v.signal;
+            let i = s.instrument;
+            let (side, style) = if s.side == Side::Buy { ("BUY", t.up) } else { ("SELL", t.down) };
+            let deliveries: Vec<Span<'_>> = v
+                .deliveries
+                .iter()
+                .map(|d| {
+                    let (mark, st) = match d.state {
+                        DeliveryState::Queued => ("…", t.muted),
+                        DeliveryState::Delivered => ("✓", t.up),
+                        DeliveryState::Failed => ("✗", t.warning),
+                        DeliveryState::Dead => ("dead", t.critical),
+                    };
+                    // Narrow: the marks alone, in route order.
+                    if wide {
+                        Span::styled(format!("{}{mark} ", d.route), st)
+                    } else {
+                        Span::styled(format!("{mark} "), st)
+                    }
+                })
+                .collect();
+            let mut cells = vec![
+                Cell::from(hms(s.time)[..5].to_string()),
+                Cell::from(Span::styled(side, style)),
+                Cell::from(format!("{} {}", i, s.timeframe)),
+                Cell::from(price(i, s.price)),
+            ];
+            if wide {
+                cells.push(Cell::from(price(i, s.stop_loss)));
+                cells.push(Cell::from(price(i, s.take_profit)));
+            }
+            cells.push(Cell::from(Line::from(deliveries)));
+            let r = Row::new(cells);
+            if focused && n == app.signal_selected { r.style(t.selection) } else { r }
+        })
+        .collect();
+    let mut widths = vec![Constraint::Length(5), Constraint::Length(4), Constraint::Length(11), Constraint::Length(9)];
+    let mut header = vec!["Time", "Side", "Pair", "Entry"];
+    if wide {
+        widths.extend([Constraint::Length(9), Constraint::Length(9)]);
+        header.extend(["Stop", "Target"]);
+    }
+    widths.push(Constraint::Min(6));
+    header.push("Sent");
+    let block = Block::bordered()
+        .title(Span::styled(format!(" Signals ({}) ", app.view.signals.len()), t.title))
+        .border_style(if focused { t.accent } else { t.border });
+    if app.view.signals.is_empty() {
+        f.render_widget(Paragraph::new("no signal yet").style(t.muted).block(block), area);
+    } else {
+        f.render_widget(
+            Table::new(rows, widths).header(Row::new(header).style(t.muted)).block(block).style(t.text),
+            area,
+        );
+    }
+}
+
+fn draw_queue(f: &mut Frame<'_>, app: &App, area: Rect) {
+    let t = &app.theme;
+    let mut lines = Vec::new();
+    match &app.view.queue {
+        None => lines.push(Line::styled("no notification routes", t.muted)),
+        Some(q) => {
+            let d = q.depth;
+            lines.push(Line::from(vec![
+                Span::raw(format!("urgent {} high {} normal {} low {}", d.urgent, d.high, d.normal, d.low)),
+                Span::styled(if q.paused { "  PAUSED" } else { "" }, t.warning),
+            ]));
+            for r in &q.routes {
+                let (circuit, st) = match r.circuit {
+                    Circuit::Closed => ("ok", t.up),
+                    Circuit::HalfOpen => ("probing", t.warning),
+                    Circuit::Open => ("failing", t.warning),
+                    Circuit::Disabled => ("DISABLED", t.critical),
+                };
+                let oldest = r.oldest_pending_secs.map(|s| format!(", oldest {s}s")).unwrap_or_default();
+                let wait = if r.waiting { " rate-limited" } else { "" };
+                lines.push(Line::from(vec![
+                    Span::styled(format!("{:<9}", r.name), t.text),
+                    Span::styled(format!("{circuit:<9}"), st),
+                    Span::raw(format!("{} queued{wait}", r.depth)),
+                ]));
+                lines.push(Line::styled(
+                    format!(
+                        "  ✓{} ✗{} dead {}{}{oldest}",
+                        r.sent,
+                        r.failed,
+                        r.dead,
+                        if r.rate_limited > 0 { format!(" 429s {}", r.rate_limited) } else { String::new() }
+                    ),
+                    t.muted,
+                ));
+            }
+        }
+    }
+    let block = Block::bordered().title(Span::styled(" Notifications ", t.title)).border_style(t.border);
+    f.render_widget(Paragraph::new(lines).block(block).style(t.text), area);
+}
+
+fn gauge_text(label: &str, pct: f64, width: usize) -> String {
+    let filled = ((pct / 100.0) * width as f64).round().clamp(0.0, width as f64) as usize;
+    format!("{label:<5}{}{} {pct:>5.1}%", "█".repeat(filled), "░".repeat(width - filled))
+}
+
+fn draw_health(f: &mut Frame<'_>, app: &App, area: Rect) {
+    let t = &app.theme;
+    let mut lines = Vec::new();
+    let bar = (area.width as usize).saturating_sub(18).clamp(4, 30);
+    match &app.view.health {
+        None => lines.push(Line::styled("first sample in a moment…", t.muted)),
+        Some(h) => {
+            let level = |pct: f64| {
+                if pct >= 95.0 {
+                    t.critical
+                } else if pct >= 85.0 {
+                    t.warning
+                } else {
+                    t.up
+                }
+            };
+            let s = &h.system;
+            for (label, pct) in [("CPU", f64::from(s.cpu)), ("Mem", s.memory_pct()), ("Disk", s.disk_pct())] {
+                lines.push(Line::styled(gauge_text(label, pct, bar), level(pct)));
+            }
+            lines.push(Line::from(format!(
+                "net ↓{}/s ↑{}/s  rss {} MB  ws {}",
+                bytes(s.net_rx_per_s),
+                bytes(s.net_tx_per_s),
+                s.process_rss / (1024 * 1024),
+                h.ws_clients
+            )));
+            lines.push(Line::from(format!(
+                "latency p50 {:.1} p95 {:.1} p99 {:.1} ms",
+                h.latency.p50, h.latency.p95, h.latency.p99
+            )));
+        }
+    }
+    for a in &app.view.alerts {
+        let st = match a.severity {
+            Severity::Critical => t.critical,
+            Severity::Warning => t.warning,
+            Severity::Info => t.muted,
+        };
+        let ack = if a.state == AlertState::Acknowledged { " (ack)" } else { "" };
+        lines.push(Line::styled(format!("{} {}{ack}", a.severity, a.title), st));
+    }
+    let block = Block::bordered().title(Span::styled(" Health ", t.title)).border_style(t.border);
+    f.render_widget(Paragraph::new(lines).block(block).style(t.text), area);
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n}B"),
+        1024..1_048_576 => format!("{:.1}K", n as f64 / 1024.0),
+        _ => format!("{:.1}M", n as f64 / 1_048_576.0),
+    }
+}
+
+fn draw_footer(f: &mut Frame<'_>, app: &App, area: Rect) {
+    let t = &app.theme;
+    let keys = if area.width < 100 {
+        " ? help  q quit  p pause  t theme"
+    } else {
+        " ? help  q quit  Tab focus  j/k select  p pause  t theme"
+    };
+    let mut spans = vec![Span::styled(keys, t.muted)];
+    if let Some(addr) = &app.server {
+        spans.push(Span::styled(format!("  │ server {addr}"), t.muted));
+    }
+    spans.push(Span::styled(format!("  │ theme {}", app.theme.name), t.muted));
+    if let Some(n) = &app.notice {
+        spans.push(Span::styled(format!("  │ {n}"), t.warning));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn draw_help(f: &mut Frame<'_>, app: &App, area: Rect) {
+    let t = &app.theme;
+    let w = 64.min(area.width.saturating_sub(4));
+    let h = (KEYS.len() as u16 + 2).min(area.height.saturating_sub(2));
+    let rect = Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h };
+    let lines: Vec<Line<'_>> = KEYS
+        .iter()
+        .map(|(k, what)| Line::from(vec![Span::styled(format!(" {k:<16}"), t.accent), Span::styled(*what, t.text)]))
+        .collect();
+    f.render_widget(Clear, rect);
+    f.render_widget(
+        Paragraph::new(lines)
+            .block(Block::bordered().title(Span::styled(" Keys ", t.title)).border_style(t.accent))
+            .style(Style::default()),
+        rect,
+    );
+}

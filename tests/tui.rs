@@ -1,0 +1,244 @@
+//! The console: whole screens rendered with TestBackend at fixed sizes from a
+//! fixed event stream and clock (insta snapshots), theme styles, and the real
+//! binary under tmux.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use pipwatch::event::{
+    Alert, AlertState, CandleRecord, Circuit, Delivery, DeliveryState, Depths, Envelope, Event, FeedState, FeedStatus,
+    HealthSample, Latency, QueueStatus, RouteStatus, Signal,
+};
+use pipwatch::health::sampler::SystemSample;
+use pipwatch::time::Ts;
+use pipwatch::tui::app::{Action, App};
+use pipwatch::tui::theme::Theme;
+use pipwatch::tui::ui;
+use pipwatch::types::{Instrument, Quote, Severity, Side, Timeframe};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::style::Color;
+
+const NOW: i64 = 1_704_196_800; // 2024-01-02T12:00:00Z
+
+fn events() -> Vec<Event> {
+    let mut out = vec![Event::Feed(FeedStatus { source: "demo".into(), state: FeedState::Live, message: None })];
+    for (n, (name, base)) in [("EUR_USD", 1.1), ("GBP_USD", 1.27), ("USD_JPY", 141.2)].iter().enumerate() {
+        let i = Instrument::new(name).unwrap();
+        for k in 0..40 {
+            let close = base * (1.0 + 0.002 * ((k + n * 7) as f64 / 5.0).sin());
+            let defined = k >= 20;
+            out.push(Event::Candle(CandleRecord {
+                instrument: i,
+                timeframe: Timeframe::H1,
+                time: Ts(NOW - (40 - k as i64) * 3600),
+                open: close,
+                high: close * 1.001,
+                low: close * 0.999,
+                close,
+                fast: defined.then_some(close * 1.0004),
+                slow: defined.then_some(close * (1.0 + 0.0003 * if n == 1 { 2.0 } else { -1.0 })),
+                atr: defined.then_some(base * 0.0011),
+            }));
+        }
+        out.push(Event::Quote(Quote { instrument: i, time: Ts(NOW), bid: base * 1.0002, ask: base * 1.0003 }));
+    }
+    let i = Instrument::new("EUR_USD").unwrap();
+    for (k, side) in [(3, Side::Buy), (9, Side::Sell)] {
+        let time = Ts(NOW - k * 3600);
+        let s = Signal {
+            id: Signal::make_id(i, Timeframe::H1, time, side),
+            instrument: i,
+            timeframe: Timeframe::H1,
+            time,
+            side,
+            price: 1.10123,
+            fast: 1.1013,
+            slow: 1.1011,
+            atr: 0.0012,
+            stop_loss: 1.09943,
+            take_profit: 1.10483,
+            strategy: "sma 10/20".into(),
+        };
+        out.push(Event::Signal(s.clone()));
+        for (route, state) in [("signals", DeliveryState::Delivered), ("free", DeliveryState::Queued)] {
+            out.push(Event::Delivery(Delivery {
+                id: s.id.clone(),
+                route: route.into(),
+                state,
+                attempts: 1,
+                message_id: None,
+                error: None,
+                latency_secs: None,
+            }));
+        }
+    }
+    let route = |name: &str, circuit, depth| RouteStatus {
+        name: name.into(),
+        circuit,
+        depth,
+        oldest_pending_secs: (depth > 0).then_some(42),
+        sent: 12,
+        failed: 1,
+        dead: 0,
+        rate_limited: 0,
+        waiting: false,
+        last_error: None,
+    };
+    out.push(Event::Queue(QueueStatus {
+        paused: false,
+        depth: Depths { urgent: 0, high: 2, normal: 0, low: 1 },
+        routes: vec![route("signals", Circuit::Closed, 0), route("free", Circuit::Open, 3)],
+    }));
+    out.push(Event::Health(HealthSample {
+        time: Ts(NOW),
+        system: SystemSample {
+            cpu: 12.5,
+            cpus: vec![10.0, 15.0],
+            memory_used: 4 << 30,
+            memory_total: 16 << 30,
+            swap_used: 0,
+            swap_total: 0,
+            disk_used: 90 << 30,
+            disk_total: 100 << 30,
+            net_rx_per_s: 2048,
+            net_tx_per_s: 512,
+            process_cpu: 1.0,
+            process_rss: 40 << 20,
+            uptime_secs: 3600,
+            load: [0.1, 0.2, 0.3],
+        },
+        latency: Latency { p50: 0.8, p95: 1.9, p99: 3.2, count: 10 },
+        ws_clients: 2,
+        market_open: true,
+        stale: Vec::new(),
+    }));
+    out.push(Event::Alert(Alert {
+        id: "disk:1".into(),
+        check: "disk".into(),
+        severity: Severity::Warning,
+        state: AlertState::Raised,
+        title: "the data directory's disk".into(),
+        message: "90%".into(),
+        time: Ts(NOW),
+    }));
+    out
+}
+
+fn app(theme: &str) -> App {
+    let mut app = App::new("DEMO".into(), Theme::load(theme).unwrap(), Ts(NOW));
+    for (n, e) in events().into_iter().enumerate() {
+        app.apply(&Envelope { seq: n as u64 + 1, event: e });
+    }
+    app.server = Some("127.0.0.1:8787".into());
+    app
+}
+
+fn render(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| ui::draw(f, app)).unwrap();
+    t
+}
+
+#[test]
+fn the_whole_screen_at_80x24_and_160x48() {
+    let a = app("dark");
+    insta::assert_snapshot!("screen_80x24", render(&a, 80, 24).backend());
+    insta::assert_snapshot!("screen_160x48", render(&a, 160, 48).backend());
+}
+
+#[test]
+fn help_and_too_small() {
+    let mut a = app("dark");
+    assert_eq!(a.key(crossterm::event::KeyCode::Char('?'), false), Action::Redraw);
+    insta::assert_snapshot!("help_80x24", render(&a, 80, 24).backend());
+    insta::assert_snapshot!("too_small", render(&a, 50, 10).backend());
+    assert_eq!(a.key(crossterm::event::KeyCode::Esc, false), Action::Redraw);
+    assert!(!a.help);
+}
+
+#[test]
+fn mono_has_no_colour_and_dark_colours_the_sides() {
+    let mono = render(&app("mono"), 160, 48);
+    for cell in mono.backend().buffer().content() {
+        assert!(matches!(cell.fg, Color::Reset) && matches!(cell.bg, Color::Reset), "{cell:?}");
+    }
+    let dark = render(&app("dark"), 160, 48);
+    let buf = dark.backend().buffer();
+    let area = buf.area;
+    let buy = (0..area.height)
+        .flat_map(|y| (0..area.width).map(move |x| (x, y)))
+        .find(|&(x, y)| {
+            buf[(x, y)].symbol() == "B" && buf[(x + 1, y)].symbol() == "U" && buf[(x + 2, y)].symbol() == "Y"
+        })
+        .expect("no BUY on screen");
+    assert_eq!(buf[buy].fg, Color::Green);
+}
+
+#[test]
+fn keys_move_focus_select_pause_and_cycle_themes() {
+    use crossterm::event::KeyCode as K;
+    let mut a = app("dark");
+    assert_eq!(a.key(K::Char('j'), false), Action::Redraw);
+    assert_eq!(a.selected, 1);
+    a.key(K::Down, false);
+    a.key(K::Down, false);
+    assert_eq!(a.selected, 2, "selection stops at the last pair");
+    a.key(K::Tab, false);
+    a.key(K::Char('j'), false);
+    assert_eq!((a.selected, a.signal_selected), (2, 1));
+    assert_eq!(a.key(K::Char('p'), false), Action::Pause(true));
+    assert_eq!(a.key(K::Char('t'), false), Action::Redraw);
+    assert_eq!(a.theme.name, "light");
+    assert_eq!(a.key(K::Char('c'), true), Action::Quit);
+    assert_eq!(a.key(K::Char('q'), false), Action::Quit);
+}
+
+fn tmux(args: &[&str]) -> String {
+    let out = std::process::Command::new("tmux").args(args).output().expect("tmux is installed");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = format!("pipwatch-test-{}", std::process::id());
+    let exit_file = dir.path().join("exit");
+    let bin = assert_cmd::cargo::cargo_bin("pipwatch");
+    let cmd = format!(
+        "env -i PATH=\"$PATH\" TERM=xterm-256color PIPWATCH_SERVER__LISTEN='\"127.0.0.1:0\"' {} --data-dir {}; echo $? > {}; sleep 30",
+        bin.display(),
+        dir.path().join("data").display(),
+        exit_file.display()
+    );
+    tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &cmd]);
+    let wait_for = |what: &str| {
+        let start = Instant::now();
+        loop {
+            let pane = tmux(&["capture-pane", "-p", "-t", &session]);
+            if pane.contains(what) {
+                return pane;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                tmux(&["kill-session", "-t", &session]);
+                panic!("'{what}' never appeared:\n{pane}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let screen = wait_for("Pairs (7)");
+    assert!(screen.contains("pipwatch") && screen.contains("DEMO"), "{screen}");
+    tmux(&["send-keys", "-t", &session, "?"]);
+    wait_for("this help");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let start = Instant::now();
+    while !exit_file.exists() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pane = tmux(&["capture-pane", "-p", "-t", &session]);
+    tmux(&["kill-session", "-t", &session]);
+    assert_eq!(std::fs::read_to_string(&exit_file).unwrap_or_default().trim(), "0");
+    // The alternate screen is gone: none of the console is left on the pane.
+    assert!(!pane.contains("Pairs (7)") && !pane.contains("this help"), "{pane}");
+}
