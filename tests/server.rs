@@ -247,6 +247,8 @@ async fn a_reconnect_with_since_misses_nothing() {
     for n in 31..100 {
         rig.hub.publish(signal(n, "EUR_USD"));
     }
+    // Once the open connection has seen the last event, the server's history has moved on.
+    while next(&mut ws).await["seq"].as_u64() != Some(100) {}
     let mut ws = rig.connect("?since=3").await;
     assert_eq!(next(&mut ws).await["type"], "hello");
     let lagged = next(&mut ws).await;
