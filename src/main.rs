@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     match &cli.command {
         None => run_tui(&cli, None),
         Some(Command::Tui(args)) => run_tui(&cli, args.theme.clone()),
-        Some(Command::Attach(_)) => not_built("attach", "the remote console"),
+        Some(Command::Attach(args)) => run_attach(args),
         Some(Command::Tail(args)) => run_tail(args),
         Some(Command::Dead(cmd)) => run_dead(&cli, cmd),
         Some(Command::Headless(args)) => {
@@ -134,6 +134,20 @@ fn run_tui(cli: &Cli, theme: Option<String>) -> ExitCode {
     }
 }
 
+fn run_attach(args: &pipwatch::cli::AttachArgs) -> ExitCode {
+    // The console owns the terminal: the few logs of attach go to a file.
+    logging::init(LogMode::File(config::default_data_dir().join("attach.log")), "warn");
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(FAILED, format!("cannot start the async runtime: {e}")),
+    };
+    match rt.block_on(pipwatch::tui::attach(&args.url, args.token.clone(), args.theme.clone())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ pipwatch::tui::TuiError::Attach(pipwatch::tui::remote::AttachError::Url(_))) => fail(BAD_INPUT, e),
+        Err(e) => fail(FAILED, e),
+    }
+}
+
 fn run_tail(args: &pipwatch::cli::TailArgs) -> ExitCode {
     logging::init(LogMode::Plain, "info,sled=warn");
     let rt = match runtime() {
@@ -185,15 +199,6 @@ fn run_dead(cli: &Cli, cmd: &DeadCommand) -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => fail(FAILED, e),
     }
-}
-
-fn not_built(cmd: &str, what: &str) -> ExitCode {
-    fail(
-        BAD_INPUT,
-        format!(
-            "`pipwatch {cmd}`: {what} is not part of this build yet. Available now: `pipwatch headless` (engine, Discord notifier and server; JSON lines), `pipwatch tail`, `pipwatch replay CSV`, `pipwatch config check|show`, `pipwatch dead list|retry|purge`"
-        ),
-    )
 }
 
 fn run_replay(cli: &Cli, args: &ReplayArgs) -> ExitCode {

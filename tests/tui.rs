@@ -242,3 +242,69 @@ fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
     // The alternate screen is gone: none of the console is left on the pane.
     assert!(!pane.contains("Pairs (7)") && !pane.contains("this help"), "{pane}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_folds_the_same_view_as_the_in_process_console() {
+    use pipwatch::tui::remote::{self, Incoming};
+    use std::sync::Arc;
+    let hub = Arc::new(pipwatch::event::Hub::new(1 << 16));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let opts = pipwatch::server::Options {
+        listen: "127.0.0.1:0".into(),
+        token: None,
+        max_clients: 8,
+        history: 4096,
+        client_buffer: 4096,
+        max_frame: 65536,
+        ping_every: Duration::from_secs(20),
+        idle_timeout: Duration::from_secs(60),
+        source: "demo".into(),
+    };
+    let server =
+        pipwatch::server::start(opts, hub.clone(), None, Arc::new(pipwatch::metrics::Metrics::new()), stop.clone())
+            .await
+            .unwrap();
+    let mut local = hub.subscribe();
+    let recorded = events();
+    // Half before the console attaches (it gets them in the snapshot), half after.
+    let (before, after) = recorded.split_at(recorded.len() / 2);
+    for e in before {
+        hub.publish(e.clone());
+    }
+    let url = format!("ws://{}/ws", server.addr);
+    let first = remote::connect(&url, None).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+    let (_cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(remote::follow(first, url, None, tx, cmd_rx, stop.clone()));
+    let mut remote_app = app("dark");
+    remote_app.view = Default::default();
+    // The snapshot first.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap() {
+            Incoming::Snapshot(v) => {
+                remote_app.view = *v;
+                break;
+            }
+            _ => continue,
+        }
+    }
+    for e in after {
+        hub.publish(e.clone());
+    }
+    let last = recorded.len() as u64;
+    while remote_app.view.seq < last {
+        if let Incoming::Event(env) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap() {
+            remote_app.apply(&env);
+        }
+    }
+    let mut local_app = App::new("DEMO".into(), Theme::load("dark").unwrap(), Ts(NOW));
+    while local_app.view.seq < last {
+        local_app.apply(&local.recv().await.unwrap());
+    }
+    assert_eq!(remote_app.view, local_app.view);
+    // And so the same screen.
+    remote_app.mode = local_app.mode.clone();
+    remote_app.server = None;
+    assert_eq!(render(&remote_app, 120, 40).backend().buffer(), render(&local_app, 120, 40).backend().buffer());
+    stop.cancel();
+}

@@ -14,13 +14,15 @@ pub enum Focus {
 }
 
 /// What a key did, for the loop to act on.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Action {
     None,
     Redraw,
     Quit,
     /// Pause (true) or resume notifications.
     Pause(bool),
+    /// Acknowledge these alerts.
+    Ack(Vec<crate::event::Alert>),
 }
 
 pub struct App {
@@ -37,15 +39,18 @@ pub struct App {
     pub server: Option<String>,
     /// A message for the footer (e.g. a theme that failed to load).
     pub notice: Option<String>,
+    /// Attached: the connection's state ("connected", "reconnecting (…)").
+    pub link: Option<String>,
 }
 
 /// The key map: (keys, what they do). The help overlay is drawn from this.
-pub const KEYS: [(&str, &str); 9] = [
+pub const KEYS: [(&str, &str); 10] = [
     ("q", "quit"),
     ("?", "this help (Esc closes)"),
     ("Tab / Shift-Tab", "move focus: pairs, signals"),
     ("↑ ↓ / j k", "select a row"),
     ("p", "pause or resume notifications"),
+    ("a", "acknowledge the active alerts"),
     ("t", "next colour theme"),
     ("Esc", "close an overlay"),
     ("Ctrl-C", "quit"),
@@ -65,6 +70,7 @@ impl App {
             now,
             server: None,
             notice: None,
+            link: None,
         }
     }
 
@@ -102,6 +108,11 @@ impl App {
                 Action::Redraw
             }
             K::Char('p') => Action::Pause(!self.paused()),
+            K::Char('a') => {
+                let new: Vec<_> =
+                    self.view.alerts.iter().filter(|a| a.state == crate::event::AlertState::Raised).cloned().collect();
+                if new.is_empty() { Action::None } else { Action::Ack(new) }
+            }
             K::Char('t') => {
                 let names = theme::names();
                 let at = names.iter().position(|n| *n == self.theme.name).unwrap_or(0);

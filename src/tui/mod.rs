@@ -3,6 +3,7 @@
 //! hub's events, drawn at most once per frame and only when something changed.
 
 pub mod app;
+pub mod remote;
 pub mod theme;
 pub mod ui;
 
@@ -10,13 +11,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SourceKind};
 use crate::headless::{self, HeadlessError};
 use crate::time::Ts;
 use app::{Action, App};
+use remote::{Command, Incoming};
 use theme::Theme;
 
 /// At most this often: a burst of events becomes one frame.
@@ -30,6 +32,8 @@ pub enum TuiError {
     Terminal(#[from] std::io::Error),
     #[error("the engine stopped unexpectedly: {0}")]
     Crashed(String),
+    #[error(transparent)]
+    Attach(#[from] remote::AttachError),
 }
 
 pub fn mode_label(c: &Config) -> String {
@@ -66,26 +70,44 @@ pub async fn run(config: &Config, data_dir: &Path, theme: Option<String>) -> Res
             };
         }
     };
-    let mut rx = ready.hub.subscribe();
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let (theme, warning) = Theme::choose(theme.as_deref(), no_color);
-    if let Some(w) = &warning {
-        tracing::warn!("{w}");
-    }
+    let (theme, warning) = choose_theme(theme);
     let mut app = App::new(mode_label(config), theme, Ts::now());
     app.notice = warning;
     app.server = ready.server.map(|a| a.to_string());
 
-    // A panic anywhere (also in a spawned task) must not leave the terminal
-    // raw: ratatui's hook restores it, then ours ends the process.
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        previous(info);
-        std::process::exit(1);
-    }));
-    let mut terminal = ratatui::try_init()?;
-    let result = ui_loop(&mut terminal, &mut app, &mut rx, &ready.notifier, &shutdown, &mut engine).await;
-    ratatui::restore();
+    // The hub's events into the console's input; its commands to the notifier.
+    let (tx, mut incoming) = tokio::sync::mpsc::channel(4096);
+    let mut rx = ready.hub.subscribe();
+    let forward = tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(env) => {
+                    if tx.send(Incoming::Event(env)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel::<Command>(64);
+    let (notifier, hub) = (ready.notifier.clone(), ready.hub.clone());
+    let commands = tokio::spawn(async move {
+        while let Some(c) = cmd_rx.recv().await {
+            match c {
+                Command::Pause(p) => notifier.set_paused(p),
+                Command::Ack(mut a) => {
+                    a.state = crate::event::AlertState::Acknowledged;
+                    hub.publish(crate::event::Event::Alert(a));
+                }
+            }
+        }
+    });
+
+    let result = with_terminal(&mut app, &mut incoming, &cmd_tx, &shutdown, Some(&mut engine)).await;
+    forward.abort();
+    commands.abort();
     shutdown.cancel();
     let engine_result = if engine.is_finished() { None } else { Some(engine.await) };
     result?;
@@ -96,13 +118,62 @@ pub async fn run(config: &Config, data_dir: &Path, theme: Option<String>) -> Res
     }
 }
 
+fn choose_theme(theme: Option<String>) -> (Theme, Option<String>) {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let (theme, warning) = Theme::choose(theme.as_deref(), no_color);
+    if let Some(w) = &warning {
+        tracing::warn!("{w}");
+    }
+    (theme, warning)
+}
+
+/// `pipwatch attach`: the same console, fed by a running instance.
+pub async fn attach(url: &str, token: Option<String>, theme: Option<String>) -> Result<(), TuiError> {
+    let first = remote::connect(url, token.as_deref()).await?;
+    let shutdown = CancellationToken::new();
+    headless::stop_on_signals(shutdown.clone(), None);
+    let (tx, mut incoming) = tokio::sync::mpsc::channel(4096);
+    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(64);
+    let follower = tokio::spawn(remote::follow(first, url.to_string(), token, tx, cmd_rx, shutdown.clone()));
+    let (theme, warning) = choose_theme(theme);
+    let mut app = App::new(format!("ATTACHED {url}"), theme, Ts::now());
+    app.notice = warning;
+    app.link = Some("connecting".into());
+    let result = with_terminal(&mut app, &mut incoming, &cmd_tx, &shutdown, None).await;
+    shutdown.cancel();
+    let _ = follower.await;
+    result
+}
+
+type EngineTask = tokio::task::JoinHandle<Result<crate::live::LiveStats, HeadlessError>>;
+
+async fn with_terminal(
+    app: &mut App,
+    incoming: &mut tokio::sync::mpsc::Receiver<Incoming>,
+    commands: &tokio::sync::mpsc::Sender<Command>,
+    shutdown: &CancellationToken,
+    engine: Option<&mut EngineTask>,
+) -> Result<(), TuiError> {
+    // A panic anywhere (also in a spawned task) must not leave the terminal
+    // raw: ratatui's hook restores it, then ours ends the process.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        std::process::exit(1);
+    }));
+    let mut terminal = ratatui::try_init()?;
+    let result = ui_loop(&mut terminal, app, incoming, commands, shutdown, engine).await;
+    ratatui::restore();
+    result
+}
+
 async fn ui_loop(
     terminal: &mut ratatui::DefaultTerminal,
     app: &mut App,
-    rx: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::event::Envelope>>,
-    notifier: &crate::notify::NotifierHandle,
+    incoming: &mut tokio::sync::mpsc::Receiver<Incoming>,
+    commands: &tokio::sync::mpsc::Sender<Command>,
     shutdown: &CancellationToken,
-    engine: &mut tokio::task::JoinHandle<Result<crate::live::LiveStats, HeadlessError>>,
+    mut engine: Option<&mut EngineTask>,
 ) -> Result<(), TuiError> {
     let mut keys = crossterm::event::EventStream::new();
     let mut clock = tokio::time::interval(Duration::from_secs(1));
@@ -115,23 +186,25 @@ async fn ui_loop(
             last_draw = Instant::now();
         }
         let next_frame = tokio::time::Instant::from_std(last_draw + FRAME);
+        let engine_done = async {
+            match engine.as_mut() {
+                Some(e) => Some((&mut **e).await),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            r = rx.recv() => match r {
-                Ok(env) => {
-                    app.apply(&env);
-                    // Drain the burst before drawing once.
-                    for _ in 0..10_000 {
-                        match rx.try_recv() {
-                            Ok(env) => app.apply(&env),
-                            Err(TryRecvError::Lagged(_)) => {}
-                            Err(_) => break,
-                        }
+            m = incoming.recv() => {
+                let Some(m) = m else { return Ok(()) };
+                take(app, m);
+                // Drain the burst before drawing once.
+                for _ in 0..10_000 {
+                    match incoming.try_recv() {
+                        Ok(m) => take(app, m),
+                        Err(_) => break,
                     }
-                    dirty = true;
                 }
-                Err(RecvError::Lagged(_)) => dirty = true,
-                Err(RecvError::Closed) => return Ok(()),
-            },
+                dirty = true;
+            }
             ev = keys.next() => match ev {
                 Some(Ok(crossterm::event::Event::Key(k))) if k.kind == crossterm::event::KeyEventKind::Press => {
                     let ctrl = k.modifiers.contains(crossterm::event::KeyModifiers::CONTROL);
@@ -139,8 +212,13 @@ async fn ui_loop(
                         Action::Quit => return Ok(()),
                         Action::Redraw => dirty = true,
                         Action::Pause(p) => {
-                            notifier.set_paused(p);
+                            let _ = commands.send(Command::Pause(p)).await;
                             dirty = true;
+                        }
+                        Action::Ack(alerts) => {
+                            for a in alerts {
+                                let _ = commands.send(Command::Ack(a)).await;
+                            }
                         }
                         Action::None => {}
                     }
@@ -156,13 +234,22 @@ async fn ui_loop(
             }
             _ = tokio::time::sleep_until(next_frame), if dirty => {}
             _ = shutdown.cancelled() => return Ok(()),
-            r = &mut *engine => {
+            r = engine_done => {
                 return match r {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(e) => Err(TuiError::Crashed(e.to_string())),
+                    Some(Ok(Ok(_))) | None => Ok(()),
+                    Some(Ok(Err(e))) => Err(e.into()),
+                    Some(Err(e)) => Err(TuiError::Crashed(e.to_string())),
                 };
             }
         }
+    }
+}
+
+fn take(app: &mut App, m: Incoming) {
+    match m {
+        Incoming::Event(env) => app.apply(&env),
+        Incoming::Snapshot(v) => app.view = *v,
+        Incoming::Link(l) => app.link = Some(l),
+        Incoming::Notice(n) => app.notice = Some(n),
     }
 }

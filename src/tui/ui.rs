@@ -103,6 +103,10 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
         Span::styled(" pipwatch ", t.header.add_modifier(ratatui::style::Modifier::BOLD)),
         sep.clone(),
         Span::styled(app.mode.clone(), t.header),
+        Span::styled(
+            app.link.as_ref().map(|l| format!(" ({l})")).unwrap_or_default(),
+            if app.link.as_deref().is_some_and(|l| l.starts_with("connected")) { t.header } else { t.warning },
+        ),
         sep.clone(),
         Span::styled(feed, t.header),
         sep.clone(),
