@@ -164,11 +164,15 @@ fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
         widths.push(Constraint::Min(10));
     }
     let spark_width = area.width.saturating_sub(110).clamp(10, 60) as usize;
+    let visible = area.height.saturating_sub(3) as usize;
+    let first = app.selected.saturating_sub(visible.saturating_sub(1));
     let rows: Vec<Row<'_>> = app
         .view
         .pairs
         .iter()
         .enumerate()
+        .skip(first)
+        .take(visible)
         .map(|(n, p)| {
             let mut row = pair_row(app, p, show_slow, show_atr, show_last, show_spark, spark_width);
             if stale.contains(&(p.instrument, p.timeframe)) {
@@ -260,11 +264,16 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
     let t = &app.theme;
     let focused = app.focus == Focus::Signals;
     let wide = area.width >= 70;
+    // Only the rows that fit are built: formatting is most of a frame's cost.
+    let visible = area.height.saturating_sub(3) as usize;
+    let first = app.signal_selected.saturating_sub(visible.saturating_sub(1));
     let rows: Vec<Row<'_>> = app
         .view
         .signals
         .iter()
         .enumerate()
+        .skip(first)
+        .take(visible)
         .map(|(n, v)| {
             let s = &v.signal;
             let i = s.instrument;
