@@ -27,9 +27,17 @@ pub struct PairView {
     pub candle: Option<CandleRecord>,
     pub quote: Option<Quote>,
     pub last_signal: Option<Signal>,
-    /// Oldest first.
-    pub closes: VecDeque<f64>,
+    /// Recent closed candles with their MAs, oldest first (sparkline, detail chart).
+    pub bars: VecDeque<Bar>,
     pub rejected: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Bar {
+    pub time: crate::time::Ts,
+    pub close: f64,
+    pub fast: Option<f64>,
+    pub slow: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,7 +88,7 @@ impl View {
                         candle: None,
                         quote: None,
                         last_signal: None,
-                        closes: VecDeque::new(),
+                        bars: VecDeque::new(),
                         rejected: 0,
                     },
                 );
@@ -100,10 +108,10 @@ impl View {
             Event::Candle(c) => {
                 let p = self.pair(c.instrument, c.timeframe);
                 p.candle = Some(*c);
-                if p.closes.len() == CLOSES_KEPT {
-                    p.closes.pop_front();
+                if p.bars.len() == CLOSES_KEPT {
+                    p.bars.pop_front();
                 }
-                p.closes.push_back(c.close);
+                p.bars.push_back(Bar { time: c.time, close: c.close, fast: c.fast, slow: c.slow });
             }
             Event::Quote(q) => {
                 for p in self.pairs.iter_mut().filter(|p| p.instrument == q.instrument) {
@@ -252,7 +260,7 @@ mod tests {
             v.apply_event(&candle("EUR_USD", Timeframe::H1, t, t as f64));
         }
         let p = &v.pairs[0];
-        assert_eq!(p.closes.len(), CLOSES_KEPT);
-        assert_eq!(p.closes.front(), Some(&10.0));
+        assert_eq!(p.bars.len(), CLOSES_KEPT);
+        assert_eq!(p.bars.front().map(|b| b.close), Some(10.0));
     }
 }

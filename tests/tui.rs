@@ -308,3 +308,16 @@ async fn attach_folds_the_same_view_as_the_in_process_console() {
     assert_eq!(render(&remote_app, 120, 40).backend().buffer(), render(&local_app, 120, 40).backend().buffer());
     stop.cancel();
 }
+
+#[test]
+fn the_detail_view_of_a_pair() {
+    let mut a = app("dark");
+    assert_eq!(a.key(crossterm::event::KeyCode::Enter, false), Action::Redraw);
+    assert!(a.detail);
+    let t = render(&a, 100, 30);
+    let text = format!("{}", t.backend());
+    assert!(text.contains("EUR_USD H1 — last 40 candles") && text.contains("stop loss"), "{text}");
+    insta::assert_snapshot!("detail_100x30", t.backend());
+    a.key(crossterm::event::KeyCode::Esc, false);
+    assert!(!a.detail);
+}

@@ -33,6 +33,8 @@ pub struct App {
     pub selected: usize,
     pub signal_selected: usize,
     pub help: bool,
+    /// The selected pair's detail view (Enter) instead of the dashboard.
+    pub detail: bool,
     pub theme: Theme,
     pub now: Ts,
     /// Where the server listens, shown in the footer.
@@ -44,15 +46,16 @@ pub struct App {
 }
 
 /// The key map: (keys, what they do). The help overlay is drawn from this.
-pub const KEYS: [(&str, &str); 10] = [
+pub const KEYS: [(&str, &str); 11] = [
     ("q", "quit"),
     ("?", "this help (Esc closes)"),
     ("Tab / Shift-Tab", "move focus: pairs, signals"),
     ("↑ ↓ / j k", "select a row"),
+    ("Enter", "the selected pair's chart and values"),
     ("p", "pause or resume notifications"),
     ("a", "acknowledge the active alerts"),
     ("t", "next colour theme"),
-    ("Esc", "close an overlay"),
+    ("Esc", "close an overlay, back from a detail view"),
     ("Ctrl-C", "quit"),
     ("", "logs go to pipwatch.log in the data directory"),
 ];
@@ -66,6 +69,7 @@ impl App {
             selected: 0,
             signal_selected: 0,
             help: false,
+            detail: false,
             theme,
             now,
             server: None,
@@ -92,7 +96,15 @@ impl App {
                 Action::Redraw
             }
             K::Esc => {
-                self.help = false;
+                if self.help {
+                    self.help = false;
+                } else {
+                    self.detail = false;
+                }
+                Action::Redraw
+            }
+            K::Enter if self.focus == Focus::Pairs && !self.view.pairs.is_empty() => {
+                self.detail = true;
                 Action::Redraw
             }
             K::Tab | K::BackTab => {

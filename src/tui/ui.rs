@@ -36,10 +36,10 @@ fn hms(t: Ts) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
 }
 
-fn spark(closes: &std::collections::VecDeque<f64>, width: usize) -> String {
+fn spark(bars: &std::collections::VecDeque<crate::view::Bar>, width: usize) -> String {
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-    let take = closes.len().min(width);
-    let tail: Vec<f64> = closes.iter().skip(closes.len() - take).copied().collect();
+    let take = bars.len().min(width);
+    let tail: Vec<f64> = bars.iter().skip(bars.len() - take).map(|b| b.close).collect();
     let (lo, hi) = tail.iter().fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
     tail.iter()
         .map(|&v| if hi - lo <= f64::EPSILON { BARS[3] } else { BARS[(((v - lo) / (hi - lo)) * 7.0).round() as usize] })
@@ -56,6 +56,16 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
     let [header, body, footer] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(0), Constraint::Length(1)]).areas(area);
     draw_header(f, app, header);
+    if app.detail
+        && let Some(p) = app.view.pairs.get(app.selected)
+    {
+        draw_detail(f, app, p, body);
+        draw_footer(f, app, footer);
+        if app.help {
+            draw_help(f, app, area);
+        }
+        return;
+    }
     let pairs_height = (app.view.pairs.len() as u16 + 3).clamp(5, body.height / 2 + 2);
     let [pairs, lower] = Layout::vertical([Constraint::Length(pairs_height), Constraint::Min(0)]).areas(body);
     draw_pairs(f, app, pairs);
@@ -213,7 +223,7 @@ fn pair_row<'a>(
     let mut cells = vec![Cell::from(i.to_string()), Cell::from(p.timeframe.to_string())];
     let last = p.quote.map(|q| (q.bid + q.ask) / 2.0).or(p.candle.map(|c| c.close));
     cells.push(last.map_or_else(dash, |v| Cell::from(price(i, v))));
-    let prev = p.closes.len().checked_sub(2).and_then(|n| p.closes.get(n)).copied();
+    let prev = p.bars.len().checked_sub(2).and_then(|n| p.bars.get(n)).map(|b| b.close);
     cells.push(match (last, prev) {
         (Some(l), Some(pv)) => {
             let pips = (l - pv) / i.pip();
@@ -255,7 +265,7 @@ fn pair_row<'a>(
         });
     }
     if show_spark {
-        cells.push(Cell::from(Span::styled(spark(&p.closes, spark_width), t.accent)));
+        cells.push(Cell::from(Span::styled(spark(&p.bars, spark_width), t.accent)));
     }
     cells
 }
@@ -467,4 +477,97 @@ fn draw_help(f: &mut Frame<'_>, app: &App, area: Rect) {
             .style(Style::default()),
         rect,
     );
+}
+
+/// One pair: closes with both MAs and the pair's signals marked, and its values.
+fn draw_detail(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect) {
+    use ratatui::symbols::Marker;
+    use ratatui::widgets::{Axis, Chart, Dataset, GraphType};
+    let t = &app.theme;
+    let i = p.instrument;
+    let [chart_area, values] = Layout::horizontal([Constraint::Min(30), Constraint::Length(34)]).areas(area);
+    let x = |n: usize| n as f64;
+    let closes: Vec<(f64, f64)> = p.bars.iter().enumerate().map(|(n, b)| (x(n), b.close)).collect();
+    let fast: Vec<(f64, f64)> = p.bars.iter().enumerate().filter_map(|(n, b)| b.fast.map(|v| (x(n), v))).collect();
+    let slow: Vec<(f64, f64)> = p.bars.iter().enumerate().filter_map(|(n, b)| b.slow.map(|v| (x(n), v))).collect();
+    let marks = |side: Side| -> Vec<(f64, f64)> {
+        app.view
+            .signals
+            .iter()
+            .map(|v| &v.signal)
+            .filter(|s| s.instrument == i && s.timeframe == p.timeframe && s.side == side)
+            .filter_map(|s| p.bars.iter().position(|b| b.time == s.time).map(|n| (x(n), s.price)))
+            .collect()
+    };
+    let (buys, sells) = (marks(Side::Buy), marks(Side::Sell));
+    let all = closes.iter().chain(&fast).chain(&slow).map(|&(_, v)| v);
+    let (lo, hi) = all.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
+    let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
+    let pad = ((hi - lo) * 0.05).max(i.pip());
+    let datasets = vec![
+        Dataset::default()
+            .name("close")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(t.text)
+            .data(&closes),
+        Dataset::default().name("fast").marker(Marker::Braille).graph_type(GraphType::Line).style(t.accent).data(&fast),
+        Dataset::default()
+            .name("slow")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(t.warning)
+            .data(&slow),
+        Dataset::default().name("buy").marker(Marker::Block).graph_type(GraphType::Scatter).style(t.up).data(&buys),
+        Dataset::default().name("sell").marker(Marker::Block).graph_type(GraphType::Scatter).style(t.down).data(&sells),
+    ];
+    let chart = Chart::new(datasets)
+        .block(
+            Block::bordered()
+                .title(Span::styled(format!(" {} {} — last {} candles ", i, p.timeframe, p.bars.len()), t.title))
+                .border_style(t.accent),
+        )
+        .x_axis(Axis::default().bounds([0.0, (closes.len().max(2) - 1) as f64]).style(t.muted))
+        .y_axis(
+            Axis::default()
+                .bounds([lo - pad, hi + pad])
+                .labels([Line::from(price(i, lo)), Line::from(price(i, hi))])
+                .style(t.muted),
+        );
+    f.render_widget(chart, chart_area);
+
+    let row = |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<13}"), t.muted), Span::raw(v)]);
+    let opt = |v: Option<f64>| v.map_or("—".to_string(), |v| price(i, v));
+    let c = p.candle;
+    let mut lines = vec![
+        row("candle", c.map_or("—".into(), |c| c.time.to_string())),
+        row("close", opt(c.map(|c| c.close))),
+        row("fast MA", opt(c.and_then(|c| c.fast))),
+        row("slow MA", opt(c.and_then(|c| c.slow))),
+        row("ATR", c.and_then(|c| c.atr).map_or("—".into(), |a| format!("{} ({:.1} pips)", price(i, a), a / i.pip()))),
+        row("quote", p.quote.map_or("—".into(), |q| format!("{} / {}", price(i, q.bid), price(i, q.ask)))),
+        row("rejected", p.rejected.to_string()),
+        Line::raw(""),
+    ];
+    match &p.last_signal {
+        Some(s) => {
+            let (label, style) = if s.side == Side::Buy { ("BUY", t.up) } else { ("SELL", t.down) };
+            lines.push(Line::from(vec![Span::styled(format!("{label:<13}"), style), Span::raw(s.time.to_string())]));
+            lines.push(row("entry", price(i, s.price)));
+            lines.push(row(
+                "stop loss",
+                format!("{} ({:+.1})", price(i, s.stop_loss), (s.stop_loss - s.price) / i.pip()),
+            ));
+            lines.push(row(
+                "take profit",
+                format!("{} ({:+.1})", price(i, s.take_profit), (s.take_profit - s.price) / i.pip()),
+            ));
+            lines.push(row("strategy", s.strategy.clone()));
+        }
+        None => lines.push(Line::styled("no signal yet", t.muted)),
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled("Esc: back", t.muted));
+    let block = Block::bordered().title(Span::styled(" Values ", t.title)).border_style(t.border);
+    f.render_widget(Paragraph::new(lines).block(block).style(t.text), values);
 }
