@@ -321,3 +321,24 @@ fn the_detail_view_of_a_pair() {
     a.key(crossterm::event::KeyCode::Esc, false);
     assert!(!a.detail);
 }
+
+#[test]
+fn the_feed_filter_cycles_pair_buys_sells_all() {
+    use crossterm::event::KeyCode as K;
+    let mut a = app("dark");
+    let title = |a: &App| {
+        let text = format!("{}", render(a, 120, 40).backend());
+        text.lines().find(|l| l.contains("Signals (")).unwrap_or_default().to_string()
+    };
+    assert!(title(&a).contains("Signals (2)"));
+    a.key(K::Char('j'), false); // GBP_USD: it has no signal
+    a.key(K::Char('f'), false);
+    assert!(title(&a).contains("Signals (0 of 2) · GBP_USD"), "{}", title(&a));
+    assert!(format!("{}", render(&a, 120, 40).backend()).contains("no signal matches the filter"));
+    a.key(K::Char('f'), false);
+    assert!(title(&a).contains("Signals (1 of 2) · buy only"), "{}", title(&a));
+    a.key(K::Char('f'), false);
+    assert!(title(&a).contains("Signals (1 of 2) · sell only"), "{}", title(&a));
+    a.key(K::Char('f'), false);
+    assert!(title(&a).contains("Signals (2)"));
+}

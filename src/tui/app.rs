@@ -7,6 +7,32 @@ use crate::view::View;
 
 use super::theme::{self, Theme};
 
+/// Which signals the feed shows (`f` cycles through them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedFilter {
+    All,
+    Pair(crate::types::Instrument),
+    Side(crate::types::Side),
+}
+
+impl FeedFilter {
+    pub fn passes(&self, s: &crate::event::Signal) -> bool {
+        match self {
+            FeedFilter::All => true,
+            FeedFilter::Pair(i) => s.instrument == *i,
+            FeedFilter::Side(side) => s.side == *side,
+        }
+    }
+
+    pub fn label(&self) -> Option<String> {
+        match self {
+            FeedFilter::All => None,
+            FeedFilter::Pair(i) => Some(i.to_string()),
+            FeedFilter::Side(s) => Some(format!("{s} only")),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Focus {
     Pairs,
@@ -35,6 +61,7 @@ pub struct App {
     pub help: bool,
     /// The selected pair's detail view (Enter) instead of the dashboard.
     pub detail: bool,
+    pub filter: FeedFilter,
     pub theme: Theme,
     pub now: Ts,
     /// Where the server listens, shown in the footer.
@@ -46,12 +73,13 @@ pub struct App {
 }
 
 /// The key map: (keys, what they do). The help overlay is drawn from this.
-pub const KEYS: [(&str, &str); 11] = [
+pub const KEYS: [(&str, &str); 12] = [
     ("q", "quit"),
     ("?", "this help (Esc closes)"),
     ("Tab / Shift-Tab", "move focus: pairs, signals"),
     ("↑ ↓ / j k", "select a row"),
     ("Enter", "the selected pair's chart and values"),
+    ("f", "filter signals: the selected pair, buys, sells, all"),
     ("p", "pause or resume notifications"),
     ("a", "acknowledge the active alerts"),
     ("t", "next colour theme"),
@@ -70,6 +98,7 @@ impl App {
             signal_selected: 0,
             help: false,
             detail: false,
+            filter: FeedFilter::All,
             theme,
             now,
             server: None,
@@ -120,6 +149,19 @@ impl App {
                 Action::Redraw
             }
             K::Char('p') => Action::Pause(!self.paused()),
+            K::Char('f') => {
+                self.filter = match self.filter {
+                    FeedFilter::All => match self.view.pairs.get(self.selected) {
+                        Some(p) => FeedFilter::Pair(p.instrument),
+                        None => FeedFilter::Side(crate::types::Side::Buy),
+                    },
+                    FeedFilter::Pair(_) => FeedFilter::Side(crate::types::Side::Buy),
+                    FeedFilter::Side(crate::types::Side::Buy) => FeedFilter::Side(crate::types::Side::Sell),
+                    FeedFilter::Side(crate::types::Side::Sell) => FeedFilter::All,
+                };
+                self.signal_selected = 0;
+                Action::Redraw
+            }
             K::Char('a') => {
                 let new: Vec<_> =
                     self.view.alerts.iter().filter(|a| a.state == crate::event::AlertState::Raised).cloned().collect();
@@ -142,7 +184,10 @@ impl App {
     fn step(&mut self, by: isize) {
         let (sel, len) = match self.focus {
             Focus::Pairs => (&mut self.selected, self.view.pairs.len()),
-            Focus::Signals => (&mut self.signal_selected, self.view.signals.len()),
+            Focus::Signals => {
+                let filter = self.filter;
+                (&mut self.signal_selected, self.view.signals.iter().filter(|v| filter.passes(&v.signal)).count())
+            }
         };
         if len == 0 {
             *sel = 0;

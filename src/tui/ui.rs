@@ -277,10 +277,12 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
     // Only the rows that fit are built: formatting is most of a frame's cost.
     let visible = area.height.saturating_sub(3) as usize;
     let first = app.signal_selected.saturating_sub(visible.saturating_sub(1));
+    let shown = app.view.signals.iter().filter(|v| app.filter.passes(&v.signal)).count();
     let rows: Vec<Row<'_>> = app
         .view
         .signals
         .iter()
+        .filter(|v| app.filter.passes(&v.signal))
         .enumerate()
         .skip(first)
         .take(visible)
@@ -330,10 +332,17 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
     widths.push(Constraint::Min(6));
     header.push("Sent");
     let block = Block::bordered()
-        .title(Span::styled(format!(" Signals ({}) ", app.view.signals.len()), t.title))
+        .title(Span::styled(
+            match app.filter.label() {
+                Some(l) => format!(" Signals ({shown} of {}) · {l} ", app.view.signals.len()),
+                None => format!(" Signals ({}) ", app.view.signals.len()),
+            },
+            t.title,
+        ))
         .border_style(if focused { t.accent } else { t.border });
-    if app.view.signals.is_empty() {
-        f.render_widget(Paragraph::new("no signal yet").style(t.muted).block(block), area);
+    if shown == 0 {
+        let empty = if app.view.signals.is_empty() { "no signal yet" } else { "no signal matches the filter (f)" };
+        f.render_widget(Paragraph::new(empty).style(t.muted).block(block), area);
     } else {
         f.render_widget(
             Table::new(rows, widths).header(Row::new(header).style(t.muted)).block(block).style(t.text),
