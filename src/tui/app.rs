@@ -79,7 +79,7 @@ pub const KEYS: [(&str, &str); 12] = [
     ("Tab / Shift-Tab", "move focus: pairs, signals"),
     ("↑ ↓ / j k", "select a row"),
     ("Enter", "the selected pair's chart and values"),
-    ("f", "filter signals: the selected pair, buys, sells, all"),
+    ("f", "filter signals: pair, buys, sells, all"),
     ("p", "pause or resume notifications"),
     ("a", "acknowledge the active alerts"),
     ("t", "next colour theme"),
