@@ -38,6 +38,14 @@ pub fn init(mode: LogMode, default_filter: &str) {
         }
         _ => None,
     };
+    // The console also shows logs in its panel (`l`).
+    let is_console = matches!(mode, LogMode::File(_));
+    let console = is_console.then_some(tui_logger::TuiTracingSubscriberLayer);
     // try_init: a second call (tests) keeps the first registry instead of panicking.
-    let _ = tracing_subscriber::registry().with(filter).with(json).with(plain).with(file).try_init();
+    let installed =
+        tracing_subscriber::registry().with(filter).with(json).with(plain).with(file).with(console).try_init();
+    if is_console && installed.is_ok() {
+        // After the registry (tui-logger's own note): starts its collector thread.
+        let _ = tui_logger::init_logger(tui_logger::LevelFilter::Trace);
+    }
 }

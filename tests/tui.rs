@@ -342,3 +342,12 @@ fn the_feed_filter_cycles_pair_buys_sells_all() {
     a.key(K::Char('f'), false);
     assert!(title(&a).contains("Signals (2)"));
 }
+
+#[test]
+fn the_log_panel_toggles() {
+    let mut a = app("dark");
+    assert!(!format!("{}", render(&a, 120, 40).backend()).contains("Logs (l closes)"));
+    a.key(crossterm::event::KeyCode::Char('l'), false);
+    let text = format!("{}", render(&a, 120, 40).backend());
+    assert!(text.contains("Logs (l closes)") && text.contains("Pairs (3)"), "{text}");
+}

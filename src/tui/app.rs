@@ -62,6 +62,8 @@ pub struct App {
     /// The selected pair's detail view (Enter) instead of the dashboard.
     pub detail: bool,
     pub filter: FeedFilter,
+    /// The log panel (`l`).
+    pub logs: bool,
     pub theme: Theme,
     pub now: Ts,
     /// Where the server listens, shown in the footer.
@@ -85,7 +87,7 @@ pub const KEYS: [(&str, &str); 12] = [
     ("t", "next colour theme"),
     ("Esc", "close an overlay, back from a detail view"),
     ("Ctrl-C", "quit"),
-    ("", "logs go to pipwatch.log in the data directory"),
+    ("l", "log panel (also in pipwatch.log)"),
 ];
 
 impl App {
@@ -99,6 +101,7 @@ impl App {
             help: false,
             detail: false,
             filter: FeedFilter::All,
+            logs: false,
             theme,
             now,
             server: None,
@@ -149,6 +152,10 @@ impl App {
                 Action::Redraw
             }
             K::Char('p') => Action::Pause(!self.paused()),
+            K::Char('l') => {
+                self.logs = !self.logs;
+                Action::Redraw
+            }
             K::Char('f') => {
                 self.filter = match self.filter {
                     FeedFilter::All => match self.view.pairs.get(self.selected) {

@@ -17,6 +17,10 @@ use crate::view::PairView;
 pub const MIN_WIDTH: u16 = 60;
 pub const MIN_HEIGHT: u16 = 16;
 
+fn t_title(app: &App) -> Style {
+    app.theme.title
+}
+
 fn price(i: Instrument, p: f64) -> String {
     format!("{:.*}", i.decimals() as usize, p)
 }
@@ -56,6 +60,25 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
     let [header, body, footer] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(0), Constraint::Length(1)]).areas(area);
     draw_header(f, app, header);
+    let body = if app.logs && body.height > 16 {
+        let [main, logs] = Layout::vertical([Constraint::Min(0), Constraint::Length(8)]).areas(body);
+        let widget = tui_logger::TuiLoggerWidget::default()
+            .block(
+                Block::bordered().title(Span::styled(" Logs (l closes) ", t_title(app))).border_style(app.theme.border),
+            )
+            .style(app.theme.text)
+            .style_error(app.theme.critical)
+            .style_warn(app.theme.warning)
+            .style_info(app.theme.text)
+            .style_debug(app.theme.muted)
+            .style_trace(app.theme.muted)
+            .output_separator(' ')
+            .output_timestamp(Some("%H:%M:%S".to_string()));
+        f.render_widget(widget, logs);
+        main
+    } else {
+        body
+    };
     if app.detail
         && let Some(p) = app.view.pairs.get(app.selected)
     {
@@ -460,6 +483,9 @@ fn draw_footer(f: &mut Frame<'_>, app: &App, area: Rect) {
         " ? help  q quit  Tab focus  j/k select  p pause  t theme"
     };
     let mut spans = vec![Span::styled(keys, t.muted)];
+    if app.logs {
+        spans.push(Span::styled("  │ logs also in pipwatch.log", t.muted));
+    }
     if let Some(addr) = &app.server {
         spans.push(Span::styled(format!("  │ server {addr}"), t.muted));
     }
