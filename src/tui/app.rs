@@ -49,6 +49,8 @@ pub enum Action {
     Pause(bool),
     /// Acknowledge these alerts.
     Ack(Vec<crate::event::Alert>),
+    /// Ctrl-Z: give the terminal back and stop until `fg`.
+    Suspend,
 }
 
 pub struct App {
@@ -86,7 +88,7 @@ pub const KEYS: [(&str, &str); 12] = [
     ("a", "acknowledge the active alerts"),
     ("t", "next colour theme"),
     ("Esc", "close an overlay, back from a detail view"),
-    ("Ctrl-C", "quit"),
+    ("Ctrl-C / Ctrl-Z", "quit / suspend (fg resumes)"),
     ("l", "log panel (also in pipwatch.log)"),
 ];
 
@@ -122,6 +124,7 @@ impl App {
         use crossterm::event::KeyCode as K;
         match code {
             K::Char('c') if ctrl => Action::Quit,
+            K::Char('z') if ctrl => Action::Suspend,
             K::Char('q') => Action::Quit,
             K::Char('?') => {
                 self.help = !self.help;

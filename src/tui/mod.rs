@@ -220,6 +220,10 @@ async fn ui_loop(
                                 let _ = commands.send(Command::Ack(a)).await;
                             }
                         }
+                        Action::Suspend => {
+                            suspend(terminal)?;
+                            dirty = true;
+                        }
                         Action::None => {}
                     }
                 }
@@ -243,6 +247,21 @@ async fn ui_loop(
             }
         }
     }
+}
+
+/// Ctrl-Z: raw mode swallows the key, so do what the shell expects: restore
+/// the terminal, stop this process, and take the screen back on `fg`.
+fn suspend(terminal: &mut ratatui::DefaultTerminal) -> Result<(), TuiError> {
+    ratatui::restore();
+    #[cfg(unix)]
+    {
+        // std cannot raise a signal; `kill` stops us until SIGCONT.
+        let _ = std::process::Command::new("kill").args(["-TSTP", &std::process::id().to_string()]).status();
+    }
+    crossterm::terminal::enable_raw_mode()?;
+    crossterm::execute!(std::io::stdout(), crossterm::terminal::EnterAlternateScreen)?;
+    terminal.clear()?;
+    Ok(())
 }
 
 fn take(app: &mut App, m: Incoming) {
