@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     match &cli.command {
         None => run_tui(&cli, None),
         Some(Command::Tui(args)) => run_tui(&cli, args.theme.clone()),
-        Some(Command::Attach(args)) => run_attach(args),
+        Some(Command::Attach(args)) => run_attach(&cli, args),
         Some(Command::Tail(args)) => run_tail(args),
         Some(Command::Dead(cmd)) => run_dead(&cli, cmd),
         Some(Command::Headless(args)) => {
@@ -134,14 +134,20 @@ fn run_tui(cli: &Cli, theme: Option<String>) -> ExitCode {
     }
 }
 
-fn run_attach(args: &pipwatch::cli::AttachArgs) -> ExitCode {
+fn run_attach(cli: &Cli, args: &pipwatch::cli::AttachArgs) -> ExitCode {
     // The console owns the terminal: the few logs of attach go to a file.
     logging::init(LogMode::File(config::default_data_dir().join("attach.log")), "warn");
+    // For the console's theme and keys.
+    let loaded = match load_config(cli, None, Vec::new()) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(FAILED, format!("cannot start the async runtime: {e}")),
     };
-    match rt.block_on(pipwatch::tui::attach(&args.url, args.token.clone(), args.theme.clone())) {
+    match rt.block_on(pipwatch::tui::attach(&args.url, args.token.clone(), args.theme.clone(), &loaded.config.console))
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ pipwatch::tui::TuiError::Attach(pipwatch::tui::remote::AttachError::Url(_))) => fail(BAD_INPUT, e),
         Err(e) => fail(FAILED, e),

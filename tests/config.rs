@@ -193,6 +193,15 @@ fn health_thresholds_are_checked() {
 }
 
 #[test]
+fn console_keys_are_checked() {
+    let err = error("[console]\ntheme = \"neon\"\n[console.keys]\nquit = \"p\"\nhelp = \"j\"\nlogs = \"ll\"\n", &[]);
+    assert!(err.contains("console.keys.quit = 'p': is also console.keys.pause"), "{err}");
+    assert!(err.contains("console.keys.help = 'j': must be one printable character"), "{err}");
+    assert!(err.contains("console.keys.logs = 'll': must be one printable character"), "{err}");
+    assert!(err.contains("console.theme = 'neon': is not a theme"), "{err}");
+}
+
+#[test]
 fn source_flag_sets_csv_path() {
     let loaded = load(&LoadOptions { source_flag: Some("csv:/data/EUR_USD.csv".into()), ..opts(None, &[]) }).unwrap();
     assert_eq!(loaded.config.market.source, SourceKind::Csv);

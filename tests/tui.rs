@@ -351,3 +351,16 @@ fn the_log_panel_toggles() {
     let text = format!("{}", render(&a, 120, 40).backend());
     assert!(text.contains("Logs (l closes)") && text.contains("Pairs (3)"), "{text}");
 }
+
+#[test]
+fn keys_come_from_the_config_and_the_help_shows_them() {
+    use crossterm::event::KeyCode as K;
+    let mut a = app("dark");
+    let keys = pipwatch::config::Keys { quit: "x".into(), help: "h".into(), ..Default::default() };
+    a.keys = pipwatch::tui::app::KeyMap::from_config(&keys);
+    assert_eq!(a.key(K::Char('q'), false), Action::None, "q is no longer quit");
+    assert_eq!(a.key(K::Char('x'), false), Action::Quit);
+    a.key(K::Char('h'), false);
+    let text = format!("{}", render(&a, 100, 30).backend());
+    assert!(text.contains(" x               quit") && text.contains(" h               this help"), "{text}");
+}

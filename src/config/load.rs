@@ -535,6 +535,27 @@ fn validate(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>, warnings:
             problems.push(src.problem("health.heartbeat_url", "the value is not an http(s) URL"));
         }
     }
+    let keys = c.console.keys.all();
+    for (i, (name, key)) in keys.iter().enumerate() {
+        let path = format!("console.keys.{name}");
+        let mut chars = key.chars();
+        match (chars.next(), chars.next()) {
+            (Some(k), None) if !k.is_control() && !matches!(k, 'j' | 'k') => {
+                if let Some((other, _)) = keys[i + 1..].iter().find(|(_, o)| o == key) {
+                    problems.push(src.problem(&path, format!("is also console.keys.{other}")));
+                }
+            }
+            _ => problems.push(
+                src.problem(&path, "must be one printable character other than j and k (which move the selection)"),
+            ),
+        }
+    }
+    if !crate::tui::theme::names().contains(&c.console.theme.as_str()) {
+        problems.push(src.problem(
+            "console.theme",
+            format!("is not a theme: choose one of {}", crate::tui::theme::names().join(", ")),
+        ));
+    }
     if h.heartbeat_every.0 < std::time::Duration::from_secs(1) {
         problems.push(src.problem("health.heartbeat_every", "must be at least 1s"));
     }

@@ -27,6 +27,59 @@ pub struct Config {
     pub notify: Notify,
     pub server: Server,
     pub health: Health,
+    pub console: Console,
+}
+
+/// `[console]`: the full-screen console.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Console {
+    /// dark | light | high-contrast | mono (`--theme` overrides; NO_COLOR selects mono).
+    pub theme: String,
+    pub keys: Keys,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console { theme: "dark".into(), keys: Keys::default() }
+    }
+}
+
+/// `[console.keys]`: one character each. Arrows, j/k, Tab, Enter and Esc
+/// are fixed; none of the defaults is a Ctrl combination, so tmux's prefix
+/// is never taken.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Keys {
+    pub quit: String,
+    pub help: String,
+    pub pause: String,
+    pub ack: String,
+    pub filter: String,
+    pub logs: String,
+    pub theme: String,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        let k = |c: &str| c.to_string();
+        Keys { quit: k("q"), help: k("?"), pause: k("p"), ack: k("a"), filter: k("f"), logs: k("l"), theme: k("t") }
+    }
+}
+
+impl Keys {
+    /// (name, key) for each configurable action.
+    pub fn all(&self) -> [(&'static str, &str); 7] {
+        [
+            ("quit", &self.quit),
+            ("help", &self.help),
+            ("pause", &self.pause),
+            ("ack", &self.ack),
+            ("filter", &self.filter),
+            ("logs", &self.logs),
+            ("theme", &self.theme),
+        ]
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -74,23 +74,60 @@ pub struct App {
     pub notice: Option<String>,
     /// Attached: the connection's state ("connected", "reconnecting (…)").
     pub link: Option<String>,
+    pub keys: KeyMap,
 }
 
-/// The key map: (keys, what they do). The help overlay is drawn from this.
-pub const KEYS: [(&str, &str); 12] = [
-    ("q", "quit"),
-    ("?", "this help (Esc closes)"),
-    ("Tab / Shift-Tab", "move focus: pairs, signals"),
-    ("↑ ↓ / j k", "select a row"),
-    ("Enter", "the selected pair's chart and values"),
-    ("f", "filter signals: pair, buys, sells, all"),
-    ("p", "pause or resume notifications"),
-    ("a", "acknowledge the active alerts"),
-    ("t", "next colour theme"),
-    ("Esc", "close an overlay, back from a detail view"),
-    ("Ctrl-C / Ctrl-Z", "quit / suspend (fg resumes)"),
-    ("l", "log panel (also in pipwatch.log)"),
-];
+/// The configurable keys, as characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyMap {
+    pub quit: char,
+    pub help: char,
+    pub pause: char,
+    pub ack: char,
+    pub filter: char,
+    pub logs: char,
+    pub theme: char,
+}
+
+impl Default for KeyMap {
+    fn default() -> Self {
+        KeyMap::from_config(&crate::config::Keys::default())
+    }
+}
+
+impl KeyMap {
+    /// Keys were validated at load (one character each).
+    pub fn from_config(k: &crate::config::Keys) -> KeyMap {
+        let c = |s: &str, d: char| s.chars().next().unwrap_or(d);
+        KeyMap {
+            quit: c(&k.quit, 'q'),
+            help: c(&k.help, '?'),
+            pause: c(&k.pause, 'p'),
+            ack: c(&k.ack, 'a'),
+            filter: c(&k.filter, 'f'),
+            logs: c(&k.logs, 'l'),
+            theme: c(&k.theme, 't'),
+        }
+    }
+
+    /// (keys, what they do): the help overlay is drawn from this.
+    pub fn help(&self) -> Vec<(String, &'static str)> {
+        vec![
+            (self.quit.to_string(), "quit"),
+            (self.help.to_string(), "this help (Esc closes)"),
+            ("Tab / Shift-Tab".into(), "move focus: pairs, signals"),
+            ("↑ ↓ / j k".into(), "select a row"),
+            ("Enter".into(), "the selected pair's chart and values"),
+            (self.filter.to_string(), "filter signals: pair, buys, sells, all"),
+            (self.pause.to_string(), "pause or resume notifications"),
+            (self.ack.to_string(), "acknowledge the active alerts"),
+            (self.theme.to_string(), "next colour theme"),
+            ("Esc".into(), "close an overlay, back from a detail view"),
+            ("Ctrl-C / Ctrl-Z".into(), "quit / suspend (fg resumes)"),
+            (self.logs.to_string(), "log panel (also in pipwatch.log)"),
+        ]
+    }
+}
 
 impl App {
     pub fn new(mode: String, theme: Theme, now: Ts) -> App {
@@ -109,6 +146,7 @@ impl App {
             server: None,
             notice: None,
             link: None,
+            keys: KeyMap::default(),
         }
     }
 
@@ -122,11 +160,12 @@ impl App {
 
     pub fn key(&mut self, code: crossterm::event::KeyCode, ctrl: bool) -> Action {
         use crossterm::event::KeyCode as K;
+        let keys = self.keys.clone();
         match code {
             K::Char('c') if ctrl => Action::Quit,
             K::Char('z') if ctrl => Action::Suspend,
-            K::Char('q') => Action::Quit,
-            K::Char('?') => {
+            K::Char(c) if c == keys.quit => Action::Quit,
+            K::Char(c) if c == keys.help => {
                 self.help = !self.help;
                 Action::Redraw
             }
@@ -154,12 +193,17 @@ impl App {
                 self.step(-1);
                 Action::Redraw
             }
-            K::Char('p') => Action::Pause(!self.paused()),
-            K::Char('l') => {
+            K::Char(c) if c == keys.pause => Action::Pause(!self.paused()),
+            K::Char(c) if c == keys.ack => {
+                let new: Vec<_> =
+                    self.view.alerts.iter().filter(|a| a.state == crate::event::AlertState::Raised).cloned().collect();
+                if new.is_empty() { Action::None } else { Action::Ack(new) }
+            }
+            K::Char(c) if c == keys.logs => {
                 self.logs = !self.logs;
                 Action::Redraw
             }
-            K::Char('f') => {
+            K::Char(c) if c == keys.filter => {
                 self.filter = match self.filter {
                     FeedFilter::All => match self.view.pairs.get(self.selected) {
                         Some(p) => FeedFilter::Pair(p.instrument),
@@ -172,12 +216,7 @@ impl App {
                 self.signal_selected = 0;
                 Action::Redraw
             }
-            K::Char('a') => {
-                let new: Vec<_> =
-                    self.view.alerts.iter().filter(|a| a.state == crate::event::AlertState::Raised).cloned().collect();
-                if new.is_empty() { Action::None } else { Action::Ack(new) }
-            }
-            K::Char('t') => {
+            K::Char(c) if c == keys.theme => {
                 let names = theme::names();
                 let at = names.iter().position(|n| *n == self.theme.name).unwrap_or(0);
                 let next = names[(at + 1) % names.len()];

@@ -70,8 +70,9 @@ pub async fn run(config: &Config, data_dir: &Path, theme: Option<String>) -> Res
             };
         }
     };
-    let (theme, warning) = choose_theme(theme);
+    let (theme, warning) = choose_theme(theme.or_else(|| Some(config.console.theme.clone())));
     let mut app = App::new(mode_label(config), theme, Ts::now());
+    app.keys = app::KeyMap::from_config(&config.console.keys);
     app.notice = warning;
     app.server = ready.server.map(|a| a.to_string());
 
@@ -128,15 +129,21 @@ fn choose_theme(theme: Option<String>) -> (Theme, Option<String>) {
 }
 
 /// `pipwatch attach`: the same console, fed by a running instance.
-pub async fn attach(url: &str, token: Option<String>, theme: Option<String>) -> Result<(), TuiError> {
+pub async fn attach(
+    url: &str,
+    token: Option<String>,
+    theme: Option<String>,
+    console: &crate::config::Console,
+) -> Result<(), TuiError> {
     let first = remote::connect(url, token.as_deref()).await?;
     let shutdown = CancellationToken::new();
     headless::stop_on_signals(shutdown.clone(), None);
     let (tx, mut incoming) = tokio::sync::mpsc::channel(4096);
     let (cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(64);
     let follower = tokio::spawn(remote::follow(first, url.to_string(), token, tx, cmd_rx, shutdown.clone()));
-    let (theme, warning) = choose_theme(theme);
+    let (theme, warning) = choose_theme(theme.or_else(|| Some(console.theme.clone())));
     let mut app = App::new(format!("ATTACHED {url}"), theme, Ts::now());
+    app.keys = app::KeyMap::from_config(&console.keys);
     app.notice = warning;
     app.link = Some("connecting".into());
     let result = with_terminal(&mut app, &mut incoming, &cmd_tx, &shutdown, None).await;

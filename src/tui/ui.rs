@@ -7,7 +7,7 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table};
 
-use super::app::{App, Focus, KEYS};
+use super::app::{App, Focus};
 use crate::event::{AlertState, Circuit, DeliveryState, FeedState};
 use crate::health::{self, Status};
 use crate::time::Ts;
@@ -499,11 +499,12 @@ fn draw_footer(f: &mut Frame<'_>, app: &App, area: Rect) {
 fn draw_help(f: &mut Frame<'_>, app: &App, area: Rect) {
     let t = &app.theme;
     let w = 64.min(area.width.saturating_sub(4));
-    let h = (KEYS.len() as u16 + 2).min(area.height.saturating_sub(2));
+    let keys = app.keys.help();
+    let h = (keys.len() as u16 + 2).min(area.height.saturating_sub(2));
     let rect = Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h };
-    let lines: Vec<Line<'_>> = KEYS
-        .iter()
-        .map(|(k, what)| Line::from(vec![Span::styled(format!(" {k:<16}"), t.accent), Span::styled(*what, t.text)]))
+    let lines: Vec<Line<'_>> = keys
+        .into_iter()
+        .map(|(k, what)| Line::from(vec![Span::styled(format!(" {k:<16}"), t.accent), Span::styled(what, t.text)]))
         .collect();
     f.render_widget(Clear, rect);
     f.render_widget(
