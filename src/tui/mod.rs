@@ -23,6 +23,8 @@ use theme::Theme;
 
 /// At most this often: a burst of events becomes one frame.
 const FRAME: Duration = Duration::from_millis(50);
+/// At most this often when only live quotes changed.
+const QUOTE_FRAME: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TuiError {
@@ -185,14 +187,19 @@ async fn ui_loop(
     let mut keys = crossterm::event::EventStream::new();
     let mut clock = tokio::time::interval(Duration::from_secs(1));
     let mut dirty = true;
+    // Only live quotes changed: they tick several times a second per pair,
+    // so they are drawn at a calmer pace than anything a user acts on.
+    let mut quotes_only = false;
     let mut last_draw = Instant::now() - FRAME;
     loop {
-        if dirty && last_draw.elapsed() >= FRAME {
+        let budget = if quotes_only { QUOTE_FRAME } else { FRAME };
+        if dirty && last_draw.elapsed() >= budget {
             terminal.draw(|f| ui::draw(f, app))?;
             dirty = false;
+            quotes_only = false;
             last_draw = Instant::now();
         }
-        let next_frame = tokio::time::Instant::from_std(last_draw + FRAME);
+        let next_frame = tokio::time::Instant::from_std(last_draw + budget);
         let engine_done = async {
             match engine.as_mut() {
                 Some(e) => Some((&mut **e).await),
@@ -202,14 +209,15 @@ async fn ui_loop(
         tokio::select! {
             m = incoming.recv() => {
                 let Some(m) = m else { return Ok(()) };
-                take(app, m);
+                let mut only_quotes = take(app, m);
                 // Drain the burst before drawing once.
                 for _ in 0..10_000 {
                     match incoming.try_recv() {
-                        Ok(m) => take(app, m),
+                        Ok(m) => only_quotes &= take(app, m),
                         Err(_) => break,
                     }
                 }
+                quotes_only = if dirty { quotes_only && only_quotes } else { only_quotes };
                 dirty = true;
             }
             ev = keys.next() => match ev {
@@ -217,10 +225,14 @@ async fn ui_loop(
                     let ctrl = k.modifiers.contains(crossterm::event::KeyModifiers::CONTROL);
                     match app.key(k.code, ctrl) {
                         Action::Quit => return Ok(()),
-                        Action::Redraw => dirty = true,
+                        Action::Redraw => {
+                            dirty = true;
+                            quotes_only = false;
+                        }
                         Action::Pause(p) => {
                             let _ = commands.send(Command::Pause(p)).await;
                             dirty = true;
+                            quotes_only = false;
                         }
                         Action::Ack(alerts) => {
                             for a in alerts {
@@ -230,11 +242,15 @@ async fn ui_loop(
                         Action::Suspend => {
                             suspend(terminal)?;
                             dirty = true;
+                            quotes_only = false;
                         }
                         Action::None => {}
                     }
                 }
-                Some(Ok(crossterm::event::Event::Resize(..))) => dirty = true,
+                Some(Ok(crossterm::event::Event::Resize(..))) => {
+                    dirty = true;
+                    quotes_only = false;
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),
                 None => return Ok(()),
@@ -271,11 +287,24 @@ fn suspend(terminal: &mut ratatui::DefaultTerminal) -> Result<(), TuiError> {
     Ok(())
 }
 
-fn take(app: &mut App, m: Incoming) {
+/// Folds one input into the app; true if it was only a live quote.
+fn take(app: &mut App, m: Incoming) -> bool {
     match m {
-        Incoming::Event(env) => app.apply(&env),
-        Incoming::Snapshot(v) => app.view = *v,
-        Incoming::Link(l) => app.link = Some(l),
-        Incoming::Notice(n) => app.notice = Some(n),
+        Incoming::Event(env) => {
+            app.apply(&env);
+            matches!(env.event, crate::event::Event::Quote(_))
+        }
+        Incoming::Snapshot(v) => {
+            app.view = *v;
+            false
+        }
+        Incoming::Link(l) => {
+            app.link = Some(l);
+            false
+        }
+        Incoming::Notice(n) => {
+            app.notice = Some(n);
+            false
+        }
     }
 }
