@@ -158,7 +158,16 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     let server_stop = CancellationToken::new();
     let server = if opts.server {
         let options = server::Options::from_config(config);
-        Some(server::start(options, hub.clone(), Some(handle.clone()), metrics.clone(), server_stop.clone()).await?)
+        match server::start(options, hub.clone(), Some(handle.clone()), metrics.clone(), server_stop.clone()).await {
+            Ok(s) => Some(s),
+            // The console is still useful without its port (another instance
+            // may hold it); headless exists to serve, so there it is an error.
+            Err(e) if !opts.print => {
+                tracing::warn!(error = %e, "running without the server");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        }
     } else {
         None
     };

@@ -486,8 +486,10 @@ fn draw_footer(f: &mut Frame<'_>, app: &App, area: Rect) {
     if app.logs {
         spans.push(Span::styled("  │ logs also in pipwatch.log", t.muted));
     }
-    if let Some(addr) = &app.server {
-        spans.push(Span::styled(format!("  │ server {addr}"), t.muted));
+    match (&app.server, app.link.is_some()) {
+        (Some(addr), _) => spans.push(Span::styled(format!("  │ server {addr}"), t.muted)),
+        (None, false) => spans.push(Span::styled("  │ no server (port taken?)", t.warning)),
+        (None, true) => {}
     }
     spans.push(Span::styled(format!("  │ theme {}", app.theme.name), t.muted));
     if let Some(n) = &app.notice {
