@@ -364,3 +364,10 @@ fn keys_come_from_the_config_and_the_help_shows_them() {
     let text = format!("{}", render(&a, 100, 30).backend());
     assert!(text.contains(" x               quit") && text.contains(" h               this help"), "{text}");
 }
+
+#[test]
+fn mono_and_dark_styles_snapshot() {
+    // Buffer's Debug lists the style runs, so these pin colours and emphasis.
+    insta::assert_snapshot!("styles_dark_80x24", format!("{:?}", render(&app("dark"), 80, 24).backend().buffer()));
+    insta::assert_snapshot!("styles_mono_80x24", format!("{:?}", render(&app("mono"), 80, 24).backend().buffer()));
+}
