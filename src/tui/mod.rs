@@ -21,10 +21,11 @@ use app::{Action, App};
 use remote::{Command, Incoming};
 use theme::Theme;
 
-/// At most this often: a burst of events becomes one frame.
-const FRAME: Duration = Duration::from_millis(50);
+/// Data changes are drawn at most this often: a burst of events becomes one
+/// frame. Keys are drawn at once.
+const FRAME: Duration = Duration::from_millis(100);
 /// At most this often when only live quotes changed.
-const QUOTE_FRAME: Duration = Duration::from_millis(500);
+const QUOTE_FRAME: Duration = Duration::from_millis(1000);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TuiError {
@@ -190,13 +191,22 @@ async fn ui_loop(
     // Only live quotes changed: they tick several times a second per pair,
     // so they are drawn at a calmer pace than anything a user acts on.
     let mut quotes_only = false;
+    // A key or a resize: the user is waiting for this frame.
+    let mut urgent = false;
     let mut last_draw = Instant::now() - FRAME;
     loop {
-        let budget = if quotes_only { QUOTE_FRAME } else { FRAME };
+        let budget = if urgent {
+            Duration::ZERO
+        } else if quotes_only {
+            QUOTE_FRAME
+        } else {
+            FRAME
+        };
         if dirty && last_draw.elapsed() >= budget {
             terminal.draw(|f| ui::draw(f, app))?;
             dirty = false;
             quotes_only = false;
+            urgent = false;
             last_draw = Instant::now();
         }
         let next_frame = tokio::time::Instant::from_std(last_draw + budget);
@@ -227,12 +237,12 @@ async fn ui_loop(
                         Action::Quit => return Ok(()),
                         Action::Redraw => {
                             dirty = true;
-                            quotes_only = false;
+                            urgent = true;
                         }
                         Action::Pause(p) => {
                             let _ = commands.send(Command::Pause(p)).await;
                             dirty = true;
-                            quotes_only = false;
+                            urgent = true;
                         }
                         Action::Ack(alerts) => {
                             for a in alerts {
@@ -242,14 +252,14 @@ async fn ui_loop(
                         Action::Suspend => {
                             suspend(terminal)?;
                             dirty = true;
-                            quotes_only = false;
+                            urgent = true;
                         }
                         Action::None => {}
                     }
                 }
                 Some(Ok(crossterm::event::Event::Resize(..))) => {
                     dirty = true;
-                    quotes_only = false;
+                    urgent = true;
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),
