@@ -203,6 +203,9 @@ async fn ui_loop(
             FRAME
         };
         if dirty && last_draw.elapsed() >= budget {
+            if app.logs {
+                tui_logger::move_events();
+            }
             terminal.draw(|f| ui::draw(f, app))?;
             dirty = false;
             quotes_only = false;
@@ -267,6 +270,8 @@ async fn ui_loop(
             },
             _ = clock.tick() => {
                 app.now = Ts::now();
+                // tui-logger's hot buffer holds 1000 records: empty it in time.
+                tui_logger::move_events();
                 dirty = true;
             }
             _ = tokio::time::sleep_until(next_frame), if dirty => {}
