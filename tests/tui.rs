@@ -276,8 +276,7 @@ async fn attach_folds_the_same_view_as_the_in_process_console() {
     let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
     let (_cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(8);
     tokio::spawn(remote::follow(first, url, None, tx, cmd_rx, stop.clone()));
-    let mut remote_app = app("dark");
-    remote_app.view = Default::default();
+    let mut remote_app = App::new("ATTACHED".into(), Theme::load("dark").unwrap(), Ts(NOW));
     // The snapshot first.
     loop {
         match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap() {
@@ -304,7 +303,6 @@ async fn attach_folds_the_same_view_as_the_in_process_console() {
     assert_eq!(remote_app.view, local_app.view);
     // And so the same screen.
     remote_app.mode = local_app.mode.clone();
-    remote_app.server = None;
     assert_eq!(render(&remote_app, 120, 40).backend().buffer(), render(&local_app, 120, 40).backend().buffer());
     stop.cancel();
 }
@@ -370,4 +368,22 @@ fn mono_and_dark_styles_snapshot() {
     // Buffer's Debug lists the style runs, so these pin colours and emphasis.
     insta::assert_snapshot!("styles_dark_80x24", format!("{:?}", render(&app("dark"), 80, 24).backend().buffer()));
     insta::assert_snapshot!("styles_mono_80x24", format!("{:?}", render(&app("mono"), 80, 24).backend().buffer()));
+}
+
+#[test]
+fn health_history_draws_sparklines() {
+    let mut a = app("dark");
+    for (n, cpu) in [10.0f32, 50.0, 90.0, 30.0].into_iter().enumerate() {
+        let h = HealthSample {
+            time: Ts(NOW + n as i64),
+            system: SystemSample { cpu, memory_total: 1, ..SystemSample::default() },
+            market_open: true,
+            ..HealthSample::default()
+        };
+        a.apply(&Envelope { seq: 1000 + n as u64, event: Event::Health(h) });
+    }
+    let text = format!("{}", render(&a, 120, 40).backend());
+    let line = text.lines().find(|l| l.contains("cpu  ")).expect("no cpu sparkline");
+    // 10, 50, 90, 30 of 100 (plus the fixture's 12.5 first).
+    assert!(line.contains("▂▂▅▇▃"), "{line}");
 }

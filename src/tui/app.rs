@@ -75,7 +75,12 @@ pub struct App {
     /// Attached: the connection's state ("connected", "reconnecting (…)").
     pub link: Option<String>,
     pub keys: KeyMap,
+    /// (CPU %, network bytes/s) of recent health samples, oldest first.
+    pub history: std::collections::VecDeque<(f32, u64)>,
 }
+
+/// Health samples kept for the sparklines.
+pub const HISTORY: usize = 120;
 
 /// The configurable keys, as characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,10 +152,18 @@ impl App {
             notice: None,
             link: None,
             keys: KeyMap::default(),
+            history: std::collections::VecDeque::new(),
         }
     }
 
     pub fn apply(&mut self, env: &Envelope) {
+        if let crate::event::Event::Health(h) = &env.event {
+            // Recent samples for the health sparklines (one per sample).
+            if self.history.len() == HISTORY {
+                self.history.pop_front();
+            }
+            self.history.push_back((h.system.cpu, h.system.net_rx_per_s + h.system.net_tx_per_s));
+        }
         self.view.apply(env);
     }
 

@@ -50,6 +50,14 @@ fn spark(bars: &std::collections::VecDeque<crate::view::Bar>, width: usize) -> S
         .collect()
 }
 
+/// A sparkline of the last `width` values, scaled to `max` (or their own maximum).
+fn spark_values(values: &[f64], width: usize, max: Option<f64>) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let tail = &values[values.len().saturating_sub(width)..];
+    let top = max.unwrap_or_else(|| tail.iter().copied().fold(0.0, f64::max)).max(f64::EPSILON);
+    tail.iter().map(|v| BARS[((v / top).clamp(0.0, 1.0) * 7.0).round() as usize]).collect()
+}
+
 pub fn draw(f: &mut Frame<'_>, app: &App) {
     let area = f.area();
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
@@ -440,6 +448,19 @@ fn draw_health(f: &mut Frame<'_>, app: &App, area: Rect) {
             let s = &h.system;
             for (label, pct) in [("CPU", f64::from(s.cpu)), ("Mem", s.memory_pct()), ("Disk", s.disk_pct())] {
                 lines.push(Line::styled(gauge_text(label, pct, bar), level(pct)));
+            }
+            let width = (area.width as usize).saturating_sub(10).clamp(4, 60);
+            let cpu: Vec<f64> = app.history.iter().map(|(c, _)| f64::from(*c)).collect();
+            let net: Vec<f64> = app.history.iter().map(|(_, n)| *n as f64).collect();
+            if cpu.len() > 1 {
+                lines.push(Line::from(vec![
+                    Span::styled("cpu  ", t.muted),
+                    Span::styled(spark_values(&cpu, width, Some(100.0)), t.accent),
+                ]));
+                lines.push(Line::from(vec![
+                    Span::styled("net  ", t.muted),
+                    Span::styled(spark_values(&net, width, None), t.accent),
+                ]));
             }
             lines.push(Line::from(format!(
                 "net ↓{}/s ↑{}/s  rss {} MB  ws {}",
