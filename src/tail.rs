@@ -70,6 +70,22 @@ fn url_for(opts: &Options, since: Option<u64>) -> Result<reqwest::Url, TailError
     Ok(u)
 }
 
+/// The handshake request: subscription and resume point in the query, the
+/// token as a bearer header. `attach` connects the same way.
+pub fn request(opts: &Options, since: Option<u64>) -> Result<tungstenite::handshake::client::Request, TailError> {
+    let url = url_for(opts, since)?;
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| TailError::Connect { url: opts.url.clone(), message: e.to_string() })?;
+    if let Some(t) = &opts.token
+        && let Ok(v) = format!("Bearer {t}").parse()
+    {
+        request.headers_mut().insert("authorization", v);
+    }
+    Ok(request)
+}
+
 enum Ended {
     Stopped,
     Dropped(String),
@@ -86,16 +102,7 @@ pub async fn run(
     let mut stats = Stats::default();
     let mut attempt = 0u32;
     loop {
-        let url = url_for(opts, stats.last_seq)?;
-        let mut request = url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| TailError::Connect { url: opts.url.clone(), message: e.to_string() })?;
-        if let Some(t) = &opts.token
-            && let Ok(v) = format!("Bearer {t}").parse()
-        {
-            request.headers_mut().insert("authorization", v);
-        }
+        let request = request(opts, stats.last_seq)?;
         let connected = tokio::select! {
             r = tokio_tungstenite::connect_async(request) => r,
             _ = shutdown.cancelled() => return Ok(stats),

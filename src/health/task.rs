@@ -85,7 +85,7 @@ pub fn overdue(pace: Pace, key: SeriesKey, last: Ts, now: Ts) -> Option<i64> {
 
 /// The reopen of a weekend that lies between two open moments, if any.
 fn weekend_between(from: Ts, to: Ts) -> Option<Ts> {
-    // Walk day by day: a weekend closure lasts 48 h, so a daily step cannot skip one.
+    // Step 6 h at a time: a weekend closure lasts 48 h, so no step can jump over one.
     let mut t = from.0;
     while t < to.0 {
         if !fxweek::is_open(Ts(t)) {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
@@ -49,25 +48,11 @@ fn request(
     token: Option<&str>,
     since: Option<u64>,
 ) -> Result<tungstenite::handshake::client::Request, AttachError> {
-    let mut u = reqwest::Url::parse(url).map_err(|_| AttachError::Url(url.to_string()))?;
-    if !matches!(u.scheme(), "ws" | "wss") || u.host().is_none() {
-        return Err(AttachError::Url(url.to_string()));
-    }
-    if let Some(s) = since {
-        let kept: Vec<(String, String)> =
-            u.query_pairs().filter(|(k, _)| k != "since").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-        u.query_pairs_mut().clear().extend_pairs(kept).append_pair("since", &s.to_string());
-    }
-    let mut req = u
-        .as_str()
-        .into_client_request()
-        .map_err(|e| AttachError::Connect { url: url.to_string(), message: e.to_string() })?;
-    if let Some(t) = token
-        && let Ok(v) = format!("Bearer {t}").parse()
-    {
-        req.headers_mut().insert("authorization", v);
-    }
-    Ok(req)
+    let opts = crate::tail::Options { url: url.to_string(), token: token.map(str::to_string), ..Default::default() };
+    crate::tail::request(&opts, since).map_err(|e| match e {
+        crate::tail::TailError::Url(u) => AttachError::Url(u),
+        other => AttachError::Connect { url: url.to_string(), message: other.to_string() },
+    })
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

@@ -20,6 +20,8 @@ pub const ROLES: [&str; 11] =
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ThemeFile {
+    // Declared so `deny_unknown_fields` accepts it; the file name is what counts.
+    #[allow(dead_code)]
     name: String,
     #[serde(default)]
     parent: Option<String>,
@@ -86,7 +88,6 @@ fn roles_of(name: &str, depth: usize) -> Result<BTreeMap<String, String>, String
         None => BTreeMap::new(),
     };
     roles.extend(f.roles);
-    let _ = f.name;
     Ok(roles)
 }
 

@@ -17,10 +17,6 @@ use crate::view::PairView;
 pub const MIN_WIDTH: u16 = 60;
 pub const MIN_HEIGHT: u16 = 16;
 
-fn t_title(app: &App) -> Style {
-    app.theme.title
-}
-
 fn price(i: Instrument, p: f64) -> String {
     format!("{:.*}", i.decimals() as usize, p)
 }
@@ -72,7 +68,9 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
         let [main, logs] = Layout::vertical([Constraint::Min(0), Constraint::Length(8)]).areas(body);
         let widget = tui_logger::TuiLoggerWidget::default()
             .block(
-                Block::bordered().title(Span::styled(" Logs (l closes) ", t_title(app))).border_style(app.theme.border),
+                Block::bordered()
+                    .title(Span::styled(" Logs (l closes) ", app.theme.title))
+                    .border_style(app.theme.border),
             )
             .style(app.theme.text)
             .style_error(app.theme.critical)
