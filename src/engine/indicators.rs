@@ -27,58 +27,36 @@ impl Sma {
     }
 }
 
-/// A window sum that never drifts, at the cost of a plain running sum.
-///
-/// `run` is the usual running sum (add the new close, subtract the evicted
-/// one), whose rounding errors would accumulate over millions of candles.
-/// `fresh` sums, in order, the closes pushed since the last checkpoint; after
-/// `period` pushes it holds exactly the window's sum, computed the way a full
-/// recomputation computes it, and replaces `run`. Errors therefore live for
-/// at most `period` updates, and every update is O(1) (no re-summing loop).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct WindowSum {
-    run: f64,
-    fresh: f64,
-    since: usize,
-    period: usize,
-}
-
-impl WindowSum {
-    fn new(period: usize) -> Self {
-        WindowSum { run: 0.0, fresh: 0.0, since: 0, period }
-    }
-
-    /// `leaving` is 0.0 while the window is still filling.
-    #[inline(always)]
-    fn push(&mut self, x: f64, leaving: f64) {
-        self.fresh += x;
-        self.since += 1;
-        if self.since == self.period {
-            self.run = self.fresh;
-            self.fresh = 0.0;
-            self.since = 0;
-        } else {
-            // Closes in one window are close in value, so this difference is
-            // usually exact (Sterbenz) and the add is the only rounding.
-            self.run += x - leaving;
-        }
-    }
-}
-
 /// A fast and a slow SMA over the same closes, sharing one ring buffer: the
-/// fast window is the newest `fast` slots of the slow one. One write and one
-/// index update per candle instead of two. Requires `fast <= slow`
-/// (validated in the config; a larger `fast` is clamped).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// fast window is the newest `fast` slots of the slow one. Requires
+/// `fast <= slow` (validated in the config; a larger `fast` is clamped).
+///
+/// The window sums never drift, at the cost of plain running sums. `*_run`
+/// are the usual running sums (add the new close, subtract the evicted one),
+/// whose rounding errors would accumulate over millions of candles.
+/// `*_fresh` sum, in order, the closes written since the ring last wrapped
+/// (slow) or since the fast window's first slot of this lap (fast). When the
+/// ring wraps they hold exactly the windows' sums, computed the way a full
+/// recomputation computes them, and replace the running sums. Errors
+/// therefore live for at most `slow` updates, and every update is O(1):
+/// the checkpoint rides on the ring's own wrap, so it costs no counter.
+#[derive(Clone, Debug, PartialEq)]
 pub struct DualSma {
     ring: Box<[f64]>,
+    /// The slot the next close goes to.
     head: usize,
+    /// The slot of the close leaving the fast window: `fast` behind `head`.
+    back: usize,
+    /// The fast window's first slot in a lap: `len - fast`.
+    start: usize,
     filled: usize,
     fast: usize,
     inv_fast: f64,
     inv_slow: f64,
-    fast_sum: WindowSum,
-    slow_sum: WindowSum,
+    fast_run: f64,
+    slow_run: f64,
+    fast_fresh: f64,
+    slow_fresh: f64,
 }
 
 impl DualSma {
@@ -88,29 +66,57 @@ impl DualSma {
         DualSma {
             ring: vec![0.0; slow].into_boxed_slice(),
             head: 0,
+            back: slow - fast,
+            start: slow - fast,
             filled: 0,
             fast,
             inv_fast: 1.0 / fast as f64,
             inv_slow: 1.0 / slow as f64,
-            fast_sum: WindowSum::new(fast),
-            slow_sum: WindowSum::new(slow),
+            fast_run: 0.0,
+            slow_run: 0.0,
+            fast_fresh: 0.0,
+            slow_fresh: 0.0,
         }
     }
 
     #[inline(always)]
     pub fn update(&mut self, x: f64) -> (Option<f64>, Option<f64>) {
-        let len = self.ring.len();
-        let head = self.head.min(len - 1);
-        // The close leaving the fast window sits `fast` slots behind the new one.
-        let back = if head >= self.fast { head - self.fast } else { head + len - self.fast };
-        let leaving_fast = if self.filled >= self.fast { self.ring[back.min(len - 1)] } else { 0.0 };
-        // Slots not yet written hold 0.0, so this is 0.0 while filling.
-        let leaving_slow = std::mem::replace(&mut self.ring[head], x);
-        self.head = if head + 1 == len { 0 } else { head + 1 };
-        self.fast_sum.push(x, leaving_fast);
-        self.slow_sum.push(x, leaving_slow);
-        self.filled += usize::from(self.filled < len);
+        self.push(x);
+        self.filled += usize::from(self.filled < self.ring.len());
         self.values()
+    }
+
+    /// Both means, for a window already full (`values` says when). The hot
+    /// path of a warmed-up series: no definedness bookkeeping at all.
+    #[inline(always)]
+    pub fn update_full(&mut self, x: f64) -> (f64, f64) {
+        self.push(x);
+        (self.fast_run * self.inv_fast, self.slow_run * self.inv_slow)
+    }
+
+    #[inline(always)]
+    fn push(&mut self, x: f64) {
+        // Slots not yet written hold 0.0, and `back` only reaches a written
+        // slot once `fast` closes are in, so both are 0.0 while filling.
+        let leaving_fast = self.ring[self.back];
+        let leaving_slow = std::mem::replace(&mut self.ring[self.head], x);
+        // Closes in one window are close in value, so these differences are
+        // usually exact (Sterbenz) and the add is the only rounding.
+        self.fast_run += x - leaving_fast;
+        self.slow_run += x - leaving_slow;
+        // Zero until the lap reaches the fast window's first slot, so that
+        // equal states compare equal.
+        self.fast_fresh = if self.head >= self.start { self.fast_fresh + x } else { 0.0 };
+        self.slow_fresh += x;
+        self.back = if self.back + 1 == self.ring.len() { 0 } else { self.back + 1 };
+        self.head += 1;
+        if self.head == self.ring.len() {
+            self.head = 0;
+            self.fast_run = self.fast_fresh;
+            self.slow_run = self.slow_fresh;
+            self.fast_fresh = 0.0;
+            self.slow_fresh = 0.0;
+        }
     }
 
     /// The exact sign (-1, 0 or 1) of `fast - slow`, for near-ties where the
@@ -169,48 +175,170 @@ impl DualSma {
     #[inline(always)]
     pub fn values(&self) -> (Option<f64>, Option<f64>) {
         (
-            (self.filled >= self.fast).then_some(self.fast_sum.run * self.inv_fast),
-            (self.filled == self.ring.len()).then_some(self.slow_sum.run * self.inv_slow),
+            (self.filled >= self.fast).then_some(self.fast_run * self.inv_fast),
+            (self.filled == self.ring.len()).then_some(self.slow_run * self.inv_slow),
         )
     }
 }
 
+/// The stored layout of [`DualSma`], unchanged since the first release:
+/// series state written by any version resumes. Window sums were then kept
+/// as `{run, fresh, since, period}`, checkpointed every `period` pushes.
+#[derive(Serialize, Deserialize)]
+struct DualSmaWire<R> {
+    ring: R,
+    head: usize,
+    filled: usize,
+    fast: usize,
+    inv_fast: f64,
+    inv_slow: f64,
+    fast_sum: WindowSumWire,
+    slow_sum: WindowSumWire,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WindowSumWire {
+    run: f64,
+    fresh: f64,
+    since: usize,
+    period: usize,
+}
+
+impl Serialize for DualSma {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // `fresh` and `since` are written so that the layout's first reader
+        // (which checkpoints when `since` reaches `period`) would also land
+        // on exact sums; this reader recomputes them from the ring instead.
+        let fast_since = self.head.saturating_sub(self.start);
+        DualSmaWire {
+            ring: &self.ring[..],
+            head: self.head,
+            filled: self.filled,
+            fast: self.fast,
+            inv_fast: self.inv_fast,
+            inv_slow: self.inv_slow,
+            fast_sum: WindowSumWire {
+                run: self.fast_run,
+                fresh: if fast_since > 0 { self.fast_fresh } else { 0.0 },
+                since: fast_since,
+                period: self.fast,
+            },
+            slow_sum: WindowSumWire {
+                run: self.slow_run,
+                fresh: self.slow_fresh,
+                since: self.head,
+                period: self.ring.len(),
+            },
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for DualSma {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let w = DualSmaWire::<Box<[f64]>>::deserialize(d)?;
+        let len = w.ring.len();
+        if len == 0 || w.fast == 0 || w.fast > len || w.head >= len || w.filled > len {
+            return Err(D::Error::custom(format!(
+                "moving-average window out of shape: {len} slots, fast {}, head {}, filled {}",
+                w.fast, w.head, w.filled
+            )));
+        }
+        let start = len - w.fast;
+        // The sums of this lap so far, in order: what pushes since the last
+        // wrap would have accumulated.
+        let slow_fresh = w.ring[..w.head].iter().fold(0.0, |s, x| s + x);
+        let fast_fresh = if w.head > start { w.ring[start..w.head].iter().fold(0.0, |s, x| s + x) } else { 0.0 };
+        Ok(DualSma {
+            back: (w.head + start) % len,
+            start,
+            head: w.head,
+            filled: w.filled,
+            fast: w.fast,
+            inv_fast: w.inv_fast,
+            inv_slow: w.inv_slow,
+            fast_run: w.fast_sum.run,
+            slow_run: w.slow_sum.run,
+            fast_fresh,
+            slow_fresh,
+            ring: w.ring,
+        })
+    }
+}
+
+/// Stores an `f64` whose NaN means "not yet defined" as an `Option<f64>`,
+/// the layout these fields had when they were `Option`s: stored state reads
+/// back unchanged, and the hot path tests no discriminant. NaN is free as a
+/// marker because every input is validated finite.
+mod nan_as_none {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        (!v.is_nan()).then_some(*v).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
+#[inline(always)]
+fn defined(v: f64) -> Option<f64> {
+    (!v.is_nan()).then_some(v)
+}
+
 /// Exponential moving average, TA-Lib's classic form: seeded with the SMA of
 /// the first `period` closes, then `ema += (close - ema) * k` with `k = 2/(N+1)`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ema {
     period: u32,
     k: f64,
     seen: u32,
     seed_sum: f64,
-    value: Option<f64>,
+    /// NaN until seeded.
+    #[serde(with = "nan_as_none")]
+    value: f64,
+}
+
+impl PartialEq for Ema {
+    fn eq(&self, o: &Self) -> bool {
+        (self.period, self.k, self.seen, self.seed_sum) == (o.period, o.k, o.seen, o.seed_sum)
+            && self.value.to_bits() == o.value.to_bits()
+    }
 }
 
 impl Ema {
     pub fn new(period: u32) -> Self {
         let period = period.max(1);
-        Ema { period, k: 2.0 / (f64::from(period) + 1.0), seen: 0, seed_sum: 0.0, value: None }
+        Ema { period, k: 2.0 / (f64::from(period) + 1.0), seen: 0, seed_sum: 0.0, value: f64::NAN }
     }
 
     #[inline]
     pub fn update(&mut self, x: f64) -> Option<f64> {
-        match self.value {
-            // Same expression order as TA-Lib's `((x - prev) * k) + prev`.
-            Some(prev) => self.value = Some((x - prev) * self.k + prev),
-            None => {
-                self.seed_sum += x;
-                self.seen += 1;
-                if self.seen == self.period {
-                    self.value = Some(self.seed_sum / f64::from(self.period));
-                }
+        if self.value.is_nan() {
+            self.seed_sum += x;
+            self.seen += 1;
+            if self.seen == self.period {
+                self.value = self.seed_sum / f64::from(self.period);
             }
+        } else {
+            self.update_full(x);
         }
+        self.value()
+    }
+
+    /// The next value of a seeded EMA (`value` is defined).
+    #[inline(always)]
+    pub fn update_full(&mut self, x: f64) -> f64 {
+        // Same expression order as TA-Lib's `((x - prev) * k) + prev`.
+        self.value += (x - self.value) * self.k;
         self.value
     }
 
     #[inline]
     pub fn value(&self) -> Option<f64> {
-        self.value
+        defined(self.value)
     }
 }
 
@@ -222,15 +350,27 @@ impl Ema {
 /// `a = (N-1)/N`, `b = 1/N` precomputed. It is the same value to within an
 /// ulp or two, but it keeps a divide off the loop-carried dependency chain,
 /// which made the divide 70% of the engine's time per candle.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Atr {
     period: u32,
     keep: f64,
     weight: f64,
-    prev_close: Option<f64>,
+    /// NaN before the first bar.
+    #[serde(with = "nan_as_none")]
+    prev_close: f64,
     seen: u32,
     tr_sum: f64,
-    value: Option<f64>,
+    /// NaN until `period` true ranges are in.
+    #[serde(with = "nan_as_none")]
+    value: f64,
+}
+
+impl PartialEq for Atr {
+    fn eq(&self, o: &Self) -> bool {
+        (self.period, self.keep, self.weight, self.seen, self.tr_sum) == (o.period, o.keep, o.weight, o.seen, o.tr_sum)
+            && self.prev_close.to_bits() == o.prev_close.to_bits()
+            && self.value.to_bits() == o.value.to_bits()
+    }
 }
 
 /// Wilder's true range. Inputs are validated finite, so plain comparisons
@@ -246,30 +386,44 @@ impl Atr {
     pub fn new(period: u32) -> Self {
         let period = period.max(1);
         let n = f64::from(period);
-        Atr { period, keep: (n - 1.0) / n, weight: 1.0 / n, prev_close: None, seen: 0, tr_sum: 0.0, value: None }
+        Atr {
+            period,
+            keep: (n - 1.0) / n,
+            weight: 1.0 / n,
+            prev_close: f64::NAN,
+            seen: 0,
+            tr_sum: 0.0,
+            value: f64::NAN,
+        }
     }
 
     #[inline]
     pub fn update(&mut self, high: f64, low: f64, close: f64) -> Option<f64> {
-        if let Some(pc) = self.prev_close.replace(close) {
-            let tr = true_range(high, low, pc);
-            match self.value {
-                Some(prev) => self.value = Some(prev * self.keep + tr * self.weight),
-                None => {
-                    self.tr_sum += tr;
-                    self.seen += 1;
-                    if self.seen == self.period {
-                        self.value = Some(self.tr_sum / f64::from(self.period));
-                    }
-                }
+        if !self.value.is_nan() {
+            return Some(self.update_full(high, low, close));
+        }
+        let pc = std::mem::replace(&mut self.prev_close, close);
+        if !pc.is_nan() {
+            self.tr_sum += true_range(high, low, pc);
+            self.seen += 1;
+            if self.seen == self.period {
+                self.value = self.tr_sum / f64::from(self.period);
             }
         }
+        self.value()
+    }
+
+    /// The next value of a defined ATR (`value` is defined).
+    #[inline(always)]
+    pub fn update_full(&mut self, high: f64, low: f64, close: f64) -> f64 {
+        let tr = true_range(high, low, std::mem::replace(&mut self.prev_close, close));
+        self.value = self.value * self.keep + tr * self.weight;
         self.value
     }
 
     #[inline]
     pub fn value(&self) -> Option<f64> {
-        self.value
+        defined(self.value)
     }
 }
 
