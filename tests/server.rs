@@ -199,13 +199,24 @@ async fn a_client_that_never_reads_delays_nobody() {
         }
     }
     assert_eq!(reading.await.unwrap(), 3000);
-    // The stuck client was told it lagged, or dropped for not reading; never both blocked.
+    // The stuck client was told it lagged, with the number of events it
+    // missed, or dropped for not reading; never both blocked.
     let mut lagged_or_closed = false;
+    let (mut seen, mut missed) = (0, None);
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(10), stuck.next()).await {
         match m {
-            Ok(Message::Text(t)) if t.contains("\"lagged\"") => {
-                lagged_or_closed = true;
-                break;
+            Ok(Message::Text(t)) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                match (v["type"].as_str(), missed) {
+                    (Some("lagged"), _) => missed = Some(v["missed"].as_u64().unwrap()),
+                    (Some("feed"), Some(n)) => {
+                        assert_eq!(v["seq"].as_u64().unwrap(), seen + n + 1, "lagged said {n} missed after seq {seen}");
+                        lagged_or_closed = true;
+                        break;
+                    }
+                    (Some("feed"), None) => seen = v["seq"].as_u64().unwrap(),
+                    _ => {}
+                }
             }
             Ok(Message::Close(_)) | Err(_) => {
                 lagged_or_closed = true;
