@@ -3,6 +3,7 @@
 //! hub's events, drawn at most once per frame and only when something changed.
 
 pub mod app;
+pub mod grid;
 pub mod remote;
 pub mod theme;
 pub mod ui;

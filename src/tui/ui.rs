@@ -5,9 +5,10 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table};
+use ratatui::widgets::{Block, Clear, Paragraph};
 
 use super::app::{App, Focus};
+use super::grid::{Grid, GridRow};
 use crate::event::{AlertState, Circuit, DeliveryState, FeedState};
 use crate::health::{self, Status};
 use crate::time::Ts;
@@ -36,14 +37,23 @@ fn hms(t: Ts) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
 }
 
-fn spark(bars: &std::collections::VecDeque<crate::view::Bar>, width: usize) -> String {
-    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-    let take = bars.len().min(width);
-    let tail: Vec<f64> = bars.iter().skip(bars.len() - take).map(|b| b.close).collect();
-    let (lo, hi) = tail.iter().fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
-    tail.iter()
-        .map(|&v| if hi - lo <= f64::EPSILON { BARS[3] } else { BARS[(((v - lo) / (hi - lo)) * 7.0).round() as usize] })
-        .collect()
+/// A sparkline of the last `width` closes, scaled to their range; written
+/// straight into the row's text.
+struct Spark<'a>(&'a std::collections::VecDeque<crate::view::Bar>, usize);
+
+impl std::fmt::Display for Spark<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+        let Spark(bars, width) = *self;
+        let tail = || bars.iter().skip(bars.len() - bars.len().min(width)).map(|b| b.close);
+        let (lo, hi) = tail().fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
+        for v in tail() {
+            let bar =
+                if hi - lo <= f64::EPSILON { BARS[3] } else { BARS[(((v - lo) / (hi - lo)) * 7.0).round() as usize] };
+            std::fmt::Write::write_char(f, bar)?;
+        }
+        Ok(())
+    }
 }
 
 /// A sparkline of the last `width` values, scaled to `max` (or their own maximum).
@@ -176,7 +186,7 @@ fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
         .as_ref()
         .map(|h| h.stale.iter().map(|s| (s.instrument, s.timeframe)).collect())
         .unwrap_or_default();
-    let mut header = vec!["Pair", "TF", "Price", "Chg", "Fast"];
+    let mut header: Vec<&str> = vec!["Pair", "TF", "Price", "Chg", "Fast"];
     let mut widths = vec![
         Constraint::Length(8),
         Constraint::Length(3),
@@ -205,7 +215,7 @@ fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
     let spark_width = area.width.saturating_sub(110).clamp(10, 60) as usize;
     let visible = area.height.saturating_sub(3) as usize;
     let first = app.selected.saturating_sub(visible.saturating_sub(1));
-    let rows: Vec<Row<'_>> = app
+    let rows: Vec<GridRow> = app
         .view
         .pairs
         .iter()
@@ -213,18 +223,11 @@ fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
         .skip(first)
         .take(visible)
         .map(|(n, p)| {
-            let mut row = pair_row(app, p, show_slow, show_atr, show_last, show_spark, spark_width);
-            if stale.contains(&(p.instrument, p.timeframe)) {
-                row[0] = Cell::from(Span::styled(format!("{}!", p.instrument), t.warning));
-            }
-            let r = Row::new(row);
-            if focused && n == app.selected { r.style(t.selection) } else { r }
+            let stale = stale.contains(&(p.instrument, p.timeframe));
+            let row = pair_row(app, p, stale, (show_slow, show_atr, show_last, show_spark), spark_width);
+            if focused && n == app.selected { row.style(t.selection) } else { row }
         })
         .collect();
-    let title = format!(" Pairs ({}) ", app.view.pairs.len());
-    let block =
-        Block::bordered().title(Span::styled(title, t.title)).border_style(if focused { t.accent } else { t.border });
-    let table = Table::new(rows, widths).header(Row::new(header).style(t.muted)).block(block).style(t.text);
     if app.view.pairs.is_empty() {
         f.render_widget(
             Paragraph::new("waiting for the first candles…")
@@ -232,71 +235,89 @@ fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
                 .block(Block::bordered().title(Span::styled(" Pairs ", t.title)).border_style(t.border)),
             area,
         );
-    } else {
-        f.render_widget(table, area);
+        return;
     }
+    let title = format!(" Pairs ({}) ", app.view.pairs.len());
+    let block =
+        Block::bordered().title(Span::styled(title, t.title)).border_style(if focused { t.accent } else { t.border });
+    f.render_widget(Grid { header: &header, header_style: t.muted, rows, widths: &widths, style: t.text, block }, area);
 }
 
-fn pair_row<'a>(
-    app: &App,
-    p: &PairView,
-    show_slow: bool,
-    show_atr: bool,
-    show_last: bool,
-    show_spark: bool,
-    spark_width: usize,
-) -> Vec<Cell<'a>> {
+/// One pair's row; `show` is (slow MA, ATR, last signal, sparkline).
+fn pair_row(app: &App, p: &PairView, stale: bool, show: (bool, bool, bool, bool), spark_width: usize) -> GridRow {
+    let (show_slow, show_atr, show_last, show_spark) = show;
     let t = &app.theme;
     let i = p.instrument;
-    let dash = || Cell::from(Span::styled("—", t.muted));
-    let mut cells = vec![Cell::from(i.to_string()), Cell::from(p.timeframe.to_string())];
+    let d = i.decimals() as usize;
+    let mut row = GridRow::new();
+    let mut col = 0u16;
+    let mut next = || {
+        col += 1;
+        col - 1
+    };
+    let dash = |row: &mut GridRow, c: u16| row.push_str(c, t.muted, "—");
+    let c = next();
+    if stale {
+        row.push(c, t.warning, format_args!("{i}!"));
+    } else {
+        row.push(c, Style::default(), format_args!("{i}"));
+    }
+    row.push(next(), Style::default(), format_args!("{}", p.timeframe));
     let last = p.quote.map(|q| (q.bid + q.ask) / 2.0).or(p.candle.map(|c| c.close));
-    cells.push(last.map_or_else(dash, |v| Cell::from(price(i, v))));
+    let price = |row: &mut GridRow, c: u16, v: Option<f64>| match v {
+        Some(v) => row.push(c, Style::default(), format_args!("{v:.d$}")),
+        None => dash(row, c),
+    };
+    price(&mut row, next(), last);
     let prev = p.bars.len().checked_sub(2).and_then(|n| p.bars.get(n)).map(|b| b.close);
-    cells.push(match (last, prev) {
+    let c = next();
+    match (last, prev) {
         (Some(l), Some(pv)) => {
             let pips = (l - pv) / i.pip();
-            let style = if pips >= 0.0 { t.up } else { t.down };
-            Cell::from(Span::styled(format!("{pips:+.1}"), style))
+            row.push(c, if pips >= 0.0 { t.up } else { t.down }, format_args!("{pips:+.1}"));
         }
-        _ => dash(),
-    });
-    let (fast, slow) = p.candle.map_or((None, None), |c| (c.fast, c.slow));
-    cells.push(fast.map_or_else(dash, |v| Cell::from(price(i, v))));
-    if show_slow {
-        cells.push(slow.map_or_else(dash, |v| Cell::from(price(i, v))));
+        _ => dash(&mut row, c),
     }
-    cells.push(match (fast, slow) {
+    let (fast, slow) = p.candle.map_or((None, None), |c| (c.fast, c.slow));
+    price(&mut row, next(), fast);
+    if show_slow {
+        price(&mut row, next(), slow);
+    }
+    let c = next();
+    match (fast, slow) {
         (Some(a), Some(b)) => {
             let pips = (a - b) / i.pip();
             if a >= b {
-                Cell::from(Span::styled(format!("▲ {pips:+.1}"), t.up))
+                row.push(c, t.up, format_args!("▲ {pips:+.1}"));
             } else {
-                Cell::from(Span::styled(format!("▼ {pips:+.1}"), t.down))
+                row.push(c, t.down, format_args!("▼ {pips:+.1}"));
             }
         }
-        _ => dash(),
-    });
+        _ => dash(&mut row, c),
+    }
     if show_atr {
-        cells.push(p.candle.and_then(|c| c.atr).map_or_else(dash, |v| Cell::from(format!("{:.1}", v / i.pip()))));
+        let c = next();
+        match p.candle.and_then(|c| c.atr) {
+            Some(v) => row.push(c, Style::default(), format_args!("{:.1}", v / i.pip())),
+            None => dash(&mut row, c),
+        }
     }
     if show_last {
-        cells.push(match &p.last_signal {
+        let c = next();
+        match &p.last_signal {
             Some(s) => {
                 let (label, style) = if s.side == Side::Buy { ("BUY", t.up) } else { ("SELL", t.down) };
                 let when = p.candle.map_or(s.time, |c| c.time);
-                Cell::from(Line::from(vec![
-                    Span::styled(label, style),
-                    Span::raw(format!(" {} ago", age(when, s.time))),
-                ]))
+                row.push_str(c, style, label);
+                row.push(c, Style::default(), format_args!(" {} ago", age(when, s.time)));
             }
-            None => dash(),
-        });
+            None => dash(&mut row, c),
+        }
     }
     if show_spark {
-        cells.push(Cell::from(Span::styled(spark(&p.bars, spark_width), t.accent)));
+        row.push(next(), t.accent, format_args!("{}", Spark(&p.bars, spark_width)));
     }
-    cells
+    row
 }
 
 fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
@@ -307,7 +328,7 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
     let visible = area.height.saturating_sub(3) as usize;
     let first = app.signal_selected.saturating_sub(visible.saturating_sub(1));
     let shown = app.view.signals.iter().filter(|v| app.filter.passes(&v.signal)).count();
-    let rows: Vec<Row<'_>> = app
+    let rows: Vec<GridRow> = app
         .view
         .signals
         .iter()
@@ -318,38 +339,36 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
         .map(|(n, v)| {
             let s = &v.signal;
             let i = s.instrument;
+            let d = i.decimals() as usize;
+            let plain = Style::default();
+            let mut row = GridRow::new();
             let (side, style) = if s.side == Side::Buy { ("BUY", t.up) } else { ("SELL", t.down) };
-            let deliveries: Vec<Span<'_>> = v
-                .deliveries
-                .iter()
-                .map(|d| {
-                    let (mark, st) = match d.state {
-                        DeliveryState::Queued => ("…", t.muted),
-                        DeliveryState::Delivered => ("✓", t.up),
-                        DeliveryState::Failed => ("✗", t.warning),
-                        DeliveryState::Dead => ("dead", t.critical),
-                    };
-                    // Narrow: the marks alone, in route order.
-                    if wide {
-                        Span::styled(format!("{}{mark} ", d.route), st)
-                    } else {
-                        Span::styled(format!("{mark} "), st)
-                    }
-                })
-                .collect();
-            let mut cells = vec![
-                Cell::from(hms(s.time)[..5].to_string()),
-                Cell::from(Span::styled(side, style)),
-                Cell::from(format!("{} {}", i, s.timeframe)),
-                Cell::from(price(i, s.price)),
-            ];
+            let secs = s.time.0.rem_euclid(86_400);
+            row.push(0, plain, format_args!("{:02}:{:02}", secs / 3600, (secs / 60) % 60));
+            row.push_str(1, style, side);
+            row.push(2, plain, format_args!("{i} {}", s.timeframe));
+            row.push(3, plain, format_args!("{:.d$}", s.price));
+            let mut col = 4;
             if wide {
-                cells.push(Cell::from(price(i, s.stop_loss)));
-                cells.push(Cell::from(price(i, s.take_profit)));
+                row.push(4, plain, format_args!("{:.d$}", s.stop_loss));
+                row.push(5, plain, format_args!("{:.d$}", s.take_profit));
+                col = 6;
             }
-            cells.push(Cell::from(Line::from(deliveries)));
-            let r = Row::new(cells);
-            if focused && n == app.signal_selected { r.style(t.selection) } else { r }
+            for delivery in &v.deliveries {
+                let (mark, st) = match delivery.state {
+                    DeliveryState::Queued => ("…", t.muted),
+                    DeliveryState::Delivered => ("✓", t.up),
+                    DeliveryState::Failed => ("✗", t.warning),
+                    DeliveryState::Dead => ("dead", t.critical),
+                };
+                // Narrow: the marks alone, in route order.
+                if wide {
+                    row.push(col, st, format_args!("{}{mark} ", delivery.route));
+                } else {
+                    row.push(col, st, format_args!("{mark} "));
+                }
+            }
+            if focused && n == app.signal_selected { row.style(t.selection) } else { row }
         })
         .collect();
     let mut widths = vec![Constraint::Length(5), Constraint::Length(4), Constraint::Length(11), Constraint::Length(9)];
@@ -374,7 +393,7 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
         f.render_widget(Paragraph::new(empty).style(t.muted).block(block), area);
     } else {
         f.render_widget(
-            Table::new(rows, widths).header(Row::new(header).style(t.muted)).block(block).style(t.text),
+            Grid { header: &header, header_style: t.muted, rows, widths: &widths, style: t.text, block },
             area,
         );
     }
