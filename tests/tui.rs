@@ -243,6 +243,78 @@ fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
     assert!(!pane.contains("Pairs (7)") && !pane.contains("this help"), "{pane}");
 }
 
+/// The pid of the process whose command line holds `needle`.
+#[cfg(target_os = "linux")]
+fn pid_with(needle: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        (cmdline.contains(needle) && !cmdline.starts_with("bash")).then_some(pid)
+    })
+}
+
+/// `kill -TSTP` from outside, as a job-control shell or an admin sends it:
+/// the console gives the terminal back before stopping, and on `fg` draws
+/// its whole screen again (not only what changed meanwhile).
+#[cfg(target_os = "linux")]
+#[test]
+fn sigtstp_from_outside_gives_the_terminal_back_and_fg_redraws() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = format!("pipwatch-tstp-{}", std::process::id());
+    let data = dir.path().join("data");
+    let bin = assert_cmd::cargo::cargo_bin("pipwatch");
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "env -i PATH=\"$PATH\" TERM=xterm-256color bash --norc --noprofile -i",
+    ]);
+    let run = format!("PIPWATCH_SERVER__LISTEN='\"127.0.0.1:0\"' {} --data-dir {}", bin.display(), data.display());
+    tmux(&["send-keys", "-t", &session, &run, "Enter"]);
+    // Until every one of `what` is on the pane and `absent` is not.
+    let wait_for = |what: &[&str], absent: &str| {
+        let start = Instant::now();
+        loop {
+            let pane = tmux(&["capture-pane", "-p", "-t", &session]);
+            if what.iter().all(|w| pane.contains(w)) && (absent.is_empty() || !pane.contains(absent)) {
+                return pane;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                tmux(&["kill-session", "-t", &session]);
+                panic!("{what:?} never appeared (without '{absent}'):\n{pane}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(&["Pairs (7)"], "");
+    let pid = pid_with(&data.display().to_string()).expect("the console's pid");
+    let sent = std::process::Command::new("kill").args(["-TSTP", &pid.to_string()]).status().unwrap();
+    assert!(sent.success());
+    // The shell's own screen, with the job stopped: the console left the
+    // alternate screen first.
+    wait_for(&["Stopped"], "Pairs (7)");
+    tmux(&["send-keys", "-t", &session, "fg", "Enter"]);
+    // The whole screen, titles of every panel, not only the cells that
+    // changed while it was stopped.
+    wait_for(&["Pairs (7)", "Signals", "Health"], "Stopped");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let start = Instant::now();
+    while pid_with(&data.display().to_string()).is_some() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // `$?` of the job `fg` resumed: how the console exited.
+    tmux(&["send-keys", "-t", &session, "echo EXIT=$?", "Enter"]);
+    let pane = wait_for(&["EXIT="], "");
+    tmux(&["kill-session", "-t", &session]);
+    assert!(pane.contains("EXIT=0") && !pane.contains("Pairs (7)"), "{pane}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_folds_the_same_view_as_the_in_process_console() {
     use pipwatch::tui::remote::{self, Incoming};

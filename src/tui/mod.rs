@@ -195,6 +195,7 @@ async fn ui_loop(
     // A key or a resize: the user is waiting for this frame.
     let mut urgent = false;
     let mut last_draw = Instant::now() - FRAME;
+    let mut job = JobSignals::new();
     loop {
         let budget = if urgent {
             Duration::ZERO
@@ -275,6 +276,18 @@ async fn ui_loop(
                 tui_logger::move_events();
                 dirty = true;
             }
+            sig = job.next() => {
+                match sig {
+                    // From outside (`kill -TSTP`): as for Ctrl-Z.
+                    JobSignal::Stop => suspend(terminal)?,
+                    // Continued after a stop that gave us no chance to leave
+                    // the screen (SIGSTOP), or after our own suspend: taking
+                    // the screen again is harmless either way.
+                    JobSignal::Continue => take_screen(terminal)?,
+                }
+                dirty = true;
+                urgent = true;
+            }
             _ = tokio::time::sleep_until(next_frame), if dirty => {}
             _ = shutdown.cancelled() => return Ok(()),
             r = engine_done => {
@@ -288,19 +301,75 @@ async fn ui_loop(
     }
 }
 
-/// Ctrl-Z: raw mode swallows the key, so do what the shell expects: restore
-/// the terminal, stop this process, and take the screen back on `fg`.
+/// Ctrl-Z, or SIGTSTP from outside: do what the shell expects: give the
+/// terminal back, stop this process, and take the screen again on `fg`.
 fn suspend(terminal: &mut ratatui::DefaultTerminal) -> Result<(), TuiError> {
     ratatui::restore();
     #[cfg(unix)]
     {
-        // std cannot raise a signal; `kill` stops us until SIGCONT.
-        let _ = std::process::Command::new("kill").args(["-TSTP", &std::process::id().to_string()]).status();
+        // SIGTSTP is handled here (to get this far), so only SIGSTOP stops
+        // us. std cannot raise a signal; `kill` does, and we stop until
+        // SIGCONT.
+        let _ = std::process::Command::new("kill").args(["-STOP", &std::process::id().to_string()]).status();
     }
-    crossterm::terminal::enable_raw_mode()?;
-    crossterm::execute!(std::io::stdout(), crossterm::terminal::EnterAlternateScreen)?;
-    terminal.clear()?;
+    take_screen(terminal)
+}
+
+fn take_screen(terminal: &mut ratatui::DefaultTerminal) -> Result<(), TuiError> {
+    use crossterm::terminal::{Clear, ClearType, EnterAlternateScreen, enable_raw_mode};
+    enable_raw_mode()?;
+    crossterm::execute!(std::io::stdout(), EnterAlternateScreen, Clear(ClearType::All))?;
+    // Not `terminal.clear()`: it asks the terminal where the cursor is, and
+    // the answer can be lost to the key reader right after SIGCONT. An empty
+    // frame makes ratatui forget what the screen showed, so the next frame
+    // is drawn whole.
+    terminal.draw(|_| {})?;
     Ok(())
+}
+
+enum JobSignal {
+    Stop,
+    Continue,
+}
+
+/// SIGTSTP and SIGCONT as a stream. Where they cannot be listened to (not
+/// unix, or the registration failed), nothing ever arrives and the
+/// defaults apply.
+struct JobSignals {
+    #[cfg(unix)]
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl JobSignals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let stop = signal(SignalKind::from_raw(libc::SIGTSTP));
+            let cont = signal(SignalKind::from_raw(libc::SIGCONT));
+            match (stop, cont) {
+                (Ok(s), Ok(c)) => JobSignals { signals: Some((s, c)) },
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "cannot listen to SIGTSTP/SIGCONT: `kill -TSTP` will leave the screen as it is");
+                    JobSignals { signals: None }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        JobSignals {}
+    }
+
+    async fn next(&mut self) -> JobSignal {
+        #[cfg(unix)]
+        if let Some((stop, cont)) = &mut self.signals {
+            return tokio::select! {
+                Some(()) = stop.recv() => JobSignal::Stop,
+                Some(()) = cont.recv() => JobSignal::Continue,
+                else => std::future::pending().await,
+            };
+        }
+        std::future::pending().await
+    }
 }
 
 /// Folds one input into the app; true if it was only a live quote.
