@@ -443,6 +443,10 @@ async fn client(mut ws: WebSocket, shared: &Shared, since: Option<u64>, mut filt
     }
     let mut ping = tokio::time::interval(shared.opts.ping_every);
     ping.tick().await;
+    // Made once: each one made registers with (and, dropped, leaves) the
+    // token's waiter list, under a lock every client task shares.
+    let stopping = shared.shutdown.cancelled();
+    tokio::pin!(stopping);
     let mut heard = tokio::time::Instant::now();
     loop {
         let mut out: Vec<Message> = Vec::new();
@@ -510,7 +514,7 @@ async fn client(mut ws: WebSocket, shared: &Shared, since: Option<u64>, mut filt
                 }
                 out.push(Message::Ping(Default::default()));
             }
-            _ = shared.shutdown.cancelled() => {
+            _ = &mut stopping => {
                 let frame = CloseFrame { code: close_code::AWAY, reason: "pipwatch is stopping".into() };
                 let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
                 return;
