@@ -53,7 +53,11 @@ pub struct Replay<'a> {
 }
 
 fn write_event(out: &mut impl Write, e: &Event) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, e).map_err(io::Error::other)?;
+    match e {
+        // One per candle with --indicators: the hot path.
+        Event::Candle(c) => c.write_json(out)?,
+        e => serde_json::to_writer(&mut *out, e).map_err(io::Error::other)?,
+    }
     out.write_all(b"\n")
 }
 
