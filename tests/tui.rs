@@ -200,6 +200,23 @@ fn tmux(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// The pane of `session` once every one of `what` is on it and `absent`
+/// (unless empty) is not; fails the test after 20 s.
+fn wait_for_pane(session: &str, what: &[&str], absent: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let pane = tmux(&["capture-pane", "-p", "-t", session]);
+        if what.iter().all(|w| pane.contains(w)) && (absent.is_empty() || !pane.contains(absent)) {
+            return pane;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            tmux(&["kill-session", "-t", session]);
+            panic!("{what:?} never appeared (without '{absent}'):\n{pane}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
     let dir = tempfile::tempdir().unwrap();
@@ -213,20 +230,7 @@ fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
         exit_file.display()
     );
     tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &cmd]);
-    let wait_for = |what: &str| {
-        let start = Instant::now();
-        loop {
-            let pane = tmux(&["capture-pane", "-p", "-t", &session]);
-            if pane.contains(what) {
-                return pane;
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                tmux(&["kill-session", "-t", &session]);
-                panic!("'{what}' never appeared:\n{pane}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let wait_for = |what: &str| wait_for_pane(&session, &[what], "");
     let screen = wait_for("Pairs (7)");
     assert!(screen.contains("pipwatch") && screen.contains("DEMO"), "{screen}");
     tmux(&["send-keys", "-t", &session, "?"]);
@@ -277,21 +281,7 @@ fn sigtstp_from_outside_gives_the_terminal_back_and_fg_redraws() {
     ]);
     let run = format!("PIPWATCH_SERVER__LISTEN='\"127.0.0.1:0\"' {} --data-dir {}", bin.display(), data.display());
     tmux(&["send-keys", "-t", &session, &run, "Enter"]);
-    // Until every one of `what` is on the pane and `absent` is not.
-    let wait_for = |what: &[&str], absent: &str| {
-        let start = Instant::now();
-        loop {
-            let pane = tmux(&["capture-pane", "-p", "-t", &session]);
-            if what.iter().all(|w| pane.contains(w)) && (absent.is_empty() || !pane.contains(absent)) {
-                return pane;
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                tmux(&["kill-session", "-t", &session]);
-                panic!("{what:?} never appeared (without '{absent}'):\n{pane}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let wait_for = |what: &[&str], absent: &str| wait_for_pane(&session, what, absent);
     wait_for(&["Pairs (7)"], "");
     let pid = pid_with(&data.display().to_string()).expect("the console's pid");
     let sent = std::process::Command::new("kill").args(["-TSTP", &pid.to_string()]).status().unwrap();
