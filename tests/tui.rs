@@ -200,6 +200,29 @@ fn tmux(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// A tmux session that ends with the test, also when the test fails, so
+/// that no console is left running behind it.
+struct Session(String);
+
+impl Session {
+    fn new(name: &str) -> Session {
+        Session(format!("{name}-{}", std::process::id()))
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        tmux(&["kill-session", "-t", &self.0]);
+    }
+}
+
 /// The pane of `session` once every one of `what` is on it and `absent`
 /// (unless empty) is not; fails the test after 20 s.
 fn wait_for_pane(session: &str, what: &[&str], absent: &str) -> String {
@@ -210,7 +233,6 @@ fn wait_for_pane(session: &str, what: &[&str], absent: &str) -> String {
             return pane;
         }
         if start.elapsed() > Duration::from_secs(20) {
-            tmux(&["kill-session", "-t", session]);
             panic!("{what:?} never appeared (without '{absent}'):\n{pane}");
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -220,7 +242,7 @@ fn wait_for_pane(session: &str, what: &[&str], absent: &str) -> String {
 #[test]
 fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
     let dir = tempfile::tempdir().unwrap();
-    let session = format!("pipwatch-test-{}", std::process::id());
+    let session = Session::new("pipwatch-test");
     let exit_file = dir.path().join("exit");
     let bin = assert_cmd::cargo::cargo_bin("pipwatch");
     let cmd = format!(
@@ -241,7 +263,6 @@ fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let pane = tmux(&["capture-pane", "-p", "-t", &session]);
-    tmux(&["kill-session", "-t", &session]);
     assert_eq!(std::fs::read_to_string(&exit_file).unwrap_or_default().trim(), "0");
     // The alternate screen is gone: none of the console is left on the pane.
     assert!(!pane.contains("Pairs (7)") && !pane.contains("this help"), "{pane}");
@@ -265,7 +286,7 @@ fn pid_with(needle: &str) -> Option<u32> {
 #[test]
 fn sigtstp_from_outside_gives_the_terminal_back_and_fg_redraws() {
     let dir = tempfile::tempdir().unwrap();
-    let session = format!("pipwatch-tstp-{}", std::process::id());
+    let session = Session::new("pipwatch-tstp");
     let data = dir.path().join("data");
     let bin = assert_cmd::cargo::cargo_bin("pipwatch");
     tmux(&[
@@ -301,7 +322,6 @@ fn sigtstp_from_outside_gives_the_terminal_back_and_fg_redraws() {
     // `$?` of the job `fg` resumed: how the console exited.
     tmux(&["send-keys", "-t", &session, "echo EXIT=$?", "Enter"]);
     let pane = wait_for(&["EXIT="], "");
-    tmux(&["kill-session", "-t", &session]);
     assert!(pane.contains("EXIT=0") && !pane.contains("Pairs (7)"), "{pane}");
 }
 
