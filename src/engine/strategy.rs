@@ -81,6 +81,15 @@ impl Mas {
         }
     }
 
+    /// `fast - slow`, whose sign decides crossovers. Within the running
+    /// sums' error of a tie, only an exact sign can say whether the MAs
+    /// crossed (ties do happen on a 1e-5 price grid).
+    #[inline(always)]
+    fn diff(&self, fast: f64, slow: f64) -> f64 {
+        let diff = fast - slow;
+        if diff.abs() <= 1e-12 * slow.abs() { self.exact_sign().unwrap_or(diff) } else { diff }
+    }
+
     /// The exact sign of fast - slow where it can be known exactly (SMAs).
     fn exact_sign(&self) -> Option<f64> {
         match self {
@@ -260,12 +269,7 @@ impl SeriesState {
                 Mas::Ema(f, s) => (f.update_full(c.close), s.update_full(c.close)),
             };
             self.atr.update_full(c.high, c.low, c.close);
-            let mut diff = fast - slow;
-            // Within the running sums' error of a tie, only an exact sign can
-            // say whether the MAs crossed (ties do happen on a 1e-5 price grid).
-            if diff.abs() <= 1e-12 * slow.abs() {
-                diff = self.mas.exact_sign().unwrap_or(diff);
-            }
+            let diff = self.mas.diff(fast, slow);
             crossing(std::mem::replace(&mut self.prev_diff, Diff(diff)).0, diff)
         } else {
             self.step_warming(c.high, c.low, c.close)
@@ -281,8 +285,7 @@ impl SeriesState {
         let (fast, slow) = self.mas.update(close);
         let atr = self.atr.update(high, low, close);
         let diff = match (fast, slow) {
-            (Some(f), Some(s)) if (f - s).abs() <= 1e-12 * s.abs() => self.mas.exact_sign().unwrap_or(f - s),
-            (Some(f), Some(s)) => f - s,
+            (Some(f), Some(s)) => self.mas.diff(f, s),
             _ => f64::NAN,
         };
         let prev = std::mem::replace(&mut self.prev_diff, Diff(diff)).0;

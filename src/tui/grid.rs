@@ -17,7 +17,7 @@ use ratatui::style::Style;
 use ratatui::widgets::{Block, Widget};
 
 /// One row: its text, and the styled pieces of it in column order.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct GridRow {
     text: String,
     /// (column, start, end, style) into `text`.
@@ -38,14 +38,21 @@ impl GridRow {
 
     /// Appends text to column `col`, after what the column already holds.
     pub fn push(&mut self, col: u16, style: Style, args: fmt::Arguments<'_>) {
-        let start = self.text.len() as u32;
+        let start = self.text.len();
         // Writing into a String cannot fail.
         let _ = self.text.write_fmt(args);
-        self.segs.push((col, start, self.text.len() as u32, style));
+        self.mark(col, start, style);
     }
 
     pub fn push_str(&mut self, col: u16, style: Style, s: &str) {
-        self.push(col, style, format_args!("{s}"));
+        let start = self.text.len();
+        self.text.push_str(s);
+        self.mark(col, start, style);
+    }
+
+    /// Records `text[start..]` as a piece of column `col`.
+    fn mark(&mut self, col: u16, start: usize, style: Style) {
+        self.segs.push((col, start as u32, self.text.len() as u32, style));
     }
 }
 
@@ -200,10 +207,7 @@ mod tests {
             Grid {
                 header: &header,
                 header_style: muted,
-                rows: grid_rows
-                    .iter()
-                    .map(|r| GridRow { text: r.text.clone(), segs: r.segs.clone(), style: r.style })
-                    .collect(),
+                rows: grid_rows.clone(),
                 widths: &widths,
                 style: Style::new().fg(Color::White),
                 block: block(),

@@ -580,22 +580,15 @@ fn draw_detail(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect) {
     let (lo, hi) = all.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
     let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
     let pad = ((hi - lo) * 0.05).max(i.pip());
+    let series = |name, marker, graph_type, style, data| {
+        Dataset::default().name(name).marker(marker).graph_type(graph_type).style(style).data(data)
+    };
     let datasets = vec![
-        Dataset::default()
-            .name("close")
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(t.text)
-            .data(&closes),
-        Dataset::default().name("fast").marker(Marker::Braille).graph_type(GraphType::Line).style(t.accent).data(&fast),
-        Dataset::default()
-            .name("slow")
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(t.warning)
-            .data(&slow),
-        Dataset::default().name("buy").marker(Marker::Block).graph_type(GraphType::Scatter).style(t.up).data(&buys),
-        Dataset::default().name("sell").marker(Marker::Block).graph_type(GraphType::Scatter).style(t.down).data(&sells),
+        series("close", Marker::Braille, GraphType::Line, t.text, &closes),
+        series("fast", Marker::Braille, GraphType::Line, t.accent, &fast),
+        series("slow", Marker::Braille, GraphType::Line, t.warning, &slow),
+        series("buy", Marker::Block, GraphType::Scatter, t.up, &buys),
+        series("sell", Marker::Block, GraphType::Scatter, t.down, &sells),
     ];
     let chart = Chart::new(datasets)
         .block(
