@@ -121,4 +121,54 @@ fn main() {
             h.max()
         );
     }
+    bare_writes(rig._dir.path());
 }
+
+/// What the disk alone costs: a write of the size one close adds to sled's
+/// log, made durable the way sled does it (`sync_file_range`), in the same
+/// directory and with the same two gaps. sled issues two or three of these
+/// per transaction (the batch manifest goes in its own buffer).
+#[cfg(target_os = "linux")]
+fn bare_writes(dir: &std::path::Path) {
+    use std::os::unix::fs::FileExt;
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.join("bare"))
+        .expect("bare file");
+    let block = vec![0x5a_u8; 40 * 1024];
+    let mut at = 0u64;
+    for (label, gap) in [("back to back", Duration::ZERO), ("5 ms apart", Duration::from_millis(5))] {
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("histogram");
+        for _ in 0..2000 {
+            std::thread::sleep(gap);
+            let t = Instant::now();
+            file.write_all_at(&block, at).expect("write");
+            // SAFETY: a valid open descriptor and a range inside the file.
+            let r = unsafe {
+                libc::sync_file_range(
+                    file.as_raw_fd(),
+                    at as libc::off64_t,
+                    block.len() as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                )
+            };
+            assert_eq!(r, 0, "sync_file_range: {}", std::io::Error::last_os_error());
+            let _ = h.record(t.elapsed().as_micros() as u64);
+            at += block.len() as u64;
+        }
+        println!(
+            "bare 40 KiB write + sync_file_range over 2000 writes {label}: p50 {} us, p90 {} us, p99 {} us, max {} us",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.9),
+            h.value_at_quantile(0.99),
+            h.max()
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bare_writes(_: &std::path::Path) {}
