@@ -10,6 +10,11 @@
 //! tokio-tungstenite client, as a program would use. Bounded: 3,000 events,
 //! at most 15 s of draining.
 //!
+//! A third kind, `bare`, leaves pipwatch out: the same raw clients, fed by
+//! one loop per core that writes each prebuilt frame straight into the
+//! sockets (no WebSocket library, no task per client). It is the thinnest
+//! server design, measured against the real one.
+//!
 //! `cargo bench --bench fanout` (100 and 1,000 clients of each kind);
 //! `FANOUT_CLIENTS=1000 FANOUT_KIND=raw` picks one. Figures: BENCHMARKS.md.
 
@@ -30,6 +35,7 @@ const EVENTS: u64 = 3000;
 enum Kind {
     Raw,
     Tungstenite,
+    Bare,
 }
 
 /// Latencies in µs, into one histogram at the end: 1,000 clients' own
@@ -150,6 +156,73 @@ async fn tungstenite_client(
     }
 }
 
+/// The bare server's side of the upgrade: a canned 101 and two opening frames for
+/// each of `clients` connections, in the order the clients connect.
+async fn bare_accept(listener: tokio::net::TcpListener, clients: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sockets = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (mut tcp, _) = listener.accept().await.expect("accept");
+        let _ = tcp.set_nodelay(true);
+        let mut request = Vec::new();
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            assert!(tcp.read_buf(&mut request).await.expect("upgrade request") > 0, "closed during the upgrade");
+        }
+        let mut answer =
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_vec();
+        answer.extend_from_slice(&text_frame(br#"{"type":"hello"}"#));
+        answer.extend_from_slice(&text_frame(br#"{"type":"snapshot"}"#));
+        tcp.write_all(&answer).await.expect("upgrade answer");
+        sockets.push(tcp);
+    }
+    sockets
+}
+
+/// An unmasked server text frame (payloads here are under 64 KiB).
+fn text_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(payload.len() + 4);
+    match u16::try_from(payload.len()) {
+        Ok(n) if n < 126 => f.extend_from_slice(&[0x81, n as u8]),
+        Ok(n) => {
+            f.extend_from_slice(&[0x81, 126]);
+            f.extend_from_slice(&n.to_be_bytes());
+        }
+        Err(_) => panic!("bench frames stay under 64 KiB"),
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Frames waiting for one bare writer, and its wake-up.
+type BareQueue = Arc<(std::sync::Mutex<Vec<u8>>, tokio::sync::Notify)>;
+
+/// One bare writer: each wake-up, everything queued goes to each socket in
+/// one `try_write`; what a full socket does not take waits for the next turn.
+async fn bare_writer(sockets: Vec<tokio::net::TcpStream>, queue: BareQueue) {
+    let mut pending: Vec<Vec<u8>> = vec![Vec::new(); sockets.len()];
+    loop {
+        let backlog = pending.iter().any(|p| !p.is_empty());
+        tokio::select! {
+            _ = queue.1.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(1)), if backlog => {}
+        }
+        let batch = std::mem::take(&mut *queue.0.lock().expect("queue"));
+        for (socket, pending) in sockets.iter().zip(&mut pending) {
+            if pending.is_empty() {
+                match socket.try_write(&batch) {
+                    Ok(n) => pending.extend_from_slice(&batch[n..]),
+                    Err(_) => pending.extend_from_slice(&batch),
+                }
+            } else {
+                pending.extend_from_slice(&batch);
+                if let Ok(n) = socket.try_write(pending) {
+                    pending.drain(..n);
+                }
+            }
+        }
+    }
+}
+
 async fn run(clients: usize, kind: Kind) {
     let hub = Arc::new(Hub::new(1 << 16));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -164,16 +237,38 @@ async fn run(clients: usize, kind: Kind) {
         idle_timeout: Duration::from_secs(60),
         source: "bench".into(),
     };
-    let h = server::start(opts, hub.clone(), None, Arc::new(Metrics::new()), stop.clone()).await.expect("server");
-    let url = format!("ws://{}/ws?topics=feed", h.addr);
+    let (addr, bare) = match kind {
+        Kind::Bare => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("address");
+            (addr, Some(tokio::spawn(bare_accept(listener, clients))))
+        }
+        _ => (
+            server::start(opts, hub.clone(), None, Arc::new(Metrics::new()), stop.clone()).await.expect("server").addr,
+            None,
+        ),
+    };
+    let url = format!("ws://{addr}/ws?topics=feed");
     let base = Instant::now();
 
     let mut readers = Vec::with_capacity(clients);
     for _ in 0..clients {
         readers.push(match kind {
-            Kind::Raw => tokio::spawn(raw_client(h.addr, base).await),
+            Kind::Raw | Kind::Bare => tokio::spawn(raw_client(addr, base).await),
             Kind::Tungstenite => tokio::spawn(tungstenite_client(&url, base).await),
         });
+    }
+    // Bare: one writer per core, each with half the sockets.
+    let mut writers = Vec::new();
+    let mut queues: Vec<BareQueue> = Vec::new();
+    if let Some(accepting) = bare {
+        let mut sockets = accepting.await.expect("accepted");
+        let half = sockets.len().div_ceil(2);
+        for part in [sockets.split_off(half), sockets] {
+            let queue: BareQueue = Arc::default();
+            queues.push(queue.clone());
+            writers.push(tokio::spawn(bare_writer(part, queue)));
+        }
     }
 
     let pad = "x".repeat(200);
@@ -182,7 +277,18 @@ async fn run(clients: usize, kind: Kind) {
     for _ in 0..EVENTS {
         tick.tick().await;
         let message = format!("t={} {pad}", base.elapsed().as_micros());
-        hub.publish(Event::Feed(FeedStatus { source: "bench".into(), state: FeedState::Live, message: Some(message) }));
+        let event = Event::Feed(FeedStatus { source: "bench".into(), state: FeedState::Live, message: Some(message) });
+        if queues.is_empty() {
+            hub.publish(event);
+        } else {
+            // The bytes the server would send: the same envelope, serialised once.
+            let envelope = pipwatch::event::Envelope { seq: 1, event };
+            let frame = text_frame(&serde_json::to_vec(&envelope).expect("json"));
+            for queue in &queues {
+                queue.0.lock().expect("queue").extend_from_slice(&frame);
+                queue.1.notify_one();
+            }
+        }
     }
     let published_in = started.elapsed();
 
@@ -196,6 +302,7 @@ async fn run(clients: usize, kind: Kind) {
         got += latencies.len() as u64;
         lagged += l;
     }
+    writers.iter().for_each(|w| w.abort());
     let frame = serde_json::to_string(&pipwatch::event::Envelope {
         seq: 1,
         event: Event::Feed(FeedStatus {
@@ -226,7 +333,7 @@ fn main() {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let wanted = |var: &str, v: String| std::env::var(var).map_or(true, |w| w.eq_ignore_ascii_case(&v));
-    for kind in [Kind::Raw, Kind::Tungstenite] {
+    for kind in [Kind::Raw, Kind::Tungstenite, Kind::Bare] {
         for clients in [100, 1000] {
             if wanted("FANOUT_KIND", format!("{kind:?}")) && wanted("FANOUT_CLIENTS", clients.to_string()) {
                 rt.block_on(run(clients, kind));
