@@ -1,6 +1,8 @@
 //! One tracing registry per process; the layers depend on the mode so that
 //! nothing ever writes over a console and headless logs are machine-readable.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, fmt};
@@ -24,8 +26,11 @@ pub fn init(mode: LogMode, default_filter: &str) {
         .unwrap_or_else(|| EnvFilter::new(default_filter));
     let json =
         (mode == LogMode::Json).then(|| fmt::layer().json().with_writer(std::io::stderr).with_current_span(false));
-    let plain =
-        (mode == LogMode::Plain).then(|| fmt::layer().with_writer(std::io::stderr).with_target(false).without_time());
+    // Colour only for a person at a terminal: redirected, escape codes would
+    // litter the log file or the next program's input.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let plain = (mode == LogMode::Plain)
+        .then(|| fmt::layer().with_writer(std::io::stderr).with_target(false).without_time().with_ansi(ansi));
     let file = match &mode {
         LogMode::File(path) => {
             let opened = path

@@ -124,6 +124,8 @@ async fn tail_follows_headless_across_a_dropped_connection() {
     tail.stderr.take().unwrap().read_to_string(&mut tail_err).unwrap();
     assert!(status.success(), "tail exit {status:?}: {tail_err}");
     assert!(tail_err.contains("reconnecting"), "{tail_err}");
+    // Redirected to a file or a pipe, log lines carry no colour codes.
+    assert!(!tail_err.contains('\x1b'), "escape codes in piped stderr: {tail_err:?}");
     signal(&server, "-TERM");
     let mut out = Vec::new();
     server.stdout.take().unwrap().read_to_end(&mut out).unwrap();
