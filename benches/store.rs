@@ -105,22 +105,7 @@ fn main() {
     // then 5 ms apart. Live closes come minutes apart (M15 at the finest
     // here), and back to back each flush still competes with the previous
     // one's background work in sled's I/O threads.
-    for (label, gap) in [("back to back", Duration::ZERO), ("5 ms apart", Duration::from_millis(5))] {
-        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("histogram");
-        for _ in 0..2000 {
-            std::thread::sleep(gap);
-            let t = Instant::now();
-            rig.close_all();
-            let _ = h.record(t.elapsed().as_micros() as u64);
-        }
-        println!(
-            "store/candle_close_28_pairs_durable over 2000 closes {label}: p50 {} us, p90 {} us, p99 {} us, max {} us",
-            h.value_at_quantile(0.5),
-            h.value_at_quantile(0.9),
-            h.value_at_quantile(0.99),
-            h.max()
-        );
-    }
+    tail("store/candle_close_28_pairs_durable over 2000 closes", || rig.close_all());
     bare_writes(rig._dir.path());
 }
 
@@ -141,27 +126,38 @@ fn bare_writes(dir: &std::path::Path) {
         .expect("bare file");
     let block = vec![0x5a_u8; 40 * 1024];
     let mut at = 0u64;
+    tail("bare 40 KiB write + sync_file_range over 2000 writes", || {
+        file.write_all_at(&block, at).expect("write");
+        // SAFETY: a valid open descriptor and a range inside the file.
+        let r = unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                at as libc::off64_t,
+                block.len() as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            )
+        };
+        assert_eq!(r, 0, "sync_file_range: {}", std::io::Error::last_os_error());
+        at += block.len() as u64;
+    });
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bare_writes(_: &std::path::Path) {}
+
+/// Times `op` 2,000 times back to back, then 2,000 times 5 ms apart, and
+/// prints each tail.
+fn tail(what: &str, mut op: impl FnMut()) {
     for (label, gap) in [("back to back", Duration::ZERO), ("5 ms apart", Duration::from_millis(5))] {
         let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("histogram");
         for _ in 0..2000 {
             std::thread::sleep(gap);
             let t = Instant::now();
-            file.write_all_at(&block, at).expect("write");
-            // SAFETY: a valid open descriptor and a range inside the file.
-            let r = unsafe {
-                libc::sync_file_range(
-                    file.as_raw_fd(),
-                    at as libc::off64_t,
-                    block.len() as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                )
-            };
-            assert_eq!(r, 0, "sync_file_range: {}", std::io::Error::last_os_error());
+            op();
             let _ = h.record(t.elapsed().as_micros() as u64);
-            at += block.len() as u64;
         }
         println!(
-            "bare 40 KiB write + sync_file_range over 2000 writes {label}: p50 {} us, p90 {} us, p99 {} us, max {} us",
+            "{what} {label}: p50 {} us, p90 {} us, p99 {} us, max {} us",
             h.value_at_quantile(0.5),
             h.value_at_quantile(0.9),
             h.value_at_quantile(0.99),
@@ -169,6 +165,3 @@ fn bare_writes(dir: &std::path::Path) {
         );
     }
 }
-
-#[cfg(not(target_os = "linux"))]
-fn bare_writes(_: &std::path::Path) {}
