@@ -7,22 +7,35 @@
 //! taken at one point: it misses nothing and sees nothing twice. Each client
 //! then has its own task and its own bounded buffer (a broadcast receiver),
 //! so a slow client only ever lags itself.
+//!
+//! axum routes and serves the port, but the WebSocket handshake is done here
+//! and the connection kept as a tokio-tungstenite stream: tungstenite reads
+//! the clients' frames, and the server's frames are written to the socket as
+//! bytes ([`wire`]). An event is then framed once for all its clients, and a
+//! client's burst is one copy and one write; through tungstenite, each frame
+//! was encoded again for each client, which at 1,000 clients was a tenth of
+//! the machine.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, broadcast};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{AlertState, Envelope, Event, Hub};
@@ -90,10 +103,16 @@ enum Out {
         /// The topic's bit (see [`topic_bit`]).
         topic: u16,
         instrument: Option<Instrument>,
-        text: Utf8Bytes,
+        /// The whole WebSocket frame, header and JSON.
+        frame: Box<[u8]>,
     },
     /// The fold itself fell behind the hub: every client needs a fresh snapshot.
     Resync { missed: u64 },
+    /// Time to ping: one timer for all clients, not one polled by each
+    /// client's task on every wake-up.
+    Ping,
+    /// The server is stopping: the last thing each client is sent.
+    Stop,
 }
 
 struct Folded {
@@ -173,31 +192,44 @@ pub async fn start(
         if let Err(e) = served {
             tracing::error!(error = %e, "the server stopped");
         }
-        fold.abort();
+        // The fold tells the clients to close as it stops.
+        let _ = fold.await;
     });
     tracing::info!(%addr, "server listening: /ws, /health, /metrics");
     Ok(Handle { addr, task })
 }
 
 async fn fold_task(shared: Arc<Shared>, mut rx: broadcast::Receiver<Arc<Envelope>>, shutdown: CancellationToken) {
+    let mut ping = tokio::time::interval(shared.opts.ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
     loop {
         let env = tokio::select! {
             r = rx.recv() => r,
-            _ = shutdown.cancelled() => return,
+            _ = ping.tick() => {
+                let _ = shared.tx.send(Arc::new(Out::Ping));
+                continue;
+            }
+            _ = shutdown.cancelled() => {
+                let _ = shared.tx.send(Arc::new(Out::Stop));
+                return;
+            }
         };
         match env {
             Ok(env) => {
                 shared.metrics.observe(&env.event);
                 let (topic, instrument) = topic(&env.event);
-                let text = match serde_json::to_string(&*env) {
-                    Ok(t) => Utf8Bytes::from(t),
+                let json = match serde_json::to_vec(&*env) {
+                    Ok(j) => j,
                     Err(e) => {
                         tracing::error!(error = %e, "an event could not be serialised");
                         continue;
                     }
                 };
+                let mut frame = Vec::with_capacity(json.len() + 10);
+                wire::put(&mut frame, wire::TEXT, &json);
                 let topic = topic_bit(topic).unwrap_or_default();
-                let out = Arc::new(Out::Event { seq: env.seq, topic, instrument, text });
+                let out = Arc::new(Out::Event { seq: env.seq, topic, instrument, frame: frame.into() });
                 let mut f = shared.folded.lock().unwrap_or_else(|p| p.into_inner());
                 f.view.apply(&env);
                 if f.history.len() == shared.opts.history {
@@ -282,16 +314,30 @@ fn split(list: &Option<String>) -> Vec<String> {
     list.iter().flat_map(|l| l.split(',')).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
-async fn ws_handler(State(shared): State<Arc<Shared>>, Query(q): Query<WsQuery>, ws: WebSocketUpgrade) -> Response {
+async fn ws_handler(State(shared): State<Arc<Shared>>, Query(q): Query<WsQuery>, mut req: Request) -> Response {
     let mut filter = Filter::default();
     if let Err(message) = filter.set(&split(&q.topics), &split(&q.instruments)) {
         return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response();
     }
+    let (accept, on_upgrade) = match handshake(&mut req) {
+        Ok(h) => h,
+        Err(refusal) => return refusal.into_response(),
+    };
     let permit = shared.clients.clone().try_acquire_owned();
     let max = shared.opts.max_frame;
-    // A small read buffer: tungstenite zeroes it before each read, and
-    // client frames are small (64 KiB ones still arrive in several reads).
-    ws.max_message_size(max).max_frame_size(max).read_buffer_size(4096).on_upgrade(move |mut socket| async move {
+    // A small read buffer: tungstenite zeroes it before every read, that is
+    // on every wake-up of the client's task, and client frames are small
+    // (a 64 KiB one still arrives, in several reads).
+    let config = WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max)).read_buffer_size(512);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "a WebSocket upgrade did not complete");
+                return;
+            }
+        };
+        let mut socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         match permit {
             Ok(permit) => {
                 shared.metrics.client_connected();
@@ -301,11 +347,71 @@ async fn ws_handler(State(shared): State<Arc<Shared>>, Query(q): Query<WsQuery>,
             }
             Err(_) => {
                 let reason = format!("server full: {} clients connected; try again later", shared.opts.max_clients);
-                let frame = CloseFrame { code: close_code::AGAIN, reason: reason.into() };
-                let _ = socket.send(Message::Close(Some(frame))).await;
+                close(&mut socket, &mut Vec::new(), false, wire::AGAIN, &reason).await;
             }
         }
-    })
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response())
+}
+
+/// Why a request to `/ws` is not taken over.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    NotWebSocket,
+    Version,
+    NoKey,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::NotWebSocket => (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::UPGRADE, "websocket")],
+                "/ws is a WebSocket endpoint: connect with a WebSocket client, e.g. `pipwatch tail ws://HOST:PORT/ws`\n",
+            )
+                .into_response(),
+            Refusal::Version => (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::SEC_WEBSOCKET_VERSION, "13")],
+                "only WebSocket version 13 (RFC 6455) is spoken here\n",
+            )
+                .into_response(),
+            Refusal::NoKey => (StatusCode::BAD_REQUEST, "the WebSocket request has no Sec-WebSocket-Key\n").into_response(),
+        }
+    }
+}
+
+/// The server's side of the opening handshake (RFC 6455 §4.2.1): the
+/// `Sec-WebSocket-Accept` value and the connection to take over once the
+/// 101 has gone out.
+fn handshake(req: &mut Request) -> Result<(String, hyper::upgrade::OnUpgrade), Refusal> {
+    let headers = req.headers();
+    let has = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
+        return Err(Refusal::NotWebSocket);
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
+        return Err(Refusal::Version);
+    }
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or(Refusal::NoKey)?;
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    // Absent when the connection cannot be upgraded (not HTTP/1.1).
+    let on_upgrade = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>().ok_or(Refusal::NotWebSocket)?;
+    Ok((accept, on_upgrade))
 }
 
 #[derive(Debug, Deserialize)]
@@ -375,26 +481,72 @@ impl Filter {
     }
 }
 
-fn text(v: serde_json::Value) -> Message {
-    Message::Text(v.to_string().into())
+/// The server's frames as bytes (RFC 6455 §5.2): final, unmasked, as a
+/// server sends them.
+mod wire {
+    pub const TEXT: u8 = 0x1;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+
+    // Close codes (RFC 6455 §7.4.1).
+    pub const AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const SIZE: u16 = 1009;
+    pub const AGAIN: u16 = 1013;
+
+    /// Appends one frame to `out`.
+    pub fn put(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+        out.push(0x80 | opcode);
+        match payload.len() {
+            n if n < 126 => out.push(n as u8),
+            n => match u16::try_from(n) {
+                Ok(n) => {
+                    out.push(126);
+                    out.extend_from_slice(&n.to_be_bytes());
+                }
+                Err(_) => {
+                    out.push(127);
+                    out.extend_from_slice(&(n as u64).to_be_bytes());
+                }
+            },
+        }
+        out.extend_from_slice(payload);
+    }
+
+    /// A close frame. A control frame carries at most 125 bytes: the code
+    /// and 123 of the reason, cut at a character boundary.
+    pub fn close(out: &mut Vec<u8>, code: u16, reason: &str) {
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut payload = Vec::with_capacity(2 + end);
+        payload.extend_from_slice(&code.to_be_bytes());
+        payload.extend_from_slice(&reason.as_bytes()[..end]);
+        put(out, CLOSE, &payload);
+    }
 }
 
-fn snapshot(view: &View) -> Message {
-    let s = serde_json::to_string(&Snapshot { kind: "snapshot", view }).unwrap_or_default();
-    Message::Text(s.into())
+fn put_json(out: &mut Vec<u8>, v: &serde_json::Value) {
+    wire::put(out, wire::TEXT, v.to_string().as_bytes());
 }
 
-/// The first frames of a connection and its subscription, taken at one point.
-fn opening(shared: &Shared, since: Option<u64>, filter: &Filter) -> (Vec<Message>, broadcast::Receiver<Arc<Out>>) {
+fn put_snapshot(out: &mut Vec<u8>, view: &View) {
+    let s = serde_json::to_vec(&Snapshot { kind: "snapshot", view }).unwrap_or_default();
+    wire::put(out, wire::TEXT, &s);
+}
+
+/// The first frames of a connection (into `out`) and its subscription,
+/// taken at one point.
+fn opening(shared: &Shared, since: Option<u64>, filter: &Filter, out: &mut Vec<u8>) -> broadcast::Receiver<Arc<Out>> {
     let f = shared.folded.lock().unwrap_or_else(|p| p.into_inner());
     let rx = shared.tx.subscribe();
-    let mut first = Vec::new();
     match since {
-        None => first.push(snapshot(&f.view)),
+        None => put_snapshot(out, &f.view),
         Some(s) => {
             let oldest = f.history.front().and_then(|o| match &**o {
                 Out::Event { seq, .. } => Some(*seq),
-                Out::Resync { .. } => None,
+                Out::Resync { .. } | Out::Ping | Out::Stop => None,
             });
             let covered = match oldest {
                 Some(oldest) => s + 1 >= oldest,
@@ -402,27 +554,66 @@ fn opening(shared: &Shared, since: Option<u64>, filter: &Filter) -> (Vec<Message
             };
             if covered && s <= f.view.seq {
                 for o in &f.history {
-                    if let Out::Event { seq, text, topic, instrument } = &**o
+                    if let Out::Event { seq, frame, topic, instrument } = &**o
                         && *seq > s
                         && filter.passes(*topic, *instrument)
                     {
-                        first.push(Message::Text(text.clone()));
+                        out.extend_from_slice(frame);
                     }
                 }
             } else {
                 let missed = oldest.map_or(0, |o| o.saturating_sub(s + 1));
-                first.push(text(json!({"type": "lagged", "missed": missed,
-                    "message": format!("seq {s} is not in the server's history; a fresh snapshot follows")})));
-                first.push(snapshot(&f.view));
+                put_json(
+                    out,
+                    &json!({"type": "lagged", "missed": missed,
+                    "message": format!("seq {s} is not in the server's history; a fresh snapshot follows")}),
+                );
+                put_snapshot(out, &f.view);
             }
         }
     }
-    (first, rx)
+    rx
 }
 
-async fn client(mut ws: WebSocket, shared: &Shared, since: Option<u64>, mut filter: Filter) {
-    // Not split into halves: the halves share a lock taken on every frame,
-    // and this task never reads and writes at once anyway.
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Writes `out` (whole frames) to the client and empties it; `false` if the
+/// client is gone. `owed`: tungstenite holds a frame of its own (the pong to
+/// a client's ping), which goes first so that frames never interleave.
+///
+/// A client that stops reading fills its socket; it is dropped after
+/// `patience` rather than held forever. Most bursts fit the socket at once,
+/// and those need no timer (one per burst per client showed in the profile).
+async fn send(ws: &mut Socket, out: &mut Vec<u8>, owed: bool, patience: Duration) -> bool {
+    let sent = {
+        let burst = async {
+            if owed {
+                ws.flush().await.map_err(std::io::Error::other)?;
+            }
+            ws.get_mut().write_all(out).await
+        };
+        let mut burst = std::pin::pin!(burst);
+        match burst.as_mut().now_or_never() {
+            Some(r) => r.is_ok(),
+            None => matches!(tokio::time::timeout(patience, burst).await, Ok(Ok(()))),
+        }
+    };
+    out.clear();
+    // One large snapshot should not pin its buffer for the connection's life.
+    if out.capacity() > 256 * 1024 {
+        *out = Vec::with_capacity(16 * 1024);
+    }
+    sent
+}
+
+/// Sends only the close frame: a client being dropped gets nothing more.
+async fn close(ws: &mut Socket, out: &mut Vec<u8>, owed: bool, code: u16, reason: &str) {
+    out.clear();
+    wire::close(out, code, reason);
+    send(ws, out, owed, Duration::from_secs(1)).await;
+}
+
+async fn client(mut ws: Socket, shared: &Shared, since: Option<u64>, mut filter: Filter) {
     let hello = json!({
         "type": "hello",
         "protocol": PROTOCOL,
@@ -431,52 +622,60 @@ async fn client(mut ws: WebSocket, shared: &Shared, since: Option<u64>, mut filt
         "commands": shared.notifier.is_some(),
         "topics": TOPICS,
     });
-    let (first, mut rx) = opening(shared, since, &filter);
+    let mut out = Vec::with_capacity(16 * 1024);
+    put_json(&mut out, &hello);
+    let mut rx = opening(shared, since, &filter, &mut out);
     let idle = shared.opts.idle_timeout;
-    let mut ok = ws.feed(text(hello)).await.is_ok();
-    for m in first {
-        ok = ok && ws.feed(m).await.is_ok();
-    }
-    ok = ok && tokio::time::timeout(idle, ws.flush()).await.is_ok_and(|r| r.is_ok());
-    if !ok {
+    if !send(&mut ws, &mut out, false, idle).await {
         return;
     }
-    let mut ping = tokio::time::interval(shared.opts.ping_every);
-    ping.tick().await;
-    // Made once: each one made registers with (and, dropped, leaves) the
-    // token's waiter list, under a lock every client task shares.
-    let stopping = shared.shutdown.cancelled();
-    tokio::pin!(stopping);
+    // A client that subscribed after the fold's `Stop` went out is told here.
+    if shared.shutdown.is_cancelled() {
+        return close(&mut ws, &mut out, false, wire::AWAY, "pipwatch is stopping").await;
+    }
     let mut heard = tokio::time::Instant::now();
+    let mut owed = false;
+    // The reason for closing, if this burst is the last.
+    let mut last: Option<(u16, String)> = None;
     loop {
-        let mut out: Vec<Message> = Vec::new();
         tokio::select! {
             r = rx.recv() => {
                 // Let the other clients' tasks run first: whatever arrives
-                // meanwhile joins this burst, one flush for all of it.
+                // meanwhile joins this burst, one write for all of it.
                 tokio::task::yield_now().await;
                 let mut next = Some(r);
-                // Everything already waiting goes in one burst with one flush.
+                let mut frames = 0;
+                // Everything already waiting goes in one burst with one write.
                 while let Some(r) = next.take() {
                     match r {
                         Ok(o) => match &*o {
-                            Out::Event { topic, instrument, text, .. } => {
+                            Out::Event { topic, instrument, frame, .. } => {
                                 if filter.passes(*topic, *instrument) {
-                                    out.push(Message::Text(text.clone()));
+                                    out.extend_from_slice(frame);
+                                    frames += 1;
                                 }
                             }
                             Out::Resync { missed } => {
-                                out.push(text(json!({"type": "lagged", "missed": missed})));
+                                put_json(&mut out, &json!({"type": "lagged", "missed": missed}));
                                 let f = shared.folded.lock().unwrap_or_else(|p| p.into_inner());
-                                out.push(snapshot(&f.view));
+                                put_snapshot(&mut out, &f.view);
+                            }
+                            Out::Ping if heard.elapsed() > idle => {
+                                last = Some((wire::POLICY, "no answer to pings".into()));
+                                break;
+                            }
+                            Out::Ping => wire::put(&mut out, wire::PING, b""),
+                            Out::Stop => {
+                                last = Some((wire::AWAY, "pipwatch is stopping".into()));
+                                break;
                             }
                         },
                         Err(broadcast::error::RecvError::Lagged(missed)) => {
-                            out.push(text(json!({"type": "lagged", "missed": missed})));
+                            put_json(&mut out, &json!({"type": "lagged", "missed": missed}));
                         }
                         Err(broadcast::error::RecvError::Closed) => return,
                     }
-                    if out.len() < 512 {
+                    if frames < 512 {
                         next = match rx.try_recv() {
                             Ok(o) => Some(Ok(o)),
                             Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(broadcast::error::RecvError::Lagged(n))),
@@ -488,56 +687,34 @@ async fn client(mut ws: WebSocket, shared: &Shared, since: Option<u64>, mut filt
             frame = ws.next() => {
                 heard = tokio::time::Instant::now();
                 match frame {
-                    Some(Ok(Message::Text(t))) => out.push(answer(shared, &mut filter, &t)),
-                    Some(Ok(Message::Binary(_))) => out.push(text(json!({"type": "error",
-                        "message": "binary frames are not understood: send JSON text frames"}))),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => return,
-                    Some(Err(e)) => {
-                        let too_big = matches!(
-                            std::error::Error::source(&e).and_then(|s| s.downcast_ref::<tokio_tungstenite::tungstenite::Error>()),
-                            Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
-                        ) || e.to_string().contains("too long");
-                        if too_big {
-                            let reason = format!("frame too large: at most {} bytes", shared.opts.max_frame);
-                            let _ = ws.send(Message::Close(Some(CloseFrame { code: close_code::SIZE, reason: reason.into() }))).await;
-                        }
+                    Some(Ok(Message::Text(t))) => put_json(&mut out, &answer(shared, &mut filter, &t)),
+                    Some(Ok(Message::Binary(_))) => put_json(&mut out, &json!({"type": "error",
+                        "message": "binary frames are not understood: send JSON text frames"})),
+                    // tungstenite has queued the pong.
+                    Some(Ok(Message::Ping(_))) => owed = true,
+                    Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Close(_))) => {
+                        // tungstenite has queued the closing reply.
+                        let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
                         return;
                     }
+                    None => return,
+                    Some(Err(tungstenite::Error::Capacity(_))) => {
+                        last = Some((wire::SIZE, format!("frame too large: at most {} bytes", shared.opts.max_frame)));
+                        // What tungstenite holds would not be sent after its error.
+                        owed = false;
+                    }
+                    Some(Err(_)) => return,
                 }
             }
-            _ = ping.tick() => {
-                if heard.elapsed() > idle {
-                    let frame = CloseFrame { code: close_code::POLICY, reason: "no answer to pings".into() };
-                    let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
-                    return;
-                }
-                out.push(Message::Ping(Default::default()));
-            }
-            _ = &mut stopping => {
-                let frame = CloseFrame { code: close_code::AWAY, reason: "pipwatch is stopping".into() };
-                let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
-                return;
-            }
+        }
+        if let Some((code, reason)) = last {
+            return close(&mut ws, &mut out, owed, code, &reason).await;
         }
         if out.is_empty() {
             continue;
         }
-        let burst = async {
-            for m in out {
-                ws.feed(m).await?;
-            }
-            ws.flush().await
-        };
-        // A client that stops reading fills its socket; it is dropped rather
-        // than held forever. Most bursts fit the socket at once, and those
-        // need no timer (one per burst per client showed in the profile).
-        let mut burst = std::pin::pin!(burst);
-        let sent = match burst.as_mut().now_or_never() {
-            Some(r) => r.is_ok(),
-            None => matches!(tokio::time::timeout(idle, burst).await, Ok(Ok(()))),
-        };
-        if !sent {
+        if !send(&mut ws, &mut out, std::mem::take(&mut owed), idle).await {
             return;
         }
     }
@@ -545,8 +722,8 @@ async fn client(mut ws: WebSocket, shared: &Shared, since: Option<u64>, mut filt
 
 /// The reply to one client frame. A bad frame gets an `error` and the
 /// connection stays.
-fn answer(shared: &Shared, filter: &mut Filter, raw: &str) -> Message {
-    let error = |message: String| text(json!({"type": "error", "message": message}));
+fn answer(shared: &Shared, filter: &mut Filter, raw: &str) -> serde_json::Value {
+    let error = |message: String| json!({"type": "error", "message": message});
     let frame: ClientFrame = match serde_json::from_str(raw) {
         Ok(f) => f,
         Err(e) => {
@@ -556,9 +733,9 @@ fn answer(shared: &Shared, filter: &mut Filter, raw: &str) -> Message {
         }
     };
     match frame {
-        ClientFrame::Ping => text(json!({"type": "pong"})),
+        ClientFrame::Ping => json!({"type": "pong"}),
         ClientFrame::Subscribe { topics, instruments } => match filter.set(&topics, &instruments) {
-            Ok(()) => text(json!({"type": "subscribed", "topics": topics, "instruments": instruments})),
+            Ok(()) => json!({"type": "subscribed", "topics": topics, "instruments": instruments}),
             Err(message) => error(message),
         },
         ClientFrame::Pause | ClientFrame::Resume => {
@@ -566,7 +743,7 @@ fn answer(shared: &Shared, filter: &mut Filter, raw: &str) -> Message {
             match &shared.notifier {
                 Some(n) => {
                     n.set_paused(pause);
-                    text(json!({"type": "ok", "op": if pause { "pause" } else { "resume" }}))
+                    json!({"type": "ok", "op": if pause { "pause" } else { "resume" }})
                 }
                 None => error("this instance has no notifier to pause".into()),
             }
@@ -580,10 +757,46 @@ fn answer(shared: &Shared, filter: &mut Filter, raw: &str) -> Message {
                 Some(mut a) => {
                     a.state = AlertState::Acknowledged;
                     shared.hub.publish(Event::Alert(a));
-                    text(json!({"type": "ok", "op": "ack", "alert": alert}))
+                    json!({"type": "ok", "op": "ack", "alert": alert})
                 }
                 None => error(format!("no active alert '{alert}'")),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wire;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    /// Our frames against tungstenite's own encoder, across the three
+    /// length encodings and their edges.
+    #[test]
+    fn frames_are_encoded_as_tungstenite_encodes_them() {
+        for len in [0usize, 1, 125, 126, 127, 300, 65_535, 65_536, 200_000] {
+            let payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut ours = Vec::new();
+            wire::put(&mut ours, wire::TEXT, &payload);
+            let mut theirs = Vec::new();
+            Frame::message(payload.clone(), OpCode::Data(Data::Text), true).format(&mut theirs).expect("format");
+            assert_eq!(ours, theirs, "a {len}-byte text frame");
+        }
+    }
+
+    #[test]
+    fn a_close_reason_is_cut_to_fit_a_control_frame_at_a_character_boundary() {
+        // 'é' is two bytes: 61 of them are 122 bytes, the 62nd would end at 124.
+        let reason = "é".repeat(80);
+        let mut out = Vec::new();
+        wire::close(&mut out, wire::AGAIN, &reason);
+        assert_eq!(out[0], 0x88, "a final close frame");
+        let len = usize::from(out[1]);
+        assert!(len <= 125, "control frames carry at most 125 bytes, got {len}");
+        assert_eq!(u16::from_be_bytes([out[2], out[3]]), 1013);
+        let text = std::str::from_utf8(&out[4..]).expect("the reason stays UTF-8");
+        assert_eq!(text, "é".repeat(61));
+        assert_eq!(out.len(), 2 + len);
     }
 }

@@ -395,6 +395,103 @@ async fn dead_connections_are_reaped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_answers_pings_stays_and_its_own_pings_are_answered_between_events() {
+    let mut opts = options();
+    opts.ping_every = Duration::from_millis(100);
+    opts.idle_timeout = Duration::from_millis(400);
+    let rig = Rig::start(opts).await;
+    let mut ws = rig.connect("?topics=signal").await;
+    opening(&mut ws).await;
+    // Three times the idle timeout, reading (tungstenite answers the pings).
+    let (mut pings, mut signals, mut pongs) = (0, 0, 0);
+    let until = tokio::time::Instant::now() + Duration::from_millis(1200);
+    let mut n = 0;
+    while tokio::time::Instant::now() < until {
+        // A ping of the client's own among the events: its pong is written
+        // by tungstenite, the events by the server, and neither may cut into
+        // the other.
+        ws.send(Message::Ping(format!("p{n}").into_bytes().into())).await.unwrap();
+        rig.hub.publish(signal(n, "EUR_USD"));
+        n += 1;
+        let deadline = tokio::time::sleep(Duration::from_millis(30));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                m = ws.next() => match m.expect("connection ended").expect("websocket error") {
+                    Message::Ping(_) => pings += 1,
+                    Message::Pong(p) => {
+                        assert_eq!(p.as_ref(), format!("p{pongs}").as_bytes(), "pongs in order, whole");
+                        pongs += 1;
+                    }
+                    Message::Text(t) => {
+                        let v: Value = serde_json::from_str(&t).expect("whole JSON frames");
+                        assert_eq!(v["type"], "signal");
+                        signals += 1;
+                    }
+                    Message::Close(c) => panic!("dropped while answering pings: {c:?}"),
+                    _ => {}
+                },
+                _ = &mut deadline => break,
+            }
+        }
+    }
+    assert!(pings >= 5, "the server pinged {pings} times in 1.2 s at one per 100 ms");
+    assert!(signals >= n - 1 && pongs >= n - 1, "{signals} signals and {pongs} pongs of {n}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_closes_every_client_with_1001_after_what_was_published() {
+    let rig = Rig::start(options()).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut ws = rig.connect("?topics=signal").await;
+        opening(&mut ws).await;
+        clients.push(ws);
+    }
+    for n in 0..5 {
+        rig.hub.publish(signal(n, "EUR_USD"));
+    }
+    // Let the fold pass them on before it is told to stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    rig.stop.cancel();
+    for mut ws in clients {
+        let mut got = 0;
+        let close = loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("no close within 10 s") {
+                Some(Ok(Message::Text(_))) => got += 1,
+                Some(Ok(Message::Close(c))) => break c.expect("a close code"),
+                Some(Ok(_)) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        };
+        assert_eq!(got, 5, "every signal before the close");
+        assert_eq!(u16::from(close.code), 1001);
+        assert_eq!(close.reason.as_str(), "pipwatch is stopping");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_to_ws_is_told_it_is_a_websocket_endpoint() {
+    let rig = Rig::start(options()).await;
+    let r = reqwest::get(rig.http("/ws")).await.unwrap();
+    assert_eq!(r.status(), 426);
+    assert_eq!(r.headers()["upgrade"], "websocket");
+    assert!(r.text().await.unwrap().contains("WebSocket client"));
+    // A WebSocket request of another version is told which one is spoken.
+    let r = reqwest::Client::new()
+        .get(rig.http("/ws"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "8")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 426);
+    assert_eq!(r.headers()["sec-websocket-version"], "13");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_enforced_everywhere() {
     let mut opts = options();
     opts.token = Some("s3cret".into());
