@@ -89,15 +89,24 @@ async fn print_events(mut rx: tokio::sync::broadcast::Receiver<Arc<Envelope>>, c
         if wanted(&env.event, candles) {
             let ok = serde_json::to_writer(&mut out, &env.event).is_ok() && out.write_all(b"\n").is_ok();
             if !ok {
-                return; // stdout closed (e.g. piped into head): nothing more to say.
+                return stdout_closed();
             }
         }
         // Flush once per burst, not per line.
         if rx.is_empty() && out.flush().is_err() {
-            return;
+            return stdout_closed();
         }
     }
     let _ = out.flush();
+}
+
+/// Whoever read stdout has gone (a pipe into `head`, a restarted log
+/// collector). A service goes on: the store, the notifier and the server do
+/// not depend on stdout. Said once, on stderr.
+fn stdout_closed() {
+    tracing::warn!(
+        "stdout was closed: records are no longer printed; the engine, the notifier and the server go on (SIGINT or SIGTERM stops them)"
+    );
 }
 
 /// Cancels `token` on SIGINT, SIGTERM or after `run_for`.

@@ -162,6 +162,34 @@ fn sigterm_stops_cleanly_and_a_second_instance_is_refused() {
 }
 
 #[test]
+fn a_closed_stdout_is_said_once_and_the_instance_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fast_demo(dir.path());
+    let mut child = pipwatch_std()
+        .args(["headless", "--for", "3s", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("-c")
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one record, then go away, as `head -1` would.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    assert!(stdout.read_line(&mut first).unwrap() > 0, "no record before stdout closed");
+    assert!(serde_json::from_str::<serde_json::Value>(&first).is_ok(), "{first}");
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = stderr.lines().filter(|l| l.contains("stdout was closed")).count();
+    assert_eq!(said, 1, "{stderr}");
+    // It went on to the end of --for and stopped the way it always does.
+    assert!(stderr.contains("--for elapsed; stopping") && stderr.contains("engine stopped"), "{stderr}");
+}
+
+#[test]
 fn an_invalid_config_fails_fast() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
