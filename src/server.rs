@@ -128,7 +128,9 @@ struct Shared {
     metrics: Arc<Metrics>,
     notifier: Option<NotifierHandle>,
     hub: Arc<Hub>,
-    shutdown: CancellationToken,
+    /// Set just before the fold sends `Stop`: a client that subscribes
+    /// after that sees this instead.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 pub struct Handle {
@@ -173,7 +175,7 @@ pub async fn start(
         metrics,
         notifier,
         hub: hub.clone(),
-        shutdown: shutdown.clone(),
+        stopped: Default::default(),
     });
     let fold = tokio::spawn(fold_task(shared.clone(), hub.subscribe(), shutdown.clone()));
     let app = axum::Router::new()
@@ -210,10 +212,7 @@ async fn fold_task(shared: Arc<Shared>, mut rx: broadcast::Receiver<Arc<Envelope
                 let _ = shared.tx.send(Arc::new(Out::Ping));
                 continue;
             }
-            _ = shutdown.cancelled() => {
-                let _ = shared.tx.send(Arc::new(Out::Stop));
-                return;
-            }
+            _ = shutdown.cancelled() => break,
         };
         match env {
             Ok(env) => {
@@ -245,9 +244,12 @@ async fn fold_task(shared: Arc<Shared>, mut rx: broadcast::Receiver<Arc<Envelope
                 let _ = shared.tx.send(Arc::new(Out::Resync { missed }));
                 drop(f);
             }
-            Err(broadcast::error::RecvError::Closed) => return,
+            Err(broadcast::error::RecvError::Closed) => break,
         }
     }
+    // However the fold ends, the clients are told; nothing more will come.
+    shared.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = shared.tx.send(Arc::new(Out::Stop));
 }
 
 fn token_of(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
@@ -630,7 +632,7 @@ async fn client(mut ws: Socket, shared: &Shared, since: Option<u64>, mut filter:
         return;
     }
     // A client that subscribed after the fold's `Stop` went out is told here.
-    if shared.shutdown.is_cancelled() {
+    if shared.stopped.load(std::sync::atomic::Ordering::SeqCst) {
         return close(&mut ws, &mut out, false, wire::AWAY, "pipwatch is stopping").await;
     }
     let mut heard = tokio::time::Instant::now();
