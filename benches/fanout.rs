@@ -182,18 +182,10 @@ async fn bare_accept(listener: tokio::net::TcpListener, clients: usize) -> Vec<t
     sockets
 }
 
-/// An unmasked server text frame (payloads here are under 64 KiB).
+/// A server text frame, as the server encodes it.
 fn text_frame(payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(payload.len() + 4);
-    match u16::try_from(payload.len()) {
-        Ok(n) if n < 126 => f.extend_from_slice(&[0x81, n as u8]),
-        Ok(n) => {
-            f.extend_from_slice(&[0x81, 126]);
-            f.extend_from_slice(&n.to_be_bytes());
-        }
-        Err(_) => panic!("bench frames stay under 64 KiB"),
-    }
-    f.extend_from_slice(payload);
+    let mut f = Vec::with_capacity(payload.len() + 10);
+    server::wire::put(&mut f, server::wire::TEXT, payload);
     f
 }
 

@@ -484,8 +484,9 @@ impl Filter {
 }
 
 /// The server's frames as bytes (RFC 6455 §5.2): final, unmasked, as a
-/// server sends them.
-mod wire {
+/// server sends them. Public for the fan-out bench, whose bare writer sends
+/// the same bytes.
+pub mod wire {
     pub const TEXT: u8 = 0x1;
     pub const CLOSE: u8 = 0x8;
     pub const PING: u8 = 0x9;
