@@ -189,6 +189,18 @@ fn run_dead(cli: &Cli, cmd: &DeadCommand) -> ExitCode {
     }
     let store = match pipwatch::store::Store::open(&data_dir) {
         Ok((store, _)) => store,
+        // The generic advice (attach, or another --data-dir) is no help
+        // here: the dead list lives in that very directory.
+        Err(pipwatch::store::StoreError::Locked { dir }) => {
+            return fail(
+                FAILED,
+                format!(
+                    "the data directory {dir} is in use by a running pipwatch, and `pipwatch dead` needs it to itself. \
+                     Stop that instance (Ctrl-C, SIGTERM or `systemctl stop`), run this again, then start it: \
+                     nothing queued is lost while it is stopped"
+                ),
+            );
+        }
         Err(e) => return fail(FAILED, e),
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

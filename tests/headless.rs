@@ -144,6 +144,12 @@ fn sigterm_stops_cleanly_and_a_second_instance_is_refused() {
     let msg = String::from_utf8_lossy(&second.stderr);
     assert!(msg.contains(&format!("the data directory {} is in use by another pipwatch", data.display())), "{msg}");
     assert!(msg.contains("pipwatch attach"), "{msg}");
+    // The dead list lives in that directory: pointing elsewhere would not help.
+    let dead = pipwatch().args(["dead", "list", "--data-dir"]).arg(&data).output().unwrap();
+    assert_eq!(dead.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&dead.stderr);
+    assert!(msg.contains(&format!("the data directory {} is in use by a running pipwatch", data.display())), "{msg}");
+    assert!(msg.contains("Stop that instance") && !msg.contains("--data-dir"), "{msg}");
 
     let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
