@@ -267,7 +267,21 @@ async fn run(clients: usize, kind: Kind) {
         }
     }
 
-    let pad = "x".repeat(200);
+    // Padded so that an event, as JSON on the wire, is the 300 bytes
+    // (its seq has 4 digits and its publish time in µs 7 during the run).
+    let size = |message: &str| {
+        serde_json::to_vec(&pipwatch::event::Envelope {
+            seq: 1000,
+            event: Event::Feed(FeedStatus {
+                source: "bench".into(),
+                state: FeedState::Live,
+                message: Some(message.to_string()),
+            }),
+        })
+        .map(|v| v.len())
+        .unwrap_or(0)
+    };
+    let pad = "x".repeat(300usize.saturating_sub(size("t=1000000 ")));
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
     let started = Instant::now();
     for _ in 0..EVENTS {
@@ -312,16 +326,7 @@ async fn run(clients: usize, kind: Kind) {
     }
     writers.iter().for_each(|w| w.abort());
     watchdog.abort();
-    let frame = serde_json::to_string(&pipwatch::event::Envelope {
-        seq: 1,
-        event: Event::Feed(FeedStatus {
-            source: "bench".into(),
-            state: FeedState::Live,
-            message: Some(format!("t=0 {pad}")),
-        }),
-    })
-    .map(|s| s.len())
-    .unwrap_or(0);
+    let frame = size(&format!("t=1000000 {pad}"));
     println!(
         "fanout/{clients}_clients/{kind:?}: {EVENTS} events of ~{frame} bytes at {RATE}/s (published in {:.2}s); delivered {got} of {} ({lagged} reported lagged); latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         published_in.as_secs_f64(),
