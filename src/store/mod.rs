@@ -36,6 +36,10 @@ pub enum StoreError {
     NewerSchema { dir: String, found: u32 },
     #[error("data directory {dir}: {source}")]
     Db { dir: String, source: sled::Error },
+    #[error(
+        "data directory {dir}: {what}. Free some space and start pipwatch again: what was committed before is kept, and every series resumes after its last stored candle"
+    )]
+    Full { dir: String, what: &'static str, source: sled::Error },
     #[error("cannot create the data directory {dir}: {source}")]
     Create { dir: String, source: std::io::Error },
     #[error("data directory {dir}: the database is corrupt and could not be moved aside: {message}")]
@@ -321,6 +325,21 @@ fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
     }
 }
 
+impl StoreError {
+    /// A sled error in `dir`, named for what the user can do about it.
+    fn db(dir: String, source: sled::Error) -> StoreError {
+        use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+        // sled wraps the OS error in one of its own, whose text is a debug
+        // dump: the kind is what is worth saying.
+        let what = match &source {
+            sled::Error::Io(e) if e.kind() == StorageFull => "the disk is full (no space left on the device)",
+            sled::Error::Io(e) if e.kind() == QuotaExceeded => "the disk quota is used up",
+            _ => return StoreError::Db { dir, source },
+        };
+        StoreError::Full { dir, what, source }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`. A corrupt database is moved aside
     /// to `DIR.corrupt-TIMESTAMP` and a fresh one started; the report says so.
@@ -345,7 +364,7 @@ impl Store {
             }
             Err(e) if is_lock_error(&e) => return Err(StoreError::Locked { dir: shown }),
             Err(sled::Error::Corruption { .. }) | Err(sled::Error::ReportableBug(_)) => {}
-            Err(source) => return Err(StoreError::Db { dir: shown, source }),
+            Err(source) => return Err(StoreError::db(shown, source)),
         }
         let aside = PathBuf::from(format!("{}.corrupt-{}", dir.display(), chrono::Utc::now().format("%Y%m%dT%H%M%SZ")));
         std::fs::rename(dir, &aside)
@@ -353,15 +372,14 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Create { dir: shown.clone(), source })?;
         report.moved_aside = Some(aside);
         report.created = true;
-        let db = open_db(dir).map_err(|source| StoreError::Db { dir: shown.clone(), source })?;
+        let db = open_db(dir).map_err(|source| StoreError::db(shown.clone(), source))?;
         let store = Store::with_trees(db, dir)?;
         store.check_schema()?;
         Ok((store, report))
     }
 
     fn with_trees(db: sled::Db, dir: &Path) -> Result<Store, StoreError> {
-        let tree =
-            |name: &str| db.open_tree(name).map_err(|source| StoreError::Db { dir: dir.display().to_string(), source });
+        let tree = |name: &str| db.open_tree(name).map_err(|source| StoreError::db(dir.display().to_string(), source));
         Ok(Store {
             series: tree("series")?,
             signals: tree("signals")?,
@@ -374,7 +392,7 @@ impl Store {
     }
 
     fn err(&self, source: sled::Error) -> StoreError {
-        StoreError::Db { dir: self.dir.display().to_string(), source }
+        StoreError::db(self.dir.display().to_string(), source)
     }
 
     fn check_schema(&self) -> Result<(), StoreError> {
@@ -822,6 +840,20 @@ mod tests {
         let (_store, _) = Store::open(dir.path()).unwrap();
         let err = Store::open(dir.path()).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains(&dir.path().display().to_string()) && err.contains("pipwatch attach"), "{err}");
+    }
+
+    #[test]
+    fn a_full_disk_is_named_with_what_to_do() {
+        // ENOSPC as the kernel reports it, and a quota as a filesystem may.
+        for e in [std::io::Error::from_raw_os_error(28), std::io::Error::from(std::io::ErrorKind::QuotaExceeded)] {
+            let err = StoreError::db("/data/pw".into(), sled::Error::Io(e)).to_string();
+            assert!(err.starts_with("data directory /data/pw: the disk "), "{err}");
+            assert!(err.contains("is full (no space left") || err.contains("quota is used up"), "{err}");
+            assert!(err.contains("Free some space") && err.contains("resumes after its last stored candle"), "{err}");
+        }
+        let other =
+            StoreError::db("/data/pw".into(), sled::Error::Io(std::io::Error::from_raw_os_error(5))).to_string();
+        assert!(!other.contains("Free some space") && other.starts_with("data directory /data/pw: "), "{other}");
     }
 
     #[test]
