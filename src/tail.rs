@@ -27,6 +27,8 @@ pub enum TailError {
     Connect { url: String, message: String },
     #[error("{url} wants a token: pass --token TOKEN or set PIPWATCH_SERVER_TOKEN")]
     Unauthorized { url: String },
+    #[error("{url} refused the token (401): it must be the server's `server.token` exactly")]
+    TokenRefused { url: String },
     #[error("the server refused the subscription: {0}")]
     Refused(String),
     #[error("cannot write the events: {0}")]
@@ -110,7 +112,12 @@ pub async fn run(
         let ws = match connected {
             Ok((ws, _)) => ws,
             Err(tungstenite::Error::Http(r)) if r.status() == 401 => {
-                return Err(TailError::Unauthorized { url: opts.url.clone() });
+                let url = opts.url.clone();
+                return Err(if opts.token.is_some() {
+                    TailError::TokenRefused { url }
+                } else {
+                    TailError::Unauthorized { url }
+                });
             }
             Err(tungstenite::Error::Http(r)) if r.status() == 400 => {
                 let body = r.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().trim().to_string();

@@ -513,6 +513,29 @@ async fn a_token_is_enforced_everywhere() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_and_attach_tell_a_missing_token_from_a_wrong_one() {
+    let mut opts = options();
+    opts.token = Some("s3cret".into());
+    let rig = Rig::start(opts).await;
+    let url = rig.url("");
+    let tail = |token: Option<&str>| pipwatch::tail::Options {
+        url: url.clone(),
+        token: token.map(str::to_string),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    for (token, said) in [(None, "wants a token: pass --token"), (Some("wrong"), "refused the token (401)")] {
+        let err = pipwatch::tail::run(&tail(token), &mut out, CancellationToken::new()).await.unwrap_err().to_string();
+        assert!(err.starts_with(&url) && err.contains(said), "{err}");
+        let err = pipwatch::tui::remote::connect(&url, token).await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.starts_with(&url) && err.contains(said), "{err}");
+    }
+    assert!(out.is_empty());
+    // The right token gets the stream.
+    assert!(pipwatch::tui::remote::connect(&url, Some("s3cret")).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_as_prometheus_text() {
     let rig = Rig::start(options()).await;
     let i = Instrument::new("EUR_USD").unwrap();

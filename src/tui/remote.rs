@@ -41,6 +41,8 @@ pub enum AttachError {
     Connect { url: String, message: String },
     #[error("{url} wants a token: pass --token TOKEN or set PIPWATCH_SERVER_TOKEN")]
     Unauthorized { url: String },
+    #[error("{url} refused the token (401): it must be the server's `server.token` exactly")]
+    TokenRefused { url: String },
 }
 
 fn request(
@@ -61,7 +63,10 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 pub async fn connect(url: &str, token: Option<&str>) -> Result<Ws, AttachError> {
     match tokio_tungstenite::connect_async(request(url, token, None)?).await {
         Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::Error::Http(r)) if r.status() == 401 => Err(AttachError::Unauthorized { url: url.into() }),
+        Err(tungstenite::Error::Http(r)) if r.status() == 401 => {
+            let url = url.to_string();
+            Err(if token.is_some() { AttachError::TokenRefused { url } } else { AttachError::Unauthorized { url } })
+        }
         Err(e) => Err(AttachError::Connect { url: url.into(), message: e.to_string() }),
     }
 }
