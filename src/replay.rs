@@ -18,20 +18,24 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
+/// "1 candle", "2 candles", "0 candles".
+fn count(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = self.elapsed.as_secs_f64();
         let rate = if secs > 0.0 { self.candles as f64 / secs } else { 0.0 };
         write!(
             f,
-            "replayed {} candles from {} file{} in {:.3}s ({:.0} candles/s): {} signals, {} rejected rows",
-            self.candles,
-            self.files,
-            if self.files == 1 { "" } else { "s" },
+            "replayed {} from {} in {:.3}s ({:.0} candles/s): {}, {}",
+            count(self.candles, "candle"),
+            count(self.files as u64, "file"),
             secs,
             rate,
-            self.signals,
-            self.bad_rows
+            count(self.signals, "signal"),
+            count(self.bad_rows, "rejected row"),
         )
     }
 }
@@ -128,5 +132,21 @@ impl Replay<'_> {
         }
         summary.elapsed = started.elapsed();
         Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_counts_in_words() {
+        let one = Summary { files: 1, candles: 1, signals: 1, bad_rows: 1, elapsed: Duration::from_secs(2) };
+        assert_eq!(one.to_string(), "replayed 1 candle from 1 file in 2.000s (0 candles/s): 1 signal, 1 rejected row");
+        let many = Summary { files: 2, candles: 4000, signals: 0, bad_rows: 3, elapsed: Duration::from_secs(2) };
+        assert_eq!(
+            many.to_string(),
+            "replayed 4000 candles from 2 files in 2.000s (2000 candles/s): 0 signals, 3 rejected rows"
+        );
     }
 }
