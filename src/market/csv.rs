@@ -105,6 +105,10 @@ fn digits<const N: usize>(b: &[u8]) -> Option<u32> {
     b.iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
 }
 
+/// What [`parse_time`] reads, for the message when it cannot.
+const TIME_FORMATS: &str =
+    "expected e.g. 2024-01-02T08:00:00Z, 2024-01-02 08:00:00, 02.01.2024 08:00:00.000 or Unix seconds";
+
 /// Parses the time formats of the module docs, as UTC. Fast paths cover the
 /// fixed-width formats; anything with an offset or fraction goes to chrono.
 pub fn parse_time(s: &[u8]) -> Option<Ts> {
@@ -223,12 +227,13 @@ impl CsvCandles {
         let time = match self.cols.time {
             TimeCols::One(c) => {
                 let raw = field(c, "time")?;
-                parse_time(raw).ok_or_else(|| format!("'{}' is not a time I can read", String::from_utf8_lossy(raw)))?
+                parse_time(raw)
+                    .ok_or_else(|| format!("'{}' is not a time ({TIME_FORMATS})", String::from_utf8_lossy(raw)))?
             }
             TimeCols::DateAndTime(d, t) => {
                 let joined = [field(d, "date")?, b" ", field(t, "time")?].concat();
                 parse_time(&joined)
-                    .ok_or_else(|| format!("'{}' is not a time I can read", String::from_utf8_lossy(&joined)))?
+                    .ok_or_else(|| format!("'{}' is not a time ({TIME_FORMATS})", String::from_utf8_lossy(&joined)))?
             }
         };
         let num = |i: usize, name: &str| -> Result<f64, String> {
@@ -522,7 +527,7 @@ mod tests {
                 "t.csv:3: high 1.04 is below low 1.06 (row skipped)",
                 "t.csv:4: open 'abc' is not a number (row skipped)",
                 "t.csv:5: time 2017-01-01T21:00:00Z is not after the series' last candle 2017-01-01T22:00:00Z (row skipped)",
-                "t.csv:6: 'not a time' is not a time I can read (row skipped)",
+                "t.csv:6: 'not a time' is not a time (expected e.g. 2024-01-02T08:00:00Z, 2024-01-02 08:00:00, 02.01.2024 08:00:00.000 or Unix seconds) (row skipped)",
             ]
         );
         assert_eq!(got.iter().filter(|r| r.is_ok()).count(), 2);
