@@ -128,8 +128,8 @@ pub struct TailArgs {
     /// WebSocket URL of a running instance.
     #[arg(default_value = "ws://127.0.0.1:8787/ws")]
     pub url: String,
-    /// Only these event types: candle, signal, quote, rejected, feed, alert, delivery, queue.
-    #[arg(long, value_delimiter = ',')]
+    /// Only these event types (comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::server::TOPICS))]
     pub topics: Vec<String>,
     /// Only events of these instruments (events of no instrument always pass).
     #[arg(long, value_delimiter = ',')]

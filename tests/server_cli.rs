@@ -187,4 +187,10 @@ fn tail_explains_what_is_wrong() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot connect to ws://{free}/ws")) && err.contains("pipwatch headless"), "{err}");
+    // A misspelt topic is caught before any connection, with the ones there are.
+    let out = pipwatch().args(["tail", &format!("ws://{free}/ws"), "--topics", "signal,signals"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid value 'signals' for '--topics") && !err.contains("cannot connect"), "{err}");
+    assert!(pipwatch::server::TOPICS.iter().all(|t| err.contains(t)), "{err}");
 }
