@@ -131,9 +131,9 @@ pub struct TailArgs {
     /// Only these event types (comma-separated).
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::server::TOPICS))]
     pub topics: Vec<String>,
-    /// Only events of these instruments (events of no instrument always pass).
+    /// Only events of these instruments, e.g. EUR_USD,USD_JPY (events of no instrument always pass).
     #[arg(long, value_delimiter = ',')]
-    pub instruments: Vec<String>,
+    pub instruments: Vec<Instrument>,
     /// Server token, when the server has one.
     #[arg(long, env = "PIPWATCH_SERVER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

@@ -164,7 +164,7 @@ fn run_tail(args: &pipwatch::cli::TailArgs) -> ExitCode {
         url: args.url.clone(),
         token: args.token.clone(),
         topics: args.topics.clone(),
-        instruments: args.instruments.clone(),
+        instruments: args.instruments.iter().map(|i| i.to_string()).collect(),
     };
     let result = rt.block_on(async {
         let stop = tokio_util::sync::CancellationToken::new();
