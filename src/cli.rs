@@ -116,9 +116,10 @@ pub struct AttachArgs {
     /// WebSocket URL of a running instance.
     #[arg(default_value = "ws://127.0.0.1:8787/ws")]
     pub url: String,
+    /// Colour theme: dark, light, high-contrast, mono.
     #[arg(long)]
     pub theme: Option<String>,
-    /// Server token, needed for pause/ack when the server has one.
+    /// Server token, when the server has one (every request needs it then).
     #[arg(long, env = "PIPWATCH_SERVER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
