@@ -173,7 +173,7 @@ pub enum DeadCommand {
 /// Which dead notifications a command applies to (default: all).
 #[derive(Debug, Args, Default, Clone)]
 pub struct DeadFilter {
-    /// Only this route's.
+    /// Only the notifications of this route (a `[[notify.routes]]` name).
     #[arg(long, value_name = "NAME")]
     pub route: Option<String>,
     /// Only these signal or alert ids, e.g. EUR_USD:H4:2024-01-02T08:00:00Z:buy.
