@@ -163,10 +163,16 @@ pub enum DeadCommand {
         #[command(flatten)]
         filter: DeadFilter,
     },
-    /// Delete them for good.
+    /// Delete them for good: name ids, a --route, or say --all.
+    // Deleting is the one step here that cannot be undone, so "everything"
+    // has to be said, not implied by leaving the filter out.
+    #[command(group(clap::ArgGroup::new("which").required(true).multiple(true).args(["ids", "route", "all"])))]
     Purge {
         #[command(flatten)]
         filter: DeadFilter,
+        /// Every notification on the dead list.
+        #[arg(long, conflicts_with_all = ["ids", "route"])]
+        all: bool,
     },
 }
 

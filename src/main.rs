@@ -211,7 +211,7 @@ fn run_dead(cli: &Cli, cmd: &DeadCommand) -> ExitCode {
     let result = match cmd {
         DeadCommand::List { filter, json } => dead::list(&store, filter, *json, &mut out),
         DeadCommand::Retry { filter } => rt.block_on(dead::retry(&store, filter, &mut out)),
-        DeadCommand::Purge { filter } => rt.block_on(dead::purge(&store, filter, &mut out)),
+        DeadCommand::Purge { filter, .. } => rt.block_on(dead::purge(&store, filter, &mut out)),
     };
     match result {
         Ok(_) => ExitCode::SUCCESS,

@@ -174,6 +174,13 @@ async fn webhook_secrets_never_show_and_the_dead_list_can_be_managed() {
     assert!(rows.len() >= 2, "{rows:?}");
     assert!(rows.iter().all(|r| r["route"] == "gone" && r["kind"] == "signal"), "{rows:?}");
 
+    // Deleting everything has to be said: a bare purge deletes nothing.
+    let bare = run(vec!["dead".into(), "purge".into()]).await.unwrap();
+    assert_eq!(bare.status.code(), Some(2), "{}", text(&bare));
+    assert!(text(&bare).contains("<ID|--route <NAME>|--all>"), "{}", text(&bare));
+    let after = run(vec!["dead".into(), "list".into(), "--json".into()]).await.unwrap();
+    assert_eq!(json_lines(&after.stdout).len(), rows.len());
+
     let first = rows[0]["id"].as_str().unwrap().to_string();
     let purge = run(vec!["dead".into(), "purge".into(), first.clone()]).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&purge.stdout).trim(), "1 notification(s) matching 1 id(s) deleted");
