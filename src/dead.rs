@@ -101,7 +101,10 @@ pub fn list(store: &Store, filter: &DeadFilter, json: bool, out: &mut impl Write
         }
     }
     if !json {
-        writeln!(out, "\n`pipwatch dead retry` queues them again; `pipwatch dead purge` deletes them.")?;
+        writeln!(
+            out,
+            "\n`pipwatch dead retry` queues them again; `pipwatch dead purge --all` (or ids, or --route) deletes them."
+        )?;
     }
     Ok(rows.len())
 }
