@@ -25,6 +25,8 @@ pub enum TailError {
     Url(String),
     #[error("cannot connect to {url}: {message}. Is `pipwatch headless` (or the console) running there?")]
     Connect { url: String, message: String },
+    #[error("{url}: the TLS connection failed: {message}. {TLS_HINT}")]
+    Tls { url: String, message: String },
     #[error("{url} wants a token: pass --token TOKEN or set PIPWATCH_SERVER_TOKEN")]
     Unauthorized { url: String },
     #[error("{url} refused the token (401): it must be the server's `server.token` exactly")]
@@ -33,6 +35,20 @@ pub enum TailError {
     Refused(String),
     #[error("cannot write the events: {0}")]
     Output(#[from] std::io::Error),
+}
+
+/// What to do about a certificate that is not trusted, the usual TLS failure.
+pub const TLS_HINT: &str = "A certificate from a CA of your own is trusted when SSL_CERT_FILE names a PEM file with it";
+
+/// Whether a failed connection failed in the TLS handshake. rustls reports a
+/// rejected certificate through tokio-rustls as an I/O error of kind
+/// `InvalidData`, which plain TCP never returns while connecting.
+pub fn is_tls_failure(e: &tungstenite::Error) -> bool {
+    match e {
+        tungstenite::Error::Tls(_) => true,
+        tungstenite::Error::Io(io) => io.kind() == std::io::ErrorKind::InvalidData,
+        _ => false,
+    }
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -122,6 +138,10 @@ pub async fn run(
             Err(tungstenite::Error::Http(r)) if r.status() == 400 => {
                 let body = r.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().trim().to_string();
                 return Err(TailError::Refused(body));
+            }
+            Err(e) if is_tls_failure(&e) => {
+                // A certificate does not fix itself: retrying would only hide it.
+                return Err(TailError::Tls { url: opts.url.clone(), message: e.to_string() });
             }
             Err(e) if stats.reconnects == 0 && stats.last_seq.is_none() && attempt == 0 => {
                 return Err(TailError::Connect { url: opts.url.clone(), message: e.to_string() });

@@ -95,6 +95,90 @@ impl Relay {
     }
 }
 
+/// A TLS-terminating proxy in front of the server, as nginx or Caddy would
+/// be: a certificate of its own CA, for 127.0.0.1 and localhost.
+struct TlsProxy {
+    addr: String,
+    /// The certificate, PEM: what a client that trusts this proxy points SSL_CERT_FILE at.
+    cert_pem: String,
+}
+
+impl TlsProxy {
+    async fn start(target: String) -> TlsProxy {
+        use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer};
+        let rcgen::CertifiedKey { cert, key_pair } =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(key_pair.serialize_der().into()))
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else { continue };
+                let (acceptor, target) = (acceptor.clone(), target.clone());
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends here.
+                    let Ok(mut tls) = acceptor.accept(inbound).await else { return };
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut out).await;
+                    }
+                });
+            }
+        });
+        TlsProxy { addr, cert_pem: cert.pem() }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_and_attach_connect_over_wss_and_name_an_untrusted_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr, logs) = headless(dir.path());
+    let proxy = TlsProxy::start(addr).await;
+    let url = format!("wss://{}/ws", proxy.addr);
+    let trusted = dir.path().join("proxy-ca.pem");
+    std::fs::write(&trusted, &proxy.cert_pem).unwrap();
+    // A certificate of another key: valid PEM, but it did not sign the proxy's.
+    let other = dir.path().join("other-ca.pem");
+    let stranger = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(&other, stranger.cert.pem()).unwrap();
+
+    // Trusting the proxy's certificate: events arrive over TLS.
+    let mut tail = pipwatch_std()
+        .args(["tail", &url, "--topics", "signal"])
+        .env("SSL_CERT_FILE", &trusted)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    let mut signals = Vec::new();
+    while signals.len() < 3 {
+        let line = lines.next().expect("tail ended before 3 signals").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["type"], "signal", "{line}");
+        signals.push(v);
+    }
+    signal(&tail, "-INT");
+    assert!(tail.wait().unwrap().success());
+
+    // Not trusting it: both say so at once, with the URL and what to do, and
+    // neither blames a missing server.
+    for cmd in [vec!["tail", url.as_str()], vec!["attach", url.as_str()]] {
+        let out = pipwatch().args(&cmd).env("SSL_CERT_FILE", &other).timeout(Duration::from_secs(20)).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
+        assert!(err.contains(&format!("{url}: the TLS connection failed")), "{cmd:?}: {err}");
+        assert!(err.contains("certificate") && err.contains("SSL_CERT_FILE"), "{cmd:?}: {err}");
+        assert!(!err.contains("Is `pipwatch headless`"), "{cmd:?}: {err}");
+    }
+
+    signal(&server, "-TERM");
+    assert!(server.wait().unwrap().success(), "{}", logs.join().unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_follows_headless_across_a_dropped_connection() {
     let dir = tempfile::tempdir().unwrap();

@@ -39,6 +39,8 @@ pub enum AttachError {
     Url(String),
     #[error("cannot connect to {url}: {message}. Is `pipwatch headless` (or a console) running there?")]
     Connect { url: String, message: String },
+    #[error("{url}: the TLS connection failed: {message}. {}", crate::tail::TLS_HINT)]
+    Tls { url: String, message: String },
     #[error("{url} wants a token: pass --token TOKEN or set PIPWATCH_SERVER_TOKEN")]
     Unauthorized { url: String },
     #[error("{url} refused the token (401): it must be the server's `server.token` exactly")]
@@ -67,6 +69,7 @@ pub async fn connect(url: &str, token: Option<&str>) -> Result<Ws, AttachError> 
             let url = url.to_string();
             Err(if token.is_some() { AttachError::TokenRefused { url } } else { AttachError::Unauthorized { url } })
         }
+        Err(e) if crate::tail::is_tls_failure(&e) => Err(AttachError::Tls { url: url.into(), message: e.to_string() }),
         Err(e) => Err(AttachError::Connect { url: url.into(), message: e.to_string() }),
     }
 }
