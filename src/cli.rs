@@ -176,7 +176,7 @@ pub enum DeadCommand {
     },
 }
 
-/// Which dead notifications a command applies to (default: all).
+/// Which dead notifications a command applies to (for list and retry, no filter means all).
 #[derive(Debug, Args, Default, Clone)]
 pub struct DeadFilter {
     /// Only the notifications of this route (a `[[notify.routes]]` name).
