@@ -28,7 +28,7 @@ pub fn init(mode: LogMode, default_filter: &str) {
         (mode == LogMode::Json).then(|| fmt::layer().json().with_writer(std::io::stderr).with_current_span(false));
     // Colour only for a person at a terminal: redirected, escape codes would
     // litter the log file or the next program's input.
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let ansi = std::io::stderr().is_terminal() && !no_color();
     let plain = (mode == LogMode::Plain)
         .then(|| fmt::layer().with_writer(std::io::stderr).with_target(false).without_time().with_ansi(ansi));
     let file = match &mode {
@@ -55,4 +55,10 @@ pub fn init(mode: LogMode, default_filter: &str) {
         // (`tui_logger::move_events`) once a second and before it draws the panel.
         tui_logger::set_default_level(tui_logger::LevelFilter::Trace);
     }
+}
+
+/// Whether the user asked for no colour (<https://no-color.org>: `NO_COLOR`
+/// set and not empty). The logs and the console both honour it.
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }

@@ -124,8 +124,7 @@ pub async fn run(config: &Config, data_dir: &Path, theme: Option<String>) -> Res
 }
 
 fn choose_theme(theme: Option<String>) -> (Theme, Option<String>) {
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let (theme, warning) = Theme::choose(theme.as_deref(), no_color);
+    let (theme, warning) = Theme::choose(theme.as_deref(), crate::logging::no_color());
     if let Some(w) = &warning {
         tracing::warn!("{w}");
     }
