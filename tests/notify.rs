@@ -63,12 +63,24 @@ struct Rig {
 
 impl Rig {
     fn start(config: &Config) -> Rig {
+        Rig::start_with(config, false)
+    }
+
+    /// Paused before the notifier's task starts: paused later, its first
+    /// pass may already be under way and send whatever is queued by then
+    /// (under load, a batch of one before the rest).
+    fn start_paused(config: &Config) -> Rig {
+        Rig::start_with(config, true)
+    }
+
+    fn start_with(config: &Config, paused: bool) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(dir.path()).unwrap();
         let store = Arc::new(store);
         let hub = Arc::new(Hub::new(100_000));
         let notifier = Notifier::new(config, store.clone(), hub.clone()).unwrap();
         let handle = notifier.handle();
+        handle.set_paused(paused);
         let stop = CancellationToken::new();
         let task = tokio::spawn(notifier.run(stop.clone()));
         Rig { store, hub, handle, stop, task, _dir: dir }
@@ -118,9 +130,8 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_100_signals_is_delivered_completely_without_a_single_429() {
     let server = discord::start().await;
-    let rig = Rig::start(&config(vec![route("signals", server.webhook(1, "tok-a"), &[RouteEvent::Signal])]));
     // Queued while paused so that the batches are full regardless of timing.
-    rig.handle.set_paused(true);
+    let rig = Rig::start_paused(&config(vec![route("signals", server.webhook(1, "tok-a"), &[RouteEvent::Signal])]));
     let ids = rig.signals(0..100, &["signals"]).await;
     rig.handle.set_paused(false);
     until(Duration::from_secs(30), "the outbox drains", || rig.pending() == 0).await;
@@ -152,8 +163,7 @@ async fn urgent_alerts_never_wait_behind_signals_or_status() {
     let mut r = route("ops", server.webhook(1, "t"), &[RouteEvent::Signal, RouteEvent::Alert]);
     r.min_severity = Severity::Info;
     let cfg = config(vec![r]);
-    let rig = Rig::start(&cfg);
-    rig.handle.set_paused(true);
+    let rig = Rig::start_paused(&cfg);
     let alert = |sev: Severity, id: &str| Alert {
         id: id.into(),
         check: "test".into(),
@@ -268,8 +278,7 @@ async fn a_deleted_webhook_disables_only_its_route_with_a_critical_alert() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_message_goes_to_dead_and_its_batch_mates_still_go() {
     let server = discord::start().await;
-    let rig = Rig::start(&config(vec![route("signals", server.webhook(3, "t"), &[RouteEvent::Signal])]));
-    rig.handle.set_paused(true);
+    let rig = Rig::start_paused(&config(vec![route("signals", server.webhook(3, "t"), &[RouteEvent::Signal])]));
     let ids = rig.signals(0..3, &["signals"]).await;
     server.world.lock().unwrap().reject_ids.insert(ids[1].clone());
     rig.handle.set_paused(false);
