@@ -299,16 +299,31 @@ fn is_lock_error(e: &sled::Error) -> bool {
     }
 }
 
+/// How often sled's background thread cleans the log. The cleaner frees at
+/// most one log segment (512 KiB) per run, and it runs only on that thread.
+/// Each run also ends in an `fsync` of the whole file, which is what a 28-pair
+/// close's tail pays for it (BENCHMARKS.md): every 500 ms (sled's default) it
+/// cost p99 and max; every 5 s it is lost in the noise and can still free
+/// 100 KiB of log a second, some 20 times what the demo market writes.
+const CLEAN_EVERY_MS: u64 = 5_000;
+
 fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
+    open_db_cleaning_every(dir, Some(CLEAN_EVERY_MS))
+}
+
+fn open_db_cleaning_every(dir: &Path, clean_every_ms: Option<u64>) -> Result<sled::Db, sled::Error> {
     let config = sled::Config::new()
         .path(dir)
         // sled's default 1 GiB cache makes RSS balloon; our working set is tiny.
         .cache_capacity(32 * 1024 * 1024)
         // NOTE: every write path must end in an explicit `flush` before it
-        // acknowledges anything (dropping the Db flushes too). sled's own
-        // 500 ms background flush only contended with ours: with it, a 28-pair
-        // close measured p99 0.90 ms and max 14 ms, without it 0.73 ms and 6 ms.
-        .flush_every_ms(None);
+        // acknowledges anything (dropping the Db flushes too): this thread's
+        // flushes are not what makes our writes durable. Turning it off
+        // entirely (as an earlier version did) also turns off the cleaner,
+        // and then every segment that holds the last copy of a page nobody
+        // rewrites (a full leaf of old signals) stays on disk for good: a
+        // busy demo's database grew twice as fast.
+        .flush_every_ms(clean_every_ms);
     // sled 0.34 panics on some corrupt files instead of returning an error
     // (upstream #1387); treat such a panic as corruption.
     match std::panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
@@ -904,5 +919,70 @@ mod corruption {
         assert!(aside.exists() && aside.join("db").exists());
         assert!(aside.file_name().unwrap().to_string_lossy().starts_with("data.corrupt-"));
         assert_eq!(store.series.len(), 0);
+    }
+}
+
+#[cfg(test)]
+mod cleaning {
+    use super::*;
+    use crate::engine::{Engine, Phase, StrategySet};
+    use crate::event::Event;
+    use crate::types::Candle;
+
+    /// A busy demo's writes through the live path's calls: 28 series whose
+    /// states are rewritten every close, and their signals, which pile up
+    /// in leaves that nothing rewrites once they are full. Returns the data
+    /// file's size at the end.
+    fn churn(dir: &Path, clean_every_ms: Option<u64>) -> u64 {
+        let store = Store::with_trees(open_db_cleaning_every(dir, clean_every_ms).unwrap(), dir).unwrap();
+        let mut engine = Engine::new(StrategySet::default());
+        let mut keys = Vec::new();
+        for i in ["EUR_USD", "GBP_USD", "USD_JPY", "USD_CHF", "AUD_USD", "USD_CAD", "NZD_USD"] {
+            for tf in [Timeframe::M15, Timeframe::H1, Timeframe::H4, Timeframe::D] {
+                keys.push(SeriesKey::new(Instrument::new(i).unwrap(), tf));
+            }
+        }
+        let mut events = Vec::new();
+        for close in 0..2_000i64 {
+            let mut batch = Vec::new();
+            for (n, key) in keys.iter().enumerate() {
+                // A wave whose period differs per series, so crossovers come often.
+                let p = 1.0 + ((close as f64) / (5.0 + n as f64 / 4.0)).sin() * 0.01;
+                let time = Ts(1_600_000_000 + close * key.timeframe.seconds());
+                let candle = Candle {
+                    instrument: key.instrument,
+                    timeframe: key.timeframe,
+                    time,
+                    open: p,
+                    high: p * 1.001,
+                    low: p * 0.999,
+                    close: p,
+                    volume: 1.0,
+                };
+                events.clear();
+                engine.apply_into(&candle, Phase::Live, &mut events);
+                let signal = events.iter().find_map(|e| if let Event::Signal(s) = e { Some(s) } else { None });
+                let state = engine.state(key).unwrap();
+                batch.push(store.prepare(&CandleCommit { key: *key, state, signal, routes: &[], now: time }).unwrap());
+            }
+            store.commit_all(&batch).unwrap();
+            store.flush_blocking().unwrap();
+        }
+        std::fs::metadata(dir.join("db")).unwrap().len()
+    }
+
+    /// With sled's cleaner off (as an earlier build had it), about half of
+    /// this database is dead log that is never given back (6.3 MB against
+    /// 3.1 MB here). The cleaner runs faster than in production so that the
+    /// test does not have to write for minutes.
+    #[test]
+    fn a_busy_database_gets_its_dead_log_space_back() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let without = churn(a.path(), None);
+        let with = churn(b.path(), Some(20));
+        assert!(
+            with * 4 < without * 3,
+            "with the cleaner the file is {with} bytes, without it {without}: the cleaner freed too little"
+        );
     }
 }
