@@ -17,7 +17,7 @@ use crate::event::{Delivery, DeliveryState, Event, Hub};
 use crate::market::{self, MarketEvent, SourceCtx, SourceError};
 use crate::metrics::Metrics;
 use crate::notify::NotifierHandle;
-use crate::store::{CandleCommit, Prepared, Store, StoreError};
+use crate::store::{CandleCommit, Prepared, SIGNALS_KEPT_PER_SERIES, Store, StoreError};
 use crate::time::Ts;
 use crate::types::SeriesKey;
 
@@ -46,6 +46,32 @@ type Queued = (String, Vec<String>);
 
 /// How long the source gets to stop after shutdown before it is cut off.
 const SOURCE_GRACE: Duration = Duration::from_secs(3);
+
+/// Bounds the `signals` tree (see `store::SIGNALS_KEPT_PER_SERIES`) on the
+/// blocking pool: a pass reads every stored id (about 30 ms for 28 series
+/// here), which the engine should not wait for. One pass at a time; a
+/// failure only postpones it, as the next commit would meet the same cause.
+fn spawn_prune(store: &Arc<Store>, running: &mut Option<tokio::task::JoinHandle<()>>) {
+    if running.as_ref().is_some_and(|r| !r.is_finished()) {
+        return;
+    }
+    let store = store.clone();
+    *running = Some(tokio::task::spawn_blocking(move || prune_signals(&store)));
+}
+
+fn prune_signals(store: &Store) {
+    let start = std::time::Instant::now();
+    match store.prune_signals(SIGNALS_KEPT_PER_SERIES) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            deleted = n,
+            kept_per_series = SIGNALS_KEPT_PER_SERIES,
+            took_ms = start.elapsed().as_millis() as u64,
+            "old stored signals pruned"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not prune old stored signals; trying again later"),
+    }
+}
 
 async fn commit_with_retry(store: &Store, batch: &[Prepared]) -> Result<Vec<bool>, StoreError> {
     let mut attempt = 0;
@@ -92,6 +118,9 @@ pub async fn run(
         tracing::debug!(series = %key, last = ?last.map(|t| t.to_string()), "series restored");
         stats.restored += 1;
     }
+    let mut pruning = None;
+    spawn_prune(&store, &mut pruning);
+    let mut since_prune = 0;
 
     let series: Vec<SeriesKey> = config
         .market
@@ -186,12 +215,17 @@ pub async fn run(
                 let Some((id, routes)) = signal else { continue };
                 if new {
                     stats.signals += 1;
+                    since_prune += 1;
                     tracing::info!(%id, routes = routes.len(), "signal committed");
                     queued.extend(routes.into_iter().map(|route| (id.clone(), route)));
                 } else {
                     // Already stored (e.g. a replayed candle): not published twice.
                     events.retain(|e| !matches!(e, Event::Signal(x) if x.id == id));
                 }
+            }
+            if since_prune >= SIGNALS_KEPT_PER_SERIES {
+                since_prune = 0;
+                spawn_prune(&store, &mut pruning);
             }
             store.flush().await?;
             if let Some(m) = &metrics {
@@ -224,6 +258,10 @@ pub async fn run(
         for e in events.drain(..) {
             hub.publish(e);
         }
+    }
+    // A pass under way finishes, so that the last flush covers it.
+    if let Some(p) = pruning {
+        let _ = p.await;
     }
     store.flush().await?;
     match (&mut source_task).await {

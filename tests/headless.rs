@@ -93,6 +93,76 @@ fn a_restart_resumes_from_the_store() {
     }
 }
 
+/// A data directory with more stored signals for one series than are kept:
+/// the instance prunes the oldest when it starts, says so, and the rest of
+/// the directory is untouched.
+#[test]
+fn a_long_signal_history_is_pruned_when_the_instance_starts() {
+    use pipwatch::engine::{SeriesState, StrategyParams};
+    use pipwatch::event::Signal;
+    use pipwatch::store::{CandleCommit, SIGNALS_KEPT_PER_SERIES, Store};
+    use pipwatch::time::Ts;
+    use pipwatch::types::{Instrument, SeriesKey, Side, Timeframe};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fast_demo(dir.path());
+    let data = dir.path().join("data");
+    // A series the demo does not run, so its signals are only the old ones.
+    let aud = Instrument::new("AUD_USD").unwrap();
+    let extra = 50;
+    let ids: Vec<String> = {
+        let (store, _) = Store::open(&data).unwrap();
+        let state = SeriesState::new(StrategyParams::default());
+        let ids = (0..(SIGNALS_KEPT_PER_SERIES + extra) as i64)
+            .map(|n| {
+                let time = Ts(1_500_000_000 + n * 3600);
+                let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
+                let s = Signal {
+                    id: Signal::make_id(aud, Timeframe::H1, time, side),
+                    instrument: aud,
+                    timeframe: Timeframe::H1,
+                    time,
+                    side,
+                    price: 0.75,
+                    fast: 0.75,
+                    slow: 0.75,
+                    atr: 0.001,
+                    stop_loss: 0.7485,
+                    take_profit: 0.753,
+                    strategy: "sma 10/20".into(),
+                };
+                let c = CandleCommit {
+                    key: SeriesKey::new(aud, Timeframe::H1),
+                    state: &state,
+                    signal: Some(&s),
+                    routes: &[],
+                    now: time,
+                };
+                assert!(store.commit(&c).unwrap());
+                s.id
+            })
+            .collect();
+        store.flush_blocking().unwrap();
+        ids
+    };
+    let out = pipwatch()
+        .args(["headless", "--for", "1s", "--no-server", "--data-dir"])
+        .arg(&data)
+        .arg("-c")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("old stored signals pruned") && stderr.contains(&format!("\"deleted\":{extra}")),
+        "{stderr}"
+    );
+    let (store, _) = Store::open(&data).unwrap();
+    assert!(store.signal(&ids[extra - 1]).unwrap().is_none(), "the oldest are gone");
+    assert!(ids[extra..].iter().all(|id| store.signal(id).unwrap().is_some()), "the newest are all kept");
+}
+
 #[test]
 fn the_same_seed_gives_the_same_candles() {
     let dir = tempfile::tempdir().unwrap();

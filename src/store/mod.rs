@@ -242,6 +242,8 @@ pub struct Prepared {
 #[derive(Debug, Clone)]
 struct PreparedSignal {
     id: String,
+    /// At or before its series' pruning mark: signalled before, so not again.
+    seen: bool,
     stored: Vec<u8>,
     entries: Vec<Vec<u8>>,
 }
@@ -262,7 +264,18 @@ pub struct Store {
     dead: sled::Tree,
     meta: sled::Tree,
     dir: PathBuf,
+    /// Per series, the candle time up to which stored signals were pruned
+    /// (`meta` holds it too): a signal at or before it counts as already
+    /// signalled, as it would have if it were still stored.
+    pruned: std::sync::RwLock<std::collections::HashMap<SeriesKey, Ts>>,
 }
+
+/// How many signals `signals` keeps per series. The tree is there so that a
+/// candle can never be notified twice; what is older than the newest
+/// thousand stays covered by the series' pruning mark (`prune_signals`).
+pub const SIGNALS_KEPT_PER_SERIES: usize = 1000;
+
+const PRUNED_PREFIX: &str = "pruned:";
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, postcard::Error> {
     encode_as(VALUE_V1, v)
@@ -290,6 +303,22 @@ fn parse_series_key(raw: &[u8]) -> Option<SeriesKey> {
     let s = std::str::from_utf8(raw).ok()?;
     let (i, tf) = s.split_once(':')?;
     Some(SeriesKey::new(Instrument::new(i).ok()?, tf.parse::<Timeframe>().ok()?))
+}
+
+/// The series of a signal id (`EUR_USD:H4:2024-01-02T08:00:00Z:buy`).
+fn signal_series(id: &[u8]) -> Option<SeriesKey> {
+    let mut colons = id.iter().enumerate().filter(|(_, b)| **b == b':').map(|(i, _)| i);
+    let _ = colons.next()?;
+    parse_series_key(&id[..colons.next()?])
+}
+
+/// The candle time of a signal id.
+fn signal_time(id: &[u8]) -> Option<Ts> {
+    let s = std::str::from_utf8(id).ok()?;
+    let (rest, _side) = s.rsplit_once(':')?;
+    let mut parts = rest.splitn(3, ':');
+    let (_, _, time) = (parts.next()?, parts.next()?, parts.next()?);
+    Ts::parse_rfc3339(time)
 }
 
 fn is_lock_error(e: &sled::Error) -> bool {
@@ -395,15 +424,75 @@ impl Store {
 
     fn with_trees(db: sled::Db, dir: &Path) -> Result<Store, StoreError> {
         let tree = |name: &str| db.open_tree(name).map_err(|source| StoreError::db(dir.display().to_string(), source));
+        let meta = tree("meta")?;
+        let mut pruned = std::collections::HashMap::new();
+        for item in meta.scan_prefix(PRUNED_PREFIX) {
+            let (k, v) = item.map_err(|source| StoreError::db(dir.display().to_string(), source))?;
+            // A mark that cannot be read is dropped: the signals still stored
+            // keep deduplicating, as they did before there were marks.
+            let key = parse_series_key(&k[PRUNED_PREFIX.len()..]);
+            let time = <[u8; 8]>::try_from(v.as_ref()).ok().map(|b| Ts(i64::from_be_bytes(b)));
+            if let (Some(key), Some(time)) = (key, time) {
+                pruned.insert(key, time);
+            }
+        }
         Ok(Store {
             series: tree("series")?,
             signals: tree("signals")?,
             outbox: tree("outbox")?,
             dead: tree("dead")?,
-            meta: tree("meta")?,
+            meta,
             db,
             dir: dir.to_path_buf(),
+            pruned: std::sync::RwLock::new(pruned),
         })
+    }
+
+    fn pruned_through(&self, key: &SeriesKey) -> Option<Ts> {
+        self.pruned.read().unwrap_or_else(|p| p.into_inner()).get(key).copied()
+    }
+
+    /// Keeps the newest `keep` signals of each series and deletes the rest,
+    /// raising the series' pruning mark to the newest deleted signal's candle
+    /// time in the same transaction, so a deleted signal still counts as
+    /// signalled (a series that starts over cannot notify its old candles
+    /// again). Returns how many were deleted. Not durable until `flush`.
+    pub fn prune_signals(&self, keep: usize) -> Result<usize, StoreError> {
+        // Ids are `INSTRUMENT:TF:TIME:SIDE` with a fixed-width time, so a
+        // series' signals are one run of keys, oldest first.
+        let mut runs: Vec<(SeriesKey, Vec<sled::IVec>)> = Vec::new();
+        for item in self.signals.iter().keys() {
+            let k = item.map_err(|e| self.err(e))?;
+            let Some(series) = signal_series(&k) else { continue };
+            match runs.last_mut() {
+                Some((s, keys)) if *s == series => keys.push(k),
+                _ => runs.push((series, vec![k])),
+            }
+        }
+        let mut deleted = 0;
+        for (series, keys) in runs {
+            let Some(old) = keys.len().checked_sub(keep).filter(|&n| n > 0) else { continue };
+            let doomed = &keys[..old];
+            let Some(mark) = doomed.last().and_then(|k| signal_time(k)) else { continue };
+            let mark = self.pruned_through(&series).map_or(mark, |m| m.max(mark));
+            let mark_key = format!("{PRUNED_PREFIX}{}", series_key(&series));
+            let r = (&self.signals, &self.meta).transaction(|(signals, meta)| {
+                for k in doomed {
+                    signals.remove(k)?;
+                }
+                meta.insert(mark_key.as_bytes(), &mark.0.to_be_bytes())?;
+                Ok::<_, ConflictableTransactionError<String>>(())
+            });
+            self.tx_result(r)?;
+            self.pruned.write().unwrap_or_else(|p| p.into_inner()).insert(series, mark);
+            deleted += old;
+        }
+        Ok(deleted)
+    }
+
+    /// Stored signals, for tests and diagnostics.
+    pub fn signal_count(&self) -> usize {
+        self.signals.len()
     }
 
     fn err(&self, source: sled::Error) -> StoreError {
@@ -474,6 +563,7 @@ impl Store {
                     .map_err(enc_err)?;
                 Some(PreparedSignal {
                     id: s.id.clone(),
+                    seen: self.pruned_through(&c.key).is_some_and(|mark| s.time <= mark),
                     stored: encode_as(VALUE_V2, &stored).map_err(enc_err)?,
                     entries,
                 })
@@ -504,7 +594,7 @@ impl Store {
                     new.push(false);
                     continue;
                 };
-                if signals.get(sig.id.as_bytes())?.is_some() {
+                if sig.seen || signals.get(sig.id.as_bytes())?.is_some() {
                     new.push(false);
                     continue;
                 }
@@ -984,5 +1074,90 @@ mod cleaning {
             with * 4 < without * 3,
             "with the cleaner the file is {with} bytes, without it {without}: the cleaner freed too little"
         );
+    }
+}
+
+#[cfg(test)]
+mod retention {
+    use super::*;
+    use crate::engine::StrategyParams;
+    use crate::types::Side;
+
+    fn signal_at(instrument: &str, tf: Timeframe, n: i64) -> Signal {
+        let i = Instrument::new(instrument).unwrap();
+        let time = Ts(1_704_067_200 + n * tf.seconds());
+        let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
+        Signal {
+            id: Signal::make_id(i, tf, time, side),
+            instrument: i,
+            timeframe: tf,
+            time,
+            side,
+            price: 1.1,
+            fast: 1.1,
+            slow: 1.09,
+            atr: 0.001,
+            stop_loss: 1.0985,
+            take_profit: 1.103,
+            strategy: "sma 10/20".into(),
+        }
+    }
+
+    /// Commits `s` the way the live path does; true when it was new.
+    fn commit(store: &Store, s: &Signal) -> bool {
+        let state = SeriesState::new(StrategyParams::default());
+        let routes = vec![("signals".to_string(), 0)];
+        let c = CandleCommit {
+            key: SeriesKey::new(s.instrument, s.timeframe),
+            state: &state,
+            signal: Some(s),
+            routes: &routes,
+            now: s.time,
+        };
+        store.commit(&c).unwrap()
+    }
+
+    #[test]
+    fn ids_name_their_series_and_candle_time() {
+        let s = signal_at("USD_JPY", Timeframe::H12, 3);
+        let key = SeriesKey::new(Instrument::new("USD_JPY").unwrap(), Timeframe::H12);
+        assert_eq!(signal_series(s.id.as_bytes()), Some(key));
+        assert_eq!(signal_time(s.id.as_bytes()), Some(s.time));
+        assert_eq!(signal_series(b"not-an-id"), None);
+        assert_eq!(signal_time(b"EUR_USD:H4:yesterday:buy"), None);
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_per_series_and_pruned_signals_are_never_queued_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let eur: Vec<_> = (0..30).map(|n| signal_at("EUR_USD", Timeframe::H1, n)).collect();
+        // H1 and H12 ids sort next to each other: the runs must not mix.
+        let eur12: Vec<_> = (0..12).map(|n| signal_at("EUR_USD", Timeframe::H12, n)).collect();
+        let gbp: Vec<_> = (0..5).map(|n| signal_at("GBP_USD", Timeframe::H1, n)).collect();
+        {
+            let (store, _) = Store::open(dir.path()).unwrap();
+            for s in eur.iter().chain(&eur12).chain(&gbp) {
+                assert!(commit(&store, s));
+            }
+            assert_eq!(store.prune_signals(10).unwrap(), 20 + 2);
+            assert_eq!(store.signal_count(), 10 + 10 + 5);
+            assert!(store.signal(&eur[19].id).unwrap().is_none(), "the oldest go");
+            assert!(store.signal(&eur[20].id).unwrap().is_some(), "the newest ten stay");
+            assert!(store.signal(&eur12[2].id).unwrap().is_some());
+            assert!(store.signal(&gbp[0].id).unwrap().is_some(), "a short series is untouched");
+            assert_eq!(store.prune_signals(10).unwrap(), 0, "nothing more to do");
+            store.flush_blocking().unwrap();
+        }
+        // After a restart, as after a series that lost its state and starts
+        // over: a pruned signal is not queued again, a kept one neither, and
+        // a signal newer than the mark still is.
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let queued = store.outbox().unwrap().0.len();
+        assert!(!commit(&store, &eur[0]), "pruned long ago");
+        assert!(!commit(&store, &eur[19]), "the newest pruned one");
+        assert!(!commit(&store, &eur[25]), "still stored");
+        assert_eq!(store.outbox().unwrap().0.len(), queued, "nothing queued twice");
+        assert!(commit(&store, &signal_at("EUR_USD", Timeframe::H1, 30)), "a new candle's signal");
+        assert!(commit(&store, &signal_at("GBP_USD", Timeframe::H1, -1)), "an unpruned series has no mark");
     }
 }
