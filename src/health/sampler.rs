@@ -17,7 +17,9 @@ pub struct SystemSample {
     pub memory_total: u64,
     pub swap_used: u64,
     pub swap_total: u64,
-    /// The filesystem holding the data directory.
+    /// The filesystem holding the data directory, counted as `df` does for
+    /// its Use%: used, and used plus what this user can still write (space
+    /// reserved for root is in neither).
     pub disk_used: u64,
     pub disk_total: u64,
     pub net_rx_per_s: u64,
@@ -79,17 +81,11 @@ impl Sampler {
                 ProcessRefreshKind::nothing().with_cpu().with_memory(),
             );
         }
-        self.disks.refresh(false);
+        let (disk_used, disk_total) = self.disk_space();
         self.nets.refresh(true);
         let elapsed = self.last_net.elapsed().as_secs_f64().max(0.001);
         self.last_net = Instant::now();
         let (rx, tx) = self.nets.iter().fold((0u64, 0u64), |(r, t), (_, d)| (r + d.received(), t + d.transmitted()));
-        // The disk whose mount point is the longest prefix of the data directory.
-        let disk = self
-            .disks
-            .iter()
-            .filter(|d| self.data_dir.starts_with(d.mount_point()))
-            .max_by_key(|d| d.mount_point().as_os_str().len());
         let process = self.pid.and_then(|p| self.sys.process(p));
         let load = System::load_average();
         SystemSample {
@@ -99,8 +95,8 @@ impl Sampler {
             memory_total: self.sys.total_memory(),
             swap_used: self.sys.used_swap(),
             swap_total: self.sys.total_swap(),
-            disk_used: disk.map_or(0, |d| d.total_space().saturating_sub(d.available_space())),
-            disk_total: disk.map_or(0, |d| d.total_space()),
+            disk_used,
+            disk_total,
             net_rx_per_s: (rx as f64 / elapsed) as u64,
             net_tx_per_s: (tx as f64 / elapsed) as u64,
             process_cpu: process.map_or(0.0, |p| p.cpu_usage()),
@@ -109,6 +105,33 @@ impl Sampler {
             load: [load.one, load.five, load.fifteen],
         }
     }
+
+    /// Used and usable bytes of the data directory's filesystem.
+    fn disk_space(&mut self) -> (u64, u64) {
+        #[cfg(unix)]
+        if let Ok(v) = rustix::fs::statvfs(&self.data_dir) {
+            // sysinfo has no count of free blocks, only of available ones, so
+            // its figure would count root's reserve as used: 88% on a disk
+            // that `df` shows at 68%, and a disk alert that `df` contradicts.
+            return df_space(v.f_blocks, v.f_bfree, v.f_bavail, v.f_frsize);
+        }
+        self.disks.refresh(false);
+        // The disk whose mount point is the longest prefix of the data directory.
+        let disk = self
+            .disks
+            .iter()
+            .filter(|d| self.data_dir.starts_with(d.mount_point()))
+            .max_by_key(|d| d.mount_point().as_os_str().len());
+        disk.map_or((0, 0), |d| (d.total_space().saturating_sub(d.available_space()), d.total_space()))
+    }
+}
+
+/// `df`'s arithmetic from statvfs block counts: used is what is not free,
+/// and the whole is used plus what an ordinary user may still write.
+#[cfg_attr(not(unix), allow(dead_code))]
+fn df_space(blocks: u64, free: u64, available: u64, block_size: u64) -> (u64, u64) {
+    let used = blocks.saturating_sub(free).saturating_mul(block_size);
+    (used, used.saturating_add(available.saturating_mul(block_size)))
 }
 
 #[cfg(test)]
@@ -125,5 +148,27 @@ mod tests {
         assert!(!x.cpus.is_empty());
         assert!(x.process_rss > 0);
         assert!((0.0..=100.0).contains(&x.memory_pct()));
+    }
+
+    #[test]
+    fn reserved_blocks_are_neither_used_nor_usable() {
+        // 100 blocks of 4 KiB, 40 free of which 5 are root's reserve.
+        let (used, total) = df_space(100, 40, 35, 4096);
+        assert_eq!((used, total), (60 * 4096, 95 * 4096));
+        assert_eq!(df_space(0, 0, 0, 4096), (0, 0));
+    }
+
+    /// The disk gauge agrees with `df` on the data directory's filesystem.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_disk_figure_is_the_one_df_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let x = Sampler::new(dir.path()).sample();
+        let out = std::process::Command::new("df").args(["--output=pcent"]).arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let df: f64 = text.lines().nth(1).unwrap().trim().trim_end_matches('%').parse().unwrap();
+        // df rounds up to a whole percent; other writers may move it a little between the two reads.
+        assert!((x.disk_pct() - df).abs() <= 1.5, "pipwatch {:.1}%, df {df}%", x.disk_pct());
     }
 }
