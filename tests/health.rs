@@ -57,13 +57,16 @@ async fn a_stale_feed_alerts_once_through_the_outbox_and_resolves_once() {
     h.cooldown = Dur(Duration::from_secs(3600));
     h.stale_warning = Dur(Duration::from_secs(1));
     h.stale_critical = Dur(Duration::from_secs(3600));
-    // Thresholds this machine cannot cross, so only staleness speaks.
-    for (w, c) in [(&mut h.cpu_warning, &mut h.cpu_critical), (&mut h.memory_warning, &mut h.memory_critical)] {
-        *w = 100.0;
-        *c = 100.0;
+    // Thresholds no reading can reach, so only staleness speaks. (At 100 a
+    // busy machine's CPU crossed them: the test then saw a CPU alert first.)
+    for (w, c) in [
+        (&mut h.cpu_warning, &mut h.cpu_critical),
+        (&mut h.memory_warning, &mut h.memory_critical),
+        (&mut h.disk_warning, &mut h.disk_critical),
+    ] {
+        *w = 101.0;
+        *c = 101.0;
     }
-    h.disk_warning = 100.0;
-    h.disk_critical = 100.0;
 
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path()).unwrap();
