@@ -789,14 +789,18 @@ mod tests {
     use crate::engine::StrategyParams;
     use crate::types::Side;
 
-    fn signal() -> Signal {
-        let i = Instrument::new("EUR_USD").unwrap();
+    /// The `n`th candle of `instrument` at `tf` from 2024-01-01 00:00 UTC,
+    /// a buy on even candles and a sell on odd ones.
+    pub(super) fn signal_at(instrument: &str, tf: Timeframe, n: i64) -> Signal {
+        let i = Instrument::new(instrument).unwrap();
+        let time = Ts(1_704_067_200 + n * tf.seconds());
+        let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
         Signal {
-            id: "EUR_USD:H4:2024-01-02T08:00:00Z:buy".into(),
+            id: Signal::make_id(i, tf, time, side),
             instrument: i,
-            timeframe: Timeframe::H4,
-            time: Ts(1_704_182_400),
-            side: Side::Buy,
+            timeframe: tf,
+            time,
+            side,
             price: 1.1,
             fast: 1.1,
             slow: 1.09,
@@ -805,6 +809,11 @@ mod tests {
             take_profit: 1.103,
             strategy: "sma 10/20".into(),
         }
+    }
+
+    /// EUR_USD:H4:2024-01-02T08:00:00Z:buy
+    fn signal() -> Signal {
+        signal_at("EUR_USD", Timeframe::H4, 8)
     }
 
     #[test]
@@ -1074,29 +1083,9 @@ mod cleaning {
 
 #[cfg(test)]
 mod retention {
+    use super::tests::signal_at;
     use super::*;
     use crate::engine::StrategyParams;
-    use crate::types::Side;
-
-    fn signal_at(instrument: &str, tf: Timeframe, n: i64) -> Signal {
-        let i = Instrument::new(instrument).unwrap();
-        let time = Ts(1_704_067_200 + n * tf.seconds());
-        let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
-        Signal {
-            id: Signal::make_id(i, tf, time, side),
-            instrument: i,
-            timeframe: tf,
-            time,
-            side,
-            price: 1.1,
-            fast: 1.1,
-            slow: 1.09,
-            atr: 0.001,
-            stop_loss: 1.0985,
-            take_profit: 1.103,
-            strategy: "sma 10/20".into(),
-        }
-    }
 
     /// Commits `s` the way the live path does; true when it was new.
     fn commit(store: &Store, s: &Signal) -> bool {
@@ -1118,6 +1107,7 @@ mod retention {
         let key = SeriesKey::new(Instrument::new("USD_JPY").unwrap(), Timeframe::H12);
         assert_eq!(signal_series(s.id.as_bytes()), Some(key));
         assert_eq!(signal_time(s.id.as_bytes()), Some(s.time));
+        assert_eq!(signal_at("EUR_USD", Timeframe::H4, 8).id, "EUR_USD:H4:2024-01-02T08:00:00Z:buy");
         assert_eq!(signal_series(b"not-an-id"), None);
         assert_eq!(signal_time(b"EUR_USD:H4:yesterday:buy"), None);
     }
