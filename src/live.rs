@@ -236,7 +236,7 @@ pub async fn run(
                 }
             }
             if let (Some(n), false) = (&notifier, queued.is_empty()) {
-                n.wake();
+                n.queued(&queued);
             }
             // Each signal first, then where it is queued: a view sees the
             // signal before its delivery states.

@@ -92,14 +92,16 @@ impl Rig {
         let key = SeriesKey::new(Instrument::new("EUR_USD").unwrap(), Timeframe::H1);
         let routes: Vec<(String, i64)> = routes.iter().map(|r| (r.to_string(), 0)).collect();
         let mut ids = Vec::new();
+        let mut queued = Vec::new();
         for n in range {
             let s = signal(n);
             let c = CandleCommit { key, state: &state, signal: Some(&s), routes: &routes, now: Ts::now() };
             assert!(self.store.commit(&c).unwrap());
+            queued.extend(routes.iter().map(|(r, _)| (s.id.clone(), r.clone())));
             ids.push(s.id);
         }
         self.store.flush().await.unwrap();
-        self.handle.wake();
+        self.handle.queued(&queued);
         ids
     }
 
@@ -155,6 +157,35 @@ async fn a_burst_of_100_signals_is_delivered_completely_without_a_single_429() {
         assert_eq!(stored.receipts.len(), 1);
         assert!(stored.receipts[0].message_id.as_deref().is_some_and(|m| m.parse::<u64>().is_ok()));
     }
+}
+
+/// A delivery's latency counts from its commit, to the millisecond. Counted
+/// from the start of the commit's second (all the stored entry knows), it
+/// was up to a second too long: here more than the whole test takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_latency_counts_from_the_commit_not_from_its_second() {
+    use pipwatch::event::DeliveryState;
+    let server = discord::start().await;
+    let rig = Rig::start(&config(vec![route("signals", server.webhook(1, "t"), &[RouteEvent::Signal])]));
+    let mut events = rig.hub.subscribe();
+    // Late in a second, so that the start of the second is over half a second back.
+    while chrono::Utc::now().timestamp_subsec_millis() < 500 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before = Instant::now();
+    let ids = rig.signals(0..1, &["signals"]).await;
+    let latency = loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
+        if let Event::Delivery(d) = &e.event
+            && d.id == ids[0]
+            && d.state == DeliveryState::Delivered
+        {
+            break d.latency_secs.unwrap();
+        }
+    };
+    let whole = before.elapsed().as_secs_f64();
+    assert!(latency <= whole, "latency {latency:.3}s, but commit to delivery event took {whole:.3}s");
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

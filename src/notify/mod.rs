@@ -11,7 +11,7 @@ pub mod discord;
 pub mod embed;
 pub mod limits;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,6 +79,16 @@ struct Shared {
     settings: Settings,
     /// Something changed that the queue status shows.
     changed: Notify,
+    /// When each (message id, route) now in the outbox was committed, to the
+    /// millisecond: the entries store whole seconds, which made a delivery's
+    /// latency up to a second too long. Entries from before a restart are
+    /// not here and fall back to the stored second.
+    queued_at: Mutex<HashMap<(String, String), f64>>,
+}
+
+/// Wall-clock now as fractional unix seconds.
+fn unix_now() -> f64 {
+    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
 }
 
 /// What the rest of pipwatch holds to talk to the notifier.
@@ -145,6 +155,7 @@ impl Notifier {
                 paused: watch::channel(false).0,
                 settings,
                 changed: Notify::new(),
+                queued_at: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -183,6 +194,13 @@ impl Notifier {
 }
 
 impl NotifierHandle {
+    /// These (message id, route) entries were just committed and flushed:
+    /// noted for their delivery latency, and the routes woken.
+    pub fn queued(&self, entries: &[(String, String)]) {
+        self.shared.note_queued(entries.iter().cloned());
+        self.wake();
+    }
+
     /// New outbox entries were committed: look now rather than at the next timer.
     pub fn wake(&self) {
         for r in &self.shared.routes {
@@ -239,6 +257,7 @@ impl Shared {
         if !entries.is_empty() {
             self.store.enqueue(&entries)?;
             self.store.flush().await?;
+            self.note_queued(entries.into_iter().map(|e| (alert.id.clone(), e.route)));
         }
         self.hub.publish(Event::Alert(alert.clone()));
         for &i in &takers {
@@ -246,6 +265,26 @@ impl Shared {
             self.routes[i].wake.notify_one();
         }
         Ok(())
+    }
+
+    fn note_queued(&self, entries: impl Iterator<Item = (String, String)>) {
+        let now = unix_now();
+        let mut at = self.queued_at.lock().unwrap_or_else(|p| p.into_inner());
+        at.extend(entries.map(|k| (k, now)));
+        // Delivery or burial takes each time out again; one delivered between
+        // its commit and this note would stay. Past max_age nothing is sent.
+        if at.len() > 10_000 {
+            let max_age = self.settings.max_age.as_secs_f64();
+            at.retain(|_, t| now - *t <= max_age);
+        }
+    }
+
+    /// When `e` became due, in fractional unix seconds; forgets its commit time.
+    fn take_due(&self, e: &OutboxEntry) -> f64 {
+        let key = (e.message.id().to_string(), e.route.clone());
+        let committed = self.queued_at.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        // A route's delay is whole seconds from the same clock reading as `created`.
+        committed.map_or(e.not_before.0 as f64, |t| t + (e.not_before.0 - e.created.0) as f64)
     }
 
     fn delivery(
@@ -290,6 +329,7 @@ impl Shared {
             "notifications moved to the dead list (`pipwatch dead list` shows them, `pipwatch dead retry` sends them again)");
         self.stats(route, |s| s.dead += entries.len() as u64);
         for (_, e) in &entries {
+            let _ = self.take_due(e);
             self.delivery(e.message.id(), route, DeliveryState::Dead, e.attempts, None, Some(error.to_string()));
         }
         Ok(())
@@ -551,8 +591,9 @@ impl Worker {
                 });
                 tracing::debug!(route = %name, count = batch.len(), message_id = message_id.as_deref().unwrap_or(""), "delivered");
                 // From when each message was due (a delayed route's delay is not latency).
-                let now_ms = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+                let now = unix_now();
                 for (_, e) in batch {
+                    let due = shared.take_due(e);
                     shared.publish_delivery(Delivery {
                         id: e.message.id().to_string(),
                         route: name.clone(),
@@ -560,7 +601,7 @@ impl Worker {
                         attempts: e.attempts + 1,
                         message_id: message_id.clone(),
                         error: None,
-                        latency_secs: Some((now_ms - e.not_before.0 as f64).max(0.0)),
+                        latency_secs: Some((now - due).max(0.0)),
                     });
                 }
             }
