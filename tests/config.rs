@@ -91,6 +91,24 @@ fn all_problems_are_listed_at_once() {
     assert!(lines[2].starts_with("FILE:4:11: strategy.sl_mult = '-1.0'"));
 }
 
+/// serde stops at the first key of the wrong type or name; every such key is
+/// still listed, in the file's order, and nothing else twice.
+#[test]
+fn every_wrong_type_and_unknown_key_is_listed_at_once() {
+    let err = error(
+        "[market]\nsource = \"demoo\"\ntimeframes = \"H4\"\n\n[market.demo]\nseed = \"seven\"\nspeed = 3\n\n\
+         [[notify.routes]]\nname = \"signals\"\nwebhook = \"https://discord.com/api/webhooks/1/x\"\ndelay = 15\n",
+        &[],
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 5, "{err}");
+    assert!(lines[0].starts_with("FILE:2:10: market.source = 'demoo': unknown variant `demoo`"), "{err}");
+    assert!(lines[1].starts_with("FILE:3:14: market.timeframes = 'H4': invalid type"), "{err}");
+    assert!(lines[2].starts_with("FILE:6:8: market.demo.seed = 'seven': invalid type"), "{err}");
+    assert!(lines[3].starts_with("FILE:7:9: market.demo.speed = '3': unknown field `speed`"), "{err}");
+    assert!(lines[4].starts_with("FILE:12:9: notify.routes[0].delay = '15': invalid type"), "{err}");
+}
+
 #[test]
 fn overrides_are_validated_merged_and_warned() {
     let dir = tempfile::tempdir().unwrap();

@@ -19,6 +19,15 @@ fn check_accepts_the_example_and_names_problems() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("{}:6:8: strategy.slwo = '5': unknown field `slwo`", bad.display())), "{stderr}");
 
+    // Every key of the wrong type or name at once, not one per run.
+    std::fs::write(&bad, "[market]\nsource = \"demoo\"\n[strategy]\nfast = \"ten\"\nslwo = 5\n").unwrap();
+    let out = pipwatch().args(["config", "check"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for want in ["2:10: market.source = 'demoo'", "4:8: strategy.fast = 'ten'", "5:8: strategy.slwo = '5'"] {
+        assert!(stderr.contains(&format!("{}:{want}", bad.display())), "{want} missing from: {stderr}");
+    }
+
     std::fs::write(&bad, "[strategy]\nfast = 30\n").unwrap();
     let out = pipwatch().args(["config", "check"]).arg(&bad).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

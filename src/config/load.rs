@@ -214,6 +214,51 @@ fn interpolate(
 
 /// Turns a serialized config into a `toml::Table` so that defaults hold the
 /// same `${NAME}` templates a file would.
+/// Problems by where their key is in the file (serde finds them in the
+/// order of the struct's fields); those from elsewhere last.
+fn in_file_order(mut problems: Vec<(usize, Problem)>) -> Vec<Problem> {
+    problems.sort_by_key(|(at, _)| *at);
+    problems.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The value at `path`, if there is one.
+fn value_at<'v>(value: &'v Value, path: &[Seg]) -> Option<&'v Value> {
+    path.iter().try_fold(value, |v, seg| match (seg, v) {
+        (Seg::Key(k), Value::Table(t)) => t.get(k),
+        (Seg::Index(i), Value::Array(a)) => a.get(*i),
+        _ => None,
+    })
+}
+
+/// Sets the value at `path` to `to`, or removes it when `to` is None.
+/// False when `path` does not lead to a value.
+fn replace_at(value: &mut Value, path: &[Seg], to: Option<Value>) -> bool {
+    let Some((last, parents)) = path.split_last() else { return false };
+    let mut v = value;
+    for seg in parents {
+        v = match (seg, v) {
+            (Seg::Key(k), Value::Table(t)) => match t.get_mut(k) {
+                Some(next) => next,
+                None => return false,
+            },
+            (Seg::Index(i), Value::Array(a)) => match a.get_mut(*i) {
+                Some(next) => next,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, v, to) {
+        (Seg::Key(k), Value::Table(t), Some(to)) => t.insert(k.clone(), to).is_some(),
+        (Seg::Key(k), Value::Table(t), None) => t.remove(k).is_some(),
+        (Seg::Index(i), Value::Array(a), Some(to)) if *i < a.len() => {
+            a[*i] = to;
+            true
+        }
+        _ => false,
+    }
+}
+
 fn defaults_table() -> Table {
     toml::Table::try_from(Config::default()).unwrap_or_default()
 }
@@ -294,20 +339,47 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let mut root = Value::Table(table);
     interpolate(&mut root, "", &env, &mut vars, &mut unset);
 
-    let mut config: Config = serde_path_to_error::deserialize(root).map_err(|e| {
+    // serde stops at the first key of the wrong type or name. To report them
+    // all at once, each one found is put back to its default (an unknown key
+    // is dropped) and the rest read again.
+    let defaults = Value::Table(defaults_table());
+    let mut problems = Vec::new();
+    let mut reported = std::collections::HashSet::new();
+    let mut config: Config = loop {
+        let e = match serde_path_to_error::deserialize(root.clone()) {
+            Ok(config) => break config,
+            Err(e) => e,
+        };
         let mut path = e.path().to_string();
         let full = e.inner().to_string();
         // toml's value deserializer appends "in `key`": we say where ourselves.
         let message = full.split("\nin `").next().unwrap_or(&full).trim().to_string();
-        if let Some(field) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
-            if !(path == field || path.ends_with(&format!(".{field}"))) {
-                path = if path == "." { field.to_string() } else { format!("{path}.{field}") };
-            }
-            let prob = src.problem(&path, format!("{message}: remove it or check its spelling"));
-            return ConfigError::Invalid { problems: vec![prob] };
+        let unknown = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()).map(str::to_string);
+        if let Some(field) = &unknown
+            && !(path == *field || path.ends_with(&format!(".{field}")))
+        {
+            path = if path == "." { field.to_string() } else { format!("{path}.{field}") };
         }
-        ConfigError::Invalid { problems: vec![src.problem(&path, message)] }
-    })?;
+        // Failing again after its stand-in (a key with no default to fall back
+        // on) only repeats the first report.
+        if !reported.insert(path.clone()) {
+            return Err(ConfigError::Invalid { problems: in_file_order(problems) });
+        }
+        let problem = match unknown {
+            Some(_) => src.problem(&path, format!("{message}: remove it or check its spelling")),
+            None => src.problem(&path, message),
+        };
+        problems.push((src.span(&path).map_or(usize::MAX, |s| s.start), problem));
+        let segs = parse_path(&path);
+        let stand_in = if unknown.is_some() { None } else { value_at(&defaults, &segs).cloned() };
+        if problems.len() >= 50 || !replace_at(&mut root, &segs, stand_in) {
+            return Err(ConfigError::Invalid { problems: in_file_order(problems) });
+        }
+    };
+    let mut problems = in_file_order(problems);
+    // Values checked against each other (fast < slow...) are checked once
+    // every value has the right type: a stand-in default would be judged too.
+    let shape_ok = problems.is_empty();
 
     // Put the variable names back on secrets so errors and `config show` can name them.
     let secret = |s: &mut Secret, path: &str| *s = Secret::resolved(s.expose().to_string(), vars.get(path).cloned());
@@ -318,7 +390,6 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         secret(&mut r.webhook, &format!("notify.routes[{i}].webhook"));
     }
 
-    let mut problems = Vec::new();
     for (path, var) in &unset {
         let in_use = match path.as_str() {
             p if p.starts_with("market.oanda.") => config.market.source == SourceKind::Oanda,
@@ -333,7 +404,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         }
     }
     let mut warnings = Vec::new();
-    validate(&config, &src, &mut problems, &mut warnings);
+    if shape_ok {
+        validate(&config, &src, &mut problems, &mut warnings);
+    }
     if problems.is_empty() { Ok(Loaded { config, origin, warnings }) } else { Err(ConfigError::Invalid { problems }) }
 }
 
