@@ -369,6 +369,22 @@ fn open_db_cleaning_every(dir: &Path, clean_every_ms: Option<u64>) -> Result<sle
     }
 }
 
+/// `open_db`, tried again for a moment while the directory is locked: a
+/// sled database closed in this process lets go of its lock only when its
+/// last background I/O and deferred frees are done, a little after the
+/// handle is dropped. Another process's lock outlasts the wait.
+fn open_db_waiting_for_release(dir: &Path) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match open_db(dir) {
+            Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
 impl StoreError {
     /// A sled error in `dir`, named for what the user can do about it.
     fn db(dir: String, source: sled::Error) -> StoreError {
@@ -392,7 +408,7 @@ impl Store {
         let existed = dir.join("db").exists() || dir.join("conf").exists();
         let mut report = OpenReport { created: !existed, ..OpenReport::default() };
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Create { dir: shown.clone(), source })?;
-        match open_db(dir) {
+        match open_db_waiting_for_release(dir) {
             Ok(db) => {
                 let store = Store::with_trees(db, dir)?;
                 // sled reads a scribbled log as an empty database instead of
