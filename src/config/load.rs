@@ -212,8 +212,6 @@ fn interpolate(
     }
 }
 
-/// Turns a serialized config into a `toml::Table` so that defaults hold the
-/// same `${NAME}` templates a file would.
 /// Problems by where their key is in the file (serde finds them in the
 /// order of the struct's fields); those from elsewhere last.
 fn in_file_order(mut problems: Vec<(usize, Problem)>) -> Vec<Problem> {
@@ -259,6 +257,8 @@ fn replace_at(value: &mut Value, path: &[Seg], to: Option<Value>) -> bool {
     }
 }
 
+/// Turns a serialized config into a `toml::Table` so that defaults hold the
+/// same `${NAME}` templates a file would.
 fn defaults_table() -> Table {
     toml::Table::try_from(Config::default()).unwrap_or_default()
 }
