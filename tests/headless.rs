@@ -163,6 +163,79 @@ fn a_long_signal_history_is_pruned_when_the_instance_starts() {
     assert!(ids[extra..].iter().all(|id| store.signal(id).unwrap().is_some()), "the newest are all kept");
 }
 
+/// A write the disk refuses stops the instance with the reason and what to
+/// do, and loses nothing: everything it published had been made durable, so
+/// a restart resumes with the next candle of every series. The refusal here
+/// is a file size limit (EFBIG), which any user can set; a full disk
+/// (ENOSPC) takes the same path through sled and the live task.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_refused_write_stops_the_instance_and_loses_nothing_published() {
+    use std::os::unix::process::CommandExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // 28 series at 10 ms: sled's log reaches the limit within seconds.
+    let cfg = dir.path().join("busy.toml");
+    std::fs::write(
+        &cfg,
+        "[market]\ntimeframes = [\"M1\", \"M5\", \"M15\", \"H1\"]\n[market.demo]\ncandle_every = \"10ms\"\n",
+    )
+    .unwrap();
+    let limit: libc::rlim_t = 1 << 20;
+    let mut limited = pipwatch_std();
+    limited.args(["headless", "--candles", "--no-server", "--for", "60s", "--data-dir"]).arg(&data).arg("-c").arg(&cfg);
+    // SAFETY: between fork and exec only async-signal-safe calls, on the
+    // child's own limits and signal dispositions. Without SIG_IGN the
+    // kernel's SIGXFSZ would kill the child instead of failing the write.
+    unsafe {
+        limited.pre_exec(move || {
+            let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &rl) != 0
+                || libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let out = limited.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(50), "stopped by --for, not by the refused write: {stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "error: data directory {}: the database file has reached the largest size allowed",
+            data.display()
+        )) && last.contains("Raise the limit and start pipwatch again")
+            && !last.contains("Os {"),
+        "{last}"
+    );
+    let before = candles_by_series(&json_lines(&out.stdout));
+    assert_eq!(before.len(), 28, "every series published candles before the limit");
+
+    let out = pipwatch()
+        .args(["headless", "--candles", "--no-server", "--for", "300ms", "--data-dir"])
+        .arg(&data)
+        .arg("-c")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("\"restored\":28"), "{stderr}");
+    let after = candles_by_series(&json_lines(&out.stdout));
+    for (series, times) in &before {
+        let last = chrono::DateTime::parse_from_rfc3339(times.last().unwrap()).unwrap();
+        let next = chrono::DateTime::parse_from_rfc3339(&after[series][0]).unwrap();
+        let step = chrono::DateTime::parse_from_rfc3339(&times[1]).unwrap()
+            - chrono::DateTime::parse_from_rfc3339(&times[0]).unwrap();
+        assert_eq!(next, last + step, "{series}: the restart goes on from the last published candle");
+    }
+}
+
 #[test]
 fn the_same_seed_gives_the_same_candles() {
     let dir = tempfile::tempdir().unwrap();

@@ -37,9 +37,9 @@ pub enum StoreError {
     #[error("data directory {dir}: {source}")]
     Db { dir: String, source: sled::Error },
     #[error(
-        "data directory {dir}: {what}. Free some space and start pipwatch again: what was committed before is kept, and every series resumes after its last stored candle"
+        "data directory {dir}: {what}. {fix} and start pipwatch again: what was committed before is kept, and every series resumes after its last stored candle"
     )]
-    Full { dir: String, what: &'static str, source: sled::Error },
+    Full { dir: String, what: &'static str, fix: &'static str, source: sled::Error },
     #[error("cannot create the data directory {dir}: {source}")]
     Create { dir: String, source: std::io::Error },
     #[error("data directory {dir}: the database is corrupt and could not be moved aside: {message}")]
@@ -388,15 +388,23 @@ fn open_db_waiting_for_release(dir: &Path) -> Result<sled::Db, sled::Error> {
 impl StoreError {
     /// A sled error in `dir`, named for what the user can do about it.
     fn db(dir: String, source: sled::Error) -> StoreError {
-        use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+        use std::io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
         // sled wraps the OS error in one of its own, whose text is a debug
         // dump: the kind is what is worth saying.
-        let what = match &source {
-            sled::Error::Io(e) if e.kind() == StorageFull => "the disk is full (no space left on the device)",
-            sled::Error::Io(e) if e.kind() == QuotaExceeded => "the disk quota is used up",
+        let (what, fix) = match &source {
+            sled::Error::Io(e) if e.kind() == StorageFull => {
+                ("the disk is full (no space left on the device)", "Free some space")
+            }
+            sled::Error::Io(e) if e.kind() == QuotaExceeded => {
+                ("the disk quota is used up", "Free some space or have the quota raised")
+            }
+            sled::Error::Io(e) if e.kind() == FileTooLarge => (
+                "the database file has reached the largest size allowed (a file size limit: `ulimit -f`, systemd's LimitFSIZE, or the filesystem's own)",
+                "Raise the limit",
+            ),
             _ => return StoreError::Db { dir, source },
         };
-        StoreError::Full { dir, what, source }
+        StoreError::Full { dir, what, fix, source }
     }
 }
 
@@ -969,12 +977,25 @@ mod tests {
 
     #[test]
     fn a_full_disk_is_named_with_what_to_do() {
-        // ENOSPC as the kernel reports it, and a quota as a filesystem may.
-        for e in [std::io::Error::from_raw_os_error(28), std::io::Error::from(std::io::ErrorKind::QuotaExceeded)] {
+        // ENOSPC and EFBIG as the kernel reports them, and a quota as a filesystem may.
+        let cases = [
+            (std::io::Error::from_raw_os_error(28), "the disk is full (no space left", "Free some space and start"),
+            (
+                std::io::Error::from(std::io::ErrorKind::QuotaExceeded),
+                "quota is used up",
+                "have the quota raised and start",
+            ),
+            (
+                std::io::Error::from_raw_os_error(27),
+                "largest size allowed (a file size limit: `ulimit -f`",
+                "Raise the limit and start",
+            ),
+        ];
+        for (e, what, fix) in cases {
             let err = StoreError::db("/data/pw".into(), sled::Error::Io(e)).to_string();
-            assert!(err.starts_with("data directory /data/pw: the disk "), "{err}");
-            assert!(err.contains("is full (no space left") || err.contains("quota is used up"), "{err}");
-            assert!(err.contains("Free some space") && err.contains("resumes after its last stored candle"), "{err}");
+            assert!(err.starts_with("data directory /data/pw: "), "{err}");
+            assert!(err.contains(what) && err.contains(fix), "{err}");
+            assert!(err.ends_with("every series resumes after its last stored candle"), "{err}");
         }
         let other =
             StoreError::db("/data/pw".into(), sled::Error::Io(std::io::Error::from_raw_os_error(5))).to_string();
