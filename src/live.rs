@@ -73,23 +73,6 @@ fn prune_signals(store: &Store) {
     }
 }
 
-async fn commit_with_retry(store: &Store, batch: &[Prepared]) -> Result<Vec<bool>, StoreError> {
-    let mut attempt = 0;
-    loop {
-        match store.commit_all(batch) {
-            Ok(new) => return Ok(new),
-            // A full disk or a hiccup may pass; a few short waits before giving
-            // up, without blocking a runtime worker.
-            Err(e) if attempt < 3 => {
-                tracing::warn!(error = %e, attempt, "store commit failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Runs the configured source into the engine until `shutdown` or until the
 /// source ends. `store` must be open; `hub` receives every event; the
 /// notifier, if any, is woken when new signals are queued for it.
@@ -209,7 +192,11 @@ pub async fn run(
         }
         if !pending.is_empty() {
             let (prepared, signals): (Vec<Prepared>, Vec<_>) = pending.into_iter().unzip();
-            let new = commit_with_retry(&store, &prepared).await?;
+            // Not retried: sled keeps its first I/O error (a full disk, a
+            // failed write) and fails every later operation on this handle.
+            // Nothing of this batch has been published yet, and a restart
+            // resumes after the last flushed candle.
+            let new = store.commit_all(&prepared)?;
             let mut queued = Vec::new();
             for (signal, new) in signals.into_iter().zip(new) {
                 let Some((id, routes)) = signal else { continue };
