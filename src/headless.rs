@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::event::{Envelope, Event, Hub};
 use crate::live::{self, LiveError, LiveStats};
+use crate::market::SourceError;
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyError};
 use crate::server::{self, ServerError};
@@ -27,6 +28,14 @@ pub enum HeadlessError {
     Notify(#[from] NotifyError),
     #[error(transparent)]
     Server(#[from] ServerError),
+}
+
+impl HeadlessError {
+    /// The input was at fault (a CSV feed that cannot be read), not the run:
+    /// exit code 2, as for a bad config or flag.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, HeadlessError::Live(LiveError::Source(SourceError::Csv(_))))
+    }
 }
 
 pub struct Options {

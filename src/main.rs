@@ -67,7 +67,7 @@ fn main() -> ExitCode {
             let opts = headless::Options::headless(args.run_for, args.candles, !args.no_server);
             match rt.block_on(headless::run(&loaded.config, &data_dir, opts)) {
                 Ok(_) => ExitCode::SUCCESS,
-                Err(e) => fail(FAILED, e),
+                Err(e) => fail(if e.is_bad_input() { BAD_INPUT } else { FAILED }, e),
             }
         }
         Some(Command::Replay(args)) => run_replay(&cli, args),
@@ -130,7 +130,7 @@ fn run_tui(cli: &Cli, theme: Option<String>) -> ExitCode {
     };
     match rt.block_on(pipwatch::tui::run(&loaded.config, &data_dir, theme)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(FAILED, e),
+        Err(e) => fail(if e.is_bad_input() { BAD_INPUT } else { FAILED }, e),
     }
 }
 

@@ -348,6 +348,39 @@ fn an_invalid_config_fails_fast() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("market.instruments = '[]': is empty"));
 }
 
+/// A CSV feed that cannot be used is bad input, like a bad config: exit
+/// code 2, and the message names the file and what to do.
+#[test]
+fn an_unusable_csv_feed_is_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let named_for_nothing = dir.path().join("feed");
+    std::fs::create_dir(&named_for_nothing).unwrap();
+    std::fs::write(named_for_nothing.join("history.csv"), "time,open,high,low,close\n").unwrap();
+    let cases = [
+        (dir.path().join("missing.csv"), format!("cannot read {}", dir.path().join("missing.csv").display())),
+        (
+            named_for_nothing.clone(),
+            format!(
+                "{}: the file name does not start with an instrument (e.g. EUR_USD.csv): rename it",
+                named_for_nothing.join("history.csv").display()
+            ),
+        ),
+    ];
+    for (path, said) in cases {
+        let out = pipwatch()
+            .args(["headless", "--for", "5s", "--no-server", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--source")
+            .arg(format!("csv:{}", path.display()))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.starts_with("error: ") && last.contains(&said), "{last}");
+    }
+}
+
 #[test]
 fn a_csv_feed_gives_replays_signals_and_skips_what_was_applied() {
     let dir = tempfile::tempdir().unwrap();

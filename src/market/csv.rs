@@ -26,7 +26,9 @@ pub enum CsvError {
     Csv { path: String, source: csv::Error },
     #[error("{path}: no *.csv files in this directory")]
     EmptyDir { path: String },
-    #[error("{path}: the file name does not start with an instrument (e.g. EUR_USD.csv); pass --instrument")]
+    #[error(
+        "{path}: the file name does not start with an instrument (e.g. EUR_USD.csv): rename it, or give `pipwatch replay` an --instrument"
+    )]
     NoInstrument { path: String },
 }
 

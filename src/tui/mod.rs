@@ -40,6 +40,12 @@ pub enum TuiError {
     Attach(#[from] remote::AttachError),
 }
 
+impl TuiError {
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, TuiError::Engine(e) if e.is_bad_input())
+    }
+}
+
 pub fn mode_label(c: &Config) -> String {
     match c.market.source {
         SourceKind::Demo => "DEMO".into(),
