@@ -29,6 +29,10 @@ pub enum LiveError {
     Store(#[from] StoreError),
     #[error("the market source crashed: {0}")]
     Crashed(String),
+    /// Another part of the instance (the notifier, the health task) met the
+    /// store's I/O error first.
+    #[error("{0}")]
+    StoreFailed(String),
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -141,6 +145,10 @@ pub async fn run(
                 source_stop.cancel();
                 stopping = Some(tokio::time::Instant::now() + SOURCE_GRACE);
                 continue;
+            }
+            message = store.failed() => {
+                source_stop.cancel();
+                return Err(LiveError::StoreFailed(message));
             }
             _ = tokio::time::sleep_until(stopping.unwrap_or_else(tokio::time::Instant::now)), if stopping.is_some() => {
                 tracing::warn!("the market source did not stop in time; cutting it off");
@@ -260,4 +268,73 @@ pub async fn run(
     stats.source_finished = !shutdown.is_cancelled();
     tracing::info!(candles = stats.candles, signals = stats.signals, rejected = stats.rejected, "engine stopped");
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The engine has nothing to write for an hour; another user of the store
+    /// (here standing in for the notifier) meets a full disk. The engine
+    /// stops with that error instead of running on a store that can no
+    /// longer write.
+    #[tokio::test]
+    async fn an_idle_engine_stops_when_another_part_meets_a_failed_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let store = Arc::new(store);
+        let mut config = Config::default();
+        config.market.demo.candle_every = crate::config::Dur(Duration::from_secs(3600));
+        let hub = Arc::new(Hub::new(1024));
+        let mut events = hub.subscribe();
+        let shutdown = CancellationToken::new();
+        let engine = tokio::spawn({
+            let (store, hub, shutdown) = (store.clone(), hub.clone(), shutdown.clone());
+            async move { run(&config, store, hub, None, None, shutdown).await }
+        });
+        // Live: the warm-up is committed and the next candle is an hour away.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Ok(env) = events.recv().await
+                    && matches!(&env.event, Event::Feed(f) if f.state == crate::event::FeedState::Live)
+                {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("the demo went live");
+
+        let refused = store.refuse_a_write(std::io::Error::from_raw_os_error(28)).to_string();
+        let result = tokio::time::timeout(Duration::from_secs(5), engine).await.expect("the engine stopped").unwrap();
+        match result {
+            Err(LiveError::StoreFailed(message)) => {
+                assert_eq!(message, refused);
+                assert!(message.contains("the disk is full"), "{message}");
+            }
+            other => panic!("expected the store's failure, got {other:?}"),
+        }
+        assert!(!shutdown.is_cancelled(), "stopped by the failure, not by a shutdown");
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_reaches_waiters_before_and_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let store = Arc::new(store);
+        let early = tokio::spawn({
+            let store = store.clone();
+            async move { store.failed().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), store.failed()).await.is_err(),
+            "nothing has failed yet"
+        );
+        let refused = store.refuse_a_write(std::io::Error::from(std::io::ErrorKind::QuotaExceeded)).to_string();
+        // A second error does not replace the first: that one is the cause.
+        store.refuse_a_write(std::io::Error::from_raw_os_error(5));
+        assert_eq!(tokio::time::timeout(Duration::from_secs(1), early).await.unwrap().unwrap(), refused);
+        assert_eq!(store.failed().await, refused);
+    }
 }

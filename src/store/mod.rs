@@ -268,6 +268,18 @@ pub struct Store {
     /// (`meta` holds it too): a signal at or before it counts as already
     /// signalled, as it would have if it were still stored.
     pruned: std::sync::RwLock<std::collections::HashMap<SeriesKey, Ts>>,
+    failed: Failed,
+}
+
+/// The first I/O error sled reported on this handle. sled keeps that error
+/// and fails every later write until the database is opened again, so the
+/// first part of pipwatch to meet it (the engine, the notifier, the health
+/// task) tells the rest, and the instance stops instead of retrying what
+/// cannot succeed.
+#[derive(Default)]
+struct Failed {
+    first: std::sync::OnceLock<String>,
+    notify: tokio::sync::Notify,
 }
 
 /// How many signals `signals` keeps per series. The tree is there so that a
@@ -469,6 +481,7 @@ impl Store {
             db,
             dir: dir.to_path_buf(),
             pruned: std::sync::RwLock::new(pruned),
+            failed: Failed::default(),
         })
     }
 
@@ -515,7 +528,34 @@ impl Store {
     }
 
     fn err(&self, source: sled::Error) -> StoreError {
-        StoreError::db(self.dir.display().to_string(), source)
+        let io = matches!(source, sled::Error::Io(_));
+        let e = StoreError::db(self.dir.display().to_string(), source);
+        if io && self.failed.first.set(e.to_string()).is_ok() {
+            self.failed.notify.notify_waiters();
+        }
+        e
+    }
+
+    /// What sled returns when a write is refused, for tests of whoever
+    /// must notice it.
+    #[cfg(test)]
+    pub(crate) fn refuse_a_write(&self, e: std::io::Error) -> StoreError {
+        self.err(sled::Error::Io(e))
+    }
+
+    /// Resolves, with the error's message, once any use of the store has
+    /// met an I/O error (a full disk, a refused write).
+    pub async fn failed(&self) -> String {
+        loop {
+            let notified = self.failed.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a failure between the two is not missed.
+            notified.as_mut().enable();
+            if let Some(message) = self.failed.first.get() {
+                return message.clone();
+            }
+            notified.await;
+        }
     }
 
     fn check_schema(&self) -> Result<(), StoreError> {
