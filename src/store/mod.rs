@@ -431,6 +431,11 @@ impl Store {
         match open_db_waiting_for_release(dir) {
             Ok(db) => {
                 let store = Store::with_trees(db, dir)?;
+                // sled writes while it opens, and reports a refused write only
+                // to the next flush. Asked here, a full disk is named as one
+                // instead of a log that reads empty being taken for a lost
+                // database and moved aside.
+                store.flush_blocking()?;
                 // sled reads a scribbled log as an empty database instead of
                 // failing. A database that existed must at least hold its schema
                 // record; without it the contents are gone, so say so.
@@ -1040,6 +1045,24 @@ mod tests {
         let other =
             StoreError::db("/data/pw".into(), sled::Error::Io(std::io::Error::from_raw_os_error(5))).to_string();
         assert!(!other.contains("Free some space") && other.starts_with("data directory /data/pw: "), "{other}");
+    }
+
+    /// A device that refuses every write, as a full disk does: the open
+    /// says so and leaves the directory where it is.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_disk_that_refuses_writes_at_open_is_named_and_nothing_is_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::os::unix::fs::symlink("/dev/full", data.join("db")).unwrap();
+        let err = Store::open(&data).err().expect("a refused write is an error");
+        assert!(matches!(err, StoreError::Full { .. }), "{err}");
+        assert!(err.to_string().contains("the disk is full"), "{err}");
+        assert!(std::fs::symlink_metadata(data.join("db")).unwrap().file_type().is_symlink(), "moved aside");
+        let aside =
+            std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name() != "data").count();
+        assert_eq!(aside, 0, "nothing moved aside next to the directory");
     }
 
     #[test]
