@@ -31,6 +31,11 @@ fn candles_by_series(records: &[serde_json::Value]) -> HashMap<String, Vec<Strin
     out
 }
 
+/// `pipwatch headless ARGS --data-dir DATA -c CFG`, run to its end.
+fn headless(args: &[&str], data: &std::path::Path, cfg: &std::path::Path) -> std::process::Output {
+    pipwatch().arg("headless").args(args).arg("--data-dir").arg(data).arg("-c").arg(cfg).output().unwrap()
+}
+
 #[test]
 fn runs_for_a_while_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,13 +70,7 @@ fn a_restart_resumes_from_the_store() {
     let cfg = fast_demo(dir.path());
     let data = dir.path().join("data");
     let run = || {
-        let out = pipwatch()
-            .args(["headless", "--candles", "--for", "1500ms", "--data-dir"])
-            .arg(&data)
-            .arg("-c")
-            .arg(&cfg)
-            .output()
-            .unwrap();
+        let out = headless(&["--candles", "--for", "1500ms"], &data, &cfg);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         (json_lines(&out.stdout), String::from_utf8_lossy(&out.stderr).to_string())
     };
@@ -145,13 +144,7 @@ fn a_long_signal_history_is_pruned_when_the_instance_starts() {
         store.flush_blocking().unwrap();
         ids
     };
-    let out = pipwatch()
-        .args(["headless", "--for", "1s", "--no-server", "--data-dir"])
-        .arg(&data)
-        .arg("-c")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = headless(&["--for", "1s", "--no-server"], &data, &cfg);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -216,13 +209,7 @@ fn a_refused_write_stops_the_instance_and_loses_nothing_published() {
     let before = candles_by_series(&json_lines(&out.stdout));
     assert_eq!(before.len(), 28, "every series published candles before the limit");
 
-    let out = pipwatch()
-        .args(["headless", "--candles", "--no-server", "--for", "300ms", "--data-dir"])
-        .arg(&data)
-        .arg("-c")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = headless(&["--candles", "--no-server", "--for", "300ms"], &data, &cfg);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("\"restored\":28"), "{stderr}");
