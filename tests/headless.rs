@@ -192,11 +192,10 @@ fn a_refused_write_stops_the_instance_and_loses_nothing_published() {
             Ok(())
         });
     }
-    let started = Instant::now();
     let out = limited.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(50), "stopped by --for, not by the refused write: {stderr}");
+    assert!(!stderr.contains("--for elapsed"), "stopped by --for, not by the refused write: {stderr}");
     let last = stderr.lines().last().unwrap_or_default();
     assert!(
         last.starts_with(&format!(
