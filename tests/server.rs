@@ -564,11 +564,13 @@ async fn metrics_parse_as_prometheus_text() {
             latency_secs: Some(0.25),
         }));
     }
-    // The server folds events on its own task; wait for them to count.
+    // The server folds events in order on its own task: once the last one
+    // published (the failed delivery) counts, all of them do. Waiting for the
+    // first signal only (as this test once did) raced with the second.
     let mut body = String::new();
-    for _ in 0..50 {
+    for _ in 0..100 {
         body = reqwest::get(rig.http("/metrics")).await.unwrap().text().await.unwrap();
-        if body.contains("pipwatch_signals_total{") {
+        if body.lines().any(|l| l.starts_with("pipwatch_notifications_total{") && l.contains("\"failed\"")) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
