@@ -206,6 +206,7 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
             metrics: metrics.clone(),
             series,
             pace: crate::health::task::Pace::from_config(config),
+            store: Some(store.clone()),
         },
         health_stop.clone(),
     ));

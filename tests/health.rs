@@ -87,6 +87,7 @@ async fn a_stale_feed_alerts_once_through_the_outbox_and_resolves_once() {
             metrics: Arc::new(Metrics::new()),
             series: vec![SeriesKey::new(i, Timeframe::H1)],
             pace: Pace::Every(Duration::from_millis(200)),
+            store: None,
         },
         stop.clone(),
     ));
@@ -156,6 +157,7 @@ async fn the_heartbeat_pings_only_while_healthy() {
             metrics: Arc::new(Metrics::new()),
             series: Vec::new(),
             pace: Pace::Unpaced,
+            store: None,
         },
         stop.clone(),
     ));
@@ -170,4 +172,119 @@ async fn the_heartbeat_pings_only_while_healthy() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(pings(&server), after_failure, "pinged while unhealthy");
     stop.cancel();
+}
+
+/// An alert still open when pipwatch stops goes on after the restart: shown
+/// at once with its acknowledgement, not sent again, and resolved under the
+/// same id when the value comes back. The disk check stands in for the
+/// checks whose value a restart does not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_alert_goes_on_across_a_restart_without_being_sent_again() {
+    use pipwatch::event::{Alert, AlertState, Envelope};
+
+    let server = discord::start().await;
+    let mut config = Config::default();
+    config.notify.routes = vec![Route {
+        name: "ops".into(),
+        webhook: Secret::new(server.webhook(1, "t")),
+        events: vec![RouteEvent::Alert],
+        min_severity: Severity::Warning,
+        ..Route::default()
+    }];
+    let h = &mut config.health;
+    h.sample_every = Dur(Duration::from_millis(100));
+    h.sustain = Dur(Duration::from_millis(300));
+    h.cooldown = Dur(Duration::from_secs(3600));
+    h.stale_warning = Dur(Duration::from_secs(3600));
+    h.stale_critical = Dur(Duration::from_secs(7200));
+    (h.cpu_warning, h.cpu_critical, h.memory_warning, h.memory_critical) = (101.0, 101.0, 101.0, 101.0);
+    // Any disk in use is past 1%: the disk alert is raised and stays raised.
+    (h.disk_warning, h.disk_critical) = (1.0, 101.0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let i = Instrument::new("EUR_USD").unwrap();
+    let sent = |server: &discord::DiscordServer| -> Vec<serde_json::Value> {
+        let w = server.world.lock().unwrap();
+        w.requests
+            .iter()
+            .filter(|r| r.status == 200)
+            .flat_map(|r| r.body["embeds"].as_array().unwrap().clone())
+            .collect()
+    };
+    // One run of the instance's parts that matter here, on the same data directory.
+    let start = |config: &Config| {
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let store = Arc::new(store);
+        let hub = Arc::new(Hub::new(1 << 16));
+        let events = hub.subscribe();
+        let notifier = Notifier::new(config, store.clone(), hub.clone()).unwrap();
+        let stop = CancellationToken::new();
+        let ctx = Ctx {
+            health: config.health.clone(),
+            data_dir: dir.path().to_path_buf(),
+            hub: hub.clone(),
+            notifier: Some(notifier.handle()),
+            metrics: Arc::new(Metrics::new()),
+            series: vec![SeriesKey::new(i, Timeframe::H1)],
+            pace: Pace::Every(Duration::from_millis(200)),
+            store: Some(store.clone()),
+        };
+        let tasks = [tokio::spawn(notifier.run(stop.clone())), tokio::spawn(task::run(ctx, stop.clone()))];
+        hub.publish(Event::Feed(FeedStatus { source: "test".into(), state: FeedState::Live, message: None }));
+        (store, hub, events, stop, tasks)
+    };
+    let alerts = |events: &mut tokio::sync::broadcast::Receiver<Arc<Envelope>>| -> Vec<Alert> {
+        let mut out = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            if let Event::Alert(a) = &e.event {
+                out.push(a.clone());
+            }
+        }
+        out
+    };
+
+    // First run: the disk alert is raised and sent; then someone
+    // acknowledges it, as `a` in the console does.
+    let (store, hub, mut events, stop, tasks) = start(&config);
+    until(Duration::from_secs(10), "the disk alert sent", || sent(&server).len() == 1).await;
+    let raised = alerts(&mut events).into_iter().find(|a| a.state == AlertState::Raised).expect("raised on the hub");
+    assert_eq!(raised.check, "disk");
+    hub.publish(Event::Alert(Alert { state: AlertState::Acknowledged, ..raised.clone() }));
+    until(Duration::from_secs(5), "the acknowledgement kept", || {
+        store.raised_alerts().unwrap().0.iter().any(|a| a.id == raised.id && a.state == AlertState::Acknowledged)
+    })
+    .await;
+    store.flush().await.unwrap();
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    drop((store, hub, events));
+
+    // Second run, the disk as full: the episode is shown at once, as it was
+    // left, and neither raised nor sent again.
+    let (store, hub, mut events, stop, tasks) = start(&config);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let seen = alerts(&mut events);
+    assert_eq!(seen.iter().map(|a| (&a.id, a.state)).collect::<Vec<_>>(), [(&raised.id, AlertState::Acknowledged)]);
+    assert_eq!(sent(&server).len(), 1, "sent again after the restart: {:#?}", sent(&server));
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    drop((store, hub, events));
+
+    // Third run, the threshold raised past the disk's use: the same episode
+    // resolves, is sent as resolved, and is no longer kept.
+    config.health.disk_warning = 101.0;
+    let (store, _hub, _events, stop, tasks) = start(&config);
+    until(Duration::from_secs(10), "the resolution sent", || sent(&server).len() == 2).await;
+    let both = sent(&server);
+    assert!(both[1]["title"].as_str().unwrap().contains("RESOLVED"), "{both:#?}");
+    assert_eq!(both[0]["footer"]["text"], both[1]["footer"]["text"], "one episode, one id, across the restarts");
+    until(Duration::from_secs(5), "the resolved alert dropped", || store.raised_alerts().unwrap().0.is_empty()).await;
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
 }

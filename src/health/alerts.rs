@@ -151,6 +151,19 @@ impl AlertEngine {
         }
     }
 
+    /// Goes on with an episode raised before a restart: it is not raised
+    /// (and sent) again, repeats wait out the cooldown from `sent`, and it
+    /// resolves as any other once the value is back.
+    pub fn restore(&mut self, alert: &Alert, sent: Instant) {
+        let st = self.states.entry(alert.check.clone()).or_default();
+        *st = State { raised: Some((alert.id.clone(), alert.severity, sent)), ..State::default() };
+    }
+
+    /// Whether `check`'s current episode is `id`.
+    pub fn holds(&self, check: &str, id: &str) -> bool {
+        self.states.get(check).and_then(|s| s.raised.as_ref()).is_some_and(|(i, _, _)| i == id)
+    }
+
     /// Checks that were raised and are no longer fed (a series that went
     /// away): resolve them so nothing stays raised forever.
     pub fn forget(&mut self, check: &str) {
@@ -204,6 +217,40 @@ mod tests {
         let resolved = c.feed(700, 10.0).unwrap();
         assert_eq!((resolved.1, &resolved.2), (AlertState::Resolved, &raised.2));
         assert_eq!(c.feed(800, 10.0), None);
+    }
+
+    /// An episode from before a restart: no second raise, the cooldown runs
+    /// from when it was last sent, and it resolves under its own id.
+    #[test]
+    fn a_restored_episode_goes_on() {
+        let mut c = clock();
+        let before = Alert {
+            id: "cpu:earlier".into(),
+            check: "cpu".into(),
+            severity: Severity::Warning,
+            state: AlertState::Acknowledged,
+            title: "CPU".into(),
+            message: "m".into(),
+            time: Ts(0),
+        };
+        // Last sent 500 s before this run's clock starts.
+        let start = c.start;
+        c.start = start + Duration::from_secs(500);
+        c.engine.restore(&before, start);
+        assert!(c.engine.holds("cpu", "cpu:earlier"));
+        for t in (0..100).step_by(2) {
+            assert_eq!(c.feed(t, 86.0), None, "raised again at {t}s after the restart");
+        }
+        let again = c.feed(100, 86.0).unwrap();
+        assert_eq!(
+            (again.1, again.2.as_str()),
+            (AlertState::Raised, "cpu:earlier"),
+            "repeated 600 s after it was sent"
+        );
+        c.feed(110, 10.0);
+        let resolved = c.feed(140, 10.0).unwrap();
+        assert_eq!((resolved.1, resolved.2.as_str()), (AlertState::Resolved, "cpu:earlier"));
+        assert!(!c.engine.holds("cpu", "cpu:earlier"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! mind, runs every threshold through the alert engine, publishes a `health`
 //! event, pings the heartbeat URL and systemd's watchdog while healthy.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,9 +15,10 @@ use super::alerts::{AlertEngine, Describe, Limits, Rules};
 use super::sampler::Sampler;
 use super::{Status, evaluate, fxweek};
 use crate::config;
-use crate::event::{Alert, Event, FeedState, HealthSample, Hub, Stale};
+use crate::event::{Alert, AlertState, Event, FeedState, HealthSample, Hub, Stale};
 use crate::metrics::Metrics;
 use crate::notify::NotifierHandle;
+use crate::store::Store;
 use crate::time::Ts;
 use crate::types::{SeriesKey, Severity};
 use crate::view::View;
@@ -52,6 +53,9 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     pub series: Vec<SeriesKey>,
     pub pace: Pace,
+    /// Where raised alerts are kept across restarts; none in tests that do
+    /// not need it.
+    pub store: Option<Arc<Store>>,
 }
 
 /// The latency window: p95 is judged over roughly this much recent history.
@@ -131,6 +135,62 @@ async fn raise(ctx: &Ctx, alert: Alert) {
     }
 }
 
+fn keep(ctx: &Ctx, lasting: &HashSet<&str>, alert: &Alert) {
+    if let Some(store) = &ctx.store
+        && lasting.contains(alert.check.as_str())
+        && let Err(e) = store.keep_alert(alert)
+    {
+        tracing::warn!(error = %e, check = %alert.check, "an alert's state could not be kept for a restart");
+    }
+}
+
+/// The checks whose value a restart does not change: an episode of these
+/// goes on after one. The others start over with the process (feed
+/// staleness counts from the start, failure rate and latency from fresh
+/// counters), so they would read as back to normal for a while and resolve
+/// an episode that is not over; theirs are dropped and raised anew if still
+/// true. A check this run does not make at all (no routes now) is dropped too.
+fn lasting_checks(ctx: &Ctx) -> HashSet<&'static str> {
+    let mut checks: HashSet<&'static str> = ["cpu", "memory", "disk"].into();
+    if let Some(n) = &ctx.notifier
+        && n.status().is_ok_and(|q| !q.routes.is_empty())
+    {
+        checks.extend(["queue", "oldest_pending"]);
+    }
+    checks
+}
+
+/// Goes on with the alerts raised before a restart: shown at once (the
+/// console and `/health` see them before the first sample), not sent again.
+fn restore_alerts(ctx: &Ctx, store: &Store, lasting: &HashSet<&str>, engine: &mut AlertEngine) {
+    let (kept, unreadable) = match store.raised_alerts() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "the alerts raised before the restart could not be read; they are raised again if still true");
+            return;
+        }
+    };
+    for problem in unreadable {
+        tracing::warn!(%problem, "a kept alert could not be read; it is raised again if still true");
+    }
+    let (now, inst) = (Ts::now(), Instant::now());
+    for alert in kept {
+        if !lasting.contains(alert.check.as_str()) {
+            let gone = Alert { state: AlertState::Resolved, ..alert };
+            if let Err(e) = store.keep_alert(&gone) {
+                tracing::warn!(error = %e, check = %gone.check, "a kept alert that starts over could not be dropped");
+            }
+            continue;
+        }
+        // The cooldown runs from when it was last sent, in wall-clock time.
+        let age = Duration::from_secs(u64::try_from(now.0 - alert.time.0).unwrap_or(0));
+        let sent = inst.checked_sub(age).or_else(|| inst.checked_sub(ctx.health.cooldown.0)).unwrap_or(inst);
+        engine.restore(&alert, sent);
+        tracing::info!(check = %alert.check, id = %alert.id, "an alert raised before the restart is still open");
+        ctx.hub.publish(Event::Alert(alert));
+    }
+}
+
 fn pct_shown(v: f64) -> String {
     format!("{v:.1}%")
 }
@@ -163,6 +223,10 @@ async fn run_with(
     let heartbeat = (!h.heartbeat_url.is_empty()).then(|| h.heartbeat_url.expose().to_string());
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().ok();
     let mut heartbeat_failing = false;
+    let lasting = lasting_checks(&ctx);
+    if let Some(store) = &ctx.store {
+        restore_alerts(&ctx, store, &lasting, &mut engine);
+    }
     let mut watchdog_usec = 0u64;
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
 
@@ -170,8 +234,15 @@ async fn run_with(
         tokio::select! {
             r = rx.recv() => match r {
                 Ok(env) => {
-                    if let Event::Candle(c) = &env.event {
-                        last_candle.insert(SeriesKey::new(c.instrument, c.timeframe), Ts::now());
+                    match &env.event {
+                        Event::Candle(c) => {
+                            last_candle.insert(SeriesKey::new(c.instrument, c.timeframe), Ts::now());
+                        }
+                        // Seen in the console: kept so, across a restart too.
+                        Event::Alert(a) if a.state == AlertState::Acknowledged && engine.holds(&a.check, &a.id) => {
+                            keep(&ctx, &lasting, a);
+                        }
+                        _ => {}
                     }
                     view.apply(&env);
                 }
@@ -254,6 +325,8 @@ async fn run_with(
                 check(&Describe { check: "latency_p95", title: "signal latency (p95)", shown: format!("{:.1} ms", latency.p95), limit_shown: &lim }, latency.p95, limits);
 
                 for a in alerts {
+                    // Written before the raise, whose flush makes it durable.
+                    keep(&ctx, &lasting, &a);
                     raise(&ctx, a).await;
                 }
                 let sample = HealthSample { time: now, system: sys, latency, ws_clients: ctx.metrics.ws_clients(), market_open, stale };

@@ -288,6 +288,8 @@ struct Failed {
 pub const SIGNALS_KEPT_PER_SERIES: usize = 1000;
 
 const PRUNED_PREFIX: &str = "pruned:";
+/// `meta` keys of alerts raised and not yet resolved, by check.
+const ALERT_PREFIX: &str = "alert:";
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, postcard::Error> {
     encode_as(VALUE_V1, v)
@@ -576,6 +578,41 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Keeps a raised or acknowledged alert (its episode: id, severity, when
+    /// it was last sent) or, once resolved, drops it, so that a restart goes on with the
+    /// episode instead of raising and sending it again. Not durable until
+    /// `flush`.
+    pub fn keep_alert(&self, alert: &Alert) -> Result<(), StoreError> {
+        let key = format!("{ALERT_PREFIX}{}", alert.check);
+        match alert.state {
+            crate::event::AlertState::Raised | crate::event::AlertState::Acknowledged => {
+                let value = encode(alert).map_err(|e| self.encode_err(e))?;
+                self.meta.insert(key, value).map_err(|e| self.err(e))?;
+            }
+            crate::event::AlertState::Resolved => {
+                self.meta.remove(key).map_err(|e| self.err(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Alerts raised (or acknowledged) and not resolved when the store was last used. One
+    /// that cannot be read is dropped and named in the second list.
+    pub fn raised_alerts(&self) -> Result<(Vec<Alert>, Vec<String>), StoreError> {
+        let (mut ok, mut bad) = (Vec::new(), Vec::new());
+        for item in self.meta.scan_prefix(ALERT_PREFIX) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            match decode::<Alert>(&v) {
+                Ok(a) => ok.push(a),
+                Err(e) => {
+                    bad.push(format!("{}: {e}", String::from_utf8_lossy(&k)));
+                    self.meta.remove(k).map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        Ok((ok, bad))
     }
 
     /// Every stored series. A value that cannot be read is skipped and named
