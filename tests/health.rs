@@ -40,9 +40,11 @@ async fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stale_feed_alerts_once_through_the_outbox_and_resolves_once() {
-    let server = discord::start().await;
+/// Alerts to a Discord-like server, sampled fast, raised after 300 ms, never
+/// repeated; staleness after 1 s. CPU, memory and disk thresholds no reading
+/// can reach, so only what a test lowers speaks. (At 100 a busy machine's CPU
+/// crossed them: a test then saw a CPU alert first.)
+fn alerting(server: &discord::DiscordServer) -> Config {
     let mut config = Config::default();
     config.notify.routes = vec![Route {
         name: "ops".into(),
@@ -51,22 +53,28 @@ async fn a_stale_feed_alerts_once_through_the_outbox_and_resolves_once() {
         min_severity: Severity::Warning,
         ..Route::default()
     }];
-    let mut h = config.health.clone();
+    let h = &mut config.health;
     h.sample_every = Dur(Duration::from_millis(100));
     h.sustain = Dur(Duration::from_millis(300));
     h.cooldown = Dur(Duration::from_secs(3600));
     h.stale_warning = Dur(Duration::from_secs(1));
     h.stale_critical = Dur(Duration::from_secs(3600));
-    // Thresholds no reading can reach, so only staleness speaks. (At 100 a
-    // busy machine's CPU crossed them: the test then saw a CPU alert first.)
-    for (w, c) in [
-        (&mut h.cpu_warning, &mut h.cpu_critical),
-        (&mut h.memory_warning, &mut h.memory_critical),
-        (&mut h.disk_warning, &mut h.disk_critical),
-    ] {
-        *w = 101.0;
-        *c = 101.0;
-    }
+    (h.cpu_warning, h.cpu_critical, h.memory_warning, h.memory_critical) = (101.0, 101.0, 101.0, 101.0);
+    (h.disk_warning, h.disk_critical) = (101.0, 101.0);
+    config
+}
+
+/// The embeds the server accepted, in order.
+fn sent(server: &discord::DiscordServer) -> Vec<serde_json::Value> {
+    let w = server.world.lock().unwrap();
+    w.requests.iter().filter(|r| r.status == 200).flat_map(|r| r.body["embeds"].as_array().unwrap().clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_feed_alerts_once_through_the_outbox_and_resolves_once() {
+    let server = discord::start().await;
+    let config = alerting(&server);
+    let h = config.health.clone();
 
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path()).unwrap();
@@ -95,15 +103,7 @@ async fn a_stale_feed_alerts_once_through_the_outbox_and_resolves_once() {
     hub.publish(candle(i));
 
     // No candles: stale after 200 ms + 1 s, alerted after another 300 ms.
-    let bodies = |server: &discord::DiscordServer| -> Vec<serde_json::Value> {
-        let w = server.world.lock().unwrap();
-        w.requests
-            .iter()
-            .filter(|r| r.status == 200)
-            .flat_map(|r| r.body["embeds"].as_array().unwrap().clone())
-            .collect()
-    };
-    until(Duration::from_secs(10), "the stale alert", || !bodies(&server).is_empty()).await;
+    until(Duration::from_secs(10), "the stale alert", || !sent(&server).is_empty()).await;
     // Candles again, every 100 ms: back to normal, resolved after the sustain.
     let feeding = {
         let hub = hub.clone();
@@ -114,13 +114,13 @@ async fn a_stale_feed_alerts_once_through_the_outbox_and_resolves_once() {
             }
         })
     };
-    until(Duration::from_secs(10), "the resolution", || bodies(&server).len() >= 2).await;
+    until(Duration::from_secs(10), "the resolution", || sent(&server).len() >= 2).await;
     // Keep going a while: nothing more may be sent for this episode.
     tokio::time::sleep(Duration::from_secs(2)).await;
     feeding.abort();
     stop.cancel();
 
-    let sent = bodies(&server);
+    let sent = sent(&server);
     assert_eq!(sent.len(), 2, "{sent:#?}");
     let (raised, resolved) = (&sent[0], &sent[1]);
     assert!(raised["title"].as_str().unwrap().starts_with("[DEMO] WARNING: EUR_USD H1 candles"), "{raised}");
@@ -183,34 +183,15 @@ async fn an_open_alert_goes_on_across_a_restart_without_being_sent_again() {
     use pipwatch::event::{Alert, AlertState, Envelope};
 
     let server = discord::start().await;
-    let mut config = Config::default();
-    config.notify.routes = vec![Route {
-        name: "ops".into(),
-        webhook: Secret::new(server.webhook(1, "t")),
-        events: vec![RouteEvent::Alert],
-        min_severity: Severity::Warning,
-        ..Route::default()
-    }];
-    let h = &mut config.health;
-    h.sample_every = Dur(Duration::from_millis(100));
-    h.sustain = Dur(Duration::from_millis(300));
-    h.cooldown = Dur(Duration::from_secs(3600));
-    h.stale_warning = Dur(Duration::from_secs(3600));
-    h.stale_critical = Dur(Duration::from_secs(7200));
-    (h.cpu_warning, h.cpu_critical, h.memory_warning, h.memory_critical) = (101.0, 101.0, 101.0, 101.0);
-    // Any disk in use is past 1%: the disk alert is raised and stays raised.
-    (h.disk_warning, h.disk_critical) = (1.0, 101.0);
+    let mut config = alerting(&server);
+    // No staleness here; any disk in use is past 1%: the disk alert is
+    // raised and stays raised.
+    config.health.stale_warning = Dur(Duration::from_secs(3600));
+    config.health.stale_critical = Dur(Duration::from_secs(7200));
+    config.health.disk_warning = 1.0;
 
     let dir = tempfile::tempdir().unwrap();
     let i = Instrument::new("EUR_USD").unwrap();
-    let sent = |server: &discord::DiscordServer| -> Vec<serde_json::Value> {
-        let w = server.world.lock().unwrap();
-        w.requests
-            .iter()
-            .filter(|r| r.status == 200)
-            .flat_map(|r| r.body["embeds"].as_array().unwrap().clone())
-            .collect()
-    };
     // One run of the instance's parts that matter here, on the same data directory.
     let start = |config: &Config| {
         let (store, _) = Store::open(dir.path()).unwrap();
