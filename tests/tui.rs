@@ -154,6 +154,8 @@ fn help_and_too_small() {
     assert_eq!(a.key(crossterm::event::KeyCode::Char('?'), false), Action::Redraw);
     insta::assert_snapshot!("help_80x24", render(&a, 80, 24).backend());
     insta::assert_snapshot!("too_small", render(&a, 50, 10).backend());
+    // Narrower than the message: it wraps, so the sizes still show.
+    insta::assert_snapshot!("too_small_30x8", render(&a, 30, 8).backend());
     assert_eq!(a.key(crossterm::event::KeyCode::Esc, false), Action::Redraw);
     assert!(!a.help);
 }

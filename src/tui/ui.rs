@@ -5,7 +5,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Clear, Paragraph};
+use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
 use super::app::{App, Focus};
 use super::grid::{Grid, GridRow};
@@ -67,8 +67,12 @@ fn spark_values(values: &[f64], width: usize, max: Option<f64>) -> String {
 pub fn draw(f: &mut Frame<'_>, app: &App) {
     let area = f.area();
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
-        let msg = format!("terminal too small (need {MIN_WIDTH}x{MIN_HEIGHT}, have {}x{})", area.width, area.height);
-        f.render_widget(Paragraph::new(msg).style(app.theme.warning), area);
+        // Wrapped: on a narrow terminal the sizes are the part worth seeing.
+        let msg = format!(
+            "terminal too small: need {MIN_WIDTH}x{MIN_HEIGHT}, have {}x{}. {} quits",
+            area.width, area.height, app.keys.quit
+        );
+        f.render_widget(Paragraph::new(msg).style(app.theme.warning).wrap(Wrap { trim: true }), area);
         return;
     }
     let [header, body, footer] =
