@@ -146,6 +146,8 @@ fn the_whole_screen_at_80x24_and_160x48() {
     let a = app("dark");
     insta::assert_snapshot!("screen_80x24", render(&a, 80, 24).backend());
     insta::assert_snapshot!("screen_160x48", render(&a, 160, 48).backend());
+    // The smallest size drawn: the signals' time keeps its digits.
+    insta::assert_snapshot!("screen_60x16", render(&a, 60, 16).backend());
 }
 
 #[test]

@@ -375,7 +375,18 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
             if focused && n == app.signal_selected { row.style(t.selection) } else { row }
         })
         .collect();
-    let mut widths = vec![Constraint::Length(5), Constraint::Length(4), Constraint::Length(11), Constraint::Length(9)];
+    // Where the panel is narrower than the columns, the pair and the price
+    // give way first (to "EUR_USD" and 7 digits): left to the layout, the
+    // time lost a digit.
+    let short = (5 + 4 + 11 + 9 + 6 + 4 + 2u16).saturating_sub(area.width);
+    let pair_cut = short.min(4);
+    let entry_cut = (short - pair_cut).min(2);
+    let mut widths = vec![
+        Constraint::Length(5),
+        Constraint::Length(4),
+        Constraint::Length(11 - pair_cut),
+        Constraint::Length(9 - entry_cut),
+    ];
     let mut header = vec!["Time", "Side", "Pair", "Entry"];
     if wide {
         widths.extend([Constraint::Length(9), Constraint::Length(9)]);
