@@ -155,6 +155,8 @@ fn help_and_too_small() {
     let mut a = app("dark");
     assert_eq!(a.key(crossterm::event::KeyCode::Char('?'), false), Action::Redraw);
     insta::assert_snapshot!("help_80x24", render(&a, 80, 24).backend());
+    // At the smallest size every line of the help still fits.
+    insta::assert_snapshot!("help_60x16", render(&a, 60, 16).backend());
     insta::assert_snapshot!("too_small", render(&a, 50, 10).backend());
     // Narrower than the message: it wraps, so the sizes still show.
     insta::assert_snapshot!("too_small_30x8", render(&a, 30, 8).backend());

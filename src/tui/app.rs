@@ -123,11 +123,11 @@ impl KeyMap {
             ("Tab / Shift-Tab".into(), "move focus: pairs, signals"),
             ("↑ ↓ / j k".into(), "select a row"),
             ("Enter".into(), "the selected pair's chart and values"),
-            (self.filter.to_string(), "filter signals: pair, buys, sells, all"),
+            (self.filter.to_string(), "filter signals: pair/buys/sells/all"),
             (self.pause.to_string(), "pause or resume notifications"),
             (self.ack.to_string(), "acknowledge the active alerts"),
             (self.theme.to_string(), "next colour theme"),
-            ("Esc".into(), "close an overlay, back from a detail view"),
+            ("Esc".into(), "close an overlay or a detail view"),
             ("Ctrl-C / Ctrl-Z".into(), "quit / suspend (fg resumes)"),
             (self.logs.to_string(), "log panel (also in pipwatch.log)"),
         ]
