@@ -150,6 +150,29 @@ fn the_whole_screen_at_80x24_and_160x48() {
     insta::assert_snapshot!("screen_60x16", render(&a, 60, 16).backend());
 }
 
+/// Paused notifications are the header's most important news: down to the
+/// smallest size, and in the worst case of every other segment at its
+/// longest, they stay on screen.
+#[test]
+fn paused_notifications_show_in_the_header_at_every_width() {
+    let mut a = app("dark");
+    let n = 1000;
+    a.apply(&Envelope {
+        seq: n,
+        event: Event::Queue(QueueStatus { paused: true, depth: Depths::default(), routes: Vec::new() }),
+    });
+    a.apply(&Envelope {
+        seq: n + 1,
+        event: Event::Feed(FeedStatus { source: "demo".into(), state: FeedState::WarmingUp, message: None }),
+    });
+    for width in [60, 79, 80, 99, 100, 160] {
+        let t = render(&a, width, 24);
+        let buf = t.backend().buffer();
+        let header: String = (0..width).map(|x| buf[(x, 0)].symbol().to_string()).collect();
+        assert!(header.trim_end().ends_with("notify PAUSED"), "{width} columns: {header:?}");
+    }
+}
+
 #[test]
 fn help_and_too_small() {
     let mut a = app("dark");

@@ -152,9 +152,16 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
     let sep = Span::styled(" │ ", t.header);
     let clock = if narrow { format!("{}Z", hms(app.now)) } else { format!("{} UTC", hms(app.now)) };
     let feed = if narrow { feed } else { format!("feed {feed}") };
-    let line = Line::from(vec![
-        Span::styled(" pipwatch ", t.header.add_modifier(ratatui::style::Modifier::BOLD)),
-        sep.clone(),
+    // Below 80 columns the title and an open market go, so that the
+    // notification state (PAUSED above all) stays on screen.
+    let tight = area.width < 80;
+    let mut spans = Vec::with_capacity(14);
+    if !tight {
+        spans.extend([Span::styled(" pipwatch ", t.header.add_modifier(ratatui::style::Modifier::BOLD)), sep.clone()]);
+    }
+    let market_shown = !(tight && app.view.health.as_ref().is_none_or(|h| h.market_open));
+    spans.extend([
+        Span::styled(if tight { " " } else { "" }, t.header),
         Span::styled(app.mode.clone(), t.header),
         Span::styled(
             app.link.as_ref().map(|l| format!(" ({l})")).unwrap_or_default(),
@@ -163,15 +170,18 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
         sep.clone(),
         Span::styled(feed, t.header),
         sep.clone(),
-        Span::styled(market, t.header),
-        sep.clone(),
+    ]);
+    if market_shown {
+        spans.extend([Span::styled(market, t.header), sep.clone()]);
+    }
+    spans.extend([
         Span::styled(clock, t.header),
         sep.clone(),
         Span::styled(status, status_style),
         sep,
         Span::styled(notify.0, notify.1),
     ]);
-    f.render_widget(Paragraph::new(line).style(t.header), area);
+    f.render_widget(Paragraph::new(Line::from(spans)).style(t.header), area);
 }
 
 /// Pair table columns in the order they are dropped when space runs out (last first).
