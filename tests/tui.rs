@@ -425,8 +425,10 @@ fn the_detail_view_of_a_pair() {
     assert!(a.detail);
     let t = render(&a, 100, 30);
     let text = format!("{}", t.backend());
-    assert!(text.contains("EUR_USD H1 — last 40 candles") && text.contains("stop loss"), "{text}");
+    assert!(text.contains("EUR_USD H1 — last 40 candles") && text.contains("target"), "{text}");
     insta::assert_snapshot!("detail_100x30", t.backend());
+    // At the smallest size the values still fit their panel.
+    insta::assert_snapshot!("detail_60x16", render(&a, 60, 16).backend());
     a.key(crossterm::event::KeyCode::Esc, false);
     assert!(!a.detail);
 }

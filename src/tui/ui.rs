@@ -32,6 +32,13 @@ fn age(now: Ts, then: Ts) -> String {
     }
 }
 
+/// "2026-11-24 12:00Z": a candle's time, short enough for the narrowest values panel.
+fn day_minute(t: Ts) -> String {
+    let mut buf = [0u8; 20];
+    let full = t.format_into(&mut buf);
+    format!("{} {}Z", &full[..10], &full[11..16])
+}
+
 fn hms(t: Ts) -> String {
     let s = t.0.rem_euclid(86_400);
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
@@ -630,11 +637,11 @@ fn draw_detail(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect) {
         );
     f.render_widget(chart, chart_area);
 
-    let row = |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<13}"), t.muted), Span::raw(v)]);
+    let row = |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<9}"), t.muted), Span::raw(v)]);
     let opt = |v: Option<f64>| v.map_or("—".to_string(), |v| price(i, v));
     let c = p.candle;
     let mut lines = vec![
-        row("candle", c.map_or("—".into(), |c| c.time.to_string())),
+        row("candle", c.map_or("—".into(), |c| day_minute(c.time))),
         row("close", opt(c.map(|c| c.close))),
         row("fast MA", opt(c.and_then(|c| c.fast))),
         row("slow MA", opt(c.and_then(|c| c.slow))),
@@ -646,14 +653,14 @@ fn draw_detail(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect) {
     match &p.last_signal {
         Some(s) => {
             let (label, style) = if s.side == Side::Buy { ("BUY", t.up) } else { ("SELL", t.down) };
-            lines.push(Line::from(vec![Span::styled(format!("{label:<13}"), style), Span::raw(s.time.to_string())]));
+            lines.push(Line::from(vec![Span::styled(format!("{label:<9}"), style), Span::raw(day_minute(s.time))]));
             lines.push(row("entry", price(i, s.price)));
             lines.push(row(
-                "stop loss",
+                "stop",
                 format!("{} ({:+.1})", price(i, s.stop_loss), (s.stop_loss - s.price) / i.pip()),
             ));
             lines.push(row(
-                "take profit",
+                "target",
                 format!("{} ({:+.1})", price(i, s.take_profit), (s.take_profit - s.price) / i.pip()),
             ));
             lines.push(row("strategy", s.strategy.clone()));
