@@ -461,6 +461,11 @@ fn the_log_panel_toggles() {
     a.key(crossterm::event::KeyCode::Char('l'), false);
     let text = format!("{}", render(&a, 120, 40).backend());
     assert!(text.contains("Logs (l closes)") && text.contains("Pairs (3)"), "{text}");
+    // Too short a terminal for the panel: the footer says why nothing opened.
+    let text = format!("{}", render(&a, 100, 18).backend());
+    assert!(!text.contains("Logs (l closes)") && text.contains("logs need 19+ rows: see pipwatch.log"), "{text}");
+    let text = format!("{}", render(&a, 100, 19).backend());
+    assert!(text.contains("Logs (l closes)") && !text.contains("logs need"), "{text}");
 }
 
 #[test]

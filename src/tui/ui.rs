@@ -85,7 +85,8 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
     let [header, body, footer] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(0), Constraint::Length(1)]).areas(area);
     draw_header(f, app, header);
-    let body = if app.logs && body.height > 16 {
+    let logs_fit = body.height > LOGS_NEED_BODY;
+    let body = if app.logs && logs_fit {
         let [main, logs] = Layout::vertical([Constraint::Min(0), Constraint::Length(8)]).areas(body);
         let widget = tui_logger::TuiLoggerWidget::default()
             .block(
@@ -110,7 +111,7 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
         && let Some(p) = app.view.pairs.get(app.selected)
     {
         draw_detail(f, app, p, body);
-        draw_footer(f, app, footer);
+        draw_footer(f, app, footer, logs_fit);
         if app.help {
             draw_help(f, app, area);
         }
@@ -124,7 +125,7 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
     let [queue, health] = Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(side);
     draw_queue(f, app, queue);
     draw_health(f, app, health);
-    draw_footer(f, app, footer);
+    draw_footer(f, app, footer, logs_fit);
     if app.help {
         draw_help(f, app, area);
     }
@@ -545,7 +546,11 @@ fn bytes(n: u64) -> String {
     }
 }
 
-fn draw_footer(f: &mut Frame<'_>, app: &App, area: Rect) {
+/// The log panel takes 8 rows, and opens only where the rest keeps more than
+/// this many.
+const LOGS_NEED_BODY: u16 = 16;
+
+fn draw_footer(f: &mut Frame<'_>, app: &App, area: Rect, logs_fit: bool) {
     let t = &app.theme;
     let keys = if area.width < 100 {
         " ? help  q quit  p pause  t theme"
@@ -553,8 +558,13 @@ fn draw_footer(f: &mut Frame<'_>, app: &App, area: Rect) {
         " ? help  q quit  Tab focus  j/k select  p pause  t theme"
     };
     let mut spans = vec![Span::styled(keys, t.muted)];
-    if app.logs {
-        spans.push(Span::styled("  │ logs also in pipwatch.log", t.muted));
+    match (app.logs, logs_fit) {
+        (true, true) => spans.push(Span::styled("  │ logs also in pipwatch.log", t.muted)),
+        // Said, or `l` would seem to do nothing.
+        (true, false) => {
+            spans.push(Span::styled(format!("  │ logs need {}+ rows: see pipwatch.log", LOGS_NEED_BODY + 3), t.warning))
+        }
+        (false, _) => {}
     }
     match (&app.server, app.link.is_some()) {
         (Some(addr), _) => spans.push(Span::styled(format!("  │ server {addr}"), t.muted)),
@@ -655,10 +665,7 @@ fn draw_detail(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect) {
             let (label, style) = if s.side == Side::Buy { ("BUY", t.up) } else { ("SELL", t.down) };
             lines.push(Line::from(vec![Span::styled(format!("{label:<9}"), style), Span::raw(day_minute(s.time))]));
             lines.push(row("entry", price(i, s.price)));
-            lines.push(row(
-                "stop",
-                format!("{} ({:+.1})", price(i, s.stop_loss), (s.stop_loss - s.price) / i.pip()),
-            ));
+            lines.push(row("stop", format!("{} ({:+.1})", price(i, s.stop_loss), (s.stop_loss - s.price) / i.pip())));
             lines.push(row(
                 "target",
                 format!("{} ({:+.1})", price(i, s.take_profit), (s.take_profit - s.price) / i.pip()),
