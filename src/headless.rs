@@ -60,6 +60,10 @@ impl Options {
 /// What a front end (the console) needs from the running services.
 pub struct Ready {
     pub hub: Arc<Hub>,
+    /// Subscribed before any part started, so that nothing published at
+    /// start (the alerts still open from before a restart, the first queue
+    /// status) is missed by a console that subscribed later.
+    pub events: tokio::sync::broadcast::Receiver<Arc<Envelope>>,
     pub notifier: crate::notify::NotifierHandle,
     /// Where the server listens, if it does.
     pub server: Option<std::net::SocketAddr>,
@@ -156,6 +160,7 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     tracing::info!(dir = %data_dir.display(), new = report.created, "data directory open");
     let store = Arc::new(store);
     let hub = Arc::new(Hub::new(4096));
+    let early = opts.ready.is_some().then(|| hub.subscribe());
     let printer_stop = CancellationToken::new();
     let printer = opts.print.then(|| tokio::spawn(print_events(hub.subscribe(), opts.candles, printer_stop.clone())));
     let shutdown = match opts.shutdown.clone() {
@@ -212,9 +217,9 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     ));
     // Under systemd (Type=notify): the store is open and the port bound.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    if let Some(ready) = opts.ready {
-        let _ =
-            ready.send(Ready { hub: hub.clone(), notifier: handle.clone(), server: server.as_ref().map(|s| s.addr) });
+    if let (Some(ready), Some(events)) = (opts.ready, early) {
+        let server = server.as_ref().map(|s| s.addr);
+        let _ = ready.send(Ready { hub: hub.clone(), events, notifier: handle.clone(), server });
     }
 
     let result = live::run(config, store.clone(), hub.clone(), Some(handle), Some(metrics), shutdown.clone()).await;

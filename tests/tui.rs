@@ -297,6 +297,44 @@ fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
     assert!(!pane.contains("Pairs (7)") && !pane.contains("this help"), "{pane}");
 }
 
+/// An alert still open from the last run is on the console's first screens,
+/// not only once it would have been raised again: here that would take ten
+/// minutes.
+#[test]
+fn the_console_shows_an_alert_kept_from_the_last_run_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = |sustain: &str| {
+        let path = dir.path().join(format!("alert-{sustain}.toml"));
+        // Any disk in use is past 1%.
+        let text = format!("[health]\nsample_every = \"200ms\"\nsustain = \"{sustain}\"\ndisk_warning = 1.0\n");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let bin = assert_cmd::cargo::cargo_bin("pipwatch");
+    let out = std::process::Command::new(&bin)
+        .env("PIPWATCH_SERVER__LISTEN", "\"127.0.0.1:0\"")
+        .args(["headless", "--no-server", "--for", "3s", "-c"])
+        .arg(config("1s"))
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("\"check\":\"disk\""), "no disk alert in the first run: {stdout}");
+
+    let session = Session::new("pipwatch-alert");
+    let cmd = format!(
+        "env -i PATH=\"$PATH\" TERM=xterm-256color PIPWATCH_SERVER__LISTEN='\"127.0.0.1:0\"' {} -c {} --data-dir {}; sleep 30",
+        bin.display(),
+        config("10m").display(),
+        data.display()
+    );
+    tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &cmd]);
+    wait_for_pane(&session, &["Pairs (7)", "warning the data directory's disk"], "");
+    tmux(&["send-keys", "-t", &session, "q"]);
+}
+
 /// The pid of the process whose command line holds `needle`.
 #[cfg(target_os = "linux")]
 fn pid_with(needle: &str) -> Option<u32> {

@@ -88,7 +88,7 @@ pub async fn run(config: &Config, data_dir: &Path, theme: Option<String>) -> Res
 
     // The hub's events into the console's input; its commands to the notifier.
     let (tx, mut incoming) = tokio::sync::mpsc::channel(4096);
-    let mut rx = ready.hub.subscribe();
+    let mut rx = ready.events;
     let forward = tokio::spawn(async move {
         loop {
             match rx.recv().await {
