@@ -173,6 +173,35 @@ fn paused_notifications_show_in_the_header_at_every_width() {
     }
 }
 
+/// Attached to a remote instance whose link dropped: the broken link and the
+/// health status stay on screen at every width; the reason shows where
+/// there is room.
+#[test]
+fn an_attached_console_keeps_the_link_state_and_status_in_the_header() {
+    let mut a = app("dark");
+    a.mode = "ATTACHED 10.0.0.5:8787".into();
+    a.link = Some("reconnecting (IO error: Connection refused (os error 111))".into());
+    let header = |a: &App, width: u16| {
+        let t = render(a, width, 24);
+        let buf = t.backend().buffer();
+        (0..width).map(|x| buf[(x, 0)].symbol().to_string()).collect::<String>()
+    };
+    for width in [60, 80, 100, 160] {
+        let h = header(&a, width);
+        assert!(h.contains("(reconnecting)") && h.contains("DEGRADED"), "{width}: {h:?}");
+        // At 60 columns a notification state that is only "on" gives way.
+        assert!(width < 80 || h.contains("notify on"), "{width}: {h:?}");
+    }
+    let wide = header(&a, 160);
+    assert!(wide.contains("IO error: Connection refused (os error 111) │"), "{wide:?}");
+    a.link = Some("connected".into());
+    let h = header(&a, 100);
+    assert!(h.starts_with(" ATTACHED 10.0.0.5:8787 (connected) │"), "the title gives way first: {h:?}");
+    assert!(h.contains("DEGRADED") && h.contains("notify on"), "{h:?}");
+    let h = header(&a, 160);
+    assert!(h.starts_with(" pipwatch  │ ATTACHED 10.0.0.5:8787 (connected) │"), "{h:?}");
+}
+
 #[test]
 fn help_and_too_small() {
     let mut a = app("dark");

@@ -46,6 +46,14 @@ impl TuiError {
     }
 }
 
+/// "ATTACHED 10.0.0.5:8787": the scheme and path of the usual URL add
+/// nothing to a header that is short of room; `wss://` is kept, as it says
+/// the link is encrypted.
+fn attach_label(url: &str) -> String {
+    let rest = url.strip_prefix("ws://").unwrap_or(url);
+    format!("ATTACHED {}", rest.strip_suffix("/ws").unwrap_or(rest))
+}
+
 pub fn mode_label(c: &Config) -> String {
     match c.market.source {
         SourceKind::Demo => "DEMO".into(),
@@ -151,7 +159,7 @@ pub async fn attach(
     let (cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(64);
     let follower = tokio::spawn(remote::follow(first, url.to_string(), token, tx, cmd_rx, shutdown.clone()));
     let (theme, warning) = choose_theme(theme.or_else(|| Some(console.theme.clone())));
-    let mut app = App::new(format!("ATTACHED {url}"), theme, Ts::now());
+    let mut app = App::new(attach_label(url), theme, Ts::now());
     app.keys = app::KeyMap::from_config(&console.keys);
     app.notice = warning;
     app.link = Some("connecting".into());

@@ -131,24 +131,29 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
     }
 }
 
+/// One piece of the header; `keep` orders what stays when the line is too
+/// long (the lowest goes first).
+struct Seg<'a> {
+    spans: Vec<Span<'a>>,
+    keep: u8,
+}
+
 fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
     let t = &app.theme;
-    let feed = app.view.feed.as_ref().map_or("starting".to_string(), |f| {
-        match f.state {
-            FeedState::WarmingUp => "warming up",
-            FeedState::Live => "live",
-            FeedState::Retrying => "retrying",
-            FeedState::Finished => "finished",
-            FeedState::Failed => "FAILED",
-        }
-        .to_string()
+    let feed = app.view.feed.as_ref().map_or("starting", |f| match f.state {
+        FeedState::WarmingUp => "warming up",
+        FeedState::Live => "live",
+        FeedState::Retrying => "retrying",
+        FeedState::Finished => "finished",
+        FeedState::Failed => "FAILED",
     });
     let narrow = area.width < 100;
-    let market = match (&app.view.health, narrow) {
-        (Some(h), true) if !h.market_open => "closed",
-        (Some(h), false) if !h.market_open => "market closed",
-        (_, true) => "open",
-        (_, false) => "market open",
+    let market_open = app.view.health.as_ref().is_none_or(|h| h.market_open);
+    let market = match (market_open, narrow) {
+        (false, true) => "closed",
+        (false, false) => "market closed",
+        (true, true) => "open",
+        (true, false) => "market open",
     };
     let report = health::evaluate(&app.view);
     let (status, status_style) = match report.status {
@@ -157,38 +162,56 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
         Status::Unhealthy => ("UNHEALTHY", t.critical),
     };
     let notify = if app.paused() { ("notify PAUSED", t.warning) } else { ("notify on", t.header) };
-    let sep = Span::styled(" │ ", t.header);
     let clock = if narrow { format!("{}Z", hms(app.now)) } else { format!("{} UTC", hms(app.now)) };
-    let feed = if narrow { feed } else { format!("feed {feed}") };
-    // Below 80 columns the title and an open market go, so that the
-    // notification state (PAUSED above all) stays on screen.
-    let tight = area.width < 80;
-    let mut spans = Vec::with_capacity(14);
-    if !tight {
-        spans.extend([Span::styled(" pipwatch ", t.header.add_modifier(ratatui::style::Modifier::BOLD)), sep.clone()]);
+    let feed = if narrow { feed.to_string() } else { format!("feed {feed}") };
+    let one = |text: String, style: Style, keep: u8| Seg { spans: vec![Span::styled(text, style)], keep };
+    // The link to a remote instance: its state first ("reconnecting"), the
+    // reason after it, which is the first to go.
+    let mut mode = vec![Span::styled(app.mode.clone(), t.header)];
+    let mut reason = None;
+    if let Some(link) = app.link.as_deref() {
+        let (state, why) =
+            link.split_once(" (").map_or((link, None), |(s, w)| (s, Some(w.strip_suffix(')').unwrap_or(w))));
+        let style = if state == "connected" { t.header } else { t.warning };
+        mode.push(Span::styled(format!(" ({state})"), style));
+        reason = why.map(|w| one(w.to_string(), style, 1));
     }
-    let market_shown = !(tight && app.view.health.as_ref().is_none_or(|h| h.market_open));
-    spans.extend([
-        Span::styled(if tight { " " } else { "" }, t.header),
-        Span::styled(app.mode.clone(), t.header),
-        Span::styled(
-            app.link.as_ref().map(|l| format!(" ({l})")).unwrap_or_default(),
-            if app.link.as_deref().is_some_and(|l| l.starts_with("connected")) { t.header } else { t.warning },
-        ),
-        sep.clone(),
-        Span::styled(feed, t.header),
-        sep.clone(),
+    // The status, the notification state and a broken link matter most to
+    // someone glancing at the screen; the title and an open market least.
+    let link_down = app.link.as_deref().is_some_and(|l| !l.starts_with("connected"));
+    let mut segs = vec![
+        one(" pipwatch ".into(), t.header.add_modifier(ratatui::style::Modifier::BOLD), 0),
+        Seg { spans: mode, keep: if link_down { 8 } else { 4 } },
+    ];
+    segs.extend(reason);
+    segs.extend([
+        one(feed, t.header, 5),
+        one(market.into(), t.header, if market_open { 2 } else { 6 }),
+        one(clock, t.header, 3),
+        one(status.into(), status_style, 9),
+        one(notify.0.into(), notify.1, if app.paused() { 9 } else { 7 }),
     ]);
-    if market_shown {
-        spans.extend([Span::styled(market, t.header), sep.clone()]);
+    const SEP: usize = 3;
+    let width = |segs: &[Seg<'_>]| {
+        segs.iter().map(|s| s.spans.iter().map(Span::width).sum::<usize>()).sum::<usize>()
+            + SEP * segs.len().saturating_sub(1)
+            // The line starts one cell in when the title is gone.
+            + usize::from(segs.first().is_some_and(|s| s.keep > 0))
+    };
+    while width(&segs) > usize::from(area.width) && segs.len() > 1 {
+        let Some((lowest, _)) = segs.iter().enumerate().min_by_key(|(_, s)| s.keep) else { break };
+        segs.remove(lowest);
     }
-    spans.extend([
-        Span::styled(clock, t.header),
-        sep.clone(),
-        Span::styled(status, status_style),
-        sep,
-        Span::styled(notify.0, notify.1),
-    ]);
+    let mut spans = Vec::with_capacity(segs.len() * 3);
+    for (n, seg) in segs.into_iter().enumerate() {
+        if n > 0 {
+            spans.push(Span::styled(" │ ", t.header));
+        } else if seg.keep > 0 {
+            // Without the title the line still starts one cell in.
+            spans.push(Span::styled(" ", t.header));
+        }
+        spans.extend(seg.spans);
+    }
     f.render_widget(Paragraph::new(Line::from(spans)).style(t.header), area);
 }
 
