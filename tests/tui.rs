@@ -148,6 +148,10 @@ fn the_whole_screen_at_80x24_and_160x48() {
     insta::assert_snapshot!("screen_160x48", render(&a, 160, 48).backend());
     // The smallest size drawn: the signals' time keeps its digits.
     insta::assert_snapshot!("screen_60x16", render(&a, 60, 16).backend());
+    // Narrow and tall: each route's depth, then its state and counts.
+    let text = format!("{}", render(&a, 60, 40).backend());
+    assert!(text.contains("3 queued: u0 h2 n0 l1") && text.contains("free     3 queued"), "{text}");
+    assert!(text.contains("  failing ✓12 ✗1 dead 0"), "{text}");
 }
 
 /// Paused notifications are the header's most important news: down to the

@@ -462,8 +462,16 @@ fn draw_queue(f: &mut Frame<'_>, app: &App, area: Rect) {
         None => lines.push(Line::styled("no notification routes", t.muted)),
         Some(q) => {
             let d = q.depth;
+            // Narrower than the full lines: the same figures, abbreviated, and
+            // each route's state moved to its second line.
+            let narrow = area.width < 32;
+            let depth = if narrow {
+                format!("{} queued: u{} h{} n{} l{}", d.total(), d.urgent, d.high, d.normal, d.low)
+            } else {
+                format!("urgent {} high {} normal {} low {}", d.urgent, d.high, d.normal, d.low)
+            };
             lines.push(Line::from(vec![
-                Span::raw(format!("urgent {} high {} normal {} low {}", d.urgent, d.high, d.normal, d.low)),
+                Span::raw(depth),
                 Span::styled(if q.paused { "  PAUSED" } else { "" }, t.warning),
             ]));
             for r in &q.routes {
@@ -475,21 +483,31 @@ fn draw_queue(f: &mut Frame<'_>, app: &App, area: Rect) {
                 };
                 let oldest = r.oldest_pending_secs.map(|s| format!(", oldest {s}s")).unwrap_or_default();
                 let wait = if r.waiting { " rate-limited" } else { "" };
+                let stats = format!(
+                    "✓{} ✗{} dead {}{}",
+                    r.sent,
+                    r.failed,
+                    r.dead,
+                    if r.rate_limited > 0 { format!(" 429s {}", r.rate_limited) } else { String::new() }
+                );
+                if narrow {
+                    lines.push(Line::from(vec![
+                        Span::styled(format!("{:<9}", r.name), t.text),
+                        Span::raw(format!("{} queued{}", r.depth, if r.waiting { ", waiting" } else { "" })),
+                    ]));
+                    lines.push(Line::from(vec![
+                        Span::raw("  "),
+                        Span::styled(format!("{circuit} "), st),
+                        Span::styled(stats, t.muted),
+                    ]));
+                    continue;
+                }
                 lines.push(Line::from(vec![
                     Span::styled(format!("{:<9}", r.name), t.text),
                     Span::styled(format!("{circuit:<9}"), st),
                     Span::raw(format!("{} queued{wait}", r.depth)),
                 ]));
-                lines.push(Line::styled(
-                    format!(
-                        "  ✓{} ✗{} dead {}{}{oldest}",
-                        r.sent,
-                        r.failed,
-                        r.dead,
-                        if r.rate_limited > 0 { format!(" 429s {}", r.rate_limited) } else { String::new() }
-                    ),
-                    t.muted,
-                ));
+                lines.push(Line::styled(format!("  {stats}{oldest}"), t.muted));
             }
         }
     }
