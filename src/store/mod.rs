@@ -13,7 +13,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::engine::SeriesState;
-use crate::event::{Alert, Signal};
+use crate::event::{Alert, AlertState, Signal};
 use crate::time::Ts;
 use crate::types::{Instrument, SeriesKey, Timeframe};
 
@@ -89,7 +89,6 @@ impl Message {
     }
 
     pub fn priority(&self) -> Priority {
-        use crate::event::AlertState;
         use crate::types::Severity;
         match self {
             Message::Signal(_) => Priority::High,
@@ -587,11 +586,11 @@ impl Store {
     pub fn keep_alert(&self, alert: &Alert) -> Result<(), StoreError> {
         let key = format!("{ALERT_PREFIX}{}", alert.check);
         match alert.state {
-            crate::event::AlertState::Raised | crate::event::AlertState::Acknowledged => {
+            AlertState::Raised | AlertState::Acknowledged => {
                 let value = encode(alert).map_err(|e| self.encode_err(e))?;
                 self.meta.insert(key, value).map_err(|e| self.err(e))?;
             }
-            crate::event::AlertState::Resolved => {
+            AlertState::Resolved => {
                 self.meta.remove(key).map_err(|e| self.err(e))?;
             }
         }

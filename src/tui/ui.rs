@@ -168,17 +168,17 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
     // The link to a remote instance: its state first ("reconnecting"), the
     // reason after it, which is the first to go.
     let mut mode = vec![Span::styled(app.mode.clone(), t.header)];
-    let mut reason = None;
+    let (mut reason, mut link_down) = (None, false);
     if let Some(link) = app.link.as_deref() {
         let (state, why) =
             link.split_once(" (").map_or((link, None), |(s, w)| (s, Some(w.strip_suffix(')').unwrap_or(w))));
-        let style = if state == "connected" { t.header } else { t.warning };
+        link_down = state != "connected";
+        let style = if link_down { t.warning } else { t.header };
         mode.push(Span::styled(format!(" ({state})"), style));
         reason = why.map(|w| one(w.to_string(), style, 1));
     }
     // The status, the notification state and a broken link matter most to
     // someone glancing at the screen; the title and an open market least.
-    let link_down = app.link.as_deref().is_some_and(|l| !l.starts_with("connected"));
     let mut segs = vec![
         one(" pipwatch ".into(), t.header.add_modifier(ratatui::style::Modifier::BOLD), 0),
         Seg { spans: mode, keep: if link_down { 8 } else { 4 } },
@@ -419,14 +419,17 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
     // Where the panel is narrower than the columns, the pair and the price
     // give way first (to "EUR_USD" and 7 digits): left to the layout, the
     // time lost a digit.
-    let short = (5 + 4 + 11 + 9 + 6 + 4 + 2u16).saturating_sub(area.width);
+    // Time, side, pair, entry; then "Sent" (at least 6), a cell between
+    // columns and the two borders.
+    let [time, side, pair, entry] = [5u16, 4, 11, 9];
+    let short = (time + side + pair + entry + 6 + 4 + 2).saturating_sub(area.width);
     let pair_cut = short.min(4);
     let entry_cut = (short - pair_cut).min(2);
     let mut widths = vec![
-        Constraint::Length(5),
-        Constraint::Length(4),
-        Constraint::Length(11 - pair_cut),
-        Constraint::Length(9 - entry_cut),
+        Constraint::Length(time),
+        Constraint::Length(side),
+        Constraint::Length(pair - pair_cut),
+        Constraint::Length(entry - entry_cut),
     ];
     let mut header = vec!["Time", "Side", "Pair", "Entry"];
     if wide {
