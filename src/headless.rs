@@ -174,8 +174,6 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
 
     let notifier = Notifier::new(config, store.clone(), hub.clone())?;
     let handle = notifier.handle();
-    let notifier_stop = CancellationToken::new();
-    let notifier_task = tokio::spawn(notifier.run(notifier_stop.clone()));
 
     let metrics = Arc::new(Metrics::new());
     let server_stop = CancellationToken::new();
@@ -194,6 +192,12 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     } else {
         None
     };
+
+    // Started once the server's fold listens: the queue status it publishes
+    // at start is repeated only when it changes, and a fold that missed it
+    // would show clients no queue at all.
+    let notifier_stop = CancellationToken::new();
+    let notifier_task = tokio::spawn(notifier.run(notifier_stop.clone()));
 
     let health_stop = CancellationToken::new();
     let series = config

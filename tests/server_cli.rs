@@ -23,9 +23,13 @@ fn fast_demo(dir: &std::path::Path) -> std::path::PathBuf {
 
 /// Starts headless and returns it with the address its server listens on.
 fn headless(dir: &std::path::Path) -> (Child, String, std::thread::JoinHandle<String>) {
+    headless_with(dir, &fast_demo(dir))
+}
+
+fn headless_with(dir: &std::path::Path, config: &std::path::Path) -> (Child, String, std::thread::JoinHandle<String>) {
     let mut child = pipwatch_std()
         .args(["headless", "-c"])
-        .arg(fast_demo(dir))
+        .arg(config)
         .arg("--data-dir")
         .arg(dir.join("data"))
         .stdout(Stdio::piped())
@@ -177,6 +181,37 @@ async fn tail_and_attach_connect_over_wss_and_name_an_untrusted_certificate() {
 
     signal(&server, "-TERM");
     assert!(server.wait().unwrap().success(), "{}", logs.join().unwrap());
+}
+
+/// The notifier reports the queue once at start and then only on changes:
+/// a client's first snapshot has it even when nothing has changed since.
+/// (The server used to start listening after that first report, so its
+/// clients saw no queue until a message was queued or sent.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_snapshot_has_the_notification_queue() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    // A route, and a market too slow to change the queue during the test.
+    let config = dir.path().join("route.toml");
+    std::fs::write(
+        &config,
+        "[market.demo]\ncandle_every = \"1h\"\n[[notify.routes]]\nname = \"signals\"\nwebhook = \"http://127.0.0.1:9/api/webhooks/1/x\"\n",
+    )
+    .unwrap();
+    let (mut server, addr, logs) = headless_with(dir.path(), &config);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+    let snapshot = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+        if v["type"] == "snapshot" {
+            break v;
+        }
+    };
+    signal(&server, "-TERM");
+    assert!(server.wait().unwrap().success(), "{}", logs.join().unwrap());
+    let queue = &snapshot["queue"];
+    assert_eq!(queue["routes"][0]["name"], "signals", "no queue in the first snapshot: {queue}");
+    assert_eq!(queue["paused"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
