@@ -178,32 +178,49 @@ fn paused_notifications_show_in_the_header_at_every_width() {
 }
 
 /// Attached to a remote instance whose link dropped: the broken link and the
-/// health status stay on screen at every width; the reason shows where
-/// there is room.
+/// last status known stay in the header at every width, marked as the past;
+/// the footer says since when and why.
 #[test]
 fn an_attached_console_keeps_the_link_state_and_status_in_the_header() {
+    use pipwatch::tui::app::LinkState;
     let mut a = app("dark");
     a.mode = "ATTACHED 10.0.0.5:8787".into();
-    a.link = Some("reconnecting (IO error: Connection refused (os error 111))".into());
-    let header = |a: &App, width: u16| {
+    a.set_link(LinkState::Connected, None);
+    let line = |a: &App, width: u16, y: u16| {
         let t = render(a, width, 24);
         let buf = t.backend().buffer();
-        (0..width).map(|x| buf[(x, 0)].symbol().to_string()).collect::<String>()
+        (0..width).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>()
     };
-    for width in [60, 80, 100, 160] {
-        let h = header(&a, width);
-        assert!(h.contains("(reconnecting)") && h.contains("DEGRADED"), "{width}: {h:?}");
-        // At 60 columns a notification state that is only "on" gives way.
-        assert!(width < 80 || h.contains("notify on"), "{width}: {h:?}");
-    }
-    let wide = header(&a, 160);
-    assert!(wide.contains("IO error: Connection refused (os error 111) │"), "{wide:?}");
-    a.link = Some("connected".into());
-    let h = header(&a, 100);
+    let h = line(&a, 100, 0);
     assert!(h.starts_with(" ATTACHED 10.0.0.5:8787 (connected) │"), "the title gives way first: {h:?}");
-    assert!(h.contains("DEGRADED") && h.contains("notify on"), "{h:?}");
-    let h = header(&a, 160);
+    assert!(h.contains("feed ") && h.contains("DEGRADED") && h.contains("notify on"), "{h:?}");
+    let h = line(&a, 160, 0);
     assert!(h.starts_with(" pipwatch  │ ATTACHED 10.0.0.5:8787 (connected) │"), "{h:?}");
+    assert!(!line(&a, 160, 23).contains("link down"));
+
+    // Dropped at NOW; the console's clock then runs on while it retries.
+    a.set_link(LinkState::Reconnecting, Some("Connection refused (os error 111)".into()));
+    a.now = Ts(NOW + 95);
+    a.set_link(LinkState::Reconnecting, Some("Connection reset by peer (os error 104)".into()));
+    let since = "link down since 12:00:00Z"; // NOW
+    for width in [60, 80, 100, 160] {
+        let h = line(&a, width, 0);
+        assert!(h.contains("(reconnecting)") && h.contains("was DEGRADED"), "{width}: {h:?}");
+        // What cannot be known of an instance out of reach is not shown.
+        assert!(!h.contains("feed") && !h.contains("open"), "{width}: {h:?}");
+        assert!(width < 80 || h.contains("notify on"), "{width}: {h:?}");
+        let footer = line(&a, width, 23);
+        assert!(footer.starts_with(&format!(" {since}")), "{width}: {footer:?}");
+    }
+    let footer = line(&a, 160, 23);
+    assert!(footer.contains(&format!("{since}: Connection reset by peer (os error 104)  │ ? help")), "{footer:?}");
+
+    // Back: the status is the instance's own again, and the footer forgets the drop.
+    a.set_link(LinkState::Connected, None);
+    let h = line(&a, 100, 0);
+    assert!(h.contains("(connected)") && h.contains("│ DEGRADED") && !h.contains("was"), "{h:?}");
+    assert!(line(&a, 100, 23).starts_with(" ? help"));
+    assert_eq!(a.link.as_ref().map(|l| l.since), Some(Ts(NOW + 95)));
 }
 
 #[test]
@@ -255,6 +272,29 @@ fn keys_move_focus_select_pause_and_cycle_themes() {
     assert_eq!(a.theme.name, "light");
     assert_eq!(a.key(K::Char('c'), true), Action::Quit);
     assert_eq!(a.key(K::Char('q'), false), Action::Quit);
+}
+
+/// An instance with no notification routes has nothing to pause: the
+/// header says so, and `p` tells why it does nothing.
+#[test]
+fn without_routes_the_header_says_none_and_pause_explains() {
+    let mut a = App::new("DEMO".into(), Theme::load("dark").unwrap(), Ts(NOW));
+    let header = |a: &App| {
+        let t = render(a, 100, 24);
+        let buf = t.backend().buffer();
+        (0..100).map(|x| buf[(x, 0)].symbol().to_string()).collect::<String>()
+    };
+    assert!(header(&a).trim_end().ends_with("notify none"), "{:?}", header(&a));
+    assert_eq!(a.key(crossterm::event::KeyCode::Char('p'), false), Action::Redraw);
+    assert_eq!(a.notice.as_deref(), Some(pipwatch::tui::app::NO_ROUTES));
+    let t = render(&a, 100, 24);
+    let buf = t.backend().buffer();
+    let footer: String = (0..100).map(|x| buf[(x, 23)].symbol().to_string()).collect();
+    assert!(footer.starts_with(" nothing to pause: no notification routes"), "{footer:?}");
+    // With a queue, `p` pauses.
+    a.apply(&Envelope { seq: 1, event: Event::Queue(QueueStatus::default()) });
+    assert_eq!(a.key(crossterm::event::KeyCode::Char('p'), false), Action::Pause(true));
+    assert!(header(&a).trim_end().ends_with("notify on"), "{:?}", header(&a));
 }
 
 fn tmux(args: &[&str]) -> String {
@@ -328,6 +368,71 @@ fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
     assert_eq!(std::fs::read_to_string(&exit_file).unwrap_or_default().trim(), "0");
     // The alternate screen is gone: none of the console is left on the pane.
     assert!(!pane.contains("Pairs (7)") && !pane.contains("this help"), "{pane}");
+}
+
+/// An admin's console attached to a server that restarts: the drop shows
+/// with its time and reason and the status as it was; a pause is refused,
+/// not queued to land later; once the server is back the console is live
+/// again and its commands go through.
+#[test]
+fn attach_shows_a_dropped_link_and_comes_back_with_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bin = assert_cmd::cargo::cargo_bin("pipwatch");
+    // A route, so there is a queue to pause; nothing listens on port 9.
+    let config = dir.path().join("pipwatch.toml");
+    std::fs::write(
+        &config,
+        "[[notify.routes]]\nname = \"signals\"\nwebhook = \"http://127.0.0.1:9/api/webhooks/1/x\"\n",
+    )
+    .unwrap();
+    let serve = || {
+        let child = common::pipwatch_std()
+            .env("PIPWATCH_SERVER__LISTEN", format!("\"127.0.0.1:{port}\""))
+            .args(["headless", "-c"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "the server never listened on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    };
+    let stop = |mut child: std::process::Child| {
+        let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+        assert!(child.wait().unwrap().success());
+    };
+    let server = serve();
+    let session = Session::new("pipwatch-attach");
+    let cmd = format!(
+        "env -i PATH=\"$PATH\" TERM=xterm-256color {} attach ws://127.0.0.1:{port}/ws; sleep 30",
+        bin.display()
+    );
+    tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &cmd]);
+    let pane = wait_for_pane(&session, &["(connected)", "Pairs (7)", "notify on"], "");
+    assert!(!pane.contains("link down"), "{pane}");
+
+    stop(server);
+    let pane = wait_for_pane(&session, &["(reconnecting)", "link down since", "│ was "], "");
+    assert!(!pane.contains("feed live"), "an instance out of reach has no known feed:\n{pane}");
+    tmux(&["send-keys", "-t", &session, "p"]);
+    wait_for_pane(&session, &["not connected: nothing was sent"], "");
+
+    let server = serve();
+    let pane = wait_for_pane(&session, &["(connected)", "notify on"], "link down");
+    assert!(!pane.contains("not connected") && !pane.contains("│ was "), "{pane}");
+    // The pause refused during the drop was not sent when the link came back;
+    // one given now is.
+    tmux(&["send-keys", "-t", &session, "p"]);
+    wait_for_pane(&session, &["notify PAUSED"], "");
+    stop(server);
 }
 
 /// An alert still open from the last run is on the console's first screens,

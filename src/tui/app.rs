@@ -39,6 +39,50 @@ pub enum Focus {
     Signals,
 }
 
+/// An attached console's connection to the instance it shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub state: LinkState,
+    /// Why the link is down, as the connection reported it.
+    pub reason: Option<String>,
+    /// When the link entered this state: while it is down, what the screen
+    /// shows is the instance as it was then.
+    pub since: Ts,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    Connecting,
+    Connected,
+    /// Connected, but the server takes no commands from this client.
+    ReadOnly,
+    Reconnecting,
+    /// Given up: the console cannot reach the instance again.
+    Failed,
+}
+
+impl LinkState {
+    pub fn label(self) -> &'static str {
+        match self {
+            LinkState::Connecting => "connecting",
+            LinkState::Connected => "connected",
+            LinkState::ReadOnly => "read-only",
+            LinkState::Reconnecting => "reconnecting",
+            LinkState::Failed => "link failed",
+        }
+    }
+
+    pub fn is_down(self) -> bool {
+        matches!(self, LinkState::Reconnecting | LinkState::Failed)
+    }
+}
+
+/// The footer's answer to a command given while the link is down.
+pub const NOT_CONNECTED: &str = "not connected: nothing was sent; try again once the link is back";
+
+/// The footer's answer to `p` on an instance with no notification routes.
+pub const NO_ROUTES: &str = "nothing to pause: no notification routes ([[notify.routes]] in the config)";
+
 /// What a key did, for the loop to act on.
 #[derive(Debug, PartialEq)]
 pub enum Action {
@@ -72,8 +116,8 @@ pub struct App {
     pub server: Option<String>,
     /// A message for the footer (e.g. a theme that failed to load).
     pub notice: Option<String>,
-    /// Attached: the connection's state ("connected", "reconnecting (…)").
-    pub link: Option<String>,
+    /// Attached: the connection to the instance on screen.
+    pub link: Option<Link>,
     pub keys: KeyMap,
     /// (CPU %, network bytes/s) of recent health samples, oldest first.
     pub history: std::collections::VecDeque<(f32, u64)>,
@@ -167,6 +211,24 @@ impl App {
         self.view.apply(env);
     }
 
+    /// A new state of the link to the instance. A link that stays down
+    /// keeps the time it went down; every attempt brings a new reason.
+    pub fn set_link(&mut self, state: LinkState, reason: Option<String>) {
+        let since = match &self.link {
+            Some(l) if l.state.is_down() == state.is_down() && (state.is_down() || l.state == state) => l.since,
+            _ => self.now,
+        };
+        if !state.is_down() && self.notice.as_deref() == Some(NOT_CONNECTED) {
+            self.notice = None;
+        }
+        self.link = Some(Link { state, reason, since });
+    }
+
+    /// Attached, and the instance cannot be reached: the screen is as it was.
+    pub fn link_down(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| l.state.is_down())
+    }
+
     pub fn paused(&self) -> bool {
         self.view.queue.as_ref().is_some_and(|q| q.paused)
     }
@@ -204,6 +266,12 @@ impl App {
             }
             K::Up | K::Char('k') => {
                 self.step(-1);
+                Action::Redraw
+            }
+            // Without routes there is no queue to pause, and a pause would
+            // show nowhere: said rather than seeming to do nothing.
+            K::Char(c) if c == keys.pause && self.view.queue.is_none() => {
+                self.notice = Some(NO_ROUTES.into());
                 Action::Redraw
             }
             K::Char(c) if c == keys.pause => Action::Pause(!self.paused()),

@@ -162,7 +162,7 @@ pub async fn attach(
     let mut app = App::new(attach_label(url), theme, Ts::now());
     app.keys = app::KeyMap::from_config(&console.keys);
     app.notice = warning;
-    app.link = Some("connecting".into());
+    app.set_link(app::LinkState::Connecting, None);
     let result = with_terminal(&mut app, &mut incoming, &cmd_tx, &shutdown, None).await;
     shutdown.cancel();
     let _ = follower.await;
@@ -254,6 +254,13 @@ async fn ui_loop(
                     match app.key(k.code, ctrl) {
                         Action::Quit => return Ok(()),
                         Action::Redraw => {
+                            dirty = true;
+                            urgent = true;
+                        }
+                        // Not queued for later: a pause or an ack that lands
+                        // minutes after the key would surprise.
+                        Action::Pause(_) | Action::Ack(_) if app.link_down() => {
+                            app.notice = Some(app::NOT_CONNECTED.into());
                             dirty = true;
                             urgent = true;
                         }
@@ -396,8 +403,8 @@ fn take(app: &mut App, m: Incoming) -> bool {
             app.view = *v;
             false
         }
-        Incoming::Link(l) => {
-            app.link = Some(l);
+        Incoming::Link(state, reason) => {
+            app.set_link(state, reason);
             false
         }
         Incoming::Notice(n) => {

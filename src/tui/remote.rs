@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
+use super::app::LinkState;
 use crate::event::Envelope;
 use crate::view::View;
 
@@ -20,8 +21,8 @@ use crate::view::View;
 pub enum Incoming {
     Snapshot(Box<View>),
     Event(Arc<Envelope>),
-    /// The connection's state, for the header.
-    Link(String),
+    /// The connection's state, and why it is down.
+    Link(LinkState, Option<String>),
     /// The server answered a command.
     Notice(String),
 }
@@ -94,7 +95,7 @@ pub async fn follow(
                     r = tokio_tungstenite::connect_async(match request(&url, token.as_deref(), last_seq) {
                         Ok(r) => r,
                         Err(e) => {
-                            let _ = tx.send(Incoming::Link(e.to_string())).await;
+                            let _ = tx.send(Incoming::Link(LinkState::Failed, Some(e.to_string()))).await;
                             return;
                         }
                     }) => r,
@@ -105,7 +106,7 @@ pub async fn follow(
                     Err(e) => {
                         attempt += 1;
                         let wait = crate::market::backoff(attempt, Duration::from_millis(250), Duration::from_secs(5));
-                        let _ = tx.send(Incoming::Link(format!("reconnecting ({e})"))).await;
+                        let _ = tx.send(Incoming::Link(LinkState::Reconnecting, Some(why(&e)))).await;
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => continue,
                             _ = stop.cancelled() => return,
@@ -115,16 +116,21 @@ pub async fn follow(
             }
         };
         attempt = 0;
-        let _ = tx.send(Incoming::Link("connected".into())).await;
+        let _ = tx.send(Incoming::Link(LinkState::Connected, None)).await;
         let why = loop {
             tokio::select! {
                 frame = conn.next() => {
                     let text = match frame {
                         Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Close(c))) => break c.map(|c| c.reason.to_string()).unwrap_or_else(|| "closed".into()),
+                        Some(Ok(Message::Close(c))) => {
+                            break c
+                                .map(|c| c.reason.to_string())
+                                .filter(|r| !r.is_empty())
+                                .unwrap_or_else(|| "closed by the server".into());
+                        }
                         Some(Ok(_)) => continue,
-                        Some(Err(e)) => break e.to_string(),
-                        None => break "closed".into(),
+                        Some(Err(e)) => break why(&e),
+                        None => break "connection closed".into(),
                     };
                     let Ok(mut v) = serde_json::from_str::<Value>(&text) else { continue };
                     let kind = v["type"].as_str().unwrap_or("").to_string();
@@ -143,7 +149,7 @@ pub async fn follow(
                         }
                         "hello" => {
                             if v["commands"] == false {
-                                Incoming::Link("connected (read-only)".into())
+                                Incoming::Link(LinkState::ReadOnly, None)
                             } else {
                                 continue;
                             }
@@ -170,7 +176,7 @@ pub async fn follow(
                         None => return,
                     };
                     if let Err(e) = conn.send(Message::Text(frame.to_string().into())).await {
-                        break e.to_string();
+                        break why(&e);
                     }
                 }
                 _ = stop.cancelled() => {
@@ -179,6 +185,15 @@ pub async fn follow(
                 }
             }
         };
-        let _ = tx.send(Incoming::Link(format!("reconnecting ({why})"))).await;
+        let _ = tx.send(Incoming::Link(LinkState::Reconnecting, Some(why))).await;
+    }
+}
+
+/// A connection error as a user reads it: the OS's words for an I/O error,
+/// without tungstenite's "IO error: " before them.
+fn why(e: &tungstenite::Error) -> String {
+    match e {
+        tungstenite::Error::Io(io) => io.to_string(),
+        e => e.to_string(),
     }
 }

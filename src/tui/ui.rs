@@ -156,26 +156,31 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
         (true, false) => "market open",
     };
     let report = health::evaluate(&app.view);
+    let link_down = app.link_down();
     let (status, status_style) = match report.status {
         Status::Healthy => ("healthy", t.up),
         Status::Degraded => ("DEGRADED", t.warning),
         Status::Unhealthy => ("UNHEALTHY", t.critical),
     };
-    let notify = if app.paused() { ("notify PAUSED", t.warning) } else { ("notify on", t.header) };
+    // With the link down the screen shows the instance as it was: its status
+    // is what it was then, not what it is.
+    let (status, status_style) =
+        if link_down { (format!("was {status}"), t.muted) } else { (status.to_string(), status_style) };
+    let notify = match &app.view.queue {
+        Some(q) if q.paused => ("notify PAUSED", t.warning),
+        Some(_) => ("notify on", t.header),
+        // Nothing is sent anywhere: "on" would promise what does not happen.
+        None => ("notify none", t.header),
+    };
     let clock = if narrow { format!("{}Z", hms(app.now)) } else { format!("{} UTC", hms(app.now)) };
     let feed = if narrow { feed.to_string() } else { format!("feed {feed}") };
     let one = |text: String, style: Style, keep: u8| Seg { spans: vec![Span::styled(text, style)], keep };
-    // The link to a remote instance: its state first ("reconnecting"), the
-    // reason after it, which is the first to go.
+    // The link to a remote instance; why it is down goes in the footer,
+    // where there is room for it.
     let mut mode = vec![Span::styled(app.mode.clone(), t.header)];
-    let (mut reason, mut link_down) = (None, false);
-    if let Some(link) = app.link.as_deref() {
-        let (state, why) =
-            link.split_once(" (").map_or((link, None), |(s, w)| (s, Some(w.strip_suffix(')').unwrap_or(w))));
-        link_down = state != "connected";
+    if let Some(link) = &app.link {
         let style = if link_down { t.warning } else { t.header };
-        mode.push(Span::styled(format!(" ({state})"), style));
-        reason = why.map(|w| one(w.to_string(), style, 1));
+        mode.push(Span::styled(format!(" ({})", link.state.label()), style));
     }
     // The status, the notification state and a broken link matter most to
     // someone glancing at the screen; the title and an open market least.
@@ -183,12 +188,13 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
         one(" pipwatch ".into(), t.header.add_modifier(ratatui::style::Modifier::BOLD), 0),
         Seg { spans: mode, keep: if link_down { 8 } else { 4 } },
     ];
-    segs.extend(reason);
+    // The feed and the market of an instance out of reach are not known.
+    if !link_down {
+        segs.extend([one(feed, t.header, 5), one(market.into(), t.header, if market_open { 2 } else { 6 })]);
+    }
     segs.extend([
-        one(feed, t.header, 5),
-        one(market.into(), t.header, if market_open { 2 } else { 6 }),
         one(clock, t.header, 3),
-        one(status.into(), status_style, 9),
+        one(status, status_style, 9),
         one(notify.0.into(), notify.1, if app.paused() { 9 } else { 7 }),
     ]);
     const SEP: usize = 3;
@@ -601,7 +607,18 @@ fn draw_footer(f: &mut Frame<'_>, app: &App, area: Rect, logs_fit: bool) {
     } else {
         " ? help  q quit  Tab focus  j/k select  p pause  t theme"
     };
-    let mut spans = vec![Span::styled(keys, t.muted)];
+    let mut spans = Vec::with_capacity(6);
+    // News (a notice, why the screen has stopped moving) comes before the
+    // key hints, which `?` also shows: on a narrow terminal the news is
+    // what the footer is for.
+    if let Some(n) = &app.notice {
+        spans.push(Span::styled(format!(" {n}  │"), t.warning));
+    }
+    if let Some(link) = app.link.as_ref().filter(|l| l.state.is_down()) {
+        let why = link.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+        spans.push(Span::styled(format!(" link down since {}Z{why}  │", hms(link.since)), t.warning));
+    }
+    spans.push(Span::styled(keys, t.muted));
     match (app.logs, logs_fit) {
         (true, true) => spans.push(Span::styled("  │ logs also in pipwatch.log", t.muted)),
         // Said, or `l` would seem to do nothing.
@@ -616,9 +633,6 @@ fn draw_footer(f: &mut Frame<'_>, app: &App, area: Rect, logs_fit: bool) {
         (None, true) => {}
     }
     spans.push(Span::styled(format!("  │ theme {}", app.theme.name), t.muted));
-    if let Some(n) = &app.notice {
-        spans.push(Span::styled(format!("  │ {n}"), t.warning));
-    }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
