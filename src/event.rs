@@ -282,12 +282,31 @@ pub struct Hub {
     // NOTE: seq assignment and send happen under one lock so that the order
     // of `seq` is the order of the channel even with several publishers.
     seq: Mutex<u64>,
+    /// The seq before this hub's first event: an instance that resumes a
+    /// data directory goes on after the last one's seqs, so that a client's
+    /// `?since=` from before a restart still means something.
+    start: u64,
 }
 
 impl Hub {
     pub fn new(capacity: usize) -> Self {
+        Hub::starting_after(capacity, 0)
+    }
+
+    /// A hub whose first event is `start + 1`.
+    pub fn starting_after(capacity: usize, start: u64) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        Hub { tx, seq: Mutex::new(0) }
+        Hub { tx, seq: Mutex::new(start), start }
+    }
+
+    /// The seq before this hub's first event.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// The seq of the last event published (`start` before any).
+    pub fn last(&self) -> u64 {
+        *self.seq.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {

@@ -169,7 +169,11 @@ pub async fn start(
     let (tx, _) = broadcast::channel(opts.client_buffer.max(16));
     let shared = Arc::new(Shared {
         clients: Arc::new(Semaphore::new(opts.max_clients)),
-        folded: Mutex::new(Folded { view: View::default(), history: VecDeque::with_capacity(opts.history) }),
+        // A snapshot before any event is as of the seq before this instance's first.
+        folded: Mutex::new(Folded {
+            view: View { seq: hub.start(), ..View::default() },
+            history: VecDeque::with_capacity(opts.history),
+        }),
         opts,
         tx,
         metrics,
@@ -544,18 +548,27 @@ fn put_snapshot(out: &mut Vec<u8>, view: &View) {
 fn opening(shared: &Shared, since: Option<u64>, filter: &Filter, out: &mut Vec<u8>) -> broadcast::Receiver<Arc<Out>> {
     let f = shared.folded.lock().unwrap_or_else(|p| p.into_inner());
     let rx = shared.tx.subscribe();
+    // The seq before this instance's first event, and its last one so far.
+    let start = shared.hub.start();
+    let current = f.view.seq;
     match since {
         None => put_snapshot(out, &f.view),
         Some(s) => {
+            // A seq from before a restart: the client has everything of the
+            // last instance that it could have, and all of this one is new
+            // to it. The snapshot after the replay then drops whatever of the
+            // last instance this one did not keep (its alerts, say).
+            let (asked, restarted) = (s, s < start);
+            let s = s.max(start);
             let oldest = f.history.front().and_then(|o| match &**o {
                 Out::Event { seq, .. } => Some(*seq),
                 Out::Resync { .. } | Out::Ping | Out::Stop => None,
             });
             let covered = match oldest {
                 Some(oldest) => s + 1 >= oldest,
-                None => s >= f.view.seq,
+                None => s >= current,
             };
-            if covered && s <= f.view.seq {
+            if covered && s <= current {
                 for o in &f.history {
                     if let Out::Event { seq, frame, topic, instrument } = &**o
                         && *seq > s
@@ -564,12 +577,15 @@ fn opening(shared: &Shared, since: Option<u64>, filter: &Filter, out: &mut Vec<u
                         out.extend_from_slice(frame);
                     }
                 }
+                if restarted {
+                    put_snapshot(out, &f.view);
+                }
             } else {
                 let missed = oldest.map_or(0, |o| o.saturating_sub(s + 1));
                 put_json(
                     out,
                     &json!({"type": "lagged", "missed": missed,
-                    "message": format!("seq {s} is not in the server's history; a fresh snapshot follows")}),
+                    "message": format!("seq {asked} is not in the server's history; a fresh snapshot follows")}),
                 );
                 put_snapshot(out, &f.view);
             }

@@ -43,7 +43,12 @@ struct Rig {
 
 impl Rig {
     async fn start(opts: Options) -> Rig {
-        let hub = Arc::new(Hub::new(1 << 16));
+        Rig::start_after(opts, 0).await
+    }
+
+    /// As an instance that resumed a data directory: its first seq is `start + 1`.
+    async fn start_after(opts: Options, start: u64) -> Rig {
+        let hub = Arc::new(Hub::starting_after(1 << 16, start));
         let stop = CancellationToken::new();
         // A notifier without routes: enough for pause/resume.
         let dir = tempfile::tempdir().unwrap();
@@ -275,6 +280,52 @@ async fn a_reconnect_with_since_misses_nothing() {
         assert_eq!(v["seq"].as_u64(), Some(seq + 1));
         seq += 1;
     }
+}
+
+/// After a restart the new instance's seqs go on after the last one's, so
+/// a client that reconnects with a seq from before it gets every event of
+/// the new instance, then its snapshot (which drops what the old instance
+/// had and this one has not). If the history no longer reaches back to the
+/// new instance's start, the client is told how many it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seq_from_before_a_restart_gets_all_of_the_new_instance() {
+    let mut opts = options();
+    opts.history = 50;
+    let rig = Rig::start_after(opts, 1000).await;
+    let mut watcher = rig.connect("").await;
+    assert_eq!(opening(&mut watcher).await["seq"].as_u64(), Some(1000), "nothing published yet");
+    // Connected before any event of this instance: nothing to replay.
+    let mut early = rig.connect("?since=990").await;
+    assert_eq!(next(&mut early).await["type"], "hello");
+    assert_eq!(next(&mut early).await["type"], "snapshot");
+    for n in 0..20 {
+        rig.hub.publish(signal(n, "EUR_USD"));
+    }
+    while next(&mut watcher).await["seq"].as_u64() != Some(1020) {}
+    assert_eq!(next(&mut early).await["seq"].as_u64(), Some(1001), "then live");
+
+    let mut ws = rig.connect("?since=990").await;
+    assert_eq!(next(&mut ws).await["type"], "hello");
+    for want in 1001..=1020 {
+        let v = next(&mut ws).await;
+        assert_eq!((v["type"].as_str(), v["seq"].as_u64()), (Some("signal"), Some(want)));
+    }
+    let snap = next(&mut ws).await;
+    assert_eq!((snap["type"].as_str(), snap["seq"].as_u64()), (Some("snapshot"), Some(1020)));
+    assert_eq!(snap["signals"].as_array().unwrap().len(), 20);
+    rig.hub.publish(signal(20, "EUR_USD"));
+    assert_eq!(next(&mut ws).await["seq"].as_u64(), Some(1021), "then live");
+
+    // 81 events, 50 kept: 1032..=1081.
+    for n in 21..81 {
+        rig.hub.publish(signal(n, "EUR_USD"));
+    }
+    while next(&mut watcher).await["seq"].as_u64() != Some(1081) {}
+    let mut ws = rig.connect("?since=990").await;
+    assert_eq!(next(&mut ws).await["type"], "hello");
+    let lagged = next(&mut ws).await;
+    assert_eq!((lagged["type"].as_str(), lagged["missed"].as_u64()), (Some("lagged"), Some(31)), "{lagged}");
+    assert_eq!(next(&mut ws).await["type"], "snapshot");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

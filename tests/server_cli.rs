@@ -27,7 +27,16 @@ fn headless(dir: &std::path::Path) -> (Child, String, std::thread::JoinHandle<St
 }
 
 fn headless_with(dir: &std::path::Path, config: &std::path::Path) -> (Child, String, std::thread::JoinHandle<String>) {
+    headless_on(dir, config, "127.0.0.1:0")
+}
+
+fn headless_on(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    listen: &str,
+) -> (Child, String, std::thread::JoinHandle<String>) {
     let mut child = pipwatch_std()
+        .env("PIPWATCH_SERVER__LISTEN", format!("\"{listen}\""))
         .args(["headless", "-c"])
         .arg(config)
         .arg("--data-dir")
@@ -262,6 +271,63 @@ async fn tail_follows_headless_across_a_dropped_connection() {
     assert!(ids.len() >= 10, "tail saw only {} signals", ids.len());
     let start = published.iter().position(|p| *p == ids[0]).expect("tail printed a signal headless did not");
     assert_eq!(ids, published[start..start + ids.len()].to_vec(), "tail missed or reordered signals across the drop");
+}
+
+/// A script following `pipwatch tail` through a restart of the instance (a
+/// deploy): the new instance's seqs go on after the old one's, so tail's
+/// `?since=` still means something, and it prints every signal of both in
+/// order, with those the new instance published before tail got back in
+/// (a restart's catch-up signals come first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_misses_nothing_across_a_restart_of_the_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fast_demo(dir.path());
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let signals = |mut child: Child, logs: std::thread::JoinHandle<String>| {
+        signal(&child, "-TERM");
+        let mut out = Vec::new();
+        child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+        assert!(child.wait().unwrap().success(), "{}", logs.join().unwrap());
+        json_lines(&out)
+            .iter()
+            .filter(|r| r["type"] == "signal")
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+
+    let (first, addr, logs) = headless_on(dir.path(), &config, &listen);
+    let mut tail = pipwatch_std()
+        .args(["tail", &format!("ws://{addr}/ws"), "--topics", "signal"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tail_out = tail.stdout.take().unwrap();
+    let tail_lines =
+        std::thread::spawn(move || BufReader::new(tail_out).lines().map_while(Result::ok).collect::<Vec<_>>());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = signals(first, logs);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (second, _, logs) = headless_on(dir.path(), &config, &listen);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = signals(second, logs);
+
+    signal(&tail, "-INT");
+    let status = tail.wait().unwrap();
+    let mut tail_err = String::new();
+    tail.stderr.take().unwrap().read_to_string(&mut tail_err).unwrap();
+    assert!(status.success(), "tail exit {status:?}: {tail_err}");
+    assert!(!tail_err.contains("missed"), "{tail_err}");
+    let tailed: Vec<serde_json::Value> =
+        tail_lines.join().unwrap().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seqs: Vec<u64> = tailed.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seqs not increasing across the restart: {seqs:?}");
+    let ids: Vec<String> = tailed.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert!(!after.is_empty(), "the second instance published no signal");
+    let start = before.iter().position(|p| *p == ids[0]).expect("tail printed a signal the first instance did not");
+    let mut published = before[start..].to_vec();
+    published.extend(after);
+    assert_eq!(ids, published, "tail missed or reordered signals across the restart");
 }
 
 #[test]

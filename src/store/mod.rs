@@ -289,6 +289,8 @@ pub const SIGNALS_KEPT_PER_SERIES: usize = 1000;
 const PRUNED_PREFIX: &str = "pruned:";
 /// `meta` keys of alerts raised and not yet resolved, by check.
 const ALERT_PREFIX: &str = "alert:";
+/// In `meta`: the last seq published, and whether the instance stopped cleanly.
+const SEQ_KEY: &str = "seq";
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, postcard::Error> {
     encode_as(VALUE_V1, v)
@@ -577,6 +579,31 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Notes the seq of the last event published, and whether the instance
+    /// stopped cleanly after it. Not durable until `flush`.
+    pub fn mark_seq(&self, seq: u64, clean: bool) -> Result<(), StoreError> {
+        let mut value = seq.to_be_bytes().to_vec();
+        value.push(u8::from(clean));
+        self.meta.insert(SEQ_KEY, value).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Where the next instance's seqs start: after the last one's. A mark
+    /// left by an instance that did not stop cleanly may be behind what it
+    /// published (up to the last flush, about 5 s), so `unclean_gap` more
+    /// are skipped. A mark that cannot be read counts as unclean.
+    pub fn seq_start(&self, unclean_gap: u64) -> Result<u64, StoreError> {
+        let v = self.meta.get(SEQ_KEY).map_err(|e| self.err(e))?;
+        Ok(match v.as_deref() {
+            None => 0,
+            Some(&[a, b, c, d, e, f, g, h, clean]) => {
+                let seq = u64::from_be_bytes([a, b, c, d, e, f, g, h]);
+                if clean == 1 { seq } else { seq.saturating_add(unclean_gap) }
+            }
+            Some(_) => unclean_gap,
+        })
     }
 
     /// Keeps a raised or acknowledged alert (its episode: id, severity, when
@@ -1099,6 +1126,29 @@ mod tests {
         let aside =
             std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name() != "data").count();
         assert_eq!(aside, 0, "nothing moved aside next to the directory");
+    }
+
+    /// Seqs go on across restarts: from the mark after a clean stop, past
+    /// the gap after an unclean one.
+    #[test]
+    fn the_next_instance_starts_after_the_last_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, _) = Store::open(dir.path()).unwrap();
+            assert_eq!(store.seq_start(1000).unwrap(), 0, "a new database starts at 0");
+            store.mark_seq(42, false).unwrap();
+            store.flush_blocking().unwrap();
+        }
+        {
+            let (store, _) = Store::open(dir.path()).unwrap();
+            assert_eq!(store.seq_start(1000).unwrap(), 1042, "after a crash, past the gap");
+            store.mark_seq(1077, true).unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let (store, _) = Store::open(dir.path()).unwrap();
+        assert_eq!(store.seq_start(1000).unwrap(), 1077, "after a clean stop, from the mark");
+        store.meta.insert(SEQ_KEY, &b"bad"[..]).unwrap();
+        assert_eq!(store.seq_start(1000).unwrap(), 1000);
     }
 
     #[test]
