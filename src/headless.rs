@@ -231,15 +231,17 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     }
 
     let result = live::run(config, store.clone(), hub.clone(), Some(handle), Some(metrics), shutdown.clone()).await;
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    health_stop.cancel();
-    let _ = health_task.await;
+    // A feed that ran out (a CSV) leaves the rest running: the console, the
+    // server, the notifier's queue and the health checks all still serve.
     if let Ok(stats) = &result
         && stats.source_finished
     {
         tracing::info!("the market feed has no more candles; still running until stopped");
         shutdown.cancelled().await;
     }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    health_stop.cancel();
+    let _ = health_task.await;
     // The engine has stopped: the notifier finishes a request in flight (what
     // it has not sent stays in the outbox for the next start).
     notifier_stop.cancel();

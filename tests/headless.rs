@@ -376,12 +376,18 @@ fn a_csv_feed_gives_replays_signals_and_skips_what_was_applied() {
         let out = pipwatch()
             .args(["headless", "--for", "2s", "--source", &source, "--data-dir"])
             .arg(&data)
+            .env("PIPWATCH_HEALTH__SAMPLE_EVERY", "\"200ms\"")
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         json_lines(&out.stdout)
     };
     let first = run();
+    // The file ran out in well under a second; the instance still serves,
+    // health checks included, until it is stopped.
+    let finished = first.iter().position(|r| r["type"] == "feed" && r["state"] == "finished").expect("finished");
+    let health_after = of_type(&first[finished..], "health").len();
+    assert!(health_after >= 3, "{health_after} health samples after the feed finished");
     let replayed = pipwatch().arg("replay").arg(common::data_file()).output().unwrap();
     let want: Vec<String> =
         json_lines(&replayed.stdout).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
