@@ -154,6 +154,39 @@ fn the_whole_screen_at_80x24_and_160x48() {
     assert!(text.contains("  failing ✓12 ✗1 dead 0"), "{text}");
 }
 
+/// A signal's date shows: in full where the panel has room, else the hour
+/// for the newest signal's day and the date for older days.
+#[test]
+fn signals_from_older_days_show_their_date() {
+    let mut a = app("dark");
+    let i = Instrument::new("GBP_USD").unwrap();
+    let time = Ts(NOW - 30 * 3600); // 2024-01-01 06:00
+    a.apply(&Envelope {
+        seq: 1000,
+        event: Event::Signal(Signal {
+            id: Signal::make_id(i, Timeframe::H4, time, Side::Buy),
+            instrument: i,
+            timeframe: Timeframe::H4,
+            time,
+            side: Side::Buy,
+            price: 1.27,
+            fast: 1.27,
+            slow: 1.26,
+            atr: 0.002,
+            stop_loss: 1.267,
+            take_profit: 1.276,
+            strategy: "sma 10/20".into(),
+        }),
+    });
+    let text = |w, h| format!("{}", render(&a, w, h).backend());
+    let narrow = text(80, 24);
+    assert!(narrow.contains("│01-01 BUY  GBP_USD H4"), "{narrow}");
+    assert!(narrow.contains("│09:00 BUY  EUR_USD H1") && narrow.contains("│03:00 SELL EUR_USD H1"), "{narrow}");
+    let wide = text(160, 48);
+    assert!(wide.contains("│01-01 06:00 BUY  GBP_USD H4"), "{wide}");
+    assert!(wide.contains("│01-02 09:00 BUY  EUR_USD H1"), "{wide}");
+}
+
 /// Paused notifications are the header's most important news: down to the
 /// smallest size, and in the worst case of every other segment at its
 /// longest, they stay on screen.

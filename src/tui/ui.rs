@@ -375,6 +375,12 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
     let t = &app.theme;
     let focused = app.focus == Focus::Signals;
     let wide = area.width >= 70;
+    // A signal's date matters as much as its hour (an H4 feed spans days, a
+    // CSV years): "12-29 08:00" where there is room for it, else the hour
+    // for the newest signal's day and the date for older ones, as a mail
+    // client does.
+    let dated = if wide { area.width >= 76 } else { area.width >= 54 };
+    let newest_day = app.view.signals.iter().map(|v| v.signal.time.0.div_euclid(86_400)).max();
     // Only the rows that fit are built: formatting is most of a frame's cost.
     let visible = area.height.saturating_sub(3) as usize;
     let first = app.signal_selected.saturating_sub(visible.saturating_sub(1));
@@ -394,8 +400,16 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
             let plain = Style::default();
             let mut row = GridRow::new();
             let (side, style) = if s.side == Side::Buy { ("BUY", t.up) } else { ("SELL", t.down) };
-            let secs = s.time.0.rem_euclid(86_400);
-            row.push(0, plain, format_args!("{:02}:{:02}", secs / 3600, (secs / 60) % 60));
+            let mut buf = [0u8; 20];
+            let full = s.time.format_into(&mut buf);
+            let (date, hour) = (&full[5..10], &full[11..16]);
+            if dated {
+                row.push(0, plain, format_args!("{date} {hour}"));
+            } else if Some(s.time.0.div_euclid(86_400)) == newest_day {
+                row.push_str(0, plain, hour);
+            } else {
+                row.push_str(0, plain, date);
+            }
             row.push_str(1, style, side);
             row.push(2, plain, format_args!("{i} {}", s.timeframe));
             row.push(3, plain, format_args!("{:.d$}", s.price));
@@ -427,7 +441,7 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
     // time lost a digit.
     // Time, side, pair, entry; then "Sent" (at least 6), a cell between
     // columns and the two borders.
-    let [time, side, pair, entry] = [5u16, 4, 11, 9];
+    let [time, side, pair, entry] = [if dated { 11 } else { 5u16 }, 4, 11, 9];
     let short = (time + side + pair + entry + 6 + 4 + 2).saturating_sub(area.width);
     let pair_cut = short.min(4);
     let entry_cut = (short - pair_cut).min(2);
