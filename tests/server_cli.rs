@@ -69,6 +69,46 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok);
 }
 
+/// Stops headless (SIGTERM) and returns the ids of the signals it printed.
+fn stop_and_read_signals(mut child: Child, logs: std::thread::JoinHandle<String>) -> Vec<String> {
+    signal(&child, "-TERM");
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    assert!(child.wait().unwrap().success(), "{}", logs.join().unwrap());
+    json_lines(&out).iter().filter(|r| r["type"] == "signal").map(|r| r["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// `pipwatch tail URL --topics signal`, its stdout collected as it comes.
+struct Tail {
+    child: Child,
+    lines: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Tail {
+    fn start(url: &str) -> Tail {
+        let mut child = pipwatch_std()
+            .args(["tail", url, "--topics", "signal"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect());
+        Tail { child, lines }
+    }
+
+    /// Ctrl-C: it must exit 0. Returns its records and its stderr.
+    fn stop(mut self) -> (Vec<serde_json::Value>, String) {
+        signal(&self.child, "-INT");
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(status.success(), "tail exit {status:?}: {err}");
+        let records = self.lines.join().unwrap().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+        (records, err)
+    }
+}
+
 /// A TCP relay the test can cut, as a network drop would.
 struct Relay {
     addr: String,
@@ -226,18 +266,9 @@ async fn the_first_snapshot_has_the_notification_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_follows_headless_across_a_dropped_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, addr, logs) = headless(dir.path());
+    let (server, addr, logs) = headless(dir.path());
     let relay = Relay::start(addr.clone()).await;
-
-    let mut tail = pipwatch_std()
-        .args(["tail", &format!("ws://{}/ws", relay.addr), "--topics", "signal"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let tail_out = tail.stdout.take().unwrap();
-    let tail_lines =
-        std::thread::spawn(move || BufReader::new(tail_out).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let tail = Tail::start(&format!("ws://{}/ws", relay.addr));
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     relay.cut(true);
@@ -246,26 +277,12 @@ async fn tail_follows_headless_across_a_dropped_connection() {
     relay.cut(false);
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
-    signal(&tail, "-INT");
-    let status = tail.wait().unwrap();
-    let mut tail_err = String::new();
-    tail.stderr.take().unwrap().read_to_string(&mut tail_err).unwrap();
-    assert!(status.success(), "tail exit {status:?}: {tail_err}");
+    let (tailed, tail_err) = tail.stop();
     assert!(tail_err.contains("reconnecting"), "{tail_err}");
     // Redirected to a file or a pipe, log lines carry no colour codes.
     assert!(!tail_err.contains('\x1b'), "escape codes in piped stderr: {tail_err:?}");
-    signal(&server, "-TERM");
-    let mut out = Vec::new();
-    server.stdout.take().unwrap().read_to_end(&mut out).unwrap();
-    assert!(server.wait().unwrap().success(), "{}", logs.join().unwrap());
+    let published = stop_and_read_signals(server, logs);
 
-    let published: Vec<String> = json_lines(&out)
-        .iter()
-        .filter(|r| r["type"] == "signal")
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect();
-    let tailed: Vec<serde_json::Value> =
-        tail_lines.join().unwrap().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(tailed.iter().all(|r| r["type"] == "signal" && r["seq"].as_u64().is_some()));
     let ids: Vec<String> = tailed.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
     assert!(ids.len() >= 10, "tail saw only {} signals", ids.len());
@@ -283,43 +300,17 @@ async fn tail_misses_nothing_across_a_restart_of_the_instance() {
     let dir = tempfile::tempdir().unwrap();
     let config = fast_demo(dir.path());
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    let signals = |mut child: Child, logs: std::thread::JoinHandle<String>| {
-        signal(&child, "-TERM");
-        let mut out = Vec::new();
-        child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
-        assert!(child.wait().unwrap().success(), "{}", logs.join().unwrap());
-        json_lines(&out)
-            .iter()
-            .filter(|r| r["type"] == "signal")
-            .map(|r| r["id"].as_str().unwrap().to_string())
-            .collect::<Vec<_>>()
-    };
-
     let (first, addr, logs) = headless_on(dir.path(), &config, &listen);
-    let mut tail = pipwatch_std()
-        .args(["tail", &format!("ws://{addr}/ws"), "--topics", "signal"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let tail_out = tail.stdout.take().unwrap();
-    let tail_lines =
-        std::thread::spawn(move || BufReader::new(tail_out).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let tail = Tail::start(&format!("ws://{addr}/ws"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let before = signals(first, logs);
+    let before = stop_and_read_signals(first, logs);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (second, _, logs) = headless_on(dir.path(), &config, &listen);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let after = signals(second, logs);
+    let after = stop_and_read_signals(second, logs);
 
-    signal(&tail, "-INT");
-    let status = tail.wait().unwrap();
-    let mut tail_err = String::new();
-    tail.stderr.take().unwrap().read_to_string(&mut tail_err).unwrap();
-    assert!(status.success(), "tail exit {status:?}: {tail_err}");
+    let (tailed, tail_err) = tail.stop();
     assert!(!tail_err.contains("missed"), "{tail_err}");
-    let tailed: Vec<serde_json::Value> =
-        tail_lines.join().unwrap().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     let seqs: Vec<u64> = tailed.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seqs not increasing across the restart: {seqs:?}");
     let ids: Vec<String> = tailed.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
