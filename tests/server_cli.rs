@@ -232,35 +232,81 @@ async fn tail_and_attach_connect_over_wss_and_name_an_untrusted_certificate() {
     assert!(server.wait().unwrap().success(), "{}", logs.join().unwrap());
 }
 
+/// A config with one route (to a port where nothing listens) and a market
+/// too slow to change the queue during a test.
+fn one_route(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("route.toml");
+    std::fs::write(
+        &config,
+        "[market.demo]\ncandle_every = \"1h\"\n[[notify.routes]]\nname = \"signals\"\nwebhook = \"http://127.0.0.1:9/api/webhooks/1/x\"\n",
+    )
+    .unwrap();
+    config
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text frame of `type`, as JSON.
+async fn next_of(ws: &mut Ws, kind: &str) -> serde_json::Value {
+    use futures_util::StreamExt;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+        let Ok(text) = frame.to_text() else { continue };
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        if v["type"] == kind {
+            return v;
+        }
+    }
+}
+
 /// The notifier reports the queue once at start and then only on changes:
 /// a client's first snapshot has it even when nothing has changed since.
 /// (The server used to start listening after that first report, so its
 /// clients saw no queue until a message was queued or sent.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_snapshot_has_the_notification_queue() {
-    use futures_util::StreamExt;
     let dir = tempfile::tempdir().unwrap();
-    // A route, and a market too slow to change the queue during the test.
-    let config = dir.path().join("route.toml");
-    std::fs::write(
-        &config,
-        "[market.demo]\ncandle_every = \"1h\"\n[[notify.routes]]\nname = \"signals\"\nwebhook = \"http://127.0.0.1:9/api/webhooks/1/x\"\n",
-    )
-    .unwrap();
-    let (mut server, addr, logs) = headless_with(dir.path(), &config);
+    let (server, addr, logs) = headless_with(dir.path(), &one_route(dir.path()));
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
-    let snapshot = loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
-        let v: serde_json::Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
-        if v["type"] == "snapshot" {
-            break v;
-        }
-    };
-    signal(&server, "-TERM");
-    assert!(server.wait().unwrap().success(), "{}", logs.join().unwrap());
+    let snapshot = next_of(&mut ws, "snapshot").await;
+    stop_and_read_signals(server, logs);
     let queue = &snapshot["queue"];
     assert_eq!(queue["routes"][0]["name"], "signals", "no queue in the first snapshot: {queue}");
     assert_eq!(queue["paused"], false);
+}
+
+/// Notifications paused stay paused across a restart (a crash loop must not
+/// flood the channels someone silenced), and resumed stay resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_outlives_a_restart() {
+    use futures_util::SinkExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = one_route(dir.path());
+    let paused_after_restart = |op: &'static str| {
+        let (dir, config) = (dir.path().to_path_buf(), config.clone());
+        async move {
+            let (server, addr, logs) = headless_with(&dir, &config);
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+            next_of(&mut ws, "snapshot").await;
+            ws.send(format!("{{\"op\":\"{op}\"}}").into()).await.unwrap();
+            assert_eq!(next_of(&mut ws, "ok").await["op"], op);
+            stop_and_read_signals(server, logs);
+
+            let (mut server, addr, logs) = headless_with(&dir, &config);
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+            let snapshot = next_of(&mut ws, "snapshot").await;
+            signal(&server, "-TERM");
+            assert!(server.wait().unwrap().success());
+            let logs = logs.join().unwrap();
+            (snapshot["queue"]["paused"].as_bool(), logs)
+        }
+    };
+    let (paused, logs) = paused_after_restart("pause").await;
+    assert_eq!(paused, Some(true), "{logs}");
+    assert!(logs.contains("notifications are paused, as they were when pipwatch last stopped"), "{logs}");
+    let (paused, logs) = paused_after_restart("resume").await;
+    assert_eq!(paused, Some(false), "{logs}");
+    assert!(!logs.contains("notifications are paused"), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,8 @@ pub enum NotifyError {
     Webhook { index: usize, name: String, source: discord::NotAWebhook },
     #[error("cannot set up the HTTP client for Discord: {0}")]
     Client(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Delivery settings (`[notify]`).
@@ -144,6 +146,7 @@ impl Notifier {
                 last_error: None,
             })
             .collect();
+        let paused = store.notifications_paused()?;
         Ok(Notifier {
             shared: Arc::new(Shared {
                 store,
@@ -152,7 +155,9 @@ impl Notifier {
                 limits: Limits::default(),
                 routes,
                 stats: Mutex::new(stats),
-                paused: watch::channel(false).0,
+                // A pause is the user's and outlives a restart: a crash
+                // loop must not flood the channels someone silenced.
+                paused: watch::channel(paused).0,
                 settings,
                 changed: Notify::new(),
                 queued_at: Mutex::new(HashMap::new()),
@@ -179,7 +184,12 @@ impl Notifier {
         tasks.spawn(status_task(self.shared.clone(), shutdown.clone()));
         match self.shared.store.outbox() {
             Ok((pending, _)) => {
-                tracing::info!(routes = self.shared.routes.len(), pending = pending.len(), "notifier started")
+                tracing::info!(routes = self.shared.routes.len(), pending = pending.len(), "notifier started");
+                if *self.shared.paused.borrow() {
+                    tracing::warn!(
+                        "notifications are paused, as they were when pipwatch last stopped: `p` in the console or {{\"op\":\"resume\"}} on /ws resumes them"
+                    );
+                }
             }
             Err(e) => tracing::error!(error = %e, "notifier started, but the outbox cannot be read"),
         }
@@ -210,9 +220,13 @@ impl NotifierHandle {
     }
 
     /// Pausing keeps everything queued and sends nothing until resumed.
+    /// Kept in the store (durable with its next flush), so a restart keeps it.
     pub fn set_paused(&self, paused: bool) {
         self.shared.paused.send_replace(paused);
         tracing::info!(paused, "notifications {}", if paused { "paused" } else { "resumed" });
+        if let Err(e) = self.shared.store.set_notifications_paused(paused) {
+            tracing::warn!(error = %e, "the pause holds until pipwatch stops, but could not be kept for the next start");
+        }
         self.shared.changed.notify_one();
     }
 

@@ -291,6 +291,8 @@ const PRUNED_PREFIX: &str = "pruned:";
 const ALERT_PREFIX: &str = "alert:";
 /// In `meta`: the last seq published, and whether the instance stopped cleanly.
 const SEQ_KEY: &str = "seq";
+/// In `meta`: notifications paused (1) or not.
+const PAUSED_KEY: &str = "paused";
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, postcard::Error> {
     encode_as(VALUE_V1, v)
@@ -578,6 +580,17 @@ impl Store {
                 self.meta.insert("schema", &SCHEMA.to_be_bytes()).map_err(|e| self.err(e))?;
             }
         }
+        Ok(())
+    }
+
+    /// Whether notifications were left paused.
+    pub fn notifications_paused(&self) -> Result<bool, StoreError> {
+        Ok(self.meta.get(PAUSED_KEY).map_err(|e| self.err(e))?.is_some_and(|v| v.as_ref() == [1]))
+    }
+
+    /// Not durable until `flush`.
+    pub fn set_notifications_paused(&self, paused: bool) -> Result<(), StoreError> {
+        self.meta.insert(PAUSED_KEY, &[u8::from(paused)]).map_err(|e| self.err(e))?;
         Ok(())
     }
 
