@@ -259,9 +259,14 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     }
     marker_stop.cancel();
     let _ = marker.await;
-    store.mark_seq(hub.last(), true)?;
-    store.flush().await?;
-    Ok(result?)
+    let marked = store.mark_seq(hub.last(), true);
+    let flushed = store.flush().await;
+    // The engine's own error first: a refused write it met says more than
+    // the same refusal met again here.
+    let stats = result?;
+    marked?;
+    flushed?;
+    Ok(stats)
 }
 
 /// Seqs an unclean stop may have published past its last mark: the mark is
