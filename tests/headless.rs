@@ -8,17 +8,15 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{json_lines, of_type, pipwatch, pipwatch_std};
+use common::{config_file, json_lines, of_type, pipwatch, pipwatch_std};
 
 /// Two pairs, fast candles, so a couple of seconds hold many of them.
 fn fast_demo(dir: &std::path::Path) -> std::path::PathBuf {
-    let cfg = dir.join("fast.toml");
-    std::fs::write(
-        &cfg,
+    config_file(
+        dir,
+        "fast.toml",
         "[market]\ninstruments = [\"EUR_USD\", \"USD_JPY\"]\ntimeframes = [\"H1\"]\n[market.demo]\ncandle_every = \"40ms\"\n[strategy]\nfast = 3\nslow = 6\natr = 3\n",
     )
-    .unwrap();
-    cfg
 }
 
 fn candles_by_series(records: &[serde_json::Value]) -> HashMap<String, Vec<String>> {

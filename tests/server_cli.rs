@@ -9,16 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{json_lines, pipwatch, pipwatch_std};
+use common::{config_file, json_lines, pipwatch, pipwatch_std};
 
 fn fast_demo(dir: &std::path::Path) -> std::path::PathBuf {
-    let p = dir.join("pipwatch.toml");
-    std::fs::write(
-        &p,
+    config_file(
+        dir,
+        "pipwatch.toml",
         "[market]\ninstruments = [\"EUR_USD\", \"GBP_USD\", \"USD_JPY\"]\ntimeframes = [\"M1\"]\n[market.demo]\ncandle_every = \"20ms\"\n[strategy]\nfast = 3\nslow = 5\natr = 3\n",
     )
-    .unwrap();
-    p
 }
 
 /// Starts headless and returns it with the address its server listens on.
@@ -235,13 +233,11 @@ async fn tail_and_attach_connect_over_wss_and_name_an_untrusted_certificate() {
 /// A config with one route (to a port where nothing listens) and a market
 /// too slow to change the queue during a test.
 fn one_route(dir: &std::path::Path) -> std::path::PathBuf {
-    let config = dir.join("route.toml");
-    std::fs::write(
-        &config,
+    config_file(
+        dir,
+        "route.toml",
         "[market.demo]\ncandle_every = \"1h\"\n[[notify.routes]]\nname = \"signals\"\nwebhook = \"http://127.0.0.1:9/api/webhooks/1/x\"\n",
     )
-    .unwrap();
-    config
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

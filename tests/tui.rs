@@ -413,12 +413,11 @@ fn attach_shows_a_dropped_link_and_comes_back_with_the_server() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let bin = assert_cmd::cargo::cargo_bin("pipwatch");
     // A route, so there is a queue to pause; nothing listens on port 9.
-    let config = dir.path().join("pipwatch.toml");
-    std::fs::write(
-        &config,
+    let config = common::config_file(
+        dir.path(),
+        "pipwatch.toml",
         "[[notify.routes]]\nname = \"signals\"\nwebhook = \"http://127.0.0.1:9/api/webhooks/1/x\"\n",
-    )
-    .unwrap();
+    );
     let serve = || {
         let child = common::pipwatch_std()
             .env("PIPWATCH_SERVER__LISTEN", format!("\"127.0.0.1:{port}\""))

@@ -31,6 +31,13 @@ pub fn pipwatch_std() -> std::process::Command {
     c
 }
 
+/// Writes `text` to `dir/name` and returns its path: a test's config file.
+pub fn config_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write the config file");
+    path
+}
+
 pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(stdout)
         .lines()
