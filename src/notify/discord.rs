@@ -180,6 +180,7 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Answer 
             let errors = field("errors").map(|e| format!(": {}", short(&e.to_string()))).unwrap_or_default();
             Outcome::Rejected { status: status.as_u16(), code, message: format!("{message}{errors}") }
         }
+        _ if message.is_empty() => Outcome::Retry { reason: format!("Discord answered {status} with no body") },
         _ => Outcome::Retry { reason: format!("Discord answered {status}: {}", short(&message)) },
     };
     Answer { outcome, headers: rate }
@@ -187,6 +188,8 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Answer 
 
 /// Why Discord refused a webhook, in words an admin can act on.
 pub fn explain_gone(status: u16, code: Option<u64>, message: &str) -> String {
+    // An empty body (a proxy's answer, not Discord's) would read as "(404, )".
+    let message = if message.is_empty() { "no body" } else { message };
     match (status, code) {
         (404, Some(10015)) => "Discord says the webhook no longer exists (404, code 10015 Unknown Webhook): it was deleted or the URL is wrong".into(),
         (404, _) => format!("Discord answered 404 ({message}): the webhook URL's path is wrong"),
@@ -320,7 +323,23 @@ mod tests {
             matches!(&bad.outcome, Outcome::Rejected { code: Some(50035), message, .. } if message.contains("Invalid Form Body") && message.contains("embeds"))
         );
         let down = classify(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"<html>bad gateway</html>");
-        assert!(matches!(down.outcome, Outcome::Retry { .. }));
+        assert_eq!(
+            down.outcome,
+            Outcome::Retry { reason: "Discord answered 502 Bad Gateway: <html>bad gateway</html>".into() }
+        );
+        let empty = classify(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), b"");
+        assert_eq!(
+            empty.outcome,
+            Outcome::Retry { reason: "Discord answered 503 Service Unavailable with no body".into() }
+        );
+        let Outcome::Gone { status, code, message } = classify(StatusCode::NOT_FOUND, &HeaderMap::new(), b" ").outcome
+        else {
+            panic!("a 404 is gone");
+        };
+        assert_eq!(
+            explain_gone(status, code, &message),
+            "Discord answered 404 (no body): the webhook URL's path is wrong"
+        );
     }
 
     #[test]
