@@ -41,6 +41,7 @@ pub mod live;
 pub mod logging;
 pub mod market;
 pub mod metrics;
+pub mod net;
 pub mod notify;
 pub mod replay;
 pub mod server;

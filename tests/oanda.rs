@@ -87,7 +87,9 @@ async fn candles(
     if !m.failures.is_empty() {
         let status = m.failures.remove(0);
         // Like real outages: not JSON, and a Retry-After only on 429.
-        let mut resp = (StatusCode::from_u16(status).unwrap(), "<html>busy</html>").into_response();
+        // A 502 with no body at all, as some proxies send it.
+        let body = if status == 502 { "" } else { "<html>busy</html>" };
+        let mut resp = (StatusCode::from_u16(status).unwrap(), body).into_response();
         if status == 429 {
             resp.headers_mut().insert("retry-after", "0.3".parse().unwrap());
         }
@@ -280,6 +282,8 @@ async fn rate_limits_and_outages_back_off_and_recover() {
     let retrying: Vec<_> = of_type(&records, "feed").into_iter().filter(|f| f["state"] == "retrying").collect();
     assert_eq!(retrying.len(), 3, "{records:?}");
     assert!(retrying[0]["message"].as_str().unwrap().contains("rate limiting"));
+    assert!(retrying[1]["message"].as_str().unwrap().contains("OANDA answered HTTP 503: <html>busy</html>;"));
+    assert!(retrying[2]["message"].as_str().unwrap().contains("OANDA answered HTTP 502: no body;"), "{retrying:?}");
     assert!(
         of_type(&records, "feed")
             .iter()
@@ -288,6 +292,20 @@ async fn rate_limits_and_outages_back_off_and_recover() {
     assert_eq!(of_type(&records, "candle").len(), 21, "the warm-up did not complete after the failures");
     let requests = market.lock().unwrap().requests.len();
     assert!((4..=8).contains(&requests), "{requests} requests: backoff too eager or too slow");
+}
+
+/// A host nobody answers on: the feed says why, not just "error sending request".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_host_is_named_with_the_reason() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &format!("http://127.0.0.1:{port}"));
+    let out = headless(&cfg, &dir.path().join("data"), TOKEN, Some("1500ms")).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = json_lines(&out.stdout);
+    let retrying = of_type(&records, "feed").into_iter().find(|f| f["state"] == "retrying").expect("a retrying feed");
+    let message = retrying["message"].as_str().unwrap();
+    assert!(message.starts_with("EUR_USD:H1: cannot reach OANDA: could not connect: Connection refused"), "{message}");
 }
 
 /// The pricing stream, through the library: quotes arrive, and a stream that

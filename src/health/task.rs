@@ -351,7 +351,7 @@ async fn run_with(
                     Err(e) => {
                         if !heartbeat_failing {
                             // The URL may carry a secret: never log it.
-                            tracing::warn!(error = %e.without_url(), "the heartbeat ping failed; retrying at the next beat");
+                            tracing::warn!(error = %crate::net::describe(e), "the heartbeat ping failed; retrying at the next beat");
                         }
                         heartbeat_failing = true;
                     }

@@ -167,6 +167,8 @@ impl OandaClient {
             .ok()
             .and_then(|b| b.error_message)
             .unwrap_or_else(|| body.chars().take(200).collect::<String>().trim().to_string());
+        // An empty body would leave "HTTP 503: " hanging.
+        let message = if message.is_empty() { "no body".to_string() } else { message };
         Err(match status {
             401 => OandaError::Unauthorized { message, var: self.token_var() },
             403 => OandaError::Forbidden { message },
@@ -190,9 +192,9 @@ impl OandaClient {
             Query::Latest(n) => req.query(&[("count", n.to_string())]),
             Query::After(t) => req.query(&[("from", t.to_string()), ("includeFirst", "false".to_string())]),
         };
-        let resp = req.send().await.map_err(|e| OandaError::Network(e.without_url().to_string()))?;
+        let resp = req.send().await.map_err(|e| OandaError::Network(crate::net::describe(e)))?;
         let resp = self.classify(resp, &format!("the candles request for {key}")).await?;
-        let body: CandlesResponse = resp.json().await.map_err(|e| OandaError::Decode(e.without_url().to_string()))?;
+        let body: CandlesResponse = resp.json().await.map_err(|e| OandaError::Decode(crate::net::describe(e)))?;
         let full = body.candles.len() >= PAGE;
         let mut out = Vec::with_capacity(body.candles.len());
         for c in body.candles.into_iter().filter(|c| c.complete) {
@@ -217,7 +219,7 @@ impl OandaClient {
             .query(&[("instruments", list.as_str()), ("snapshot", "true")])
             .send()
             .await
-            .map_err(|e| OandaError::Network(e.without_url().to_string()))?;
+            .map_err(|e| OandaError::Network(crate::net::describe(e)))?;
         let resp = self.classify(resp, "the pricing stream request").await?;
         let mut body = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
@@ -232,7 +234,7 @@ impl OandaClient {
                     return Err(OandaError::Network(format!("no data or heartbeat for {}s", STREAM_SILENCE.as_secs())));
                 }
                 Ok(None) => return Err(OandaError::Network("the stream ended".into())),
-                Ok(Some(Err(e))) => return Err(OandaError::Network(e.without_url().to_string())),
+                Ok(Some(Err(e))) => return Err(OandaError::Network(crate::net::describe(e))),
                 Ok(Some(Ok(b))) => b,
             };
             buf.extend_from_slice(&bytes);

@@ -237,22 +237,7 @@ impl Discord {
 }
 
 fn transport_error(e: reqwest::Error) -> Answer {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "the connection failed"
-    };
-    // `without_url`: the URL holds the webhook token.
-    let e = e.without_url();
-    let mut reason = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        reason.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    Answer { outcome: Outcome::Retry { reason: short(&reason) }, headers: RateHeaders::default() }
+    Answer { outcome: Outcome::Retry { reason: short(&crate::net::describe(e)) }, headers: RateHeaders::default() }
 }
 
 #[cfg(test)]

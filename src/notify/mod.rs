@@ -123,7 +123,7 @@ impl Notifier {
             })?;
             routes.push(RouteRt { cfg: r.clone(), webhook, wake: Notify::new() });
         }
-        let discord = Discord::new(n.timeout.0).map_err(|e| NotifyError::Client(e.without_url().to_string()))?;
+        let discord = Discord::new(n.timeout.0).map_err(|e| NotifyError::Client(crate::net::describe(e)))?;
         let settings = Settings {
             username: n.username.clone(),
             retry_min: n.retry_min.0,
