@@ -149,7 +149,7 @@ fn run_attach(cli: &Cli, args: &pipwatch::cli::AttachArgs) -> ExitCode {
     match rt.block_on(pipwatch::tui::attach(&args.url, args.token.clone(), args.theme.clone(), &loaded.config.console))
     {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ pipwatch::tui::TuiError::Attach(pipwatch::tui::remote::AttachError::Url(_))) => fail(BAD_INPUT, e),
+        Err(e @ pipwatch::tui::TuiError::Attach(pipwatch::tail::TailError::Url(_))) => fail(BAD_INPUT, e),
         Err(e) => fail(FAILED, e),
     }
 }

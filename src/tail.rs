@@ -19,12 +19,15 @@ pub struct Options {
     pub instruments: Vec<String>,
 }
 
+/// Why `tail` or `attach` could not follow an instance. Both say it the same way.
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
     #[error("'{0}' is not a WebSocket URL: write e.g. ws://127.0.0.1:8787/ws")]
     Url(String),
     #[error("cannot connect to {url}: {message}. Is `pipwatch headless` (or the console) running there?")]
     Connect { url: String, message: String },
+    #[error("{url} answered 404 Not Found: pipwatch serves its events at /ws, e.g. ws://127.0.0.1:8787/ws")]
+    NotFound { url: String },
     #[error("{url}: the TLS connection failed: {message}. {TLS_HINT}")]
     Tls { url: String, message: String },
     #[error("{url} wants a token: pass --token TOKEN or set PIPWATCH_SERVER_TOKEN")]
@@ -58,14 +61,73 @@ pub struct Stats {
     pub last_seq: Option<u64>,
 }
 
+/// The URL as a user would write it, made whole: `127.0.0.1:8787`,
+/// `http://host:8787` and `ws://host:8787` all mean that instance's `/ws`
+/// (`https` means `wss`). Without this the last two reached the server and
+/// got a bare 404, which read as if nothing was running there.
+fn parse(raw: &str) -> Result<reqwest::Url, TailError> {
+    let bad = || TailError::Url(raw.to_string());
+    let text = raw.trim();
+    let text = if text.contains("://") { text.to_string() } else { format!("ws://{text}") };
+    let mut u = reqwest::Url::parse(&text).map_err(|_| bad())?;
+    let scheme = match u.scheme() {
+        "ws" | "http" => "ws",
+        "wss" | "https" => "wss",
+        _ => return Err(bad()),
+    };
+    // `Url` refuses some scheme changes in place; rebuilding from text does not.
+    if u.scheme() != scheme {
+        u = reqwest::Url::parse(&format!("{scheme}{}", &text[text.find("://").unwrap_or(0)..])).map_err(|_| bad())?;
+    }
+    if u.host().is_none() {
+        return Err(bad());
+    }
+    if u.path().is_empty() || u.path() == "/" {
+        u.set_path("/ws");
+    }
+    Ok(u)
+}
+
+/// `raw` as the URL `tail` and `attach` connect to (see `parse`), for
+/// messages that name it.
+pub fn normalize(raw: &str) -> Result<String, TailError> {
+    parse(raw).map(String::from)
+}
+
+/// A failed handshake in a user's words. `Connect` is the only one worth
+/// retrying: a refused token or a wrong path does not fix itself.
+pub fn connect_error(url: &str, has_token: bool, e: tungstenite::Error) -> TailError {
+    let url = url.to_string();
+    match e {
+        tungstenite::Error::Http(r) if r.status() == 401 => {
+            if has_token {
+                TailError::TokenRefused { url }
+            } else {
+                TailError::Unauthorized { url }
+            }
+        }
+        tungstenite::Error::Http(r) if r.status() == 400 => {
+            TailError::Refused(r.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().trim().to_string())
+        }
+        tungstenite::Error::Http(r) if r.status() == 404 => TailError::NotFound { url },
+        e if is_tls_failure(&e) => TailError::Tls { url, message: e.to_string() },
+        e => TailError::Connect { url, message: reason(&e) },
+    }
+}
+
+/// A connection error as a user reads it: the OS's words for an I/O error,
+/// without tungstenite's "IO error: " before them.
+pub fn reason(e: &tungstenite::Error) -> String {
+    match e {
+        tungstenite::Error::Io(io) => io.to_string(),
+        e => e.to_string(),
+    }
+}
+
 /// The URL with the subscription and the resume point in its query, so they
 /// apply from the first frame (a `since` replay is filtered too).
 fn url_for(opts: &Options, since: Option<u64>) -> Result<reqwest::Url, TailError> {
-    let url = &opts.url;
-    let mut u = reqwest::Url::parse(url).map_err(|_| TailError::Url(url.to_string()))?;
-    if !matches!(u.scheme(), "ws" | "wss") || u.host().is_none() {
-        return Err(TailError::Url(url.to_string()));
-    }
+    let mut u = parse(&opts.url)?;
     let mut pairs: Vec<(String, String)> = u
         .query_pairs()
         .filter(|(k, _)| !matches!(k.as_ref(), "since" | "topics" | "instruments"))
@@ -95,7 +157,7 @@ pub fn request(opts: &Options, since: Option<u64>) -> Result<tungstenite::handsh
     let mut request = url
         .as_str()
         .into_client_request()
-        .map_err(|e| TailError::Connect { url: opts.url.clone(), message: e.to_string() })?;
+        .map_err(|e| TailError::Connect { url: opts.url.clone(), message: reason(&e) })?;
     if let Some(t) = &opts.token
         && let Ok(v) = format!("Bearer {t}").parse()
     {
@@ -116,7 +178,7 @@ pub async fn run(
     out: &mut (dyn Write + Send),
     shutdown: CancellationToken,
 ) -> Result<Stats, TailError> {
-    url_for(opts, None)?;
+    let opts = &Options { url: normalize(&opts.url)?, ..opts.clone() };
     let mut stats = Stats::default();
     let mut attempt = 0u32;
     loop {
@@ -127,29 +189,18 @@ pub async fn run(
         };
         let ws = match connected {
             Ok((ws, _)) => ws,
-            Err(tungstenite::Error::Http(r)) if r.status() == 401 => {
-                let url = opts.url.clone();
-                return Err(if opts.token.is_some() {
-                    TailError::TokenRefused { url }
-                } else {
-                    TailError::Unauthorized { url }
-                });
-            }
-            Err(tungstenite::Error::Http(r)) if r.status() == 400 => {
-                let body = r.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().trim().to_string();
-                return Err(TailError::Refused(body));
-            }
-            Err(e) if is_tls_failure(&e) => {
-                // A certificate does not fix itself: retrying would only hide it.
-                return Err(TailError::Tls { url: opts.url.clone(), message: e.to_string() });
-            }
-            Err(e) if stats.reconnects == 0 && stats.last_seq.is_none() && attempt == 0 => {
-                return Err(TailError::Connect { url: opts.url.clone(), message: e.to_string() });
-            }
             Err(e) => {
+                let err = connect_error(&opts.url, opts.token.is_some(), e);
+                // Only a connection that could not be made is worth waiting
+                // for, and only once tail has been connected: at the start
+                // the user wants to know that nothing is there.
+                let TailError::Connect { message, .. } = &err else { return Err(err) };
+                if stats.reconnects == 0 && stats.last_seq.is_none() && attempt == 0 {
+                    return Err(err);
+                }
                 attempt += 1;
                 let wait = crate::market::backoff(attempt, Duration::from_millis(250), Duration::from_secs(5));
-                tracing::warn!(error = %e, retry_in = %format!("{:.1}s", wait.as_secs_f64()), "reconnecting");
+                tracing::warn!(error = %message, retry_in = %format!("{:.1}s", wait.as_secs_f64()), "reconnecting");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => continue,
                     _ = shutdown.cancelled() => return Ok(stats),
@@ -208,6 +259,29 @@ async fn follow(
                     stats.last_seq = Some(seq);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_taken_as_a_user_writes_it() {
+        for (typed, url) in [
+            ("127.0.0.1:8787", "ws://127.0.0.1:8787/ws"),
+            ("ws://127.0.0.1:8787", "ws://127.0.0.1:8787/ws"),
+            ("ws://127.0.0.1:8787/", "ws://127.0.0.1:8787/ws"),
+            ("http://box.lan:8787", "ws://box.lan:8787/ws"),
+            ("https://box.lan/pipwatch/ws?x=1", "wss://box.lan/pipwatch/ws?x=1"),
+            ("wss://box.lan:9000/ws", "wss://box.lan:9000/ws"),
+            (" localhost:8787 ", "ws://localhost:8787/ws"),
+        ] {
+            assert_eq!(normalize(typed).ok().as_deref(), Some(url), "{typed}");
+        }
+        for bad in ["ftp://box/ws", "ws://", "", "http://[::1"] {
+            assert!(matches!(normalize(bad), Err(TailError::Url(_))), "{bad}");
         }
     }
 }

@@ -407,9 +407,9 @@ fn a_port_in_use_is_named() {
 
 #[test]
 fn tail_explains_what_is_wrong() {
-    let out = pipwatch().args(["tail", "http://127.0.0.1:1/ws"]).output().unwrap();
+    let out = pipwatch().args(["tail", "ftp://127.0.0.1:1/ws"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a WebSocket URL"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'ftp://127.0.0.1:1/ws' is not a WebSocket URL"));
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let out = pipwatch().args(["tail", &format!("ws://{free}/ws")]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -426,4 +426,29 @@ fn tail_explains_what_is_wrong() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid value 'eurusd' for '--instruments") && err.contains("EUR_USD"), "{err}");
+}
+
+/// The forms a user types for an instance all reach its `/ws`; a path that
+/// is not pipwatch's says where it is, instead of "is pipwatch running?".
+#[test]
+fn tail_takes_an_address_as_a_user_writes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr, logs) = headless(dir.path());
+    for url in [addr.clone(), format!("http://{addr}"), format!("ws://{addr}/"), format!("ws://{addr}/ws")] {
+        let tail = Tail::start(&url);
+        let started = Instant::now();
+        // A signal every few candles of 20 ms: one comes within seconds.
+        std::thread::sleep(Duration::from_millis(1500));
+        let (records, err) = tail.stop();
+        assert!(!records.is_empty(), "{url}: nothing in {:?}: {err}", started.elapsed());
+        assert!(records.iter().all(|r| r["type"] == "signal"), "{url}: {records:?}");
+    }
+    let out = pipwatch().args(["tail", &format!("ws://{addr}/events")]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("ws://{addr}/events answered 404 Not Found: pipwatch serves its events at /ws")),
+        "{err}"
+    );
+    stop_and_read_signals(child, logs);
 }

@@ -37,7 +37,7 @@ pub enum TuiError {
     #[error("the engine stopped unexpectedly: {0}")]
     Crashed(String),
     #[error(transparent)]
-    Attach(#[from] remote::AttachError),
+    Attach(#[from] crate::tail::TailError),
 }
 
 impl TuiError {
@@ -152,6 +152,7 @@ pub async fn attach(
     theme: Option<String>,
     console: &crate::config::Console,
 ) -> Result<(), TuiError> {
+    let url = &crate::tail::normalize(url)?;
     let first = remote::connect(url, token.as_deref()).await?;
     let shutdown = CancellationToken::new();
     headless::stop_on_signals(shutdown.clone(), None);

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::app::LinkState;
 use crate::event::Envelope;
+use crate::tail::TailError;
 use crate::view::View;
 
 /// What the console receives, from either side.
@@ -34,44 +35,24 @@ pub enum Command {
     Ack(crate::event::Alert),
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AttachError {
-    #[error("'{0}' is not a WebSocket URL: write e.g. ws://127.0.0.1:8787/ws")]
-    Url(String),
-    #[error("cannot connect to {url}: {message}. Is `pipwatch headless` (or a console) running there?")]
-    Connect { url: String, message: String },
-    #[error("{url}: the TLS connection failed: {message}. {}", crate::tail::TLS_HINT)]
-    Tls { url: String, message: String },
-    #[error("{url} wants a token: pass --token TOKEN or set PIPWATCH_SERVER_TOKEN")]
-    Unauthorized { url: String },
-    #[error("{url} refused the token (401): it must be the server's `server.token` exactly")]
-    TokenRefused { url: String },
-}
-
 fn request(
     url: &str,
     token: Option<&str>,
     since: Option<u64>,
-) -> Result<tungstenite::handshake::client::Request, AttachError> {
+) -> Result<tungstenite::handshake::client::Request, TailError> {
     let opts = crate::tail::Options { url: url.to_string(), token: token.map(str::to_string), ..Default::default() };
-    crate::tail::request(&opts, since).map_err(|e| match e {
-        crate::tail::TailError::Url(u) => AttachError::Url(u),
-        other => AttachError::Connect { url: url.to_string(), message: other.to_string() },
-    })
+    crate::tail::request(&opts, since)
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Connects once, to fail early (before the screen opens) if nothing is there.
-pub async fn connect(url: &str, token: Option<&str>) -> Result<Ws, AttachError> {
-    match tokio_tungstenite::connect_async(request(url, token, None)?).await {
+/// Connects once, to fail early (before the screen opens) if nothing is
+/// there. `url` as the user wrote it: `crate::tail::normalize` makes it whole.
+pub async fn connect(url: &str, token: Option<&str>) -> Result<Ws, TailError> {
+    let url = crate::tail::normalize(url)?;
+    match tokio_tungstenite::connect_async(request(&url, token, None)?).await {
         Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::Error::Http(r)) if r.status() == 401 => {
-            let url = url.to_string();
-            Err(if token.is_some() { AttachError::TokenRefused { url } } else { AttachError::Unauthorized { url } })
-        }
-        Err(e) if crate::tail::is_tls_failure(&e) => Err(AttachError::Tls { url: url.into(), message: e.to_string() }),
-        Err(e) => Err(AttachError::Connect { url: url.into(), message: e.to_string() }),
+        Err(e) => Err(crate::tail::connect_error(&url, token.is_some(), e)),
     }
 }
 
@@ -106,7 +87,7 @@ pub async fn follow(
                     Err(e) => {
                         attempt += 1;
                         let wait = crate::market::backoff(attempt, Duration::from_millis(250), Duration::from_secs(5));
-                        let _ = tx.send(Incoming::Link(LinkState::Reconnecting, Some(why(&e)))).await;
+                        let _ = tx.send(Incoming::Link(LinkState::Reconnecting, Some(crate::tail::reason(&e)))).await;
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => continue,
                             _ = stop.cancelled() => return,
@@ -129,7 +110,7 @@ pub async fn follow(
                                 .unwrap_or_else(|| "closed by the server".into());
                         }
                         Some(Ok(_)) => continue,
-                        Some(Err(e)) => break why(&e),
+                        Some(Err(e)) => break crate::tail::reason(&e),
                         None => break "connection closed".into(),
                     };
                     let Ok(mut v) = serde_json::from_str::<Value>(&text) else { continue };
@@ -176,7 +157,7 @@ pub async fn follow(
                         None => return,
                     };
                     if let Err(e) = conn.send(Message::Text(frame.to_string().into())).await {
-                        break why(&e);
+                        break crate::tail::reason(&e);
                     }
                 }
                 _ = stop.cancelled() => {
@@ -186,14 +167,5 @@ pub async fn follow(
             }
         };
         let _ = tx.send(Incoming::Link(LinkState::Reconnecting, Some(why))).await;
-    }
-}
-
-/// A connection error as a user reads it: the OS's words for an I/O error,
-/// without tungstenite's "IO error: " before them.
-fn why(e: &tungstenite::Error) -> String {
-    match e {
-        tungstenite::Error::Io(io) => io.to_string(),
-        e => e.to_string(),
     }
 }
