@@ -371,15 +371,23 @@ fn pair_row(app: &App, p: &PairView, stale: bool, show: (bool, bool, bool, bool)
     row
 }
 
+/// What the "Sent" column takes of a signals panel: its least width, the
+/// cell before it, and room for a route's name beside its mark.
+const SENT_ROOM: u16 = 16;
+
 fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
     let t = &app.theme;
     let focused = app.focus == Focus::Signals;
-    let wide = area.width >= 70;
+    // Without notification routes "Sent" would stay empty (the default demo
+    // has none): its room goes to the stop and target, which a trader needs.
+    let sent = app.view.queue.is_some() || app.view.signals.iter().any(|v| !v.deliveries.is_empty());
+    let room = area.width + if sent { 0 } else { SENT_ROOM };
+    let wide = room >= 70;
     // A signal's date matters as much as its hour (an H4 feed spans days, a
     // CSV years): "12-29 08:00" where there is room for it, else the hour
     // for the newest signal's day and the date for older ones, as a mail
     // client does.
-    let dated = if wide { area.width >= 76 } else { area.width >= 54 };
+    let dated = if wide { room >= 76 } else { room >= 54 };
     let newest_day = app.view.signals.iter().map(|v| v.signal.time.0.div_euclid(86_400)).max();
     // Only the rows that fit are built: formatting is most of a frame's cost.
     let visible = area.height.saturating_sub(3) as usize;
@@ -442,7 +450,7 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
     // Time, side, pair, entry; then "Sent" (at least 6), a cell between
     // columns and the two borders.
     let [time, side, pair, entry] = [if dated { 11 } else { 5u16 }, 4, 11, 9];
-    let short = (time + side + pair + entry + 6 + 4 + 2).saturating_sub(area.width);
+    let short = (time + side + pair + entry + if sent { 6 + 4 } else { 3 } + 2).saturating_sub(area.width);
     let pair_cut = short.min(4);
     let entry_cut = (short - pair_cut).min(2);
     let mut widths = vec![
@@ -456,8 +464,10 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
         widths.extend([Constraint::Length(9), Constraint::Length(9)]);
         header.extend(["Stop", "Target"]);
     }
-    widths.push(Constraint::Min(6));
-    header.push("Sent");
+    if sent {
+        widths.push(Constraint::Min(6));
+        header.push("Sent");
+    }
     let block = Block::bordered()
         .title(Span::styled(
             match app.filter.label() {
