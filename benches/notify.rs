@@ -116,7 +116,14 @@ impl Rig {
         let rt = &self.rt;
         let start = Instant::now();
         self.store
-            .commit(&CandleCommit { key, state: &self.state, signal: Some(&s), routes: &routes, now: Ts::now() })
+            .commit(&CandleCommit {
+                key,
+                candle: None,
+                state: &self.state,
+                signal: Some(&s),
+                routes: &routes,
+                now: Ts::now(),
+            })
             .expect("commit");
         rt.block_on(self.store.flush()).expect("flush");
         self.handle.wake();

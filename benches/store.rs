@@ -91,7 +91,14 @@ impl Rig {
             let signal =
                 events.iter().find_map(|e| if let Event::Signal(s) = e { Some(s) } else { None }).or(forced.as_ref());
             let state = self.engine.state(key).expect("state");
-            let c = CandleCommit { key: *key, state, signal, routes: &self.routes, now: candle.time };
+            let c = CandleCommit {
+                key: *key,
+                candle: Some(&candle),
+                state,
+                signal,
+                routes: &self.routes,
+                now: candle.time,
+            };
             batch.push(self.store.prepare(&c).expect("prepare"));
         }
         self.store.commit_all(&batch).expect("commit");

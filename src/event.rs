@@ -286,6 +286,9 @@ pub struct Hub {
     /// data directory goes on after the last one's seqs, so that a client's
     /// `?since=` from before a restart still means something.
     start: u64,
+    /// What the instance before this one left: the view a console starts
+    /// from, before this hub's first event.
+    restored: crate::view::View,
 }
 
 impl Hub {
@@ -296,7 +299,20 @@ impl Hub {
     /// A hub whose first event is `start + 1`.
     pub fn starting_after(capacity: usize, start: u64) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        Hub { tx, seq: Mutex::new(start), start }
+        Hub { tx, seq: Mutex::new(start), start, restored: crate::view::View { seq: start, ..Default::default() } }
+    }
+
+    /// This hub, with the view that a restart resumes from (see
+    /// `Store::restored_view`). Its seq is the hub's start.
+    pub fn with_restored(mut self, view: crate::view::View) -> Self {
+        self.restored = crate::view::View { seq: self.start, ..view };
+        self
+    }
+
+    /// The view before this hub's first event: every console and the
+    /// server's snapshot start from it.
+    pub fn restored(&self) -> &crate::view::View {
+        &self.restored
     }
 
     /// The seq before this hub's first event.

@@ -159,7 +159,13 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     }
     tracing::info!(dir = %data_dir.display(), new = report.created, "data directory open");
     let store = Arc::new(store);
-    let hub = Arc::new(Hub::starting_after(4096, store.seq_start(SEQ_GAP)?));
+    let hub = Arc::new(Hub::starting_after(4096, store.seq_start(SEQ_GAP)?).with_restored(
+        // A view that cannot be read is not worth refusing to start over.
+        store.restored_view(crate::view::SIGNALS_KEPT).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the last view could not be read; the console starts empty");
+            crate::view::View::default()
+        }),
+    ));
     // From here a crash leaves an unclean mark, and the next start skips ahead.
     store.mark_seq(hub.start(), false)?;
     let marker_stop = CancellationToken::new();

@@ -186,7 +186,14 @@ pub async fn run(
                         None => Vec::new(),
                     };
                     let Some(state) = engine.state(&candle.key()) else { continue };
-                    let commit = CandleCommit { key: candle.key(), state, signal, routes: &takers, now: Ts::now() };
+                    let commit = CandleCommit {
+                        key: candle.key(),
+                        state,
+                        candle: Some(&candle),
+                        signal,
+                        routes: &takers,
+                        now: Ts::now(),
+                    };
                     let prepared = store.prepare(&commit)?;
                     let queued = signal.map(|s| (s.id.clone(), takers.into_iter().map(|t| t.0).collect()));
                     pending.push((prepared, queued));

@@ -170,10 +170,7 @@ pub async fn start(
     let shared = Arc::new(Shared {
         clients: Arc::new(Semaphore::new(opts.max_clients)),
         // A snapshot before any event is as of the seq before this instance's first.
-        folded: Mutex::new(Folded {
-            view: View { seq: hub.start(), ..View::default() },
-            history: VecDeque::with_capacity(opts.history),
-        }),
+        folded: Mutex::new(Folded { view: hub.restored().clone(), history: VecDeque::with_capacity(opts.history) }),
         opts,
         tx,
         metrics,

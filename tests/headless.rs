@@ -131,6 +131,7 @@ fn a_long_signal_history_is_pruned_when_the_instance_starts() {
                 let c = CandleCommit {
                     key: SeriesKey::new(aud, Timeframe::H1),
                     state: &state,
+                    candle: None,
                     signal: Some(&s),
                     routes: &[],
                     now: time,

@@ -95,7 +95,8 @@ impl Rig {
         let mut queued = Vec::new();
         for n in range {
             let s = signal(n);
-            let c = CandleCommit { key, state: &state, signal: Some(&s), routes: &routes, now: Ts::now() };
+            let c =
+                CandleCommit { key, candle: None, state: &state, signal: Some(&s), routes: &routes, now: Ts::now() };
             assert!(self.store.commit(&c).unwrap());
             queued.extend(routes.iter().map(|(r, _)| (s.id.clone(), r.clone())));
             ids.push(s.id);
@@ -351,7 +352,9 @@ async fn a_delayed_route_gets_signals_late() {
     let s = signal(0);
     let routes = vec![("paid".to_string(), 0), ("free".to_string(), 2)];
     let key = SeriesKey::new(s.instrument, s.timeframe);
-    rig.store.commit(&CandleCommit { key, state: &state, signal: Some(&s), routes: &routes, now: Ts::now() }).unwrap();
+    rig.store
+        .commit(&CandleCommit { key, candle: None, state: &state, signal: Some(&s), routes: &routes, now: Ts::now() })
+        .unwrap();
     rig.store.flush().await.unwrap();
     rig.handle.wake();
     until(Duration::from_secs(10), "the outbox drains", || rig.pending() == 0).await;

@@ -452,3 +452,73 @@ fn tail_takes_an_address_as_a_user_writes_it() {
     );
     stop_and_read_signals(child, logs);
 }
+
+/// A restarted instance shows where the last one left off: each pair's last
+/// candle and the recent signals with their deliveries, in the console's
+/// snapshot, before any new candle. (A restart used to start blank: on H4
+/// the pairs stayed empty for hours and the signals feed until a new one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_shows_where_the_last_run_left_off() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first 400 hours of 2017: a handful of signals, all delivered quickly.
+    let history = std::fs::read_to_string(common::data_file()).unwrap();
+    let rows: Vec<&str> = history.lines().take(401).collect();
+    let csv = dir.path().join("EUR_USD_H1_2017_ask.csv");
+    std::fs::write(&csv, rows.join("\n")).unwrap();
+    let discord = common::discord::start().await;
+    let config = config_file(
+        dir.path(),
+        "restart.toml",
+        &format!(
+            "[market]\nsource = \"csv\"\n[market.csv]\npath = \"{}\"\n\
+             [[notify.routes]]\nname = \"signals\"\nwebhook = \"{}\"\n\
+             [[notify.routes]]\nname = \"down\"\nwebhook = \"http://127.0.0.1:9/api/webhooks/2/y\"\n",
+            csv.display(),
+            discord.webhook(1, "t"),
+        ),
+    );
+    let (first, _, logs) = headless_with(dir.path(), &config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Every signal of the history delivered to the live route.
+    let expected = pipwatch().args(["replay"]).arg(&csv).output().unwrap();
+    let expected: Vec<String> =
+        json_lines(&expected.stdout).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert!(expected.len() >= 3, "too few signals to test with: {expected:?}");
+    while discord.world.lock().unwrap().delivered_ids().len() < expected.len() {
+        assert!(Instant::now() < deadline, "not delivered: {:?}", discord.world.lock().unwrap().delivered_ids());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stop_and_read_signals(first, logs), expected);
+
+    let (second, addr, logs) = headless_with(dir.path(), &config);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+    let snapshot = next_of(&mut ws, "snapshot").await;
+    let printed = stop_and_read_signals(second, logs);
+    assert!(printed.is_empty(), "the second run signalled again: {printed:?}");
+
+    let view = &snapshot;
+    let last_row: Vec<f64> = rows[400].split(',').skip(1).take(4).map(|v| v.trim().parse().unwrap()).collect();
+    let pair = &view["pairs"][0];
+    assert_eq!((pair["instrument"].as_str(), pair["timeframe"].as_str()), (Some("EUR_USD"), Some("H1")), "{view}");
+    let candle = &pair["candle"];
+    let ohlc: Vec<f64> = ["open", "high", "low", "close"].iter().map(|k| candle[k].as_f64().unwrap()).collect();
+    assert_eq!(ohlc, last_row, "{candle}");
+    assert!(candle["fast"].is_f64() && candle["slow"].is_f64() && candle["atr"].is_f64(), "{candle}");
+    assert_eq!(pair["last_signal"]["id"].as_str(), expected.last().map(String::as_str));
+
+    let shown: Vec<&str> =
+        view["signals"].as_array().unwrap().iter().map(|s| s["signal"]["id"].as_str().unwrap()).collect();
+    let newest_first: Vec<&str> = expected.iter().rev().map(String::as_str).collect();
+    assert_eq!(shown, newest_first);
+    for s in view["signals"].as_array().unwrap() {
+        let routes: Vec<(&str, &str)> = s["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["route"].as_str().unwrap(), d["state"].as_str().unwrap()))
+            .collect();
+        assert_eq!(routes.len(), 2, "{s}");
+        assert!(routes.contains(&("signals", "delivered")), "{s}");
+        assert!(routes.contains(&("down", "queued")) || routes.contains(&("down", "failed")), "{s}");
+    }
+}

@@ -330,6 +330,27 @@ fn without_routes_the_header_says_none_and_pause_explains() {
     assert!(header(&a).trim_end().ends_with("notify on"), "{:?}", header(&a));
 }
 
+/// Without routes nothing is ever sent: the "Sent" column's room goes to
+/// the stop and target, which show at 100 columns only then.
+#[test]
+fn without_routes_the_signals_show_stop_and_target_instead_of_sent() {
+    let mut a = App::new("DEMO".into(), Theme::load("dark").unwrap(), Ts(NOW));
+    for (n, e) in events().into_iter().enumerate() {
+        if !matches!(e, Event::Queue(_) | Event::Delivery(_)) {
+            a.apply(&Envelope { seq: n as u64 + 1, event: e });
+        }
+    }
+    let signals_header = |a: &App| {
+        let text = format!("{}", render(a, 100, 30).backend());
+        text.lines().find(|l| l.contains("│Time")).unwrap_or_default().to_string()
+    };
+    let header = signals_header(&a);
+    assert!(header.contains("Stop") && header.contains("Target") && !header.contains("Sent"), "{header}");
+    a.apply(&Envelope { seq: 1000, event: Event::Queue(QueueStatus::default()) });
+    let header = signals_header(&a);
+    assert!(header.contains("Sent") && !header.contains("Stop"), "{header}");
+}
+
 fn tmux(args: &[&str]) -> String {
     let out = std::process::Command::new("tmux").args(args).output().expect("tmux is installed");
     String::from_utf8_lossy(&out.stdout).to_string()
@@ -712,4 +733,38 @@ fn health_history_draws_sparklines() {
     let line = text.lines().find(|l| l.contains("cpu  ")).expect("no cpu sparkline");
     // 10, 50, 90, 30 of 100 (plus the fixture's 12.5 first).
     assert!(line.contains("▂▂▅▇▃"), "{line}");
+}
+
+/// The console on a data directory whose history is all applied: nothing
+/// new comes, and the pairs and signals of the last run are on the screen
+/// (they were blank until the next candle, hours away on H4).
+#[test]
+fn the_console_starts_where_the_last_run_left_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let source = format!("csv:{}", common::data_file().display());
+    let out = common::pipwatch()
+        .args(["--source", &source, "--data-dir"])
+        .arg(&data)
+        .args(["headless", "--for", "3s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = common::json_lines(&out.stdout);
+    let last = common::of_type(&records, "signal").last().map(|s| (*s).clone()).expect("the history has signals");
+    let (time, price) = (last["time"].as_str().unwrap(), last["price"].as_f64().unwrap());
+    // As the feed shows it: "12-29 08:00" and the entry price.
+    let row = (format!("{} {}", &time[5..10], &time[11..16]), format!("{price:.5}"));
+
+    let session = Session::new("pipwatch-restart");
+    let bin = assert_cmd::cargo::cargo_bin("pipwatch");
+    let cmd = format!(
+        "env -i PATH=\"$PATH\" TERM=xterm-256color PIPWATCH_SERVER__LISTEN='\"127.0.0.1:0\"' {} --source {source} --data-dir {}; sleep 30",
+        bin.display(),
+        data.display(),
+    );
+    tmux(&["new-session", "-d", "-s", &session, "-x", "120", "-y", "30", &cmd]);
+    let pane = wait_for_pane(&session, &["feed finished", "Signals (100)", &row.0, &row.1], "");
+    let pair = pane.lines().find(|l| l.contains("EUR_USD  H1")).unwrap_or_default();
+    assert!(!pair.contains("—       —"), "the pair has its last candle's values: {pair}");
 }

@@ -13,15 +13,17 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::engine::SeriesState;
-use crate::event::{Alert, AlertState, Signal};
+use crate::event::{Alert, AlertState, CandleRecord, DeliveryState, Event, Signal};
 use crate::time::Ts;
-use crate::types::{Instrument, SeriesKey, Timeframe};
+use crate::types::{Candle, Instrument, SeriesKey, Timeframe};
+use crate::view::{RouteDelivery, View};
 
 /// The on-disk layout this build writes and reads.
 pub const SCHEMA: u32 = 1;
 const VALUE_V1: u8 = 1;
-/// Outbox entries that carry alerts as well as signals, and stored signals
-/// with their delivery receipts. Version 1 values of both are still read.
+/// Outbox entries that carry alerts as well as signals, stored signals with
+/// their delivery receipts, and series states with their last candle's open,
+/// high and low. Version 1 values of all three are still read.
 const VALUE_V2: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +205,20 @@ fn decode_entry(bytes: &[u8]) -> Result<OutboxEntry, String> {
     }
 }
 
+/// A series value: its state, and from version 2 on the open, high and low
+/// of the candle that made it.
+fn decode_series(bytes: &[u8]) -> Result<(SeriesState, Option<[f64; 3]>), String> {
+    match bytes.split_first() {
+        Some((&VALUE_V1, rest)) => Ok((postcard::from_bytes(rest).map_err(|e| e.to_string())?, None)),
+        Some((&VALUE_V2, rest)) => {
+            let (state, ohl) = postcard::from_bytes(rest).map_err(|e| e.to_string())?;
+            Ok((state, Some(ohl)))
+        }
+        Some((v, _)) => Err(format!("unknown value version {v}")),
+        None => Err("empty value".into()),
+    }
+}
+
 fn decode_stored_signal(bytes: &[u8]) -> Result<StoredSignal, String> {
     match bytes.split_first() {
         Some((&VALUE_V1, rest)) => {
@@ -219,6 +235,10 @@ fn decode_stored_signal(bytes: &[u8]) -> Result<StoredSignal, String> {
 pub struct CandleCommit<'a> {
     pub key: SeriesKey,
     pub state: &'a SeriesState,
+    /// The candle that made `state`, whose open, high and low are kept with
+    /// it (the state holds its time and close): after a restart the console
+    /// shows each pair's last candle without fetching it again.
+    pub candle: Option<&'a Candle>,
     pub signal: Option<&'a Signal>,
     /// Routes (name, delay in seconds) that take this signal.
     pub routes: &'a [(String, i64)],
@@ -662,8 +682,8 @@ impl Store {
         for item in self.series.iter() {
             let (k, v) = item.map_err(|e| self.err(e))?;
             let name = String::from_utf8_lossy(&k).to_string();
-            match (parse_series_key(&k), decode::<SeriesState>(&v)) {
-                (Some(key), Ok(state)) => ok.push((key, state)),
+            match (parse_series_key(&k), decode_series(&v)) {
+                (Some(key), Ok((state, _))) => ok.push((key, state)),
                 (None, _) => bad.push(format!("series '{name}': not a series key")),
                 (_, Err(e)) => bad.push(format!("series '{name}': {e}")),
             }
@@ -671,12 +691,114 @@ impl Store {
         Ok((ok, bad))
     }
 
+    /// What the console showed when this data directory was last used: each
+    /// series' last candle with its indicators, and the newest `signals`
+    /// signals with their deliveries. A restarted instance starts its view
+    /// from this, so a console or an `attach` does not show blank pairs until
+    /// the next candle closes (hours away on H4) and no signals at all.
+    /// Unreadable values are left out; `load_series` names them.
+    pub fn restored_view(&self, signals: usize) -> Result<View, StoreError> {
+        let mut view = View::default();
+        for item in self.series.iter() {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let (Some(key), Ok((state, Some([open, high, low])))) = (parse_series_key(&k), decode_series(&v)) else {
+                continue;
+            };
+            let Some(last) = state.last() else { continue };
+            let (fast, slow, atr) = state.values();
+            view.apply_event(&Event::Candle(CandleRecord {
+                instrument: key.instrument,
+                timeframe: key.timeframe,
+                time: last.time,
+                open,
+                high,
+                low,
+                close: last.close,
+                fast,
+                slow,
+                atr,
+            }));
+        }
+        // Ids sort by series, then candle time: each series' newest are at
+        // the end of its range, so no more than `signals` per series are read.
+        // A signal is committed with its series' state, so every series with
+        // signals has a key in `series`.
+        let mut recent: Vec<StoredSignal> = Vec::new();
+        for key in self.series.iter().keys() {
+            let key = key.map_err(|e| self.err(e))?;
+            let mut prefix = key.to_vec();
+            prefix.push(b':');
+            for item in self.signals.scan_prefix(&prefix).rev().take(signals) {
+                let (_, v) = item.map_err(|e| self.err(e))?;
+                if let Ok(s) = decode_stored_signal(&v) {
+                    recent.push(s);
+                }
+            }
+        }
+        recent.sort_by(|a, b| (b.signal.time, &b.signal.id).cmp(&(a.signal.time, &a.signal.id)));
+        recent.truncate(signals);
+        // Routes not yet confirmed are waiting in the outbox or were given up on.
+        let mut open: std::collections::HashMap<(String, String), RouteDelivery> = std::collections::HashMap::new();
+        for item in self.outbox.iter() {
+            let (_, v) = item.map_err(|e| self.err(e))?;
+            if let Ok(e) = decode_entry(&v) {
+                let state = if e.attempts > 0 { DeliveryState::Failed } else { DeliveryState::Queued };
+                let d = RouteDelivery {
+                    route: e.route.clone(),
+                    state,
+                    attempts: e.attempts,
+                    message_id: None,
+                    error: e.last_error.clone(),
+                };
+                open.insert((e.message.id().to_string(), e.route), d);
+            }
+        }
+        let (dead, _) = self.dead()?;
+        for (_, d) in dead {
+            let r = RouteDelivery {
+                route: d.entry.route.clone(),
+                state: DeliveryState::Dead,
+                attempts: d.entry.attempts,
+                message_id: None,
+                error: Some(d.error),
+            };
+            open.insert((d.entry.message.id().to_string(), d.entry.route), r);
+        }
+        // Oldest first, as the events came: the view keeps the newest first.
+        for s in recent.into_iter().rev() {
+            view.apply_event(&Event::Signal(s.signal.clone()));
+            let deliveries = s
+                .routes
+                .iter()
+                .filter_map(|route| match s.receipts.iter().find(|r| &r.route == route) {
+                    Some(r) => Some(RouteDelivery {
+                        route: route.clone(),
+                        state: DeliveryState::Delivered,
+                        // Not kept with the receipt: at least the one that delivered it.
+                        attempts: 1,
+                        message_id: r.message_id.clone(),
+                        error: None,
+                    }),
+                    None => open.remove(&(s.signal.id.clone(), route.clone())),
+                })
+                .collect();
+            if let Some(v) = view.signals.front_mut() {
+                v.deliveries = deliveries;
+            }
+        }
+        Ok(view)
+    }
+
     /// Encodes one candle's writes, so the engine can move on to the next
     /// candle while the batch waits to be committed.
     pub fn prepare(&self, c: &CandleCommit<'_>) -> Result<Prepared, StoreError> {
         let enc_err =
             |e: postcard::Error| StoreError::Encode { dir: self.dir.display().to_string(), message: e.to_string() };
-        let state = encode(c.state).map_err(enc_err)?;
+        let state = match c.candle {
+            Some(k) => encode_as(VALUE_V2, &(c.state, [k.open, k.high, k.low])),
+            None => encode(c.state),
+        }
+        .map_err(enc_err)?;
         let signal = match c.signal {
             Some(s) => {
                 let stored = StoredSignal {
@@ -971,7 +1093,8 @@ mod tests {
             let (store, report) = Store::open(dir.path()).unwrap();
             assert!(report.created && report.moved_aside.is_none());
             let sig = signal();
-            let c = CandleCommit { key, state: &state, signal: Some(&sig), routes: &routes, now: Ts(100) };
+            let c =
+                CandleCommit { key, candle: None, state: &state, signal: Some(&sig), routes: &routes, now: Ts(100) };
             assert!(store.commit(&c).unwrap());
             assert!(!store.commit(&c).unwrap(), "the same signal id was queued twice");
             store.flush_blocking().unwrap();
@@ -1023,6 +1146,106 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_starts_from_the_last_candles_and_the_newest_signals_with_their_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let eur = Instrument::new("EUR_USD").unwrap();
+        let key = SeriesKey::new(eur, Timeframe::H1);
+        // Signals first: the candles after them leave each series' last state.
+        let routes = vec![("a".to_string(), 0), ("b".to_string(), 0)];
+        let signals = [
+            signal_at("EUR_USD", Timeframe::H1, 1),
+            signal_at("EUR_USD", Timeframe::H1, 2),
+            signal_at("EUR_USD", Timeframe::H1, 3),
+            signal_at("GBP_USD", Timeframe::H4, 0),
+            signal_at("GBP_USD", Timeframe::H4, 1),
+        ];
+        for s in &signals {
+            let k = SeriesKey::new(s.instrument, s.timeframe);
+            let c = CandleCommit {
+                key: k,
+                candle: None,
+                state: &SeriesState::new(StrategyParams::default()),
+                signal: Some(s),
+                routes: &routes,
+                now: Ts(2),
+            };
+            assert!(store.commit(&c).unwrap());
+        }
+        let mut state = SeriesState::new(StrategyParams::default());
+        let mut last = None;
+        for n in 0..3 {
+            let close = 1.1 + n as f64 * 0.001;
+            let candle = Candle {
+                instrument: eur,
+                timeframe: Timeframe::H1,
+                time: Ts(1_704_067_200 + n * 3600),
+                open: close - 0.0005,
+                high: close + 0.001,
+                low: close - 0.001,
+                close,
+                volume: 0.0,
+            };
+            state.step(&candle).unwrap();
+            let c = CandleCommit { key, candle: Some(&candle), state: &state, signal: None, routes: &[], now: Ts(1) };
+            store.commit(&c).unwrap();
+            last = Some(candle);
+        }
+        // Written before the last candle was kept: resumed, but not shown.
+        let gbp = SeriesKey::new(Instrument::new("GBP_USD").unwrap(), Timeframe::H4);
+        store
+            .commit(&CandleCommit { key: gbp, candle: None, state: &state, signal: None, routes: &[], now: Ts(1) })
+            .unwrap();
+
+        let (entries, _) = store.outbox().unwrap();
+        let of = |id: &str, route: &str| {
+            entries.iter().find(|(_, e)| e.message.id() == id && e.route == route).cloned().unwrap()
+        };
+        // The newest (GBP H4 at 04:00): a delivered, b given up on.
+        let (ka, ea) = of(&signals[4].id, "a");
+        store.delivered(&[(ka, &ea)], Some("m1"), Ts(3)).unwrap();
+        store.bury(&[of(&signals[4].id, "b")], "404 Unknown Webhook", Ts(3)).unwrap();
+        // EUR H1 at 03:00: b failed once, a still waiting.
+        let (kb, mut eb) = of(&signals[2].id, "b");
+        eb.attempts = 1;
+        eb.last_error = Some("timed out".into());
+        store.update(kb, &eb).unwrap();
+
+        let view = store.restored_view(3).unwrap();
+        let last = last.unwrap();
+        let pair =
+            |k: SeriesKey| view.pairs.iter().find(|p| p.instrument == k.instrument && p.timeframe == k.timeframe);
+        // GBP_USD's state has no candle with it: its pair has only its last signal.
+        assert_eq!(
+            pair(gbp).map(|p| (p.candle, p.last_signal.as_ref().map(|s| &s.id))),
+            Some((None, Some(&signals[4].id)))
+        );
+        let c = pair(key).and_then(|p| p.candle).expect("EUR_USD's last candle");
+        assert_eq!((c.instrument, c.timeframe, c.time), (eur, Timeframe::H1, last.time));
+        assert_eq!([c.open, c.high, c.low, c.close], [last.open, last.high, last.low, last.close]);
+        assert_eq!((c.fast, c.slow, c.atr), state.values());
+
+        let ids: Vec<&str> = view.signals.iter().map(|v| v.signal.id.as_str()).collect();
+        assert_eq!(ids, [&signals[4].id, &signals[2].id, &signals[1].id], "the newest three, newest first");
+        let states = |n: usize| -> Vec<(String, DeliveryState, Option<String>)> {
+            view.signals[n].deliveries.iter().map(|d| (d.route.clone(), d.state, d.error.clone())).collect()
+        };
+        assert_eq!(
+            states(0),
+            [
+                ("a".into(), DeliveryState::Delivered, None),
+                ("b".into(), DeliveryState::Dead, Some("404 Unknown Webhook".into()))
+            ]
+        );
+        assert_eq!(view.signals[0].deliveries[0].message_id.as_deref(), Some("m1"));
+        assert_eq!(
+            states(1),
+            [("a".into(), DeliveryState::Queued, None), ("b".into(), DeliveryState::Failed, Some("timed out".into()))]
+        );
+        assert_eq!(pair(key).and_then(|p| p.last_signal.as_ref()).map(|s| &s.id), Some(&signals[2].id));
+    }
+
+    #[test]
     fn delivered_buried_revived_and_purged() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(dir.path()).unwrap();
@@ -1030,7 +1253,9 @@ mod tests {
         let state = SeriesState::new(StrategyParams::default());
         let routes = vec![("a".to_string(), 0), ("b".to_string(), 0)];
         let sig = signal();
-        store.commit(&CandleCommit { key, state: &state, signal: Some(&sig), routes: &routes, now: Ts(1) }).unwrap();
+        store
+            .commit(&CandleCommit { key, candle: None, state: &state, signal: Some(&sig), routes: &routes, now: Ts(1) })
+            .unwrap();
         let (entries, _) = store.outbox().unwrap();
         assert_eq!(entries.len(), 2);
         assert!(entries.iter().all(|(k, _)| k.priority() == Priority::High));
@@ -1256,7 +1481,11 @@ mod cleaning {
                 engine.apply_into(&candle, Phase::Live, &mut events);
                 let signal = events.iter().find_map(|e| if let Event::Signal(s) = e { Some(s) } else { None });
                 let state = engine.state(key).unwrap();
-                batch.push(store.prepare(&CandleCommit { key: *key, state, signal, routes: &[], now: time }).unwrap());
+                batch.push(
+                    store
+                        .prepare(&CandleCommit { key: *key, candle: None, state, signal, routes: &[], now: time })
+                        .unwrap(),
+                );
             }
             store.commit_all(&batch).unwrap();
             store.flush_blocking().unwrap();
@@ -1293,6 +1522,7 @@ mod retention {
         let c = CandleCommit {
             key: SeriesKey::new(s.instrument, s.timeframe),
             state: &state,
+            candle: None,
             signal: Some(s),
             routes: &routes,
             now: s.time,

@@ -93,6 +93,8 @@ pub async fn run(config: &Config, data_dir: &Path, theme: Option<String>) -> Res
     app.keys = app::KeyMap::from_config(&config.console.keys);
     app.notice = warning;
     app.server = ready.server.map(|a| a.to_string());
+    // Where the last run left off, until this run's events arrive.
+    app.view = ready.hub.restored().clone();
 
     // The hub's events into the console's input; its commands to the notifier.
     let (tx, mut incoming) = tokio::sync::mpsc::channel(4096);
