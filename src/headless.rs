@@ -159,9 +159,15 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     }
     tracing::info!(dir = %data_dir.display(), new = report.created, "data directory open");
     let store = Arc::new(store);
+    // A CSV's series are its files'; the others' are the config's.
+    let m = &config.market;
+    let configured = |k: &crate::types::SeriesKey| {
+        m.source == crate::config::SourceKind::Csv
+            || (m.instruments.contains(&k.instrument) && m.timeframes.contains(&k.timeframe))
+    };
     let hub = Arc::new(Hub::starting_after(4096, store.seq_start(SEQ_GAP)?).with_restored(
         // A view that cannot be read is not worth refusing to start over.
-        store.restored_view(crate::view::SIGNALS_KEPT).unwrap_or_else(|e| {
+        store.restored_view(crate::view::SIGNALS_KEPT, configured).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "the last view could not be read; the console starts empty");
             crate::view::View::default()
         }),

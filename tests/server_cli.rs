@@ -522,3 +522,30 @@ async fn a_restart_shows_where_the_last_run_left_off() {
         assert!(routes.contains(&("down", "queued")) || routes.contains(&("down", "failed")), "{s}");
     }
 }
+
+/// A pair taken out of the config does not come back, frozen, from the
+/// last run's view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_shows_only_the_pairs_still_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _, logs) = headless(dir.path());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = stop_and_read_signals(first, logs);
+    assert!(before.iter().any(|id| !id.starts_with("EUR_USD:")), "{before:?}");
+    assert!(before.iter().any(|id| id.starts_with("EUR_USD:")), "{before:?}");
+    let fewer = config_file(
+        dir.path(),
+        "fewer.toml",
+        "[market]\ninstruments = [\"EUR_USD\"]\ntimeframes = [\"M1\"]\n[market.demo]\ncandle_every = \"1h\"\n[strategy]\nfast = 3\nslow = 5\natr = 3\n",
+    );
+    let (second, addr, logs) = headless_with(dir.path(), &fewer);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+    let snapshot = next_of(&mut ws, "snapshot").await;
+    stop_and_read_signals(second, logs);
+    let pairs: Vec<&str> =
+        snapshot["pairs"].as_array().unwrap().iter().map(|p| p["instrument"].as_str().unwrap()).collect();
+    assert_eq!(pairs, ["EUR_USD"], "{snapshot}");
+    let signals: Vec<&str> =
+        snapshot["signals"].as_array().unwrap().iter().map(|s| s["signal"]["id"].as_str().unwrap()).collect();
+    assert!(!signals.is_empty() && signals.iter().all(|id| id.starts_with("EUR_USD:M1:")), "{signals:?}");
+}

@@ -696,14 +696,19 @@ impl Store {
     /// signals with their deliveries. A restarted instance starts its view
     /// from this, so a console or an `attach` does not show blank pairs until
     /// the next candle closes (hours away on H4) and no signals at all.
-    /// Unreadable values are left out; `load_series` names them.
-    pub fn restored_view(&self, signals: usize) -> Result<View, StoreError> {
+    /// Unreadable values are left out; `load_series` names them. Only the
+    /// series `wanted` are shown: one taken out of the config would
+    /// otherwise stay on the console, frozen, for good.
+    pub fn restored_view(&self, signals: usize, wanted: impl Fn(&SeriesKey) -> bool) -> Result<View, StoreError> {
         let mut view = View::default();
         for item in self.series.iter() {
             let (k, v) = item.map_err(|e| self.err(e))?;
             let (Some(key), Ok((state, Some([open, high, low])))) = (parse_series_key(&k), decode_series(&v)) else {
                 continue;
             };
+            if !wanted(&key) {
+                continue;
+            }
             let Some(last) = state.last() else { continue };
             let (fast, slow, atr) = state.values();
             view.apply_event(&Event::Candle(CandleRecord {
@@ -726,6 +731,9 @@ impl Store {
         let mut recent: Vec<StoredSignal> = Vec::new();
         for key in self.series.iter().keys() {
             let key = key.map_err(|e| self.err(e))?;
+            if !parse_series_key(&key).is_some_and(|k| wanted(&k)) {
+                continue;
+            }
             let mut prefix = key.to_vec();
             prefix.push(b':');
             for item in self.signals.scan_prefix(&prefix).rev().take(signals) {
@@ -1211,7 +1219,11 @@ mod tests {
         eb.last_error = Some("timed out".into());
         store.update(kb, &eb).unwrap();
 
-        let view = store.restored_view(3).unwrap();
+        let view = store.restored_view(3, |_| true).unwrap();
+        let only_eur = store.restored_view(3, |k| *k == key).unwrap();
+        assert_eq!(only_eur.pairs.iter().map(|p| p.instrument).collect::<Vec<_>>(), [eur]);
+        assert!(only_eur.signals.iter().all(|v| v.signal.instrument == eur));
+        assert_eq!(only_eur.signals.len(), 3);
         let last = last.unwrap();
         let pair =
             |k: SeriesKey| view.pairs.iter().find(|p| p.instrument == k.instrument && p.timeframe == k.timeframe);
