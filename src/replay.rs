@@ -70,6 +70,11 @@ impl Replay<'_> {
     /// A closed stdout (e.g. `| head`) ends the replay quietly.
     pub fn run(self, out: &mut impl Write, on_bad_row: &mut dyn FnMut(&BadRow)) -> Result<Summary, ReplayError> {
         let started = Instant::now();
+        // Every file's header first: a file that cannot be read fails the
+        // replay before it prints anything, not after the files before it.
+        for input in self.inputs {
+            CsvCandles::open(&input.path, input.instrument, input.timeframe)?;
+        }
         let mut engine = Engine::new(self.strategies);
         let mut summary = Summary { files: self.inputs.len(), ..Summary::default() };
         let total: u64 = self.inputs.iter().filter_map(|i| std::fs::metadata(&i.path).ok()).map(|m| m.len()).sum();

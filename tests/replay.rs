@@ -154,6 +154,14 @@ fn a_directory_of_instrument_files() {
     let records = json_lines(&out.stdout);
     let per = |i: &str| records.iter().filter(|r| r["type"] == "candle" && r["instrument"] == i).count();
     assert_eq!((per("EUR_USD"), per("EUR_GBP")), (499, 499));
+
+    // A file that cannot be read fails the replay before anything is
+    // printed, not after the files that sort before it.
+    std::fs::write(dir.path().join("USD_JPY.csv"), "a,b\n1,2\n").unwrap();
+    let out = pipwatch().args(["replay"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("USD_JPY.csv: no time column"));
 }
 
 /// On a terminal, replay shows a progress bar on stderr (and clears it before
