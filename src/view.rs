@@ -73,7 +73,8 @@ pub struct View {
 }
 
 impl View {
-    fn pair(&mut self, instrument: Instrument, timeframe: Timeframe) -> &mut PairView {
+    /// The pair's entry, made if it has none yet.
+    pub fn pair_mut(&mut self, instrument: Instrument, timeframe: Timeframe) -> &mut PairView {
         let at = match self
             .pairs
             .binary_search_by(|p| (p.instrument.as_str(), p.timeframe).cmp(&(instrument.as_str(), timeframe)))
@@ -106,7 +107,7 @@ impl View {
     pub fn apply_event(&mut self, event: &Event) {
         match event {
             Event::Candle(c) => {
-                let p = self.pair(c.instrument, c.timeframe);
+                let p = self.pair_mut(c.instrument, c.timeframe);
                 p.candle = Some(*c);
                 if p.bars.len() == CLOSES_KEPT {
                     p.bars.pop_front();
@@ -119,7 +120,7 @@ impl View {
                 }
             }
             Event::Signal(s) => {
-                self.pair(s.instrument, s.timeframe).last_signal = Some(s.clone());
+                self.pair_mut(s.instrument, s.timeframe).last_signal = Some(s.clone());
                 if self.signals.iter().any(|v| v.signal.id == s.id) {
                     return;
                 }
@@ -128,7 +129,7 @@ impl View {
                 }
                 self.signals.push_front(SignalView { signal: s.clone(), deliveries: Vec::new() });
             }
-            Event::Rejected(r) => self.pair(r.instrument, r.timeframe).rejected = r.count,
+            Event::Rejected(r) => self.pair_mut(r.instrument, r.timeframe).rejected = r.count,
             Event::Feed(f) => self.feed = Some(f.clone()),
             Event::Alert(a) => {
                 self.alerts.retain(|x| x.id != a.id);

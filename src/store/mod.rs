@@ -701,77 +701,27 @@ impl Store {
     /// otherwise stay on the console, frozen, for good.
     pub fn restored_view(&self, signals: usize, wanted: impl Fn(&SeriesKey) -> bool) -> Result<View, StoreError> {
         let mut view = View::default();
+        // Each series' newest signal is its pair's "last signal", also when
+        // the newest `signals` of all series (the feed) leave it out.
+        let (mut recent, mut newest) = (Vec::new(), Vec::new());
         for item in self.series.iter() {
             let (k, v) = item.map_err(|e| self.err(e))?;
-            let (Some(key), Ok((state, Some([open, high, low])))) = (parse_series_key(&k), decode_series(&v)) else {
-                continue;
-            };
-            if !wanted(&key) {
-                continue;
+            let Some(key) = parse_series_key(&k).filter(|k| wanted(k)) else { continue };
+            if let Ok((state, Some([open, high, low]))) = decode_series(&v)
+                && let Some(last) = state.last()
+            {
+                let (fast, slow, atr) = state.values();
+                let (instrument, timeframe, time, close) = (key.instrument, key.timeframe, last.time, last.close);
+                let record = CandleRecord { instrument, timeframe, time, open, high, low, close, fast, slow, atr };
+                view.apply_event(&Event::Candle(record));
             }
-            let Some(last) = state.last() else { continue };
-            let (fast, slow, atr) = state.values();
-            view.apply_event(&Event::Candle(CandleRecord {
-                instrument: key.instrument,
-                timeframe: key.timeframe,
-                time: last.time,
-                open,
-                high,
-                low,
-                close: last.close,
-                fast,
-                slow,
-                atr,
-            }));
-        }
-        // Ids sort by series, then candle time: each series' newest are at
-        // the end of its range, so no more than `signals` per series are read.
-        // A signal is committed with its series' state, so every series with
-        // signals has a key in `series`.
-        let mut recent: Vec<StoredSignal> = Vec::new();
-        for key in self.series.iter().keys() {
-            let key = key.map_err(|e| self.err(e))?;
-            if !parse_series_key(&key).is_some_and(|k| wanted(&k)) {
-                continue;
-            }
-            let mut prefix = key.to_vec();
-            prefix.push(b':');
-            for item in self.signals.scan_prefix(&prefix).rev().take(signals) {
-                let (_, v) = item.map_err(|e| self.err(e))?;
-                if let Ok(s) = decode_stored_signal(&v) {
-                    recent.push(s);
-                }
-            }
+            let mine = self.newest_signals(&k, signals)?;
+            newest.extend(mine.first().map(|s| s.signal.clone()));
+            recent.extend(mine);
         }
         recent.sort_by(|a, b| (b.signal.time, &b.signal.id).cmp(&(a.signal.time, &a.signal.id)));
         recent.truncate(signals);
-        // Routes not yet confirmed are waiting in the outbox or were given up on.
-        let mut open: std::collections::HashMap<(String, String), RouteDelivery> = std::collections::HashMap::new();
-        for item in self.outbox.iter() {
-            let (_, v) = item.map_err(|e| self.err(e))?;
-            if let Ok(e) = decode_entry(&v) {
-                let state = if e.attempts > 0 { DeliveryState::Failed } else { DeliveryState::Queued };
-                let d = RouteDelivery {
-                    route: e.route.clone(),
-                    state,
-                    attempts: e.attempts,
-                    message_id: None,
-                    error: e.last_error.clone(),
-                };
-                open.insert((e.message.id().to_string(), e.route), d);
-            }
-        }
-        let (dead, _) = self.dead()?;
-        for (_, d) in dead {
-            let r = RouteDelivery {
-                route: d.entry.route.clone(),
-                state: DeliveryState::Dead,
-                attempts: d.entry.attempts,
-                message_id: None,
-                error: Some(d.error),
-            };
-            open.insert((d.entry.message.id().to_string(), d.entry.route), r);
-        }
+        let mut unconfirmed = self.unconfirmed()?;
         // Oldest first, as the events came: the view keeps the newest first.
         for s in recent.into_iter().rev() {
             view.apply_event(&Event::Signal(s.signal.clone()));
@@ -787,14 +737,62 @@ impl Store {
                         message_id: r.message_id.clone(),
                         error: None,
                     }),
-                    None => open.remove(&(s.signal.id.clone(), route.clone())),
+                    None => unconfirmed.remove(&(s.signal.id.clone(), route.clone())),
                 })
                 .collect();
             if let Some(v) = view.signals.front_mut() {
                 v.deliveries = deliveries;
             }
         }
+        for s in newest {
+            let (instrument, timeframe) = (s.instrument, s.timeframe);
+            view.pair_mut(instrument, timeframe).last_signal = Some(s);
+        }
         Ok(view)
+    }
+
+    /// The newest `n` signals of one series (`series` as its key in the
+    /// `series` tree), newest first. Ids sort by series, then candle time,
+    /// so they are the end of the series' range: no more than `n` are read.
+    fn newest_signals(&self, series: &[u8], n: usize) -> Result<Vec<StoredSignal>, StoreError> {
+        let mut prefix = series.to_vec();
+        prefix.push(b':');
+        let mut out = Vec::new();
+        for item in self.signals.scan_prefix(&prefix).rev().take(n) {
+            let (_, v) = item.map_err(|e| self.err(e))?;
+            out.extend(decode_stored_signal(&v).ok());
+        }
+        Ok(out)
+    }
+
+    /// Deliveries not confirmed, by (message id, route): waiting in the
+    /// outbox (failed once they have been tried) or given up on.
+    fn unconfirmed(&self) -> Result<std::collections::HashMap<(String, String), RouteDelivery>, StoreError> {
+        let mut found = std::collections::HashMap::new();
+        for item in self.outbox.iter() {
+            let (_, v) = item.map_err(|e| self.err(e))?;
+            let Ok(e) = decode_entry(&v) else { continue };
+            let state = if e.attempts > 0 { DeliveryState::Failed } else { DeliveryState::Queued };
+            let d = RouteDelivery {
+                route: e.route.clone(),
+                state,
+                attempts: e.attempts,
+                message_id: None,
+                error: e.last_error.clone(),
+            };
+            found.insert((e.message.id().to_string(), e.route), d);
+        }
+        for (_, d) in self.dead()?.0 {
+            let r = RouteDelivery {
+                route: d.entry.route.clone(),
+                state: DeliveryState::Dead,
+                attempts: d.entry.attempts,
+                message_id: None,
+                error: Some(d.error),
+            };
+            found.insert((d.entry.message.id().to_string(), d.entry.route), r);
+        }
+        Ok(found)
     }
 
     /// Encodes one candle's writes, so the engine can move on to the next
@@ -1167,6 +1165,8 @@ mod tests {
             signal_at("EUR_USD", Timeframe::H1, 3),
             signal_at("GBP_USD", Timeframe::H4, 0),
             signal_at("GBP_USD", Timeframe::H4, 1),
+            // Older than the newest three of all series.
+            signal_at("USD_JPY", Timeframe::H1, 0),
         ];
         for s in &signals {
             let k = SeriesKey::new(s.instrument, s.timeframe);
@@ -1255,6 +1255,9 @@ mod tests {
             [("a".into(), DeliveryState::Queued, None), ("b".into(), DeliveryState::Failed, Some("timed out".into()))]
         );
         assert_eq!(pair(key).and_then(|p| p.last_signal.as_ref()).map(|s| &s.id), Some(&signals[2].id));
+        // Out of the feed, still its pair's last signal.
+        let jpy = SeriesKey::new(Instrument::new("USD_JPY").unwrap(), Timeframe::H1);
+        assert_eq!(pair(jpy).and_then(|p| p.last_signal.as_ref()).map(|s| &s.id), Some(&signals[5].id));
     }
 
     #[test]
