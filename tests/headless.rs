@@ -404,3 +404,65 @@ fn a_csv_feed_gives_replays_signals_and_skips_what_was_applied() {
         of_type(&second, "feed").into_iter().find(|f| f["state"] == "finished").cloned().expect("no finished status");
     assert!(done["message"].as_str().unwrap().contains("0 candles sent, 6225 already applied"), "{done}");
 }
+
+/// Starts headless from `cmd` and returns it once its engine runs, with its stderr.
+fn started(mut cmd: std::process::Command) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !line.contains("engine started") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0 && Instant::now() < deadline, "headless did not start");
+    }
+    (child, stderr)
+}
+
+fn exit_within(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// A dropped SSH session hangs up the terminal: headless stops as cleanly as
+/// on SIGTERM. Under `nohup` the hangup is ignored, as nohup promises.
+#[test]
+fn a_hangup_stops_cleanly_unless_nohup_ignores_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fast_demo(dir.path());
+    let kill = |child: &std::process::Child, sig: &str| {
+        assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+    };
+
+    let mut cmd = pipwatch_std();
+    cmd.args(["headless", "--data-dir"]).arg(dir.path().join("a")).arg("-c").arg(&cfg);
+    let (mut child, mut stderr) = started(cmd);
+    kill(&child, "-HUP");
+    let exit = exit_within(&mut child, Duration::from_secs(10)).expect("SIGHUP did not stop headless");
+    assert!(exit.success(), "{exit:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(rest.contains("the terminal hung up (SIGHUP); stopping") && rest.contains("engine stopped"), "{rest}");
+
+    let mut cmd = std::process::Command::new("nohup");
+    cmd.arg(assert_cmd::cargo::cargo_bin("pipwatch"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PIPWATCH_LOG", "info,sled=warn")
+        .env(common::ANY_PORT.0, common::ANY_PORT.1)
+        .args(["headless", "--data-dir"])
+        .arg(dir.path().join("b"))
+        .arg("-c")
+        .arg(&cfg);
+    let (mut child, _stderr) = started(cmd);
+    kill(&child, "-HUP");
+    assert_eq!(exit_within(&mut child, Duration::from_secs(2)), None, "nohup's ignored hangup stopped it");
+    kill(&child, "-TERM");
+    let exit = exit_within(&mut child, Duration::from_secs(10)).expect("SIGTERM did not stop headless");
+    assert!(exit.success(), "{exit:?}");
+}
