@@ -81,6 +81,28 @@ pub fn evaluate(view: &View) -> Report {
         }
     }
     if let Some(h) = &view.health {
+        // What was sampled, so that `curl /health` shows the checks behind a
+        // "healthy", not only the feed. A check with an active alert is the
+        // alert's line below, with its threshold.
+        let sys = &h.system;
+        let measured = [
+            ("cpu", f64::from(sys.cpu), "of all cores"),
+            ("memory", sys.memory_pct(), "of memory used"),
+            ("disk", sys.disk_pct(), "of the data directory's disk used"),
+        ];
+        for (name, value, what) in measured {
+            if !view.alerts.iter().any(|a| a.check == name) {
+                checks.push(check(name, Status::Healthy, format!("{value:.1}% {what}")));
+            }
+        }
+        if h.latency.count > 0 {
+            let l = &h.latency;
+            let text =
+                format!("candle to durable signal p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms", l.p50, l.p95, l.p99);
+            if !view.alerts.iter().any(|a| a.check == "latency_p95") {
+                checks.push(check("latency", Status::Healthy, text));
+            }
+        }
         if !h.market_open {
             checks.push(check("market", Status::Healthy, "the FX market is closed for the weekend"));
         }
@@ -137,5 +159,47 @@ mod tests {
         let r = evaluate(&v);
         assert_eq!(r.status, Status::Unhealthy);
         assert_eq!(r.reasons[0], "the oanda feed failed: 401");
+    }
+
+    /// The sampled values are checks of their own, so `/health` shows what
+    /// stands behind "healthy"; an alert on one takes its place.
+    #[test]
+    fn the_sampled_values_are_checks_and_an_alert_takes_their_place() {
+        use crate::event::{Alert, AlertState, HealthSample, Latency};
+        use crate::health::sampler::SystemSample;
+        use crate::time::Ts;
+        let system = SystemSample {
+            cpu: 12.5,
+            memory_used: 1 << 30,
+            memory_total: 4 << 30,
+            disk_used: 91,
+            disk_total: 100,
+            ..SystemSample::default()
+        };
+        let latency = Latency { p50: 0.4, p95: 0.9, p99: 1.2, count: 10 };
+        let sample = HealthSample { time: Ts(0), system, latency, ws_clients: 0, market_open: true, stale: Vec::new() };
+        let mut v = View { health: Some(sample), ..View::default() };
+        let named = |r: &Report, n: &str| r.checks.iter().find(|c| c.name == n).map(|c| (c.status, c.message.clone()));
+        let r = evaluate(&v);
+        assert_eq!(r.status, Status::Healthy);
+        assert_eq!(named(&r, "cpu"), Some((Status::Healthy, "12.5% of all cores".into())));
+        assert_eq!(named(&r, "memory"), Some((Status::Healthy, "25.0% of memory used".into())));
+        assert_eq!(named(&r, "disk"), Some((Status::Healthy, "91.0% of the data directory's disk used".into())));
+        let latency = named(&r, "latency").map(|c| c.1).unwrap_or_default();
+        assert_eq!(latency, "candle to durable signal p50 0.4 ms, p95 0.9 ms, p99 1.2 ms");
+
+        v.alerts.push(Alert {
+            id: "disk:1".into(),
+            check: "disk".into(),
+            severity: Severity::Warning,
+            state: AlertState::Raised,
+            title: "the data directory's disk".into(),
+            message: "91% (the warning threshold is 90%)".into(),
+            time: Ts(0),
+        });
+        let r = evaluate(&v);
+        assert_eq!(named(&r, "disk"), None, "the alert says it, with its threshold");
+        assert_eq!(named(&r, "alert:disk").map(|c| c.0), Some(Status::Degraded));
+        assert_eq!(r.reasons, ["warning: the data directory's disk"]);
     }
 }
