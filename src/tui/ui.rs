@@ -717,7 +717,16 @@ fn draw_detail(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect) {
     let chart = Chart::new(datasets)
         .block(
             Block::bordered()
-                .title(Span::styled(format!(" {} {} — last {} candles ", i, p.timeframe, p.bars.len()), t.title))
+                .title(Span::styled(
+                    format!(
+                        " {} {} — last {} candle{} ",
+                        i,
+                        p.timeframe,
+                        p.bars.len(),
+                        if p.bars.len() == 1 { "" } else { "s" }
+                    ),
+                    t.title,
+                ))
                 .border_style(t.accent),
         )
         .x_axis(Axis::default().bounds([0.0, (closes.len().max(2) - 1) as f64]).style(t.muted))
