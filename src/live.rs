@@ -200,7 +200,15 @@ pub async fn run(
                 }
                 MarketEvent::Quote(q) => events.push(Event::Quote(q)),
                 MarketEvent::Status(s) => {
-                    tracing::info!(source = %s.source, state = ?s.state, message = s.message.as_deref().unwrap_or(""), "feed");
+                    // The state as the JSON records name it. The feed's text is
+                    // `detail`: a `message` field would be a second "message"
+                    // key in the JSON log line, beside the event's own.
+                    let state = serde_json::to_value(s.state).ok();
+                    let state = state.as_ref().and_then(|v| v.as_str()).unwrap_or("");
+                    match s.message.as_deref() {
+                        Some(detail) => tracing::info!(source = %s.source, state, detail, "feed"),
+                        None => tracing::info!(source = %s.source, state, "feed"),
+                    }
                     events.push(Event::Feed(s));
                 }
             }

@@ -248,7 +248,7 @@ async fn follow(
         match v["type"].as_str().unwrap_or("") {
             "hello" => tracing::info!(source = %v["source"], version = %v["version"], "connected"),
             "lagged" => tracing::warn!(missed = %v["missed"], "events were missed (the server no longer had them)"),
-            "error" => tracing::warn!(message = %v["message"], "the server reported an error"),
+            "error" => tracing::warn!(error = %v["message"], "the server reported an error"),
             "snapshot" | "subscribed" | "pong" | "ok" => {}
             _ => {
                 if let Some(seq) = v["seq"].as_u64() {

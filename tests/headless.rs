@@ -60,6 +60,12 @@ fn runs_for_a_while_and_exits_cleanly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "{stderr}");
     assert!(stderr.contains("--for elapsed; stopping") && stderr.contains("engine stopped"), "{stderr}");
+    // One "message" per line: a field of that name would be a second key,
+    // and a JSON reader keeps only one of them.
+    let twice: Vec<&str> = stderr.lines().filter(|l| l.matches("\"message\":").count() > 1).collect();
+    assert!(twice.is_empty(), "{twice:#?}");
+    let feed = stderr.lines().find(|l| l.contains("\"message\":\"feed\"") && l.contains("\"state\":\"live\""));
+    assert!(feed.is_some_and(|l| l.contains("\"detail\":\"one candle every 40ms\"")), "{stderr}");
 }
 
 #[test]
