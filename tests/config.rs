@@ -138,6 +138,15 @@ fn environment_overrides_the_file_and_is_named_in_errors() {
     .unwrap();
     assert_eq!(loaded.config.strategy.fast, 5);
     assert_eq!(loaded.config.market.timeframes.len(), 2);
+    // A list the way shells write one: comma-separated, no TOML quoting.
+    let loaded = load(&opts(
+        Some(p.clone()),
+        &[("PIPWATCH_MARKET__INSTRUMENTS", "EUR_USD, USD_JPY"), ("PIPWATCH_MARKET__TIMEFRAMES", "M15")],
+    ))
+    .unwrap();
+    let names: Vec<&str> = loaded.config.market.instruments.iter().map(|i| i.as_str()).collect();
+    assert_eq!(names, ["EUR_USD", "USD_JPY"]);
+    assert_eq!(loaded.config.market.timeframes.len(), 1);
     let err = load(&opts(Some(p.clone()), &[("PIPWATCH_STRATEGY__FAST", "50")])).unwrap_err().to_string();
     assert_eq!(
         err,

@@ -155,6 +155,15 @@ fn is_secret_path(path: &str) -> bool {
         || path.ends_with(".heartbeat_url")
 }
 
+fn get_path<'a>(table: &'a Table, path: &[String]) -> Option<&'a Value> {
+    let (last, parents) = path.split_last()?;
+    let mut t = table;
+    for p in parents {
+        t = t.get(p)?.as_table()?;
+    }
+    t.get(last)
+}
+
 fn set_path(table: &mut Table, path: &[String], value: Value) -> Result<(), String> {
     let (last, parents) = path.split_last().ok_or("empty key")?;
     let mut t = table;
@@ -302,10 +311,15 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
             continue; // PIPWATCH_CONFIG, PIPWATCH_OANDA_TOKEN...: not overrides.
         }
         let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-        let value = toml::from_str::<Table>(&format!("v = {raw}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| Value::String(raw.clone()));
+        let value = toml::from_str::<Table>(&format!("v = {raw}")).ok().and_then(|mut t| t.remove("v"));
+        // Not TOML: a plain string, or for a list (instruments, timeframes,
+        // a route's events) the comma-separated form shells use.
+        let value = value.unwrap_or_else(|| match get_path(&table, &path) {
+            Some(Value::Array(_)) => Value::Array(
+                raw.split(',').map(str::trim).filter(|v| !v.is_empty()).map(|v| Value::String(v.into())).collect(),
+            ),
+            _ => Value::String(raw.clone()),
+        });
         let dotted = path.join(".");
         set_path(&mut table, &path, value)
             .map_err(|m| ConfigError::one(format!("environment variable {var}"), dotted.clone(), m))?;
