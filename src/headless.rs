@@ -204,6 +204,9 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
             crate::view::View::default()
         }),
     ));
+    // Subscribed before anything is published: every candle of this run.
+    let bars_stop = CancellationToken::new();
+    let bars = tokio::spawn(keep_bars(hub.restored().clone(), hub.subscribe(), bars_stop.clone()));
     // From here a crash leaves an unclean mark, and the next start skips ahead.
     store.mark_seq(hub.start(), false)?;
     let marker_stop = CancellationToken::new();
@@ -303,6 +306,13 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     }
     marker_stop.cancel();
     let _ = marker.await;
+    bars_stop.cancel();
+    // Display only: a failure to keep them costs the next start its charts.
+    if let Ok(view) = bars.await
+        && let Err(e) = store.keep_bars(&view.pairs.into_iter().map(|p| (p.key(), p.bars.into())).collect::<Vec<_>>())
+    {
+        tracing::warn!(error = %e, "the pairs' recent closes were not kept; the next start shows only their last candle");
+    }
     let marked = store.mark_seq(hub.last(), true);
     let flushed = store.flush().await;
     // The engine's own error first: a refused write it met says more than
@@ -318,6 +328,42 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
 /// every 5 s, or the engine's on each candle), and even a 10 ms demo of 28
 /// series publishes a few thousand events a second.
 const SEQ_GAP: u64 = 1_000_000;
+
+/// The pairs' recent closes, folded from this run's candles onto the
+/// restored view's, for `Store::keep_bars` at the end.
+async fn keep_bars(
+    mut view: crate::view::View,
+    mut rx: tokio::sync::broadcast::Receiver<Arc<crate::event::Envelope>>,
+    stop: CancellationToken,
+) -> crate::view::View {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    let fold = |view: &mut crate::view::View, env: &crate::event::Envelope| {
+        if let crate::event::Event::Candle(_) = env.event {
+            view.apply(env);
+        }
+    };
+    loop {
+        let env = tokio::select! {
+            r = rx.recv() => r,
+            _ = stop.cancelled() => {
+                // The engine has stopped: what it published last is still queued here.
+                loop {
+                    match rx.try_recv() {
+                        Ok(env) => fold(&mut view, &env),
+                        Err(TryRecvError::Lagged(_)) => {}
+                        Err(_) => return view,
+                    }
+                }
+            }
+        };
+        match env {
+            Ok(env) => fold(&mut view, &env),
+            // A gap in a sparkline, nothing worse.
+            Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return view,
+        }
+    }
+}
 
 /// Notes the last seq published once a second, so that the next instance's
 /// seqs start after this one's even after a crash.

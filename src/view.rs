@@ -32,6 +32,12 @@ pub struct PairView {
     pub rejected: u64,
 }
 
+impl PairView {
+    pub fn key(&self) -> crate::types::SeriesKey {
+        crate::types::SeriesKey::new(self.instrument, self.timeframe)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Bar {
     pub time: crate::time::Ts,

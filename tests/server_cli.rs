@@ -505,6 +505,12 @@ async fn a_restart_shows_where_the_last_run_left_off() {
     assert_eq!(ohlc, last_row, "{candle}");
     assert!(candle["fast"].is_f64() && candle["slow"].is_f64() && candle["atr"].is_f64(), "{candle}");
     assert_eq!(pair["last_signal"]["id"].as_str(), expected.last().map(String::as_str));
+    // The recent closes (sparkline, chart) kept at the clean stop: the last 120.
+    let closes: Vec<f64> = pair["bars"].as_array().unwrap().iter().map(|b| b["close"].as_f64().unwrap()).collect();
+    let csv_closes: Vec<f64> =
+        rows[281..].iter().map(|r| r.split(',').nth(4).unwrap().trim().parse().unwrap()).collect();
+    assert_eq!(closes, csv_closes);
+    assert_eq!(pair["bars"][119]["time"], candle["time"]);
 
     let shown: Vec<&str> =
         view["signals"].as_array().unwrap().iter().map(|s| s["signal"]["id"].as_str().unwrap()).collect();

@@ -767,7 +767,7 @@ fn the_console_starts_where_the_last_run_left_off() {
     let pane = wait_for_pane(&session, &["feed finished", "Signals (100)", &row.0, &row.1], "");
     let pair = pane.lines().find(|l| l.contains("EUR_USD  H1")).unwrap_or_default();
     assert!(!pair.contains("—       —"), "the pair has its last candle's values: {pair}");
-    // Its detail view: the one candle there is so far, and its last signal.
+    // Its detail view: the recent closes kept at the clean stop, and its last signal.
     tmux(&["send-keys", "-t", &session, "Enter"]);
-    wait_for_pane(&session, &["EUR_USD H1 — last 1 candle ", &row.1, "Esc: back"], "");
+    wait_for_pane(&session, &["EUR_USD H1 — last 120 candles ", &row.1, "Esc: back"], "");
 }

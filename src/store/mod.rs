@@ -16,7 +16,7 @@ use crate::engine::SeriesState;
 use crate::event::{Alert, AlertState, CandleRecord, DeliveryState, Event, Signal};
 use crate::time::Ts;
 use crate::types::{Candle, Instrument, SeriesKey, Timeframe};
-use crate::view::{RouteDelivery, View};
+use crate::view::{Bar, CLOSES_KEPT, RouteDelivery, View};
 
 /// The on-disk layout this build writes and reads.
 pub const SCHEMA: u32 = 1;
@@ -313,6 +313,9 @@ const ALERT_PREFIX: &str = "alert:";
 const SEQ_KEY: &str = "seq";
 /// In `meta`: notifications paused (1) or not.
 const PAUSED_KEY: &str = "paused";
+/// In `meta`: each series' recent closes as the console last showed them,
+/// kept at a clean stop (see `keep_bars`).
+const BARS_KEY: &str = "bars";
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, postcard::Error> {
     encode_as(VALUE_V1, v)
@@ -614,6 +617,17 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps each series' recent closes (the console's sparklines and
+    /// charts) at a clean stop. Writing them with every candle would add
+    /// kilobytes to each durable close; kept once here, they come back after
+    /// a restart, and after a crash each pair starts from its last candle.
+    pub fn keep_bars(&self, bars: &[(SeriesKey, Vec<Bar>)]) -> Result<(), StoreError> {
+        let named: Vec<(String, &[Bar])> = bars.iter().map(|(k, b)| (series_key(k), b.as_slice())).collect();
+        let value = encode(&named).map_err(|e| self.encode_err(e))?;
+        self.meta.insert(BARS_KEY, value).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Notes the seq of the last event published, and whether the instance
     /// stopped cleanly after it. Not durable until `flush`.
     pub fn mark_seq(&self, seq: u64, clean: bool) -> Result<(), StoreError> {
@@ -701,6 +715,12 @@ impl Store {
     /// otherwise stay on the console, frozen, for good.
     pub fn restored_view(&self, signals: usize, wanted: impl Fn(&SeriesKey) -> bool) -> Result<View, StoreError> {
         let mut view = View::default();
+        // Bars kept at the last clean stop, used where they end at the
+        // stored candle (after a crash the store may have gone further).
+        let mut kept: std::collections::HashMap<String, Vec<Bar>> = match self.meta.get(BARS_KEY) {
+            Ok(Some(v)) => decode::<Vec<(String, Vec<Bar>)>>(&v).unwrap_or_default().into_iter().collect(),
+            _ => Default::default(),
+        };
         // Each series' newest signal is its pair's "last signal", also when
         // the newest `signals` of all series (the feed) leave it out.
         let (mut recent, mut newest) = (Vec::new(), Vec::new());
@@ -714,6 +734,11 @@ impl Store {
                 let (instrument, timeframe, time, close) = (key.instrument, key.timeframe, last.time, last.close);
                 let record = CandleRecord { instrument, timeframe, time, open, high, low, close, fast, slow, atr };
                 view.apply_event(&Event::Candle(record));
+                if let Some(bars) = kept.remove(&series_key(&key)).filter(|b| b.last().is_some_and(|b| b.time == time))
+                {
+                    view.pair_mut(instrument, timeframe).bars =
+                        bars.into_iter().rev().take(CLOSES_KEPT).rev().collect();
+                }
             }
             let mine = self.newest_signals(&k, signals)?;
             newest.extend(mine.first().map(|s| s.signal.clone()));
@@ -1258,6 +1283,24 @@ mod tests {
         // Out of the feed, still its pair's last signal.
         let jpy = SeriesKey::new(Instrument::new("USD_JPY").unwrap(), Timeframe::H1);
         assert_eq!(pair(jpy).and_then(|p| p.last_signal.as_ref()).map(|s| &s.id), Some(&signals[5].id));
+        assert_eq!(pair(key).map(|p| p.bars.len()), Some(1), "no bars kept: the last candle's alone");
+
+        // Bars kept at a clean stop come back while they end at the stored candle.
+        let bar = |t: i64, close| Bar { time: Ts(t), close, fast: None, slow: None };
+        let kept = vec![bar(last.time.0 - 3600, 1.0), bar(last.time.0, last.close)];
+        store.keep_bars(&[(key, kept.clone())]).unwrap();
+        let view = store.restored_view(3, |_| true).unwrap();
+        let bars = view.pairs.iter().find(|p| p.key() == key).map(|p| Vec::from(p.bars.clone()));
+        assert_eq!(bars, Some(kept));
+        // A later run that did not stop cleanly went further: they no longer fit.
+        let next = Candle { time: Ts(last.time.0 + 3600), ..last };
+        state.step(&next).unwrap();
+        let c = CandleCommit { key, candle: Some(&next), state: &state, signal: None, routes: &[], now: Ts(1) };
+        store.commit(&c).unwrap();
+        let view = store.restored_view(3, |_| true).unwrap();
+        let bars =
+            view.pairs.iter().find(|p| p.key() == key).map(|p| p.bars.iter().map(|b| b.time).collect::<Vec<_>>());
+        assert_eq!(bars, Some(vec![next.time]));
     }
 
     #[test]
