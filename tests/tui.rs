@@ -351,6 +351,33 @@ fn without_routes_the_signals_show_stop_and_target_instead_of_sent() {
     assert!(header.contains("Sent") && !header.contains("Stop"), "{header}");
 }
 
+/// The pairs' sparkline of closes takes the room the other columns leave,
+/// from the first width that shows every column; it is the first to go.
+#[test]
+fn the_sparkline_of_closes_fills_the_room_the_columns_leave() {
+    let a = app("dark");
+    const SPARK: &str = "▁▂▃▄▅▆▇█";
+    // (cells from the sparkline's first to the panel's right border, sparkline length)
+    let spark = |w: u16| {
+        let text = format!("{}", render(&a, w, 30).backend());
+        let row: Vec<char> = text.lines().find(|l| l.contains("EUR_USD  H1")).unwrap_or_default().chars().collect();
+        let start = row.iter().position(|c| SPARK.contains(*c));
+        let len = row.iter().filter(|c| SPARK.contains(**c)).count();
+        let border = row.iter().rposition(|c| *c == '│');
+        (start.zip(border).map(|(s, b)| b - s), len)
+    };
+    for w in [100, 110, 120] {
+        let (room, len) = spark(w);
+        // 40 closes, more than each of these widths has room for.
+        assert!(len >= 10 && room == Some(len), "width {w}: {len} closes in a room of {room:?}");
+    }
+    assert!(spark(110).1 > spark(100).1 && spark(120).1 > spark(110).1);
+    // Room for more than there are: every close, no more.
+    assert_eq!(spark(150).1, 40);
+    // Narrower, the last signal goes, and the sparkline before it.
+    assert_eq!(spark(99).1, 0);
+}
+
 fn tmux(args: &[&str]) -> String {
     let out = std::process::Command::new("tmux").args(args).output().expect("tmux is installed");
     String::from_utf8_lossy(&out.stdout).to_string()

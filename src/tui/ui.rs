@@ -221,16 +221,31 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
     f.render_widget(Paragraph::new(Line::from(spans)).style(t.header), area);
 }
 
-/// Pair table columns in the order they are dropped when space runs out (last first).
-fn pair_columns(width: u16) -> (bool, bool, bool, bool) {
-    // (slow MA, ATR, last signal, sparkline)
-    (width >= 78, width >= 88, width >= 100, width >= 120)
+/// Pair table columns in the order they are dropped when space runs out
+/// (last first): (slow MA, ATR, last signal), and the room left for the
+/// sparkline of closes, if it has its minimum.
+fn pair_columns(width: u16) -> ((bool, bool, bool), Option<usize>) {
+    let shown = (width >= 78, width >= 88, width >= 100);
+    // Pair, TF, Price, Chg, Fast, Trend; then Slow, ATR and Last signal;
+    // each with the grid's one-cell gap, inside the borders.
+    let used = 2
+        + [8, 3, 9, 7, 9, 10].iter().map(|w| w + 1).sum::<usize>()
+        + [(shown.0, 9), (shown.1, 6), (shown.2, 12)].iter().filter(|(on, _)| *on).map(|(_, w)| w + 1).sum::<usize>();
+    let rest = usize::from(width).saturating_sub(used);
+    // Dropped first: never shown in place of a column above.
+    (shown, (shown.2 && rest >= SPARK_MIN).then_some(rest.min(SPARK_MAX)))
 }
+
+/// The sparkline of closes: below this many cells it says too little to
+/// show, above the other this many it spreads a pair's recent closes thin.
+const SPARK_MIN: usize = 10;
+const SPARK_MAX: usize = 60;
 
 fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
     let t = &app.theme;
     let focused = app.focus == Focus::Pairs;
-    let (show_slow, show_atr, show_last, show_spark) = pair_columns(area.width);
+    let ((show_slow, show_atr, show_last), spark) = pair_columns(area.width);
+    let show_spark = spark.is_some();
     let stale: Vec<(Instrument, crate::types::Timeframe)> = app
         .view
         .health
@@ -261,9 +276,9 @@ fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
     }
     if show_spark {
         header.push("Closes");
-        widths.push(Constraint::Min(10));
+        widths.push(Constraint::Min(SPARK_MIN as u16));
     }
-    let spark_width = area.width.saturating_sub(110).clamp(10, 60) as usize;
+    let spark_width = spark.unwrap_or(SPARK_MIN);
     let visible = area.height.saturating_sub(3) as usize;
     let first = app.selected.saturating_sub(visible.saturating_sub(1));
     let rows: Vec<GridRow> = app
