@@ -719,8 +719,10 @@ fn draw_detail(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect) {
     let (lo, hi) = all.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
     let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
     let pad = ((hi - lo) * 0.05).max(i.pip());
-    let series = |name, marker, graph_type, style, data| {
-        Dataset::default().name(name).marker(marker).graph_type(graph_type).style(style).data(data)
+    // Names padded to one width: the legend clears only the cells its text
+    // covers, and the plot would show through after a shorter name.
+    let series = |name: &str, marker, graph_type, style, data| {
+        Dataset::default().name(format!("{name:<5}")).marker(marker).graph_type(graph_type).style(style).data(data)
     };
     let datasets = vec![
         series("close", Marker::Braille, GraphType::Line, t.text, &closes),
