@@ -91,6 +91,21 @@ fn all_problems_are_listed_at_once() {
     assert!(lines[2].starts_with("FILE:4:11: strategy.sl_mult = '-1.0'"));
 }
 
+/// A wrong type in one table does not hide the other tables' mistakes, and
+/// the default standing in for it is not judged against its neighbours.
+#[test]
+fn a_wrong_type_does_not_hide_the_other_tables_rules() {
+    let err = error("[market]\ntimeframes = \"H4\"\n\n[strategy]\nfast = 30\nslow = 20\n", &[]);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].starts_with("FILE:2:14: market.timeframes = 'H4': invalid type"), "{err}");
+    assert!(lines[1].starts_with("FILE:5:8: strategy.fast = '30': fast (30) must be smaller than slow (20)"), "{err}");
+    // fast's default (10) stands in for "x": not reported against slow = 5.
+    let err = error("[strategy]\nfast = \"x\"\nslow = 5\n", &[]);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("FILE:2:8: strategy.fast = 'x': invalid type"), "{err}");
+}
+
 /// serde stops at the first key of the wrong type or name; every such key is
 /// still listed, in the file's order, and nothing else twice.
 #[test]

@@ -223,6 +223,11 @@ fn interpolate(
 
 /// Problems by where their key is in the file (serde finds them in the
 /// order of the struct's fields); those from elsewhere last.
+/// `strategy` of `strategy.overrides.EUR_USD.fast`, `market` of `market.instruments[1]`.
+fn top_table(path: &str) -> &str {
+    path.split(['.', '[']).next().unwrap_or(path)
+}
+
 fn in_file_order(mut problems: Vec<(usize, Problem)>) -> Vec<Problem> {
     problems.sort_by_key(|(at, _)| *at);
     problems.into_iter().map(|(_, p)| p).collect()
@@ -359,6 +364,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let defaults = Value::Table(defaults_table());
     let mut problems = Vec::new();
     let mut reported = std::collections::HashSet::new();
+    // Top-level tables where a wrong value was put back to its default.
+    let mut stood_in = std::collections::HashSet::new();
     let mut config: Config = loop {
         let e = match serde_path_to_error::deserialize(root.clone()) {
             Ok(config) => break config,
@@ -386,14 +393,14 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         problems.push((src.span(&path).map_or(usize::MAX, |s| s.start), problem));
         let segs = parse_path(&path);
         let stand_in = if unknown.is_some() { None } else { value_at(&defaults, &segs).cloned() };
+        if unknown.is_none() {
+            stood_in.insert(top_table(&path).to_string());
+        }
         if problems.len() >= 50 || !replace_at(&mut root, &segs, stand_in) {
             return Err(ConfigError::Invalid { problems: in_file_order(problems) });
         }
     };
     let mut problems = in_file_order(problems);
-    // Values checked against each other (fast < slow...) are checked once
-    // every value has the right type: a stand-in default would be judged too.
-    let shape_ok = problems.is_empty();
 
     // Put the variable names back on secrets so errors and `config show` can name them.
     let secret = |s: &mut Secret, path: &str| *s = Secret::resolved(s.expose().to_string(), vars.get(path).cloned());
@@ -418,9 +425,14 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         }
     }
     let mut warnings = Vec::new();
-    if shape_ok {
-        validate(&config, &src, &mut problems, &mut warnings);
-    }
+    // Values checked against each other (fast < slow...) are judged in the
+    // tables where no stand-in default took a wrong value's place: there a
+    // default would be judged, not the user's value. The other tables'
+    // mistakes are reported in the same run, not one round at a time.
+    let before = problems.len();
+    validate(&config, &src, &mut problems, &mut warnings);
+    let checked = problems.split_off(before);
+    problems.extend(checked.into_iter().filter(|p| !stood_in.contains(top_table(&p.key))));
     if problems.is_empty() { Ok(Loaded { config, origin, warnings }) } else { Err(ConfigError::Invalid { problems }) }
 }
 
