@@ -227,6 +227,12 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     let handle = notifier.handle();
 
     let metrics = Arc::new(Metrics::new());
+    // A CSV's series are known only as its files are read.
+    let series: Vec<_> = match m.source {
+        crate::config::SourceKind::Csv => Vec::new(),
+        _ => m.instruments.iter().flat_map(|&i| m.timeframes.iter().map(move |&tf| (i, tf))).collect(),
+    };
+    metrics.prepare(series, config.notify.routes.iter().map(|r| r.name.as_str()));
     let server_stop = CancellationToken::new();
     let server = if opts.server {
         let options = server::Options::from_config(config);

@@ -137,6 +137,40 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// Creates every series, signal side, route and priority the config
+    /// names at zero, so each is exposed from the first scrape: a series that
+    /// appears only at its first increment hides that increment from
+    /// `rate()` and `increase()`, and an alert on it fires late or never.
+    pub fn prepare<'a>(
+        &self,
+        series: impl IntoIterator<Item = (Instrument, Timeframe)>,
+        routes: impl IntoIterator<Item = &'a str>,
+    ) {
+        for (i, tf) in series {
+            let l = SeriesLabels { instrument: i.to_string(), timeframe: tf.to_string() };
+            drop(self.candles.get_or_create(&l));
+            drop(self.rejected.get_or_create(&l));
+            for side in [crate::types::Side::Buy, crate::types::Side::Sell] {
+                drop(self.signals.get_or_create(&SignalLabels { instrument: i.to_string(), side: side.to_string() }));
+            }
+        }
+        for p in ["urgent", "high", "normal", "low"] {
+            drop(self.queue_depth.get_or_create(&PriorityLabels { priority: p.into() }));
+        }
+        for route in routes {
+            let l = RouteLabels { route: route.to_string() };
+            drop(self.rate_limited.get_or_create(&l));
+            drop(self.route_depth.get_or_create(&l));
+            drop(self.oldest_pending.get_or_create(&l));
+            for outcome in ["delivered", "failed", "dead"] {
+                drop(
+                    self.notifications
+                        .get_or_create(&OutcomeLabels { route: route.to_string(), outcome: outcome.into() }),
+                );
+            }
+        }
+    }
+
     pub fn observe(&self, event: &Event) {
         match event {
             Event::Candle(c) => {

@@ -281,6 +281,42 @@ async fn the_first_snapshot_has_the_notification_queue() {
     assert_eq!(queue["paused"], false);
 }
 
+/// Every configured series, side, route and priority is on /metrics at zero
+/// from the first scrape: a series that first appears at 1 hides that
+/// increment from `rate()` and `increase()`, and an alert on it misses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_start_at_zero_for_what_the_config_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr, logs) = headless_with(dir.path(), &one_route(dir.path()));
+    let body = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    stop_and_read_signals(server, logs);
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        scrape.samples.iter().find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))).map(
+            |s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            },
+        )
+    };
+    // The demo's defaults: the 7 majors on H4; no candle yet at one an hour.
+    for i in ["EUR_USD", "USD_JPY", "NZD_USD"] {
+        let series = [("instrument", i), ("timeframe", "H4")];
+        assert_eq!(value("pipwatch_rejected_candles_total", &series), Some(0.0), "{i}\n{body}");
+        for side in ["buy", "sell"] {
+            assert_eq!(value("pipwatch_signals_total", &[("instrument", i), ("side", side)]), Some(0.0), "{body}");
+        }
+    }
+    for outcome in ["delivered", "failed", "dead"] {
+        let labels = [("route", "signals"), ("outcome", outcome)];
+        assert_eq!(value("pipwatch_notifications_total", &labels), Some(0.0), "{body}");
+    }
+    assert_eq!(value("pipwatch_discord_rate_limited_total", &[("route", "signals")]), Some(0.0), "{body}");
+    assert_eq!(value("pipwatch_queue_depth", &[("priority", "urgent")]), Some(0.0), "{body}");
+}
+
 /// Notifications paused stay paused across a restart (a crash loop must not
 /// flood the channels someone silenced), and resumed stay resumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
