@@ -374,8 +374,42 @@ fn the_sparkline_of_closes_fills_the_room_the_columns_leave() {
     assert!(spark(110).1 > spark(100).1 && spark(120).1 > spark(110).1);
     // Room for more than there are: every close, no more.
     assert_eq!(spark(150).1, 40);
-    // Narrower, the last signal goes, and the sparkline before it.
-    assert_eq!(spark(99).1, 0);
+    // Narrower, the sparkline goes below its 10 cells, before any other column.
+    assert_eq!(spark(94).1, 10);
+    assert_eq!(spark(93).1, 0);
+    let header = |w: u16| {
+        let text = format!("{}", render(&a, w, 30).backend());
+        text.lines().find(|l| l.contains("│Pair")).unwrap_or_default().to_string()
+    };
+    assert!(header(93).contains("Last signal"), "{}", header(93));
+}
+
+/// Each column of the pair table is shown where it fits: a column is not
+/// dropped while the panel has room for it, and they go last first.
+#[test]
+fn the_pair_columns_are_shown_where_they_fit() {
+    let a = app("dark");
+    let header = |w: u16| {
+        let text = format!("{}", render(&a, w, 30).backend());
+        text.lines().find(|l| l.contains("│Pair")).unwrap_or_default().to_string()
+    };
+    let shown = |w: u16| ["Slow", "ATR", "Last signal"].map(|c| header(w).contains(c));
+    // The width each column needs, from its header's end and the cells after it.
+    for (w, expected) in [
+        (84, [true, true, true]),
+        (83, [true, true, false]),
+        (80, [true, true, false]),
+        (71, [true, true, false]),
+        (70, [true, false, false]),
+        (64, [true, false, false]),
+        (63, [false, false, false]),
+    ] {
+        assert_eq!(shown(w), expected, "width {w}: {}", header(w));
+    }
+    // Where a column shows, its header's row has no room to spare for the next.
+    let row = header(83);
+    let spare = row.trim_end_matches('│').len() - row.trim_end_matches('│').trim_end().len();
+    assert!(spare < 13, "{spare} cells spare at 83: {row}");
 }
 
 fn tmux(args: &[&str]) -> String {

@@ -222,19 +222,37 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
 }
 
 /// Pair table columns in the order they are dropped when space runs out
-/// (last first): (slow MA, ATR, last signal), and the room left for the
-/// sparkline of closes, if it has its minimum.
+/// (last first): (slow MA, ATR, last signal), each shown where it fits, and
+/// the room left for the sparkline of closes, if it has its minimum.
 fn pair_columns(width: u16) -> ((bool, bool, bool), Option<usize>) {
-    let shown = (width >= 78, width >= 88, width >= 100);
-    // Pair, TF, Price, Chg, Fast, Trend; then Slow, ATR and Last signal;
-    // each with the grid's one-cell gap, inside the borders.
-    let used = 2
-        + [8, 3, 9, 7, 9, 10].iter().map(|w| w + 1).sum::<usize>()
-        + [(shown.0, 9), (shown.1, 6), (shown.2, 12)].iter().filter(|(on, _)| *on).map(|(_, w)| w + 1).sum::<usize>();
+    // Pair, TF, Price, Chg, Fast, Trend, inside the borders; each column
+    // with the grid's one-cell gap.
+    let mut used =
+        2 + [W_PAIR, W_TF, W_PRICE, W_CHG, W_PRICE, W_TREND].iter().map(|&w| usize::from(w) + 1).sum::<usize>();
+    let mut fits = |w: u16| {
+        let w = usize::from(w);
+        let fit = used + w < usize::from(width);
+        if fit {
+            used += w + 1;
+        }
+        fit
+    };
+    let slow = fits(W_PRICE);
+    let atr = slow && fits(W_ATR);
+    let last = atr && fits(W_LAST);
     let rest = usize::from(width).saturating_sub(used);
     // Dropped first: never shown in place of a column above.
-    (shown, (shown.2 && rest >= SPARK_MIN).then_some(rest.min(SPARK_MAX)))
+    ((slow, atr, last), (last && rest >= SPARK_MIN).then_some(rest.min(SPARK_MAX)))
 }
+
+/// The pair table's fixed column widths (prices and MAs share one).
+const W_PAIR: u16 = 8;
+const W_TF: u16 = 3;
+const W_PRICE: u16 = 9;
+const W_CHG: u16 = 7;
+const W_TREND: u16 = 10;
+const W_ATR: u16 = 6;
+const W_LAST: u16 = 12;
 
 /// The sparkline of closes: below this many cells it says too little to
 /// show, above the other this many it spreads a pair's recent closes thin.
@@ -254,25 +272,25 @@ fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
         .unwrap_or_default();
     let mut header: Vec<&str> = vec!["Pair", "TF", "Price", "Chg", "Fast"];
     let mut widths = vec![
-        Constraint::Length(8),
-        Constraint::Length(3),
-        Constraint::Length(9),
-        Constraint::Length(7),
-        Constraint::Length(9),
+        Constraint::Length(W_PAIR),
+        Constraint::Length(W_TF),
+        Constraint::Length(W_PRICE),
+        Constraint::Length(W_CHG),
+        Constraint::Length(W_PRICE),
     ];
     if show_slow {
         header.push("Slow");
-        widths.push(Constraint::Length(9));
+        widths.push(Constraint::Length(W_PRICE));
     }
     header.push("Trend");
-    widths.push(Constraint::Length(10));
+    widths.push(Constraint::Length(W_TREND));
     if show_atr {
         header.push("ATR");
-        widths.push(Constraint::Length(6));
+        widths.push(Constraint::Length(W_ATR));
     }
     if show_last {
         header.push("Last signal");
-        widths.push(Constraint::Length(12));
+        widths.push(Constraint::Length(W_LAST));
     }
     if show_spark {
         header.push("Closes");
