@@ -240,7 +240,8 @@ fn pair_columns(width: u16) -> ((bool, bool, bool), Option<usize>) {
     let slow = fits(W_PRICE);
     let atr = slow && fits(W_ATR);
     let last = atr && fits(W_LAST);
-    let rest = usize::from(width).saturating_sub(used);
+    // One cell short of the border, as the other columns keep one apart.
+    let rest = usize::from(width).saturating_sub(used + 1);
     // Dropped first: never shown in place of a column above.
     ((slow, atr, last), (last && rest >= SPARK_MIN).then_some(rest.min(SPARK_MAX)))
 }
