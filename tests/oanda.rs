@@ -308,6 +308,41 @@ async fn an_unreachable_host_is_named_with_the_reason() {
     assert!(message.starts_with("EUR_USD:H1: cannot reach OANDA: could not connect: Connection refused"), "{message}");
 }
 
+/// OANDA down for every series is one outage: reported as the count of
+/// series failing grows, not once per series and retry (18 reports in this
+/// run when each retry was one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_every_series_is_reported_once_not_per_retry() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &format!("http://127.0.0.1:{port}"));
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "instruments = [\"EUR_USD\"]\ntimeframes = [\"H1\"]",
+        "instruments = [\"EUR_USD\", \"GBP_USD\", \"USD_JPY\"]\ntimeframes = [\"H1\", \"H4\"]",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    // Backoff 1, 2 s: each series tries two or three times.
+    let out = headless(&cfg, &dir.path().join("data"), TOKEN, Some("3500ms")).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tries = stderr.matches("OANDA candles request failed").count();
+    assert!(tries >= 12, "{tries} failed requests: every series should have retried");
+    let records = json_lines(&out.stdout);
+    let retrying: Vec<String> = of_type(&records, "feed")
+        .into_iter()
+        .filter(|f| f["state"] == "retrying")
+        .map(|f| f["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(retrying.len() <= 6, "{} reports for {tries} failures: {retrying:#?}", retrying.len());
+    assert!(
+        retrying[0].ends_with("cannot reach OANDA: could not connect: Connection refused (os error 111); retrying")
+    );
+    assert_eq!(
+        retrying.last().map(String::as_str),
+        Some("6 of 6 series: cannot reach OANDA: could not connect: Connection refused (os error 111); retrying")
+    );
+}
+
 /// The pricing stream, through the library: quotes arrive, and a stream that
 /// ends is reconnected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -301,7 +301,67 @@ async fn sleep_or_stop(ctx: &SourceCtx, d: Duration) -> bool {
     }
 }
 
-async fn run_series(client: &OandaClient, key: SeriesKey, ctx: &SourceCtx) -> Result<(), SourceError> {
+/// The candle feed's state across its series. An outage of OANDA fails every
+/// series at once, and each retries on its own clock: reported per series and
+/// retry, that is a storm of `feed` events (7 a round for the majors, 28 on
+/// four timeframes) saying one thing. Here it is one report per change of
+/// what is wrong: how many series fail, and with which error.
+struct FeedReport {
+    total: usize,
+    failing: std::sync::Mutex<(std::collections::BTreeSet<SeriesKey>, Option<String>)>,
+}
+
+impl FeedReport {
+    fn new(total: usize) -> Self {
+        FeedReport { total, failing: std::sync::Mutex::default() }
+    }
+
+    async fn failed(&self, ctx: &SourceCtx, key: SeriesKey, error: &OandaError) {
+        let error = error.to_string();
+        let message = {
+            let mut f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+            let before = (f.0.len(), f.1.clone());
+            f.0.insert(key);
+            f.1 = Some(error.clone());
+            if before == (f.0.len(), f.1.clone()) {
+                return;
+            }
+            match f.0.len() {
+                1 => format!("{key}: {error}; retrying"),
+                n => format!("{n} of {} series: {error}; retrying", self.total),
+            }
+        };
+        ctx.status("oanda", FeedState::Retrying, Some(message)).await;
+    }
+
+    async fn ok(&self, ctx: &SourceCtx, key: SeriesKey) {
+        let report = {
+            let mut f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+            if !f.0.remove(&key) {
+                return;
+            }
+            match (f.0.len(), &f.1) {
+                (0, _) => {
+                    f.1 = None;
+                    (FeedState::Live, format!("{key} recovered"))
+                }
+                (1, Some(e)) => (FeedState::Retrying, format!("{}: {e}; retrying", f.0.iter().next().unwrap_or(&key))),
+                (n, e) => (
+                    FeedState::Retrying,
+                    format!("{n} of {} series: {}; retrying", self.total, e.as_deref().unwrap_or("failing")),
+                ),
+            }
+        };
+        ctx.status("oanda", report.0, Some(report.1)).await;
+    }
+}
+
+async fn run_series(
+    client: &OandaClient,
+    key: SeriesKey,
+    ctx: &SourceCtx,
+    report: &FeedReport,
+) -> Result<(), SourceError> {
     let tf = key.timeframe.seconds();
     let warmup = ctx.strategies.for_instrument(key.instrument).warmup_candles().min(4999);
     let mut cursor = ctx.resume.get(&key).map(|c| c.time);
@@ -311,7 +371,7 @@ async fn run_series(client: &OandaClient, key: SeriesKey, ctx: &SourceCtx) -> Re
         let wait = match client.candles(key, &query).await {
             Ok((candles, full)) => {
                 if errors > 0 {
-                    ctx.status("oanda", FeedState::Live, Some(format!("{key} recovered"))).await;
+                    report.ok(ctx, key).await;
                 }
                 errors = 0;
                 let phase = if cursor.is_none() { Phase::Warmup } else { Phase::Live };
@@ -353,12 +413,7 @@ async fn run_series(client: &OandaClient, key: SeriesKey, ctx: &SourceCtx) -> Re
                     _ => backoff(errors, Duration::from_secs(1), Duration::from_secs(60)),
                 };
                 tracing::warn!(series = %key, error = %e, retry_in_ms = wait.as_millis() as u64, "OANDA candles request failed; retrying");
-                ctx.status(
-                    "oanda",
-                    FeedState::Retrying,
-                    Some(format!("{key}: {e}; retrying in {:.1}s", wait.as_secs_f64())),
-                )
-                .await;
+                report.failed(ctx, key, &e).await;
                 wait
             }
         };
@@ -405,7 +460,9 @@ impl MarketSource for OandaSource {
             let warming = ctx.series.iter().any(|k| !ctx.resume.contains_key(k));
             let state = if warming { FeedState::WarmingUp } else { FeedState::Live };
             ctx.status("oanda", state, None).await;
-            let series = futures_util::future::try_join_all(ctx.series.iter().map(|&k| run_series(&client, k, &ctx)));
+            let report = FeedReport::new(ctx.series.len());
+            let series =
+                futures_util::future::try_join_all(ctx.series.iter().map(|&k| run_series(&client, k, &ctx, &report)));
             let (candles, stream) = futures_util::future::join(
                 async {
                     let r = series.await.map(|_| ());
