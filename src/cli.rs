@@ -8,17 +8,21 @@ use clap::{Args, Parser, Subcommand};
 use crate::engine::MaKind;
 use crate::types::{Instrument, Timeframe};
 
+/// The options every command takes, apart from its own in `--help`: a reader
+/// of `tail --help` sees first what `tail` itself takes.
+const GLOBAL: &str = "Global options";
+
 #[derive(Debug, Parser)]
 #[command(name = "pipwatch", version, about = "Forex moving-average-crossover signals: console, server and replay", long_about = None)]
 pub struct Cli {
     /// Config file (TOML). Without one, built-in defaults run the demo market.
-    #[arg(short, long, global = true, env = "PIPWATCH_CONFIG", value_name = "FILE")]
+    #[arg(short, long, global = true, env = "PIPWATCH_CONFIG", value_name = "FILE", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// Where the sled database lives (default: the platform data dir, e.g. ~/.local/share/pipwatch).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
     pub data_dir: Option<PathBuf>,
     /// Market source, overriding the config: demo | oanda | csv:PATH.
-    #[arg(long, global = true, value_name = "SOURCE")]
+    #[arg(long, global = true, value_name = "SOURCE", help_heading = GLOBAL)]
     pub source: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,

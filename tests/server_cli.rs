@@ -409,6 +409,18 @@ async fn tail_misses_nothing_across_a_restart_of_the_instance() {
     assert_eq!(ids, published, "tail missed or reordered signals across the restart");
 }
 
+/// `tail --help` shows what tail takes first; the options every command
+/// takes (--config, --data-dir, --source) come after, under their own heading.
+#[test]
+fn tail_help_puts_its_own_options_before_the_global_ones() {
+    let out = pipwatch().args(["tail", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let at = |s: &str| help.find(s).unwrap_or_else(|| panic!("no {s} in\n{help}"));
+    assert!(at("--topics") < at("Global options:") && at("--token") < at("Global options:"), "{help}");
+    assert!(at("Global options:") < at("--data-dir") && at("Global options:") < at("--source"), "{help}");
+}
+
 #[test]
 fn a_reachable_listen_without_a_token_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
