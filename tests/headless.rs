@@ -213,7 +213,8 @@ fn a_refused_write_stops_the_instance_and_loses_nothing_published() {
     let before = candles_by_series(&json_lines(&out.stdout));
     assert_eq!(before.len(), 28, "every series published candles before the limit");
 
-    let out = headless(&["--candles", "--no-server", "--for", "300ms"], &data, &cfg);
+    // H1 is built from 60 M1 steps of 10 ms: long enough for each series' next candle.
+    let out = headless(&["--candles", "--no-server", "--for", "1500ms"], &data, &cfg);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("\"restored\":28"), "{stderr}");

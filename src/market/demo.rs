@@ -1,9 +1,11 @@
 //! The demo market: a seeded, realistic FX random walk. No account, no network.
 //!
-//! Each candle's randomness comes from a generator seeded by (seed, series,
-//! candle time), and the trend is a smooth function of time. So the same seed
-//! gives the same candles, and a restart that resumes from a stored candle
-//! produces exactly the candles an uninterrupted run would have.
+//! Each step's randomness comes from a generator seeded by (seed, the pair's
+//! walk, step time), and the trend is a smooth function of time. So the same
+//! seed gives the same candles, and a restart that resumes from a stored
+//! candle produces exactly the candles an uninterrupted run would have. A
+//! pair's timeframes share its walk: the longer ones are built from the
+//! steps of the finest.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -96,9 +98,140 @@ impl DemoSource {
     }
 }
 
-struct Walk {
+/// One timeframe of a pair, built from its pair's walk.
+struct Series {
     key: SeriesKey,
+    /// The first candle to send: after the stored one, or the warm-up's first.
+    from: Ts,
+    /// Candles before this are warm-up (no signals); `from` when resuming.
+    warm_until: Ts,
+    /// The candle being built from the walk's steps.
+    forming: Option<Candle>,
+}
+
+impl Series {
+    /// Adds one step of the walk; returns this series' candle when the step
+    /// completes it.
+    fn push(&mut self, step: &Candle) -> Option<Candle> {
+        let (s, base) = (self.key.timeframe.seconds(), step.timeframe.seconds());
+        let time = Ts(step.time.0 - step.time.0.rem_euclid(s));
+        if time < self.from {
+            return None;
+        }
+        match &mut self.forming {
+            Some(c) if c.time == time => {
+                c.high = c.high.max(step.high);
+                c.low = c.low.min(step.low);
+                c.close = step.close;
+                c.volume += step.volume;
+            }
+            // Only from the first step of a candle: a part of one is never sent.
+            _ if step.time == time => {
+                self.forming = Some(Candle { timeframe: self.key.timeframe, time, ..*step });
+            }
+            _ => return None,
+        }
+        if step.time.0 + base == time.0 + s { self.forming.take() } else { None }
+    }
+}
+
+/// A pair's walk and the timeframes built from it. The walk steps by the
+/// largest period every one of them divides (H1 for H1 and H4), so H1 and
+/// H4 of one pair show one market, one price and one quote; a single
+/// timeframe is its own walk.
+struct Pair {
+    /// The walk's key: its candles are those a run of that timeframe alone
+    /// would make.
+    walk: SeriesKey,
     last: Last,
+    series: Vec<Series>,
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+impl DemoSource {
+    /// The pairs' walks and where each starts: the earliest candle any of
+    /// its series still needs (its warm-up, or the one after its stored
+    /// candle), so a restart makes again, from the stored close, the steps
+    /// a series further along has already had.
+    fn pairs(&self, ctx: &SourceCtx, now: Ts) -> Vec<Pair> {
+        let mut by_instrument: Vec<(Instrument, Vec<SeriesKey>)> = Vec::new();
+        for &key in &ctx.series {
+            match by_instrument.iter_mut().find(|(i, _)| *i == key.instrument) {
+                Some((_, keys)) => keys.push(key),
+                None => by_instrument.push((key.instrument, vec![key])),
+            }
+        }
+        let mut pairs = Vec::new();
+        for (instrument, keys) in by_instrument {
+            let step = keys.iter().map(|k| k.timeframe.seconds()).fold(0, gcd);
+            // Every gcd of two granularities is one; should that ever not
+            // hold, each timeframe walks on its own.
+            let groups: Vec<Vec<SeriesKey>> = match crate::types::Timeframe::ALL.iter().find(|t| t.seconds() == step) {
+                Some(_) => vec![keys],
+                None => keys.into_iter().map(|k| vec![k]).collect(),
+            };
+            for keys in groups {
+                let step = keys.iter().map(|k| k.timeframe.seconds()).fold(0, gcd);
+                let Some(&tf) = crate::types::Timeframe::ALL.iter().find(|t| t.seconds() == step) else { continue };
+                // A pair with stored candles is where its walk got to, not at
+                // the wall clock (the demo runs ahead of it): a timeframe
+                // added since warms up to there, and does not catch up on
+                // months of walk at once, signalling all the way.
+                let here = keys
+                    .iter()
+                    .filter_map(|k| ctx.resume.get(k).map(|l| l.time.0 + k.timeframe.seconds()))
+                    .min()
+                    .map_or(now, Ts);
+                let series: Vec<Series> = keys
+                    .iter()
+                    .map(|&key| {
+                        let s = key.timeframe.seconds();
+                        match ctx.resume.get(&key) {
+                            Some(last) => {
+                                let from = Ts(last.time.0 + s);
+                                Series { key, from, warm_until: from, forming: None }
+                            }
+                            None => {
+                                // Warm up on history ending at the present, so the
+                                // console shows defined indicators from the first frame.
+                                let warm =
+                                    i64::from(ctx.strategies.for_instrument(instrument).warmup_candles()).max(60);
+                                let from = self.start.map_or_else(|| Ts((here.0 / s - warm) * s), |t| Ts(t.0 / s * s));
+                                Series { key, from, warm_until: Ts(from.0 + warm * s), forming: None }
+                            }
+                        }
+                    })
+                    .collect();
+                let start = series.iter().map(|s| s.from).min().unwrap_or(now);
+                // From the stored close that ends where the walk starts, else
+                // the pair's typical price.
+                let close = series
+                    .iter()
+                    .find_map(|s| ctx.resume.get(&s.key).filter(|l| l.time.0 + s.key.timeframe.seconds() == start.0))
+                    .map_or(profile(instrument).0, |l| l.close);
+                let last = Last { time: Ts(start.0 - step), close };
+                pairs.push(Pair { walk: SeriesKey::new(instrument, tf), last, series });
+            }
+        }
+        pairs
+    }
+}
+
+/// The walk's next step to every series of the pair; false when the engine has gone.
+async fn step(ctx: &SourceCtx, pair: &mut Pair, candle: &Candle) -> bool {
+    pair.last = Last { time: candle.time, close: candle.close };
+    for s in &mut pair.series {
+        if let Some(c) = s.push(candle) {
+            let phase = if c.time < s.warm_until { Phase::Warmup } else { Phase::Live };
+            if !ctx.send(MarketEvent::Candle { candle: c, phase }).await {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 impl MarketSource for DemoSource {
@@ -110,40 +243,27 @@ impl MarketSource for DemoSource {
         Box::pin(async move {
             let me = *self;
             ctx.status("demo", FeedState::WarmingUp, None).await;
-            let mut walks = Vec::new();
-            let now = Ts::now();
-            for &key in &ctx.series {
-                let tf = key.timeframe.seconds();
-                let last = match ctx.resume.get(&key) {
-                    Some(c) => *c,
-                    None => {
-                        // Warm up on history ending at the present, so the
-                        // console shows defined indicators from the first frame.
-                        let warm = i64::from(ctx.strategies.for_instrument(key.instrument).warmup_candles()).max(60);
-                        let first = me.start.map_or_else(|| Ts((now.0 / tf - warm) * tf), |s| Ts(s.0 / tf * tf));
-                        let (base, _) = profile(key.instrument);
-                        let (mut c, _) = next_candle(me.seed, key, first, base);
-                        let mut candles = vec![c];
-                        for _ in 1..warm {
-                            c = next_candle(me.seed, key, Ts(c.time.0 + tf), c.close).0;
-                            candles.push(c);
-                        }
-                        for candle in candles {
-                            if !ctx.send(MarketEvent::Candle { candle, phase: Phase::Warmup }).await {
-                                return Ok(());
-                            }
-                        }
-                        Last { time: c.time, close: c.close }
+            let mut pairs = me.pairs(&ctx, Ts::now());
+            // Warm-up, and the steps a series behind the others missed, at once.
+            for pair in &mut pairs {
+                let step_secs = pair.walk.timeframe.seconds();
+                let caught_up = pair.series.iter().map(|s| s.warm_until).max().unwrap_or(pair.last.time);
+                while pair.last.time.0 + step_secs < caught_up.0 {
+                    let (c, _) = next_candle(me.seed, pair.walk, Ts(pair.last.time.0 + step_secs), pair.last.close);
+                    if !step(&ctx, pair, &c).await {
+                        return Ok(());
                     }
-                };
-                walks.push(Walk { key, last });
+                }
             }
-            ctx.status(
-                "demo",
-                FeedState::Live,
-                Some(format!("one candle every {}", humantime::format_duration(me.candle_every))),
-            )
-            .await;
+            let every = humantime::format_duration(me.candle_every);
+            let built = pairs.iter().find(|p| p.series.len() > 1 || p.series.iter().any(|s| s.key != p.walk));
+            let message = match built {
+                None => format!("one candle every {every}"),
+                Some(p) => {
+                    format!("one {} candle every {every}, the longer timeframes built from it", p.walk.timeframe)
+                }
+            };
+            ctx.status("demo", FeedState::Live, Some(message)).await;
             let quote_every = me.candle_every / QUOTES_PER_CANDLE as u32;
             let mut tick = tokio::time::interval(quote_every.max(Duration::from_millis(1)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -155,29 +275,28 @@ impl MarketSource for DemoSource {
                     _ = tick.tick() => {}
                 }
                 phase += 1;
-                for w in &mut walks {
-                    let tf = w.key.timeframe.seconds();
+                for pair in &mut pairs {
+                    let (i, tf) = (pair.walk.instrument, pair.walk.timeframe.seconds());
                     let (next, path) = *pending
-                        .entry(w.key)
-                        .or_insert_with(|| next_candle(me.seed, w.key, Ts(w.last.time.0 + tf), w.last.close));
+                        .entry(pair.walk)
+                        .or_insert_with(|| next_candle(me.seed, pair.walk, Ts(pair.last.time.0 + tf), pair.last.close));
                     if !phase.is_multiple_of(QUOTES_PER_CANDLE) {
                         // A live quote from the forming candle's path, with a realistic spread.
                         let at = path[(phase % QUOTES_PER_CANDLE) * STEPS / QUOTES_PER_CANDLE];
-                        let half_spread = 0.6 * w.key.instrument.pip();
+                        let half_spread = 0.6 * i.pip();
                         let q = Quote {
-                            instrument: w.key.instrument,
+                            instrument: i,
                             time: Ts(next.time.0 + tf * (phase % QUOTES_PER_CANDLE) as i64 / QUOTES_PER_CANDLE as i64),
-                            bid: round_price(w.key.instrument, at - half_spread),
-                            ask: round_price(w.key.instrument, at + half_spread),
+                            bid: round_price(i, at - half_spread),
+                            ask: round_price(i, at + half_spread),
                         };
                         if !ctx.send(MarketEvent::Quote(q)).await {
                             return Ok(());
                         }
                         continue;
                     }
-                    pending.remove(&w.key);
-                    w.last = Last { time: next.time, close: next.close };
-                    if !ctx.send(MarketEvent::Candle { candle: next, phase: Phase::Live }).await {
+                    pending.remove(&pair.walk);
+                    if !step(&ctx, pair, &next).await {
                         return Ok(());
                     }
                 }
@@ -218,6 +337,141 @@ mod tests {
         // Realistic: an hourly USD/JPY walk stays within a few percent over 2000 hours.
         let (lo, hi) = a.iter().fold((f64::MAX, 0.0f64), |(lo, hi), c| (lo.min(c.low), hi.max(c.high)));
         assert!(lo > 149.5 * 0.8 && hi < 149.5 * 1.2, "{lo}..{hi}");
+    }
+
+    /// Runs the demo on `series` until each has `live` live candles after
+    /// the warm-up; returns every candle and quote sent.
+    async fn run(
+        series: &[SeriesKey],
+        resume: HashMap<SeriesKey, Last>,
+        live: usize,
+    ) -> (Vec<(Candle, Phase)>, Vec<Quote>) {
+        run_from(series, resume, live, Some(Ts(1_700_006_400))).await
+    }
+
+    async fn run_from(
+        series: &[SeriesKey],
+        resume: HashMap<SeriesKey, Last>,
+        live: usize,
+        start: Option<Ts>,
+    ) -> (Vec<(Candle, Phase)>, Vec<Quote>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let ctx = SourceCtx {
+            tx,
+            shutdown: shutdown.clone(),
+            series: series.to_vec(),
+            resume,
+            strategies: Default::default(),
+        };
+        let source = Box::new(DemoSource::new(7, Duration::from_millis(4), start));
+        let task = tokio::spawn(source.run(ctx));
+        let (mut candles, mut quotes) = (Vec::new(), Vec::new());
+        let mut counts: HashMap<SeriesKey, usize> = HashMap::new();
+        while series.iter().any(|k| counts.get(k).copied().unwrap_or(0) < live) {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("the demo stalled") {
+                Some(MarketEvent::Candle { candle, phase }) => {
+                    if phase == Phase::Live {
+                        *counts.entry(candle.key()).or_default() += 1;
+                    }
+                    candles.push((candle, phase));
+                }
+                Some(MarketEvent::Quote(q)) => quotes.push(q),
+                Some(MarketEvent::Status(_)) => {}
+                None => break,
+            }
+        }
+        shutdown.cancel();
+        let _ = task.await;
+        (candles, quotes)
+    }
+
+    fn of(candles: &[(Candle, Phase)], key: SeriesKey) -> Vec<Candle> {
+        candles.iter().filter(|(c, _)| c.key() == key).map(|(c, _)| *c).collect()
+    }
+
+    /// H1 and H4 of one pair are one market: each H4 candle is its four H1
+    /// candles (first open, highest high, lowest low, last close, summed
+    /// volume), and the pair has one stream of quotes. (Each timeframe used to
+    /// walk on its own: EUR_USD H1 at 1.07, H4 at 1.09, quotes from both.)
+    #[tokio::test]
+    async fn the_timeframes_of_a_pair_are_built_from_one_walk() {
+        let eur = Instrument::new("EUR_USD").unwrap();
+        let (h1, h4) = (SeriesKey::new(eur, Timeframe::H1), SeriesKey::new(eur, Timeframe::H4));
+        let (candles, quotes) = run(&[h4, h1], HashMap::new(), 8).await;
+        let (ones, fours) = (of(&candles, h1), of(&candles, h4));
+        assert!(fours.len() >= 60 + 8, "{} H4 candles", fours.len());
+        let mut checked = 0;
+        for f in &fours {
+            let inside: Vec<&Candle> =
+                ones.iter().filter(|c| c.time >= f.time && c.time.0 < f.time.0 + 4 * 3600).collect();
+            if inside.len() < 4 {
+                continue; // Before H1's own warm-up began.
+            }
+            assert_eq!(inside.len(), 4);
+            assert_eq!(f.open, inside[0].open, "{f:?}");
+            assert_eq!(f.close, inside[3].close, "{f:?}");
+            assert_eq!(f.high, inside.iter().map(|c| c.high).fold(f64::MIN, f64::max));
+            assert_eq!(f.low, inside.iter().map(|c| c.low).fold(f64::MAX, f64::min));
+            assert!((f.volume - inside.iter().map(|c| c.volume).sum::<f64>()).abs() < 1e-9);
+            checked += 1;
+        }
+        assert!(checked >= 20, "only {checked} H4 candles had their H1 candles");
+        // H1 has its own warm-up, from the same start.
+        assert_eq!(ones.first().map(|c| c.time), Some(Ts(1_700_006_400 / 3600 * 3600)));
+        // One quote stream per pair: consecutive quotes stay within the path's moves.
+        assert!(!quotes.is_empty());
+        for q in &quotes {
+            let near = ones.iter().any(|c| (q.bid - c.close).abs() < 0.01);
+            assert!(near, "a quote off the pair's walk: {q:?}");
+        }
+        // The warm-up shows defined indicators from the first frame, without signalling it.
+        assert!(candles.iter().filter(|(c, p)| c.key() == h4 && *p == Phase::Warmup).count() >= 60);
+    }
+
+    /// Stopped with H1 ahead of H4 (mid-way through an H4 candle), the walk
+    /// starts again from H4's stored close: the candles after the restart
+    /// are those an uninterrupted run makes, for both.
+    #[tokio::test]
+    async fn a_restart_mid_way_through_a_longer_candle_goes_on_with_the_same_walk() {
+        let eur = Instrument::new("EUR_USD").unwrap();
+        let (h1, h4) = (SeriesKey::new(eur, Timeframe::H1), SeriesKey::new(eur, Timeframe::H4));
+        let (whole, _) = run(&[h1, h4], HashMap::new(), 12).await;
+        let (ones, fours) = (of(&whole, h1), of(&whole, h4));
+        // Cut after the H4 candle that ends a few live candles in, with H1 two hours further.
+        let cut4 = fours[fours.len() - 2];
+        let cut1 = ones.iter().find(|c| c.time.0 == cut4.time.0 + 4 * 3600 + 3600).copied().unwrap();
+        let resume: HashMap<SeriesKey, Last> =
+            [(h1, Last { time: cut1.time, close: cut1.close }), (h4, Last { time: cut4.time, close: cut4.close })]
+                .into();
+        let (again, _) = run(&[h1, h4], resume, 1).await;
+        let next4 = of(&again, h4);
+        let next1 = of(&again, h1);
+        assert_eq!(next1.first().map(|c| c.time), Some(Ts(cut1.time.0 + 3600)), "H1 goes on after its stored candle");
+        let after1: Vec<Candle> = ones.iter().filter(|c| c.time > cut1.time).copied().collect();
+        assert_eq!(next1[..next1.len().min(after1.len())], after1[..next1.len().min(after1.len())]);
+        let after4: Vec<Candle> = fours.iter().filter(|c| c.time > cut4.time).copied().collect();
+        assert!(!next4.is_empty() && !after4.is_empty());
+        assert_eq!(next4[0], after4[0], "the H4 candle H1 was half-way through when it stopped");
+        assert!(again.iter().all(|(_, p)| *p == Phase::Live), "no warm-up again");
+    }
+
+    /// A timeframe added to a pair whose walk has run far ahead of the wall
+    /// clock (as the demo does) warms up to where the walk is, instead of
+    /// catching up on years of candles at once, signalling all the way.
+    #[tokio::test]
+    async fn a_timeframe_added_later_warms_up_where_the_pair_is() {
+        let eur = Instrument::new("EUR_USD").unwrap();
+        let (h1, h4) = (SeriesKey::new(eur, Timeframe::H1), SeriesKey::new(eur, Timeframe::H4));
+        let ahead = Ts((Ts::now().0 / 14_400 + 6 * 365 * 6) * 14_400); // three years on
+        let resume: HashMap<SeriesKey, Last> = [(h4, Last { time: ahead, close: 1.1 })].into();
+        let (candles, _) = run_from(&[h1, h4], resume, 1, None).await;
+        let live1 = candles.iter().filter(|(c, p)| c.key() == h1 && *p == Phase::Live).count();
+        assert!(live1 <= 8, "{live1} H1 candles sent live at once");
+        let warm1: Vec<&Candle> =
+            candles.iter().filter(|(c, p)| c.key() == h1 && *p == Phase::Warmup).map(|(c, _)| c).collect();
+        assert!(warm1.len() >= 60, "{} warm-up candles", warm1.len());
+        assert_eq!(warm1.last().map(|c| c.time.0 + 3600), Some(ahead.0 + 4 * 3600), "warmed up to the walk's position");
     }
 
     #[test]
