@@ -257,22 +257,9 @@ fn sigterm_stops_cleanly_and_a_second_instance_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = fast_demo(dir.path());
     let data = dir.path().join("data");
-    let mut child = pipwatch_std()
-        .args(["headless", "--data-dir"])
-        .arg(&data)
-        .arg("-c")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !line.contains("engine started") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0 && Instant::now() < deadline, "headless did not start");
-    }
+    let mut cmd = pipwatch_std();
+    cmd.args(["headless", "--data-dir"]).arg(&data).arg("-c").arg(&cfg);
+    let (mut child, mut stderr) = started(cmd);
 
     let second = pipwatch().args(["headless", "--for", "1s", "--data-dir"]).arg(&data).output().unwrap();
     assert_eq!(second.status.code(), Some(1));

@@ -386,6 +386,11 @@ mod tests {
         (candles, quotes)
     }
 
+    fn eur_h1_h4() -> (SeriesKey, SeriesKey) {
+        let eur = Instrument::new("EUR_USD").unwrap();
+        (SeriesKey::new(eur, Timeframe::H1), SeriesKey::new(eur, Timeframe::H4))
+    }
+
     fn of(candles: &[(Candle, Phase)], key: SeriesKey) -> Vec<Candle> {
         candles.iter().filter(|(c, _)| c.key() == key).map(|(c, _)| *c).collect()
     }
@@ -396,8 +401,7 @@ mod tests {
     /// walk on its own: EUR_USD H1 at 1.07, H4 at 1.09, quotes from both.)
     #[tokio::test]
     async fn the_timeframes_of_a_pair_are_built_from_one_walk() {
-        let eur = Instrument::new("EUR_USD").unwrap();
-        let (h1, h4) = (SeriesKey::new(eur, Timeframe::H1), SeriesKey::new(eur, Timeframe::H4));
+        let (h1, h4) = eur_h1_h4();
         let (candles, quotes) = run(&[h4, h1], HashMap::new(), 8).await;
         let (ones, fours) = (of(&candles, h1), of(&candles, h4));
         assert!(fours.len() >= 60 + 8, "{} H4 candles", fours.len());
@@ -434,8 +438,7 @@ mod tests {
     /// are those an uninterrupted run makes, for both.
     #[tokio::test]
     async fn a_restart_mid_way_through_a_longer_candle_goes_on_with_the_same_walk() {
-        let eur = Instrument::new("EUR_USD").unwrap();
-        let (h1, h4) = (SeriesKey::new(eur, Timeframe::H1), SeriesKey::new(eur, Timeframe::H4));
+        let (h1, h4) = eur_h1_h4();
         let (whole, _) = run(&[h1, h4], HashMap::new(), 12).await;
         let (ones, fours) = (of(&whole, h1), of(&whole, h4));
         // Cut after the H4 candle that ends a few live candles in, with H1 two hours further.
@@ -461,8 +464,7 @@ mod tests {
     /// catching up on years of candles at once, signalling all the way.
     #[tokio::test]
     async fn a_timeframe_added_later_warms_up_where_the_pair_is() {
-        let eur = Instrument::new("EUR_USD").unwrap();
-        let (h1, h4) = (SeriesKey::new(eur, Timeframe::H1), SeriesKey::new(eur, Timeframe::H4));
+        let (h1, h4) = eur_h1_h4();
         let ahead = Ts((Ts::now().0 / 14_400 + 6 * 365 * 6) * 14_400); // three years on
         let resume: HashMap<SeriesKey, Last> = [(h4, Last { time: ahead, close: 1.1 })].into();
         let (candles, _) = run_from(&[h1, h4], resume, 1, None).await;
