@@ -413,6 +413,22 @@ fn the_pair_columns_are_shown_where_they_fit() {
     assert!(spare < 13, "{spare} cells spare at 83: {row}");
 }
 
+/// A health sample with no signal in its window says so: 0.0 ms would read
+/// as a latency.
+#[test]
+fn a_sample_without_signals_shows_no_latency() {
+    let mut a = app("dark");
+    let text = format!("{}", render(&a, 160, 48).backend());
+    assert!(text.contains("latency p50 0.8 p95 1.9 p99 3.2 ms (10)"), "{text}");
+    let Some(Event::Health(mut h)) = events().into_iter().find(|e| matches!(e, Event::Health(_))) else {
+        panic!("no health event to start from")
+    };
+    h.latency = Latency { p50: 0.0, p95: 0.0, p99: 0.0, count: 0 };
+    a.apply(&Envelope { seq: 1000, event: Event::Health(h) });
+    let text = format!("{}", render(&a, 160, 48).backend());
+    assert!(text.contains("latency — no signal since the last sample") && !text.contains("p50 0.0"), "{text}");
+}
+
 fn tmux(args: &[&str]) -> String {
     let out = std::process::Command::new("tmux").args(args).output().expect("tmux is installed");
     String::from_utf8_lossy(&out.stdout).to_string()

@@ -627,10 +627,15 @@ fn draw_health(f: &mut Frame<'_>, app: &App, area: Rect) {
                 s.process_rss / (1024 * 1024),
                 h.ws_clients
             )));
-            lines.push(Line::from(format!(
-                "latency p50 {:.1} p95 {:.1} p99 {:.1} ms",
-                h.latency.p50, h.latency.p95, h.latency.p99
-            )));
+            // Each sample covers the signals since the one before: none
+            // is not a latency of 0.
+            lines.push(Line::from(match h.latency.count {
+                0 => "latency — no signal since the last sample".to_string(),
+                n => format!(
+                    "latency p50 {:.1} p95 {:.1} p99 {:.1} ms ({n})",
+                    h.latency.p50, h.latency.p95, h.latency.p99
+                ),
+            }));
         }
     }
     for a in &app.view.alerts {
