@@ -82,9 +82,12 @@ fn main() -> ExitCode {
                         config::Origin::File(p) => format!("{} over the built-in defaults", p.display()),
                         config::Origin::Defaults => "built-in defaults".to_string(),
                     };
-                    println!(
-                        "# effective config: {from}, then PIPWATCH_* variables and flags. Secrets are redacted.\n"
-                    );
+                    println!("# effective config: {from}, then PIPWATCH_* variables and flags. Secrets are redacted.");
+                    let unset = loaded.config.unset_variables();
+                    if !unset.is_empty() {
+                        println!("# not set in the environment, so empty: {}", unset.join(", "));
+                    }
+                    println!();
                     print!("{text}");
                     ExitCode::SUCCESS
                 }

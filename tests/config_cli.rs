@@ -62,6 +62,16 @@ fn show_prints_the_effective_config_without_secrets() {
     assert!(shown.contains("token = \"${TOK}\""), "{shown}");
     assert!(shown.contains("webhook = \"<redacted>\""), "{shown}");
     assert!(shown.contains("fast = 7"), "{shown}");
+    assert!(!shown.contains("not set in the environment"), "{shown}");
+    // An unset variable (here of a source not in use) is named where it is
+    // used, and in the header.
+    let demo = dir.path().join("demo.toml");
+    std::fs::write(&demo, "[market.oanda]\naccount_id = \"101-004-1-001\"\ntoken = \"${TOK}\"\n").unwrap();
+    let out = pipwatch().args(["config", "show", "-c"]).arg(&demo).env_remove("TOK").output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(shown.contains("token = \"${TOK}\""), "{shown}");
+    assert_eq!(shown.lines().nth(1), Some("# not set in the environment, so empty: TOK"), "{shown}");
     // What show prints is itself a valid config.
     let again = dir.path().join("again.toml");
     std::fs::write(&again, shown.as_bytes()).unwrap();

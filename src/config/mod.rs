@@ -30,6 +30,20 @@ pub struct Config {
     pub console: Console,
 }
 
+impl Config {
+    /// The `${NAME}` variables the config names that are not set: their
+    /// keys read as empty.
+    pub fn unset_variables(&self) -> Vec<&str> {
+        let m = &self.market.oanda;
+        let secrets = [&m.account_id, &m.token, &self.server.token, &self.health.heartbeat_url]
+            .into_iter()
+            .chain(self.notify.routes.iter().map(|r| &r.webhook));
+        let mut names: Vec<&str> = secrets.filter(|s| s.is_empty()).filter_map(Secret::var).collect();
+        names.dedup();
+        names
+    }
+}
+
 /// `[console]`: the full-screen console.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

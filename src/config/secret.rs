@@ -53,8 +53,9 @@ impl fmt::Debug for Secret {
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match (&self.var, self.value.is_empty()) {
-            (_, true) => s.serialize_str(""),
-            (Some(v), false) => s.serialize_str(&format!("${{{v}}}")),
+            // Where it comes from is shown also when that variable is unset.
+            (Some(v), _) => s.serialize_str(&format!("${{{v}}}")),
+            (None, true) => s.serialize_str(""),
             (None, false) if self.value.starts_with("${") => s.serialize_str(&self.value),
             (None, false) => s.serialize_str("<redacted>"),
         }
