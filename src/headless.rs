@@ -34,7 +34,7 @@ impl HeadlessError {
     /// The input was at fault (a CSV feed that cannot be read), not the run:
     /// exit code 2, as for a bad config or flag.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, HeadlessError::Live(LiveError::Source(SourceError::Csv(_))))
+        matches!(self, HeadlessError::Live(LiveError::Source(SourceError::Csv(_) | SourceError::CsvPath(_))))
     }
 }
 

@@ -336,7 +336,14 @@ fn an_unusable_csv_feed_is_bad_input() {
     std::fs::create_dir(&named_for_nothing).unwrap();
     std::fs::write(named_for_nothing.join("history.csv"), "time,open,high,low,close\n").unwrap();
     let cases = [
-        (dir.path().join("missing.csv"), format!("cannot read {}", dir.path().join("missing.csv").display())),
+        // The key is named: the path may be the built-in default.
+        (
+            dir.path().join("missing.csv"),
+            format!(
+                "market.csv.path: cannot read {}: No such file or directory (os error 2). Set it in the config or with --source csv:PATH",
+                dir.path().join("missing.csv").display()
+            ),
+        ),
         (
             named_for_nothing.clone(),
             format!(

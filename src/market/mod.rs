@@ -57,6 +57,9 @@ pub enum SourceError {
     Fatal(String),
     #[error(transparent)]
     Csv(#[from] csv::CsvError),
+    /// The configured CSV path cannot be read.
+    #[error("market.csv.path: {0}. Set it in the config or with --source csv:PATH")]
+    CsvPath(csv::CsvError),
 }
 
 pub type SourceFuture = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
@@ -73,7 +76,11 @@ pub fn from_config(config: &Config) -> Result<Box<dyn MarketSource>, SourceError
         SourceKind::Demo => {
             Box::new(demo::DemoSource::new(config.market.demo.seed, config.market.demo.candle_every.0, None))
         }
-        SourceKind::Csv => Box::new(csv::CsvFeed::new(config)?),
+        // Name the key: the path may come from the built-in default.
+        SourceKind::Csv => Box::new(csv::CsvFeed::new(config).map_err(|e| match e {
+            e @ (csv::CsvError::Io { .. } | csv::CsvError::EmptyDir { .. }) => SourceError::CsvPath(e),
+            e => SourceError::Csv(e),
+        })?),
         SourceKind::Oanda => {
             Box::new(oanda::OandaSource::new(&config.market.oanda).map_err(|e| SourceError::Fatal(e.to_string()))?)
         }
