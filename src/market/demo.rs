@@ -151,6 +151,12 @@ fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
+/// The timeframe a walk for `keys` steps by: the largest all of them divide.
+fn walk_timeframe(keys: &[SeriesKey]) -> Option<crate::types::Timeframe> {
+    let step = keys.iter().map(|k| k.timeframe.seconds()).fold(0, gcd);
+    crate::types::Timeframe::ALL.iter().copied().find(|t| t.seconds() == step)
+}
+
 impl DemoSource {
     /// The pairs' walks and where each starts: the earliest candle any of
     /// its series still needs (its warm-up, or the one after its stored
@@ -166,16 +172,15 @@ impl DemoSource {
         }
         let mut pairs = Vec::new();
         for (instrument, keys) in by_instrument {
-            let step = keys.iter().map(|k| k.timeframe.seconds()).fold(0, gcd);
             // Every gcd of two granularities is one; should that ever not
             // hold, each timeframe walks on its own.
-            let groups: Vec<Vec<SeriesKey>> = match crate::types::Timeframe::ALL.iter().find(|t| t.seconds() == step) {
+            let groups: Vec<Vec<SeriesKey>> = match walk_timeframe(&keys) {
                 Some(_) => vec![keys],
                 None => keys.into_iter().map(|k| vec![k]).collect(),
             };
             for keys in groups {
-                let step = keys.iter().map(|k| k.timeframe.seconds()).fold(0, gcd);
-                let Some(&tf) = crate::types::Timeframe::ALL.iter().find(|t| t.seconds() == step) else { continue };
+                let Some(tf) = walk_timeframe(&keys) else { continue };
+                let step = tf.seconds();
                 // A pair with stored candles is where its walk got to, not at
                 // the wall clock (the demo runs ahead of it): a timeframe
                 // added since warms up to there, and does not catch up on
@@ -474,6 +479,22 @@ mod tests {
             candles.iter().filter(|(c, p)| c.key() == h1 && *p == Phase::Warmup).map(|(c, _)| c).collect();
         assert!(warm1.len() >= 60, "{} warm-up candles", warm1.len());
         assert_eq!(warm1.last().map(|c| c.time.0 + 3600), Some(ahead.0 + 4 * 3600), "warmed up to the walk's position");
+    }
+
+    /// Any set of timeframes shares one walk: the largest period they all
+    /// divide is always itself a granularity (M4 and M10: M2).
+    #[test]
+    fn every_set_of_timeframes_has_a_walk() {
+        let eur = Instrument::new("EUR_USD").unwrap();
+        for a in Timeframe::ALL {
+            for b in Timeframe::ALL {
+                let keys = [SeriesKey::new(eur, a), SeriesKey::new(eur, b)];
+                let tf = walk_timeframe(&keys).unwrap_or_else(|| panic!("no walk for {a} and {b}"));
+                assert!(a.seconds() % tf.seconds() == 0 && b.seconds() % tf.seconds() == 0);
+            }
+        }
+        let keys = [Timeframe::M4, Timeframe::M10].map(|t| SeriesKey::new(eur, t));
+        assert_eq!(walk_timeframe(&keys), Some(Timeframe::M2));
     }
 
     #[test]
