@@ -38,8 +38,12 @@ impl Config {
         let secrets = [&m.account_id, &m.token, &self.server.token, &self.health.heartbeat_url]
             .into_iter()
             .chain(self.notify.routes.iter().map(|r| &r.webhook));
-        let mut names: Vec<&str> = secrets.filter(|s| s.is_empty()).filter_map(Secret::var).collect();
-        names.dedup();
+        let mut names: Vec<&str> = Vec::new();
+        for name in secrets.filter(|s| s.is_empty()).filter_map(Secret::var) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
         names
     }
 }
