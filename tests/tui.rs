@@ -413,8 +413,8 @@ fn the_pair_columns_are_shown_where_they_fit() {
     assert!(spare < 13, "{spare} cells spare at 83: {row}");
 }
 
-/// A health sample with no signal in its window says so: 0.0 ms would read
-/// as a latency.
+/// A health sample with no signal in its latency window says so: 0.0 ms
+/// would read as a latency.
 #[test]
 fn a_sample_without_signals_shows_no_latency() {
     let mut a = app("dark");
@@ -426,7 +426,7 @@ fn a_sample_without_signals_shows_no_latency() {
     h.latency = Latency { p50: 0.0, p95: 0.0, p99: 0.0, count: 0 };
     a.apply(&Envelope { seq: 1000, event: Event::Health(h) });
     let text = format!("{}", render(&a, 160, 48).backend());
-    assert!(text.contains("latency — no signal since the last sample") && !text.contains("p50 0.0"), "{text}");
+    assert!(text.contains("latency — no signal in this 10 min window") && !text.contains("p50 0.0"), "{text}");
 }
 
 fn tmux(args: &[&str]) -> String {

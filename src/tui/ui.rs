@@ -627,10 +627,10 @@ fn draw_health(f: &mut Frame<'_>, app: &App, area: Rect) {
                 s.process_rss / (1024 * 1024),
                 h.ws_clients
             )));
-            // Each sample covers the signals since the one before: none
-            // is not a latency of 0.
+            // The figures cover the signals of a window (10 minutes, then
+            // it starts over): none is not a latency of 0.
             lines.push(Line::from(match h.latency.count {
-                0 => "latency — no signal since the last sample".to_string(),
+                0 => "latency — no signal in this 10 min window".to_string(),
                 n => format!(
                     "latency p50 {:.1} p95 {:.1} p99 {:.1} ms ({n})",
                     h.latency.p50, h.latency.p95, h.latency.p99
