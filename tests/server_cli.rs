@@ -317,6 +317,34 @@ async fn metrics_start_at_zero_for_what_the_config_names() {
     assert_eq!(value("pipwatch_queue_depth", &[("priority", "urgent")]), Some(0.0), "{body}");
 }
 
+/// Killed (a crash: no clean stop), an instance's pairs still come back
+/// with their recent closes, as kept every 15 s and ended by the last stored
+/// candle, not with one candle each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_the_recent_closes_come_back_up_to_the_last_candle() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, _, logs) = headless(dir.path());
+    // Past the first keep (15 s after the start), then a few more candles.
+    tokio::time::sleep(Duration::from_secs(17)).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let _ = logs.join();
+
+    let (second, addr, logs) = headless(dir.path());
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+    let snapshot = next_of(&mut ws, "snapshot").await;
+    stop_and_read_signals(second, logs);
+    let pairs = snapshot["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 3, "{snapshot}");
+    for pair in pairs {
+        let bars = pair["bars"].as_array().unwrap();
+        let times: Vec<&str> = bars.iter().map(|b| b["time"].as_str().unwrap()).collect();
+        assert!(bars.len() >= 60, "{} closes after the crash: {pair}", bars.len());
+        assert_eq!(times.last().copied(), pair["candle"]["time"].as_str(), "ended by the stored candle: {pair}");
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    }
+}
+
 /// Notifications paused stay paused across a restart (a crash loop must not
 /// flood the channels someone silenced), and resumed stay resumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

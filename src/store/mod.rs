@@ -313,8 +313,8 @@ const ALERT_PREFIX: &str = "alert:";
 const SEQ_KEY: &str = "seq";
 /// In `meta`: notifications paused (1) or not.
 const PAUSED_KEY: &str = "paused";
-/// In `meta`: each series' recent closes as the console last showed them,
-/// kept at a clean stop (see `keep_bars`).
+/// In `meta`: each series' recent closes as the console last showed them
+/// (see `keep_bars`).
 const BARS_KEY: &str = "bars";
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, postcard::Error> {
@@ -618,9 +618,10 @@ impl Store {
     }
 
     /// Keeps each series' recent closes (the console's sparklines and
-    /// charts) at a clean stop. Writing them with every candle would add
-    /// kilobytes to each durable close; kept once here, they come back after
-    /// a restart, and after a crash each pair starts from its last candle.
+    /// charts), every few seconds while they change and at a clean stop.
+    /// Writing them with every candle would add kilobytes to each durable
+    /// close; kept here, they come back after a restart, and after a crash
+    /// as last kept, ended by the series' last stored candle.
     pub fn keep_bars(&self, bars: &[(SeriesKey, Vec<Bar>)]) -> Result<(), StoreError> {
         let named: Vec<(String, &[Bar])> = bars.iter().map(|(k, b)| (series_key(k), b.as_slice())).collect();
         let value = encode(&named).map_err(|e| self.encode_err(e))?;
@@ -715,8 +716,9 @@ impl Store {
     /// otherwise stay on the console, frozen, for good.
     pub fn restored_view(&self, signals: usize, wanted: impl Fn(&SeriesKey) -> bool) -> Result<View, StoreError> {
         let mut view = View::default();
-        // Bars kept at the last clean stop, used where they end at the
-        // stored candle (after a crash the store may have gone further).
+        // Bars kept at the last stop, or (after a crash) a few seconds
+        // before it: the store may have gone further, and its last candle
+        // then ends them. Bars from past the stored candle do not fit.
         let mut kept: std::collections::HashMap<String, Vec<Bar>> = match self.meta.get(BARS_KEY) {
             Ok(Some(v)) => decode::<Vec<(String, Vec<Bar>)>>(&v).unwrap_or_default().into_iter().collect(),
             _ => Default::default(),
@@ -734,8 +736,12 @@ impl Store {
                 let (instrument, timeframe, time, close) = (key.instrument, key.timeframe, last.time, last.close);
                 let record = CandleRecord { instrument, timeframe, time, open, high, low, close, fast, slow, atr };
                 view.apply_event(&Event::Candle(record));
-                if let Some(bars) = kept.remove(&series_key(&key)).filter(|b| b.last().is_some_and(|b| b.time == time))
+                if let Some(mut bars) =
+                    kept.remove(&series_key(&key)).filter(|b| b.last().is_some_and(|b| b.time <= time))
                 {
+                    if bars.last().is_some_and(|b| b.time < time) {
+                        bars.push(Bar { time, close, fast, slow });
+                    }
                     view.pair_mut(instrument, timeframe).bars =
                         bars.into_iter().rev().take(CLOSES_KEPT).rev().collect();
                 }
@@ -1285,22 +1291,28 @@ mod tests {
         assert_eq!(pair(jpy).and_then(|p| p.last_signal.as_ref()).map(|s| &s.id), Some(&signals[5].id));
         assert_eq!(pair(key).map(|p| p.bars.len()), Some(1), "no bars kept: the last candle's alone");
 
-        // Bars kept at a clean stop come back while they end at the stored candle.
+        // Bars kept at a stop come back when they end at the stored candle.
         let bar = |t: i64, close| Bar { time: Ts(t), close, fast: None, slow: None };
         let kept = vec![bar(last.time.0 - 3600, 1.0), bar(last.time.0, last.close)];
         store.keep_bars(&[(key, kept.clone())]).unwrap();
         let view = store.restored_view(3, |_| true).unwrap();
         let bars = view.pairs.iter().find(|p| p.key() == key).map(|p| Vec::from(p.bars.clone()));
-        assert_eq!(bars, Some(kept));
-        // A later run that did not stop cleanly went further: they no longer fit.
+        assert_eq!(bars.as_ref(), Some(&kept));
+        // A later run that crashed went further than its last kept bars:
+        // its last candle ends them.
         let next = Candle { time: Ts(last.time.0 + 3600), ..last };
         state.step(&next).unwrap();
         let c = CandleCommit { key, candle: Some(&next), state: &state, signal: None, routes: &[], now: Ts(1) };
         store.commit(&c).unwrap();
         let view = store.restored_view(3, |_| true).unwrap();
-        let bars =
-            view.pairs.iter().find(|p| p.key() == key).map(|p| p.bars.iter().map(|b| b.time).collect::<Vec<_>>());
-        assert_eq!(bars, Some(vec![next.time]));
+        let times = |view: &View| {
+            view.pairs.iter().find(|p| p.key() == key).map(|p| p.bars.iter().map(|b| b.time).collect::<Vec<_>>())
+        };
+        assert_eq!(times(&view), Some(vec![kept[0].time, kept[1].time, next.time]));
+        // Bars from past the stored candle (another data directory's) do not fit.
+        store.keep_bars(&[(key, vec![bar(next.time.0 + 3600, 1.0)])]).unwrap();
+        let view = store.restored_view(3, |_| true).unwrap();
+        assert_eq!(times(&view), Some(vec![next.time]));
     }
 
     #[test]
