@@ -255,9 +255,9 @@ const W_TREND: u16 = 10;
 const W_ATR: u16 = 6;
 const W_LAST: u16 = 12;
 
-/// The sparkline of closes: below this many cells it says too little to
-/// show, above the other this many it spreads a pair's recent closes thin.
+/// The sparkline of closes: in fewer cells it says too little to be shown.
 const SPARK_MIN: usize = 10;
+/// At most this many closes: half of those kept, the chart has them all.
 const SPARK_MAX: usize = 60;
 
 fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
