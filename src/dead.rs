@@ -113,6 +113,10 @@ pub async fn retry(store: &Store, filter: &DeadFilter, out: &mut impl Write) -> 
     let keys: Vec<OutboxKey> = selected(store, filter)?.into_iter().map(|(k, _)| k).collect();
     let n = store.revive(&keys, Ts::now())?;
     store.flush().await?;
+    if n == 0 {
+        writeln!(out, "no notification on the dead list{}: nothing queued again", describe(filter))?;
+        return Ok(0);
+    }
     writeln!(
         out,
         "{n} notification(s){} queued again; a running `pipwatch` (console or headless) delivers them",
@@ -125,6 +129,10 @@ pub async fn purge(store: &Store, filter: &DeadFilter, out: &mut impl Write) -> 
     let keys: Vec<OutboxKey> = selected(store, filter)?.into_iter().map(|(k, _)| k).collect();
     let n = store.purge(&keys)?;
     store.flush().await?;
+    if n == 0 {
+        writeln!(out, "no notification on the dead list{}: nothing deleted", describe(filter))?;
+        return Ok(0);
+    }
     writeln!(out, "{n} notification(s){} deleted", describe(filter))?;
     Ok(n)
 }

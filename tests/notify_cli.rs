@@ -192,6 +192,14 @@ async fn webhook_secrets_never_show_and_the_dead_list_can_be_managed() {
         "{}",
         text(&retry)
     );
+    // Nothing left: said so, not "0 notification(s) queued again".
+    let again = run(vec!["dead".into(), "retry".into(), "--route".into(), "gone".into()]).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        "no notification on the dead list for route 'gone': nothing queued again"
+    );
+    let none = run(vec!["dead".into(), "purge".into(), "--all".into()]).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&none.stdout).trim(), "no notification on the dead list: nothing deleted");
     let (store, _) = Store::open(&data).unwrap();
     assert!(store.dead().unwrap().0.is_empty());
     let (pending, _) = store.outbox().unwrap();
