@@ -413,6 +413,19 @@ fn the_pair_columns_are_shown_where_they_fit() {
     assert!(spare < 13, "{spare} cells spare at 83: {row}");
 }
 
+/// A CSV history is not live: the header leaves out whether today's market
+/// is open.
+#[test]
+fn a_csv_history_has_no_market_hours_in_the_header() {
+    let mut a = app("dark");
+    let header = |a: &App| format!("{}", render(a, 120, 30).backend()).lines().next().unwrap_or_default().to_string();
+    assert!(header(&a).contains("market open"), "{}", header(&a));
+    let csv = FeedStatus { source: "csv".into(), state: FeedState::Finished, message: None };
+    a.apply(&Envelope { seq: 1000, event: Event::Feed(csv) });
+    assert!(!header(&a).contains("market"), "{}", header(&a));
+    assert!(header(&a).contains("feed finished"), "{}", header(&a));
+}
+
 /// A health sample with no signal in its latency window says so: 0.0 ms
 /// would read as a latency.
 #[test]

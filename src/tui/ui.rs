@@ -190,7 +190,12 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
     ];
     // The feed and the market of an instance out of reach are not known.
     if !link_down {
-        segs.extend([one(feed, t.header, 5), one(market.into(), t.header, if market_open { 2 } else { 6 })]);
+        segs.push(one(feed, t.header, 5));
+    }
+    // Today's market hours say nothing about candles from a CSV history.
+    let history = app.view.feed.as_ref().is_some_and(|f| f.source == "csv");
+    if !link_down && !history {
+        segs.push(one(market.into(), t.header, if market_open { 2 } else { 6 }));
     }
     segs.extend([
         one(clock, t.header, 3),
