@@ -83,6 +83,13 @@ impl Drop for Rig {
     }
 }
 
+/// Signals `range` of EUR_USD, one event each.
+fn publish_signals(rig: &Rig, range: std::ops::Range<i64>) {
+    for n in range {
+        rig.hub.publish(signal(n, "EUR_USD"));
+    }
+}
+
 fn signal(n: i64, instrument: &str) -> Event {
     let i = Instrument::new(instrument).unwrap();
     let time = Ts(1_704_067_200 + n * 3600);
@@ -240,17 +247,13 @@ async fn a_reconnect_with_since_misses_nothing() {
     let rig = Rig::start(opts).await;
     let mut ws = rig.connect("").await;
     opening(&mut ws).await;
-    for n in 0..10 {
-        rig.hub.publish(signal(n, "EUR_USD"));
-    }
+    publish_signals(&rig, 0..10);
     let mut last = 0;
     for _ in 0..10 {
         last = next(&mut ws).await["seq"].as_u64().unwrap();
     }
     drop(ws);
-    for n in 10..30 {
-        rig.hub.publish(signal(n, "EUR_USD"));
-    }
+    publish_signals(&rig, 10..30);
     let mut ws = rig.connect(&format!("?since={last}")).await;
     assert_eq!(next(&mut ws).await["type"], "hello");
     for want in last + 1..=last + 20 {
@@ -260,9 +263,7 @@ async fn a_reconnect_with_since_misses_nothing() {
     assert_eq!(next(&mut ws).await["seq"].as_u64(), Some(last + 21), "then live");
 
     // Older than the history: told so, with a fresh snapshot.
-    for n in 31..100 {
-        rig.hub.publish(signal(n, "EUR_USD"));
-    }
+    publish_signals(&rig, 31..100);
     // Once the open connection has seen the last event, the server's history has moved on.
     while next(&mut ws).await["seq"].as_u64() != Some(100) {}
     let mut ws = rig.connect("?since=3").await;
@@ -298,9 +299,7 @@ async fn a_seq_from_before_a_restart_gets_all_of_the_new_instance() {
     let mut early = rig.connect("?since=990").await;
     assert_eq!(next(&mut early).await["type"], "hello");
     assert_eq!(next(&mut early).await["type"], "snapshot");
-    for n in 0..20 {
-        rig.hub.publish(signal(n, "EUR_USD"));
-    }
+    publish_signals(&rig, 0..20);
     while next(&mut watcher).await["seq"].as_u64() != Some(1020) {}
     assert_eq!(next(&mut early).await["seq"].as_u64(), Some(1001), "then live");
 
@@ -317,9 +316,7 @@ async fn a_seq_from_before_a_restart_gets_all_of_the_new_instance() {
     assert_eq!(next(&mut ws).await["seq"].as_u64(), Some(1021), "then live");
 
     // 81 events, 50 kept: 1032..=1081.
-    for n in 21..81 {
-        rig.hub.publish(signal(n, "EUR_USD"));
-    }
+    publish_signals(&rig, 21..81);
     while next(&mut watcher).await["seq"].as_u64() != Some(1081) {}
     let mut ws = rig.connect("?since=990").await;
     assert_eq!(next(&mut ws).await["type"], "hello");
@@ -499,9 +496,7 @@ async fn stopping_closes_every_client_with_1001_after_what_was_published() {
         opening(&mut ws).await;
         clients.push(ws);
     }
-    for n in 0..5 {
-        rig.hub.publish(signal(n, "EUR_USD"));
-    }
+    publish_signals(&rig, 0..5);
     // Let the fold pass them on before it is told to stop.
     tokio::time::sleep(Duration::from_millis(200)).await;
     rig.stop.cancel();
