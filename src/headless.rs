@@ -315,7 +315,7 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     bars_stop.cancel();
     // Display only: a failure to keep them costs the next start its charts.
     if let Ok(view) = bars.await
-        && let Err(e) = store.keep_bars(&bars_of(&view))
+        && let Err(e) = store.keep_bars(&view)
     {
         tracing::warn!(error = %e, "the pairs' recent closes were not kept; the next start shows only their last candle");
     }
@@ -339,10 +339,6 @@ const SEQ_GAP: u64 = 1_000_000;
 /// after a crash a pair's sparkline and chart come back with at most this
 /// much missing. (About 100 KB for 28 series: not with every candle.)
 const BARS_KEPT_EVERY: Duration = Duration::from_secs(15);
-
-fn bars_of(view: &crate::view::View) -> Vec<(crate::types::SeriesKey, Vec<crate::view::Bar>)> {
-    view.pairs.iter().map(|p| (p.key(), p.bars.iter().copied().collect())).collect()
-}
 
 /// The pairs' recent closes, folded from this run's candles onto the
 /// restored view's: kept every `BARS_KEPT_EVERY` while they change, and
@@ -371,7 +367,7 @@ async fn keep_bars(
             r = rx.recv() => r,
             _ = tick.tick() => {
                 if std::mem::take(&mut changed)
-                    && let Err(e) = store.keep_bars(&bars_of(&view))
+                    && let Err(e) = store.keep_bars(&view)
                     && !std::mem::replace(&mut warned, true)
                 {
                     // Display only; a store that cannot write stops the instance through the engine.

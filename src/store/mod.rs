@@ -622,8 +622,9 @@ impl Store {
     /// Writing them with every candle would add kilobytes to each durable
     /// close; kept here, they come back after a restart, and after a crash
     /// as last kept, ended by the series' last stored candle.
-    pub fn keep_bars(&self, bars: &[(SeriesKey, Vec<Bar>)]) -> Result<(), StoreError> {
-        let named: Vec<(String, &[Bar])> = bars.iter().map(|(k, b)| (series_key(k), b.as_slice())).collect();
+    pub fn keep_bars(&self, view: &View) -> Result<(), StoreError> {
+        let named: Vec<(String, &std::collections::VecDeque<Bar>)> =
+            view.pairs.iter().map(|p| (series_key(&p.key()), &p.bars)).collect();
         let value = encode(&named).map_err(|e| self.encode_err(e))?;
         self.meta.insert(BARS_KEY, value).map_err(|e| self.err(e))?;
         Ok(())
@@ -735,16 +736,15 @@ impl Store {
                 let (fast, slow, atr) = state.values();
                 let (instrument, timeframe, time, close) = (key.instrument, key.timeframe, last.time, last.close);
                 let record = CandleRecord { instrument, timeframe, time, open, high, low, close, fast, slow, atr };
-                view.apply_event(&Event::Candle(record));
                 if let Some(mut bars) =
                     kept.remove(&series_key(&key)).filter(|b| b.last().is_some_and(|b| b.time <= time))
                 {
-                    if bars.last().is_some_and(|b| b.time < time) {
-                        bars.push(Bar { time, close, fast, slow });
-                    }
+                    // The stored candle ends them: applied below, as any candle.
+                    bars.retain(|b| b.time < time);
                     view.pair_mut(instrument, timeframe).bars =
-                        bars.into_iter().rev().take(CLOSES_KEPT).rev().collect();
+                        bars.into_iter().rev().take(CLOSES_KEPT - 1).rev().collect();
                 }
+                view.apply_event(&Event::Candle(record));
             }
             let mine = self.newest_signals(&k, signals)?;
             newest.extend(mine.first().map(|s| s.signal.clone()));
@@ -1294,7 +1294,12 @@ mod tests {
         // Bars kept at a stop come back when they end at the stored candle.
         let bar = |t: i64, close| Bar { time: Ts(t), close, fast: None, slow: None };
         let kept = vec![bar(last.time.0 - 3600, 1.0), bar(last.time.0, last.close)];
-        store.keep_bars(&[(key, kept.clone())]).unwrap();
+        let keep = |bars: Vec<Bar>| {
+            let mut v = View::default();
+            v.pair_mut(key.instrument, key.timeframe).bars = bars.into();
+            store.keep_bars(&v).unwrap();
+        };
+        keep(kept.clone());
         let view = store.restored_view(3, |_| true).unwrap();
         let bars = view.pairs.iter().find(|p| p.key() == key).map(|p| Vec::from(p.bars.clone()));
         assert_eq!(bars.as_ref(), Some(&kept));
@@ -1310,7 +1315,7 @@ mod tests {
         };
         assert_eq!(times(&view), Some(vec![kept[0].time, kept[1].time, next.time]));
         // Bars from past the stored candle (another data directory's) do not fit.
-        store.keep_bars(&[(key, vec![bar(next.time.0 + 3600, 1.0)])]).unwrap();
+        keep(vec![bar(next.time.0 + 3600, 1.0)]);
         let view = store.restored_view(3, |_| true).unwrap();
         assert_eq!(times(&view), Some(vec![next.time]));
     }
