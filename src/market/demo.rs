@@ -7,7 +7,6 @@
 //! pair's timeframes share its walk: the longer ones are built from the
 //! steps of the finest.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -144,6 +143,8 @@ struct Pair {
     /// would make.
     walk: SeriesKey,
     last: Last,
+    /// The walk's step being formed live, and the path its quotes follow.
+    forming: Option<(Candle, [f64; STEPS])>,
     series: Vec<Series>,
 }
 
@@ -172,54 +173,46 @@ impl DemoSource {
         }
         let mut pairs = Vec::new();
         for (instrument, keys) in by_instrument {
-            // Every gcd of two granularities is one; should that ever not
-            // hold, each timeframe walks on its own.
-            let groups: Vec<Vec<SeriesKey>> = match walk_timeframe(&keys) {
-                Some(_) => vec![keys],
-                None => keys.into_iter().map(|k| vec![k]).collect(),
-            };
-            for keys in groups {
-                let Some(tf) = walk_timeframe(&keys) else { continue };
-                let step = tf.seconds();
-                // A pair with stored candles is where its walk got to, not at
-                // the wall clock (the demo runs ahead of it): a timeframe
-                // added since warms up to there, and does not catch up on
-                // months of walk at once, signalling all the way.
-                let here = keys
-                    .iter()
-                    .filter_map(|k| ctx.resume.get(k).map(|l| l.time.0 + k.timeframe.seconds()))
-                    .min()
-                    .map_or(now, Ts);
-                let series: Vec<Series> = keys
-                    .iter()
-                    .map(|&key| {
-                        let s = key.timeframe.seconds();
-                        match ctx.resume.get(&key) {
-                            Some(last) => {
-                                let from = Ts(last.time.0 + s);
-                                Series { key, from, warm_until: from, forming: None }
-                            }
-                            None => {
-                                // Warm up on history ending at the present, so the
-                                // console shows defined indicators from the first frame.
-                                let warm =
-                                    i64::from(ctx.strategies.for_instrument(instrument).warmup_candles()).max(60);
-                                let from = self.start.map_or_else(|| Ts((here.0 / s - warm) * s), |t| Ts(t.0 / s * s));
-                                Series { key, from, warm_until: Ts(from.0 + warm * s), forming: None }
-                            }
+            // Never skipped: every set of granularities has a walk (tested).
+            let Some(tf) = walk_timeframe(&keys) else { continue };
+            let step = tf.seconds();
+            // A pair with stored candles is where its walk got to, not at
+            // the wall clock (the demo runs ahead of it): a timeframe
+            // added since warms up to there, and does not catch up on
+            // months of walk at once, signalling all the way.
+            let here = keys
+                .iter()
+                .filter_map(|k| ctx.resume.get(k).map(|l| l.time.0 + k.timeframe.seconds()))
+                .min()
+                .map_or(now, Ts);
+            let series: Vec<Series> = keys
+                .iter()
+                .map(|&key| {
+                    let s = key.timeframe.seconds();
+                    match ctx.resume.get(&key) {
+                        Some(last) => {
+                            let from = Ts(last.time.0 + s);
+                            Series { key, from, warm_until: from, forming: None }
                         }
-                    })
-                    .collect();
-                let start = series.iter().map(|s| s.from).min().unwrap_or(now);
-                // From the stored close that ends where the walk starts, else
-                // the pair's typical price.
-                let close = series
-                    .iter()
-                    .find_map(|s| ctx.resume.get(&s.key).filter(|l| l.time.0 + s.key.timeframe.seconds() == start.0))
-                    .map_or(profile(instrument).0, |l| l.close);
-                let last = Last { time: Ts(start.0 - step), close };
-                pairs.push(Pair { walk: SeriesKey::new(instrument, tf), last, series });
-            }
+                        None => {
+                            // Warm up on history ending at the present, so the
+                            // console shows defined indicators from the first frame.
+                            let warm = i64::from(ctx.strategies.for_instrument(instrument).warmup_candles()).max(60);
+                            let from = self.start.map_or_else(|| Ts((here.0 / s - warm) * s), |t| Ts(t.0 / s * s));
+                            Series { key, from, warm_until: Ts(from.0 + warm * s), forming: None }
+                        }
+                    }
+                })
+                .collect();
+            let start = series.iter().map(|s| s.from).min().unwrap_or(now);
+            // From the stored close that ends where the walk starts, else
+            // the pair's typical price.
+            let close = series
+                .iter()
+                .find_map(|s| ctx.resume.get(&s.key).filter(|l| l.time.0 + s.key.timeframe.seconds() == start.0))
+                .map_or(profile(instrument).0, |l| l.close);
+            let last = Last { time: Ts(start.0 - step), close };
+            pairs.push(Pair { walk: SeriesKey::new(instrument, tf), last, forming: None, series });
         }
         pairs
     }
@@ -261,7 +254,7 @@ impl MarketSource for DemoSource {
                 }
             }
             let every = humantime::format_duration(me.candle_every);
-            let built = pairs.iter().find(|p| p.series.len() > 1 || p.series.iter().any(|s| s.key != p.walk));
+            let built = pairs.iter().find(|p| p.series.iter().any(|s| s.key != p.walk));
             let message = match built {
                 None => format!("one candle every {every}"),
                 Some(p) => {
@@ -272,7 +265,6 @@ impl MarketSource for DemoSource {
             let quote_every = me.candle_every / QUOTES_PER_CANDLE as u32;
             let mut tick = tokio::time::interval(quote_every.max(Duration::from_millis(1)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut pending: HashMap<SeriesKey, (Candle, [f64; STEPS])> = HashMap::new();
             let mut phase = 0usize;
             loop {
                 tokio::select! {
@@ -282,9 +274,9 @@ impl MarketSource for DemoSource {
                 phase += 1;
                 for pair in &mut pairs {
                     let (i, tf) = (pair.walk.instrument, pair.walk.timeframe.seconds());
-                    let (next, path) = *pending
-                        .entry(pair.walk)
-                        .or_insert_with(|| next_candle(me.seed, pair.walk, Ts(pair.last.time.0 + tf), pair.last.close));
+                    let (next, path) = *pair.forming.get_or_insert_with(|| {
+                        next_candle(me.seed, pair.walk, Ts(pair.last.time.0 + tf), pair.last.close)
+                    });
                     if !phase.is_multiple_of(QUOTES_PER_CANDLE) {
                         // A live quote from the forming candle's path, with a realistic spread.
                         let at = path[(phase % QUOTES_PER_CANDLE) * STEPS / QUOTES_PER_CANDLE];
@@ -300,7 +292,7 @@ impl MarketSource for DemoSource {
                         }
                         continue;
                     }
-                    pending.remove(&pair.walk);
+                    pair.forming = None;
                     if !step(&ctx, pair, &next).await {
                         return Ok(());
                     }
@@ -314,6 +306,7 @@ impl MarketSource for DemoSource {
 mod tests {
     use super::*;
     use crate::types::Timeframe;
+    use std::collections::HashMap;
 
     fn key(i: &str) -> SeriesKey {
         SeriesKey::new(Instrument::new(i).unwrap(), Timeframe::H1)
