@@ -308,6 +308,7 @@ async fn sleep_or_stop(ctx: &SourceCtx, d: Duration) -> bool {
 /// what is wrong: how many series fail, and with which error.
 struct FeedReport {
     total: usize,
+    /// The series failing, and the latest error.
     failing: std::sync::Mutex<(std::collections::BTreeSet<SeriesKey>, Option<String>)>,
 }
 
@@ -316,43 +317,42 @@ impl FeedReport {
         FeedReport { total, failing: std::sync::Mutex::default() }
     }
 
+    /// What is wrong, while some series fail.
+    fn retrying(&self, failing: &std::collections::BTreeSet<SeriesKey>, error: &str) -> String {
+        match (failing.len(), failing.first()) {
+            (1, Some(key)) => format!("{key}: {error}; retrying"),
+            (n, _) => format!("{n} of {} series: {error}; retrying", self.total),
+        }
+    }
+
     async fn failed(&self, ctx: &SourceCtx, key: SeriesKey, error: &OandaError) {
         let error = error.to_string();
         let message = {
             let mut f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
-            let before = (f.0.len(), f.1.clone());
-            f.0.insert(key);
-            f.1 = Some(error.clone());
-            if before == (f.0.len(), f.1.clone()) {
+            let new_series = f.0.insert(key);
+            if !new_series && f.1.as_deref() == Some(error.as_str()) {
                 return;
             }
-            match f.0.len() {
-                1 => format!("{key}: {error}; retrying"),
-                n => format!("{n} of {} series: {error}; retrying", self.total),
-            }
+            f.1 = Some(error.clone());
+            self.retrying(&f.0, &error)
         };
         ctx.status("oanda", FeedState::Retrying, Some(message)).await;
     }
 
     async fn ok(&self, ctx: &SourceCtx, key: SeriesKey) {
-        let report = {
+        let (state, message) = {
             let mut f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
             if !f.0.remove(&key) {
                 return;
             }
-            match (f.0.len(), &f.1) {
-                (0, _) => {
-                    f.1 = None;
-                    (FeedState::Live, format!("{key} recovered"))
-                }
-                (1, Some(e)) => (FeedState::Retrying, format!("{}: {e}; retrying", f.0.iter().next().unwrap_or(&key))),
-                (n, e) => (
-                    FeedState::Retrying,
-                    format!("{n} of {} series: {}; retrying", self.total, e.as_deref().unwrap_or("failing")),
-                ),
+            if f.0.is_empty() {
+                f.1 = None;
+                (FeedState::Live, format!("{key} recovered"))
+            } else {
+                (FeedState::Retrying, self.retrying(&f.0, f.1.as_deref().unwrap_or("failing")))
             }
         };
-        ctx.status("oanda", report.0, Some(report.1)).await;
+        ctx.status("oanda", state, Some(message)).await;
     }
 }
 
