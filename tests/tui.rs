@@ -351,6 +351,12 @@ fn without_routes_the_signals_show_stop_and_target_instead_of_sent() {
     assert!(header.contains("Sent") && !header.contains("Stop"), "{header}");
 }
 
+/// The pair table's header row at `w` columns.
+fn pair_header(a: &App, w: u16) -> String {
+    let text = format!("{}", render(a, w, 30).backend());
+    text.lines().find(|l| l.contains("│Pair")).unwrap_or_default().to_string()
+}
+
 /// The pairs' sparkline of closes takes the room the other columns leave,
 /// one cell short of the border, from the first width that shows every
 /// column; it is the first to go.
@@ -378,10 +384,7 @@ fn the_sparkline_of_closes_fills_the_room_the_columns_leave() {
     // Narrower, the sparkline goes below its 10 cells, before any other column.
     assert_eq!(spark(95).1, 10);
     assert_eq!(spark(94).1, 0);
-    let header = |w: u16| {
-        let text = format!("{}", render(&a, w, 30).backend());
-        text.lines().find(|l| l.contains("│Pair")).unwrap_or_default().to_string()
-    };
+    let header = |w: u16| pair_header(&a, w);
     assert!(header(94).contains("Last signal"), "{}", header(94));
 }
 
@@ -390,10 +393,7 @@ fn the_sparkline_of_closes_fills_the_room_the_columns_leave() {
 #[test]
 fn the_pair_columns_are_shown_where_they_fit() {
     let a = app("dark");
-    let header = |w: u16| {
-        let text = format!("{}", render(&a, w, 30).backend());
-        text.lines().find(|l| l.contains("│Pair")).unwrap_or_default().to_string()
-    };
+    let header = |w: u16| pair_header(&a, w);
     let shown = |w: u16| ["Slow", "ATR", "Last signal"].map(|c| header(w).contains(c));
     // The width each column needs, from its header's end and the cells after it.
     for (w, expected) in [
