@@ -1525,8 +1525,9 @@ mod cleaning {
     /// A busy demo's writes through the live path's calls: 28 series whose
     /// states are rewritten every close, and their signals, which pile up
     /// in leaves that nothing rewrites once they are full. Returns the data
-    /// file's size at the end.
-    fn churn(dir: &Path, clean_every_ms: Option<u64>) -> u64 {
+    /// file's size at the end: once it is under `wait_for`, if given, or
+    /// after 10 s of giving the cleaner time (a loaded machine runs it late).
+    fn churn(dir: &Path, clean_every_ms: Option<u64>, wait_for: Option<u64>) -> u64 {
         let store = Store::with_trees(open_db_cleaning_every(dir, clean_every_ms).unwrap(), dir).unwrap();
         let mut engine = Engine::new(StrategySet::default());
         let mut keys = Vec::new();
@@ -1565,7 +1566,13 @@ mod cleaning {
             store.commit_all(&batch).unwrap();
             store.flush_blocking().unwrap();
         }
-        std::fs::metadata(dir.join("db")).unwrap().len()
+        let size = || std::fs::metadata(dir.join("db")).unwrap().len();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while wait_for.is_some_and(|limit| size() >= limit) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            store.flush_blocking().unwrap();
+        }
+        size()
     }
 
     /// With sled's cleaner off (as an earlier build had it), about half of
@@ -1575,8 +1582,8 @@ mod cleaning {
     #[test]
     fn a_busy_database_gets_its_dead_log_space_back() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let without = churn(a.path(), None);
-        let with = churn(b.path(), Some(20));
+        let without = churn(a.path(), None, None);
+        let with = churn(b.path(), Some(20), Some(without * 3 / 4));
         assert!(
             with * 4 < without * 3,
             "with the cleaner the file is {with} bytes, without it {without}: the cleaner freed too little"
