@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
-use pipwatch::event::{Event, FeedState, FeedStatus, Hub};
+use pipwatch::event::{Event, FeedState, FeedStatus};
+use pipwatch::hub::Hub;
 use pipwatch::metrics::Metrics;
 use pipwatch::server;
 use tokio_tungstenite::tungstenite::Message;

@@ -18,7 +18,8 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use pipwatch::config::{Config, Route, RouteEvent, Secret};
 use pipwatch::engine::{SeriesState, StrategyParams};
-use pipwatch::event::{DeliveryState, Event, Hub, Signal};
+use pipwatch::event::{DeliveryState, Event, Signal};
+use pipwatch::hub::Hub;
 use pipwatch::notify::{Notifier, NotifierHandle};
 use pipwatch::store::{CandleCommit, Store};
 use pipwatch::time::Ts;
@@ -63,7 +64,7 @@ struct Rig {
     store: Arc<Store>,
     handle: NotifierHandle,
     arrived: mpsc::UnboundedReceiver<Instant>,
-    events: tokio::sync::broadcast::Receiver<Arc<pipwatch::event::Envelope>>,
+    events: pipwatch::hub::Subscription,
     state: SeriesState,
     n: i64,
     _dir: tempfile::TempDir,
@@ -131,8 +132,8 @@ impl Rig {
         // Wait for the delivery to be recorded before the next message.
         rt.block_on(async {
             loop {
-                match self.events.recv().await {
-                    Ok(e) => {
+                match self.events.recv().await.and_then(|r| r.into_event()) {
+                    Some(e) => {
                         if let Event::Delivery(d) = &e.event
                             && d.id == s.id
                             && d.state == DeliveryState::Delivered
@@ -140,8 +141,7 @@ impl Rig {
                             break;
                         }
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(e) => panic!("hub closed: {e}"),
+                    None => panic!("hub closed"),
                 }
             }
         });

@@ -1,9 +1,7 @@
-//! The one event type everything publishes, and the hub that fans it out.
-
-use std::sync::{Arc, Mutex};
+//! The one event type everything publishes: the vocabulary every producer,
+//! fold and front end shares. It imports no producer.
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 
 use crate::time::Ts;
 use crate::types::{Instrument, Quote, Severity, Side, Timeframe};
@@ -255,10 +253,48 @@ pub struct Stale {
     pub overdue_secs: u64,
 }
 
+/// The host and this process, as sysinfo saw them at one sample.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SystemSample {
+    /// Percent of all cores.
+    pub cpu: f32,
+    pub cpus: Vec<f32>,
+    pub memory_used: u64,
+    pub memory_total: u64,
+    pub swap_used: u64,
+    pub swap_total: u64,
+    /// The filesystem holding the data directory, counted as `df` does for
+    /// its Use%: used, and used plus what this user can still write (space
+    /// reserved for root is in neither).
+    pub disk_used: u64,
+    pub disk_total: u64,
+    pub net_rx_per_s: u64,
+    pub net_tx_per_s: u64,
+    /// This process: percent of one core, and resident memory.
+    pub process_cpu: f32,
+    pub process_rss: u64,
+    pub uptime_secs: u64,
+    pub load: [f64; 3],
+}
+
+impl SystemSample {
+    pub fn memory_pct(&self) -> f64 {
+        pct(self.memory_used, self.memory_total)
+    }
+
+    pub fn disk_pct(&self) -> f64 {
+        pct(self.disk_used, self.disk_total)
+    }
+}
+
+fn pct(used: u64, total: u64) -> f64 {
+    if total == 0 { 0.0 } else { used as f64 * 100.0 / total as f64 }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HealthSample {
     pub time: Ts,
-    pub system: crate::health::sampler::SystemSample,
+    pub system: SystemSample,
     pub latency: Latency,
     pub ws_clients: u64,
     /// The FX market's week (always true for the demo market).
@@ -272,71 +308,6 @@ pub struct Envelope {
     pub seq: u64,
     #[serde(flatten)]
     pub event: Event,
-}
-
-/// A bounded broadcast of events. Publishing never waits for a consumer: one
-/// that falls more than `capacity` behind is told how many it missed
-/// (`RecvError::Lagged`), so a slow console or client cannot slow the engine.
-pub struct Hub {
-    tx: broadcast::Sender<Arc<Envelope>>,
-    // NOTE: seq assignment and send happen under one lock so that the order
-    // of `seq` is the order of the channel even with several publishers.
-    seq: Mutex<u64>,
-    /// The seq before this hub's first event: an instance that resumes a
-    /// data directory goes on after the last one's seqs, so that a client's
-    /// `?since=` from before a restart still means something.
-    start: u64,
-    /// What the instance before this one left: the view a console starts
-    /// from, before this hub's first event.
-    restored: crate::view::View,
-}
-
-impl Hub {
-    pub fn new(capacity: usize) -> Self {
-        Hub::starting_after(capacity, 0)
-    }
-
-    /// A hub whose first event is `start + 1`.
-    pub fn starting_after(capacity: usize, start: u64) -> Self {
-        let (tx, _) = broadcast::channel(capacity.max(1));
-        Hub { tx, seq: Mutex::new(start), start, restored: crate::view::View { seq: start, ..Default::default() } }
-    }
-
-    /// This hub, with the view that a restart resumes from (see
-    /// `Store::restored_view`). Its seq is the hub's start.
-    pub fn with_restored(mut self, view: crate::view::View) -> Self {
-        self.restored = crate::view::View { seq: self.start, ..view };
-        self
-    }
-
-    /// The view before this hub's first event: every console and the
-    /// server's snapshot start from it.
-    pub fn restored(&self) -> &crate::view::View {
-        &self.restored
-    }
-
-    /// The seq before this hub's first event.
-    pub fn start(&self) -> u64 {
-        self.start
-    }
-
-    /// The seq of the last event published (`start` before any).
-    pub fn last(&self) -> u64 {
-        *self.seq.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
-        self.tx.subscribe()
-    }
-
-    /// Publishes and returns the event's seq.
-    pub fn publish(&self, event: Event) -> u64 {
-        let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
-        *seq += 1;
-        // An error only means nobody is subscribed right now, which is fine.
-        let _ = self.tx.send(Arc::new(Envelope { seq: *seq, event }));
-        *seq
-    }
 }
 
 #[cfg(test)]
@@ -419,22 +390,5 @@ mod tests {
             r#"{"type":"signal","id":"EUR_USD:H1:2024-01-02T08:00:00Z:buy","instrument":"EUR_USD","timeframe":"H1","time":"2024-01-02T08:00:00Z","side":"buy","price":1.15,"fast":1.12,"slow":1.11,"atr":0.004,"stop_loss":1.144,"take_profit":1.162,"strategy":"sma 10/20"}"#
         );
         assert_eq!(serde_json::from_str::<Event>(&json).ok(), Some(s));
-    }
-
-    #[tokio::test]
-    async fn hub_orders_and_reports_lag() {
-        let hub = Hub::new(2);
-        let mut rx = hub.subscribe();
-        let feed = |n: u64| {
-            Event::Feed(FeedStatus { source: "demo".into(), state: FeedState::Live, message: Some(n.to_string()) })
-        };
-        for n in 0..5 {
-            hub.publish(feed(n));
-        }
-        assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Lagged(3))));
-        let next = rx.recv().await.map(|e| e.seq).ok();
-        assert_eq!(next, Some(4));
-        let json = serde_json::to_string(&Envelope { seq: 9, event: feed(1) }).unwrap_or_default();
-        assert!(json.starts_with(r#"{"seq":9,"type":"feed""#), "{json}");
     }
 }

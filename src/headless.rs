@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::event::{Envelope, Event, Hub};
+use crate::event::{Envelope, Event};
+use crate::hub::{Hub, Received};
 use crate::live::{self, LiveError, LiveStats};
 use crate::market::SourceError;
 use crate::metrics::Metrics;
@@ -63,7 +63,7 @@ pub struct Ready {
     /// Subscribed before any part started, so that nothing published at
     /// start (the alerts still open from before a restart, the first queue
     /// status) is missed by a console that subscribed later.
-    pub events: tokio::sync::broadcast::Receiver<Arc<Envelope>>,
+    pub events: (crate::view::View, crate::hub::Subscription),
     pub notifier: crate::notify::NotifierHandle,
     /// Where the server listens, if it does.
     pub server: Option<std::net::SocketAddr>,
@@ -79,25 +79,23 @@ fn wanted(e: &Event, candles: bool) -> bool {
     }
 }
 
-async fn print_events(mut rx: tokio::sync::broadcast::Receiver<Arc<Envelope>>, candles: bool, stop: CancellationToken) {
+async fn print_events(mut rx: crate::hub::Subscription, candles: bool, stop: CancellationToken) {
     let mut out = std::io::BufWriter::new(std::io::stdout());
     loop {
         let next = tokio::select! {
             biased;
             r = rx.recv() => r,
             // Everything is stopped: what is still queued was printed above.
-            _ = stop.cancelled() => match rx.try_recv() {
-                Ok(env) => Ok(env),
-                Err(_) => break,
-            },
+            _ = stop.cancelled() => rx.try_recv(),
         };
         let env = match next {
-            Ok(env) => env,
-            Err(RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "stdout is not keeping up; events were dropped");
+            Some(Received::Event(env)) => env,
+            // Records are lines a script reads, not a view: a gap is said, not papered over.
+            Some(Received::Resync { missed, .. }) => {
+                tracing::warn!(missed, "stdout is not keeping up; events were dropped");
                 continue;
             }
-            Err(RecvError::Closed) => break,
+            None => break,
         };
         if wanted(&env.event, candles) {
             let ok = serde_json::to_writer(&mut out, &env.event).is_ok() && out.write_all(b"\n").is_ok();
@@ -197,7 +195,11 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
         m.source == crate::config::SourceKind::Csv
             || (m.instruments.contains(&k.instrument) && m.timeframes.contains(&k.timeframe))
     };
-    let hub = Arc::new(Hub::starting_after(4096, store.seq_start(SEQ_GAP)?).with_restored(
+    let metrics = Arc::new(Metrics::new());
+    let observed = metrics.clone();
+    let hub = Hub::starting_after(4096, store.seq_start(SEQ_GAP)?)
+        .with_observer(Box::new(move |env: &Envelope| observed.observe(&env.event)));
+    let hub = Arc::new(hub.with_restored(
         // A view that cannot be read is not worth refusing to start over.
         store.restored_view(crate::view::SIGNALS_KEPT, configured).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "the last view could not be read; the console starts empty");
@@ -206,12 +208,12 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     ));
     // Subscribed before anything is published: every candle of this run.
     let bars_stop = CancellationToken::new();
-    let bars = tokio::spawn(keep_bars(hub.restored().clone(), hub.subscribe(), store.clone(), bars_stop.clone()));
+    let bars = tokio::spawn(keep_bars(hub.clone(), store.clone(), bars_stop.clone()));
     // From here a crash leaves an unclean mark, and the next start skips ahead.
     store.mark_seq(hub.start(), false)?;
     let marker_stop = CancellationToken::new();
     let marker = tokio::spawn(mark_seq(hub.clone(), store.clone(), marker_stop.clone()));
-    let early = opts.ready.is_some().then(|| hub.subscribe());
+    let early = opts.ready.is_some().then(|| hub.subscribe_with_view());
     let printer_stop = CancellationToken::new();
     let printer = opts.print.then(|| tokio::spawn(print_events(hub.subscribe(), opts.candles, printer_stop.clone())));
     let shutdown = match opts.shutdown.clone() {
@@ -226,7 +228,6 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     let notifier = Notifier::new(config, store.clone(), hub.clone())?;
     let handle = notifier.handle();
 
-    let metrics = Arc::new(Metrics::new());
     // A CSV's series are known only as its files are read.
     let series: Vec<_> = match m.source {
         crate::config::SourceKind::Csv => Vec::new(),
@@ -313,12 +314,7 @@ pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<Live
     marker_stop.cancel();
     let _ = marker.await;
     bars_stop.cancel();
-    // Display only: a failure to keep them costs the next start its charts.
-    if let Ok(view) = bars.await
-        && let Err(e) = store.keep_bars(&view)
-    {
-        tracing::warn!(error = %e, "the pairs' recent closes were not kept; the next start shows only their last candle");
-    }
+    let _ = bars.await;
     let marked = store.mark_seq(hub.last(), true);
     let flushed = store.flush().await;
     // The engine's own error first: a refused write it met says more than
@@ -340,60 +336,36 @@ const SEQ_GAP: u64 = 1_000_000;
 /// much missing. (About 100 KB for 28 series: not with every candle.)
 const BARS_KEPT_EVERY: Duration = Duration::from_secs(15);
 
-/// The pairs' recent closes, folded from this run's candles onto the
-/// restored view's: kept every `BARS_KEPT_EVERY` while they change, and
-/// returned for `Store::keep_bars` at the end.
-async fn keep_bars(
-    mut view: crate::view::View,
-    mut rx: tokio::sync::broadcast::Receiver<Arc<crate::event::Envelope>>,
-    store: Arc<Store>,
-    stop: CancellationToken,
-) -> crate::view::View {
-    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-    let mut changed = false;
-    // Whether it was a candle, folded in.
-    let fold = |view: &mut crate::view::View, env: &crate::event::Envelope| {
-        let candle = matches!(env.event, crate::event::Event::Candle(_));
-        if candle {
-            view.apply(env);
-        }
-        candle
-    };
+/// The pairs' recent closes, read from the hub's view: kept every
+/// `BARS_KEPT_EVERY` while they change, and once more at the end.
+async fn keep_bars(hub: Arc<Hub>, store: Arc<Store>, stop: CancellationToken) {
+    // The last candle time of each pair: cheap to compare, and it moves
+    // whenever a bar was added.
+    let ends = |hub: &Hub| hub.read(|v| v.pairs.iter().map(|p| p.candle.map(|c| c.time)).collect::<Vec<_>>());
+    let mut kept = ends(&hub);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + BARS_KEPT_EVERY, BARS_KEPT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warned = false;
     loop {
-        let env = tokio::select! {
-            r = rx.recv() => r,
-            _ = tick.tick() => {
-                if std::mem::take(&mut changed)
-                    && let Err(e) = store.keep_bars(&view)
-                    && !std::mem::replace(&mut warned, true)
-                {
-                    // Display only; a store that cannot write stops the instance through the engine.
-                    tracing::warn!(error = %e, "the pairs' recent closes could not be kept");
-                }
-                continue;
-            }
-            _ = stop.cancelled() => {
-                // The engine has stopped: what it published last is still queued here.
-                loop {
-                    match rx.try_recv() {
-                        Ok(env) => {
-                            fold(&mut view, &env);
-                        }
-                        Err(TryRecvError::Lagged(_)) => {}
-                        Err(_) => return view,
-                    }
-                }
-            }
-        };
-        match env {
-            Ok(env) => changed |= fold(&mut view, &env),
-            // A gap in a sparkline, nothing worse.
-            Err(RecvError::Lagged(_)) => {}
-            Err(RecvError::Closed) => return view,
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => break,
         }
+        let now = ends(&hub);
+        if now == kept {
+            continue;
+        }
+        kept = now;
+        if let Err(e) = store.keep_bars(&hub.snapshot())
+            && !std::mem::replace(&mut warned, true)
+        {
+            // Display only; a store that cannot write stops the instance through the engine.
+            tracing::warn!(error = %e, "the pairs' recent closes could not be kept");
+        }
+    }
+    // Display only: a failure to keep them costs the next start its charts.
+    if let Err(e) = store.keep_bars(&hub.snapshot()) {
+        tracing::warn!(error = %e, "the pairs' recent closes were not kept; the next start shows only their last candle");
     }
 }
 

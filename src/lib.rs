@@ -37,6 +37,7 @@ pub mod engine;
 pub mod event;
 pub mod headless;
 pub mod health;
+pub mod hub;
 pub mod live;
 pub mod logging;
 pub mod market;

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::event::{Delivery, DeliveryState, Event, Hub};
+use crate::event::{Delivery, DeliveryState, Event};
+use crate::hub::Hub;
 use crate::market::{self, MarketEvent, SourceCtx, SourceError};
 use crate::metrics::Metrics;
 use crate::notify::NotifierHandle;
@@ -310,7 +311,7 @@ mod tests {
         // Live: the warm-up is committed and the next candle is an hour away.
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                if let Ok(env) = events.recv().await
+                if let Some(crate::hub::Received::Event(env)) = events.recv().await
                     && matches!(&env.event, Event::Feed(f) if f.state == crate::event::FeedState::Live)
                 {
                     break;

@@ -38,8 +38,9 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{AlertState, Envelope, Event, Hub};
+use crate::event::{AlertState, Event};
 use crate::health::{self, Status};
+use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::notify::NotifierHandle;
 use crate::time::Ts;
@@ -170,7 +171,7 @@ pub async fn start(
     let shared = Arc::new(Shared {
         clients: Arc::new(Semaphore::new(opts.max_clients)),
         // A snapshot before any event is as of the seq before this instance's first.
-        folded: Mutex::new(Folded { view: hub.restored().clone(), history: VecDeque::with_capacity(opts.history) }),
+        folded: Mutex::new(Folded { view: View::default(), history: VecDeque::with_capacity(opts.history) }),
         opts,
         tx,
         metrics,
@@ -178,7 +179,9 @@ pub async fn start(
         hub: hub.clone(),
         stopped: Default::default(),
     });
-    let fold = tokio::spawn(fold_task(shared.clone(), hub.subscribe(), shutdown.clone()));
+    let (view, rx) = hub.subscribe_with_view();
+    shared.folded.lock().unwrap_or_else(|p| p.into_inner()).view = view;
+    let fold = tokio::spawn(fold_task(shared.clone(), rx, shutdown.clone()));
     let app = axum::Router::new()
         .route("/ws", get(ws_handler))
         .route("/health", get(health_handler))
@@ -202,7 +205,7 @@ pub async fn start(
     Ok(Handle { addr, task })
 }
 
-async fn fold_task(shared: Arc<Shared>, mut rx: broadcast::Receiver<Arc<Envelope>>, shutdown: CancellationToken) {
+async fn fold_task(shared: Arc<Shared>, mut rx: crate::hub::Subscription, shutdown: CancellationToken) {
     let mut ping = tokio::time::interval(shared.opts.ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
@@ -216,8 +219,7 @@ async fn fold_task(shared: Arc<Shared>, mut rx: broadcast::Receiver<Arc<Envelope
             _ = shutdown.cancelled() => break,
         };
         match env {
-            Ok(env) => {
-                shared.metrics.observe(&env.event);
+            Some(crate::hub::Received::Event(env)) => {
                 let (topic, instrument) = topic(&env.event);
                 let json = match serde_json::to_vec(&*env) {
                     Ok(j) => j,
@@ -239,13 +241,14 @@ async fn fold_task(shared: Arc<Shared>, mut rx: broadcast::Receiver<Arc<Envelope
                 // Under the lock: a client subscribing now sees this exactly once.
                 let _ = shared.tx.send(out);
             }
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
+            Some(crate::hub::Received::Resync { missed, view }) => {
                 tracing::warn!(missed, "the server's view fell behind the engine; clients get a fresh snapshot");
-                let f = shared.folded.lock().unwrap_or_else(|p| p.into_inner());
+                let mut f = shared.folded.lock().unwrap_or_else(|p| p.into_inner());
+                f.view = *view;
                 let _ = shared.tx.send(Arc::new(Out::Resync { missed }));
                 drop(f);
             }
-            Err(broadcast::error::RecvError::Closed) => break,
+            None => break,
         }
     }
     // However the fold ends, the clients are told; nothing more will come.

@@ -199,7 +199,7 @@ pub async fn run(
                     return Err(err);
                 }
                 attempt += 1;
-                let wait = crate::market::backoff(attempt, Duration::from_millis(250), Duration::from_secs(5));
+                let wait = crate::net::backoff(attempt, Duration::from_millis(250), Duration::from_secs(5));
                 tracing::warn!(error = %message, retry_in = %format!("{:.1}s", wait.as_secs_f64()), "reconnecting");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => continue,

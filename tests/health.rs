@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::discord;
 use pipwatch::config::{Config, Dur, Route, RouteEvent, Secret, Severity};
-use pipwatch::event::{CandleRecord, Event, FeedState, FeedStatus, Hub};
+use pipwatch::event::{CandleRecord, Event, FeedState, FeedStatus};
 use pipwatch::health::task::{self, Ctx, Pace};
+use pipwatch::hub::{Hub, Received, Subscription};
 use pipwatch::metrics::Metrics;
 use pipwatch::notify::Notifier;
 use pipwatch::store::Store;
@@ -130,7 +131,7 @@ async fn a_stale_feed_alerts_once_through_the_outbox_and_resolves_once() {
 
     // The health events showed the stale series while it was stale.
     let mut saw_stale = false;
-    while let Ok(e) = events.try_recv() {
+    while let Some(e) = events.try_recv().and_then(Received::into_event) {
         if let Event::Health(h) = &e.event {
             saw_stale |= h.stale.iter().any(|s| s.instrument == i && s.overdue_secs >= 1);
             assert!(h.system.memory_total > 0);
@@ -180,7 +181,7 @@ async fn the_heartbeat_pings_only_while_healthy() {
 /// checks whose value a restart does not change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_alert_goes_on_across_a_restart_without_being_sent_again() {
-    use pipwatch::event::{Alert, AlertState, Envelope};
+    use pipwatch::event::{Alert, AlertState};
 
     let server = discord::start().await;
     let mut config = alerting(&server);
@@ -214,9 +215,9 @@ async fn an_open_alert_goes_on_across_a_restart_without_being_sent_again() {
         hub.publish(Event::Feed(FeedStatus { source: "test".into(), state: FeedState::Live, message: None }));
         (store, hub, events, stop, tasks)
     };
-    let alerts = |events: &mut tokio::sync::broadcast::Receiver<Arc<Envelope>>| -> Vec<Alert> {
+    let alerts = |events: &mut Subscription| -> Vec<Alert> {
         let mut out = Vec::new();
-        while let Ok(e) = events.try_recv() {
+        while let Some(e) = events.try_recv().and_then(Received::into_event) {
             if let Event::Alert(a) = &e.event {
                 out.push(a.clone());
             }

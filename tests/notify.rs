@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use common::discord;
 use pipwatch::config::{Config, Dur, Route, RouteEvent, Secret, Severity};
 use pipwatch::engine::{SeriesState, StrategyParams};
-use pipwatch::event::{Alert, AlertState, Circuit, Event, Hub, Signal};
+use pipwatch::event::{Alert, AlertState, Circuit, Event, Signal};
+use pipwatch::hub::Hub;
 use pipwatch::notify::{Notifier, NotifierHandle};
 use pipwatch::store::{CandleCommit, Store};
 use pipwatch::time::Ts;
@@ -176,7 +177,8 @@ async fn delivery_latency_counts_from_the_commit_not_from_its_second() {
     let before = Instant::now();
     let ids = rig.signals(0..1, &["signals"]).await;
     let latency = loop {
-        let e = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
+        let e =
+            tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap().into_event().unwrap();
         if let Event::Delivery(d) = &e.event
             && d.id == ids[0]
             && d.state == DeliveryState::Delivered
@@ -242,8 +244,8 @@ async fn an_outage_of_30s_loses_nothing_and_recovers_by_itself() {
     let mut circuits = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while circuits.last() != Some(&Circuit::Closed) || !circuits.contains(&Circuit::Open) {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(e)) => {
+        match tokio::time::timeout_at(deadline, events.recv()).await.map(|r| r.and_then(|r| r.into_event())) {
+            Ok(Some(e)) => {
                 if let Event::Queue(q) = &e.event {
                     circuits.push(q.routes[0].circuit);
                 }

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use pipwatch::event::{
-    Alert, AlertState, CandleRecord, Delivery, DeliveryState, Event, FeedState, FeedStatus, Hub, Signal,
-};
+use pipwatch::event::{Alert, AlertState, CandleRecord, Delivery, DeliveryState, Event, FeedState, FeedStatus, Signal};
+use pipwatch::hub::Hub;
 use pipwatch::metrics::Metrics;
 use pipwatch::server::{self, Options};
 use pipwatch::time::Ts;

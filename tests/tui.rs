@@ -678,7 +678,7 @@ fn sigtstp_from_outside_gives_the_terminal_back_and_fg_redraws() {
 async fn attach_folds_the_same_view_as_the_in_process_console() {
     use pipwatch::tui::remote::{self, Incoming};
     use std::sync::Arc;
-    let hub = Arc::new(pipwatch::event::Hub::new(1 << 16));
+    let hub = Arc::new(pipwatch::hub::Hub::new(1 << 16));
     let stop = tokio_util::sync::CancellationToken::new();
     let opts = pipwatch::server::Options {
         listen: "127.0.0.1:0".into(),
@@ -729,7 +729,7 @@ async fn attach_folds_the_same_view_as_the_in_process_console() {
     }
     let mut local_app = App::new("DEMO".into(), Theme::load("dark").unwrap(), Ts(NOW));
     while local_app.view.seq < last {
-        local_app.apply(&local.recv().await.unwrap());
+        local_app.apply(&local.recv().await.unwrap().into_event().unwrap());
     }
     assert_eq!(remote_app.view, local_app.view);
     // And so the same screen.

@@ -5,45 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+pub use crate::event::SystemSample;
 use sysinfo::{CpuRefreshKind, Disks, Networks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SystemSample {
-    /// Percent of all cores.
-    pub cpu: f32,
-    pub cpus: Vec<f32>,
-    pub memory_used: u64,
-    pub memory_total: u64,
-    pub swap_used: u64,
-    pub swap_total: u64,
-    /// The filesystem holding the data directory, counted as `df` does for
-    /// its Use%: used, and used plus what this user can still write (space
-    /// reserved for root is in neither).
-    pub disk_used: u64,
-    pub disk_total: u64,
-    pub net_rx_per_s: u64,
-    pub net_tx_per_s: u64,
-    /// This process: percent of one core, and resident memory.
-    pub process_cpu: f32,
-    pub process_rss: u64,
-    pub uptime_secs: u64,
-    pub load: [f64; 3],
-}
-
-impl SystemSample {
-    pub fn memory_pct(&self) -> f64 {
-        pct(self.memory_used, self.memory_total)
-    }
-
-    pub fn disk_pct(&self) -> f64 {
-        pct(self.disk_used, self.disk_total)
-    }
-}
-
-fn pct(used: u64, total: u64) -> f64 {
-    if total == 0 { 0.0 } else { used as f64 * 100.0 / total as f64 }
-}
 
 pub struct Sampler {
     sys: System,

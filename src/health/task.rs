@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::alerts::{AlertEngine, Describe, Limits, Rules};
 use super::sampler::Sampler;
 use super::{Status, evaluate, fxweek};
 use crate::config;
-use crate::event::{Alert, AlertState, Event, FeedState, HealthSample, Hub, Stale};
+use crate::event::{Alert, AlertState, Event, FeedState, HealthSample, Stale};
+use crate::hub::{Hub, Received};
 use crate::metrics::Metrics;
 use crate::notify::NotifierHandle;
 use crate::store::Store;
@@ -195,6 +195,13 @@ fn pct_shown(v: f64) -> String {
     format!("{v:.1}%")
 }
 
+/// An alert seen in the console is kept so, across a restart too.
+fn acknowledged(ctx: &Ctx, lasting: &HashSet<&str>, engine: &AlertEngine, a: &Alert) {
+    if a.state == AlertState::Acknowledged && engine.holds(&a.check, &a.id) {
+        keep(ctx, lasting, a);
+    }
+}
+
 /// Subscribes to the hub at once (so no event published after this call is
 /// missed) and returns the task to spawn.
 pub fn run(ctx: Ctx, shutdown: CancellationToken) -> impl std::future::Future<Output = ()> + Send {
@@ -202,11 +209,7 @@ pub fn run(ctx: Ctx, shutdown: CancellationToken) -> impl std::future::Future<Ou
     run_with(ctx, rx, shutdown)
 }
 
-async fn run_with(
-    ctx: Ctx,
-    mut rx: tokio::sync::broadcast::Receiver<Arc<crate::event::Envelope>>,
-    shutdown: CancellationToken,
-) {
+async fn run_with(ctx: Ctx, mut rx: crate::hub::Subscription, shutdown: CancellationToken) {
     let h = &ctx.health;
     let mut view = View::default();
     let started = Ts::now();
@@ -233,21 +236,32 @@ async fn run_with(
     loop {
         tokio::select! {
             r = rx.recv() => match r {
-                Ok(env) => {
+                Some(Received::Event(env)) => {
                     match &env.event {
                         Event::Candle(c) => {
                             last_candle.insert(SeriesKey::new(c.instrument, c.timeframe), Ts::now());
                         }
-                        // Seen in the console: kept so, across a restart too.
-                        Event::Alert(a) if a.state == AlertState::Acknowledged && engine.holds(&a.check, &a.id) => {
-                            keep(&ctx, &lasting, a);
-                        }
+                        Event::Alert(a) => acknowledged(&ctx, &lasting, &engine, a),
                         _ => {}
                     }
                     view.apply(&env);
                 }
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return,
+                Some(Received::Resync { missed, view: fresh }) => {
+                    tracing::debug!(missed, "the health checks fell behind the hub; resynced");
+                    // What the missed events would have told: which series
+                    // had a candle, and which alerts were acknowledged.
+                    for p in &fresh.pairs {
+                        let before = view.pairs.iter().find(|q| q.key() == p.key()).and_then(|q| q.candle.map(|c| c.time));
+                        if p.candle.map(|c| c.time) != before {
+                            last_candle.insert(p.key(), Ts::now());
+                        }
+                    }
+                    for a in &fresh.alerts {
+                        acknowledged(&ctx, &lasting, &engine, a);
+                    }
+                    view = *fresh;
+                }
+                None => return,
             },
             _ = tick.tick() => {
                 let s = sampler.clone();

@@ -86,30 +86,3 @@ pub fn from_config(config: &Config) -> Result<Box<dyn MarketSource>, SourceError
         }
     })
 }
-
-/// Capped exponential backoff with jitter: a random wait in [base/2, base]
-/// where base is `first` for attempt 1 and doubles per attempt up to `cap`.
-/// The jitter keeps many clients (or series) from retrying in lockstep.
-pub fn backoff(attempt: u32, first: std::time::Duration, cap: std::time::Duration) -> std::time::Duration {
-    use rand::Rng;
-    let base = first.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(cap);
-    let lo = base / 2;
-    lo + base.saturating_sub(lo).mul_f64(rand::rng().random::<f64>())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let (first, cap) = (Duration::from_secs(1), Duration::from_secs(60));
-        for attempt in 1..12u32 {
-            let base = Duration::from_secs(1u64 << (attempt - 1)).min(cap);
-            for _ in 0..50 {
-                let d = super::backoff(attempt, first, cap);
-                assert!(d >= base / 2 && d <= base, "attempt {attempt}: {d:?}");
-            }
-        }
-    }
-}

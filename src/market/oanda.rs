@@ -12,10 +12,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{MarketEvent, MarketSource, SourceCtx, SourceError, SourceFuture, backoff};
+use super::{MarketEvent, MarketSource, SourceCtx, SourceError, SourceFuture};
 use crate::config::{Oanda, Secret};
 use crate::engine::Phase;
 use crate::event::FeedState;
+use crate::net::backoff;
 use crate::time::Ts;
 use crate::types::{Candle, Instrument, Quote, SeriesKey};
 

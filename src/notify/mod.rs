@@ -21,7 +21,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Route, SourceKind};
-use crate::event::{Alert, AlertState, Circuit, Delivery, DeliveryState, Depths, Event, Hub, QueueStatus, RouteStatus};
+use crate::event::{Alert, AlertState, Circuit, Delivery, DeliveryState, Depths, Event, QueueStatus, RouteStatus};
+use crate::hub::Hub;
 use crate::store::{Message, OutboxEntry, OutboxKey, Priority, Store, StoreError};
 use crate::time::Ts;
 use crate::types::Severity;
@@ -673,7 +674,7 @@ impl Worker {
                 let now = Instant::now();
                 let opened = self.breaker.failure(now);
                 let failures = self.breaker.failures();
-                let wait = crate::market::backoff(failures, shared.settings.retry_min, shared.settings.retry_max);
+                let wait = crate::net::backoff(failures, shared.settings.retry_min, shared.settings.retry_max);
                 self.retry_at = Some(now + wait);
                 for (k, e) in batch {
                     let mut e = e.clone();

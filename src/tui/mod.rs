@@ -12,7 +12,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SourceKind};
@@ -93,22 +92,21 @@ pub async fn run(config: &Config, data_dir: &Path, theme: Option<String>) -> Res
     app.keys = app::KeyMap::from_config(&config.console.keys);
     app.notice = warning;
     app.server = ready.server.map(|a| a.to_string());
-    // Where the last run left off, until this run's events arrive.
-    app.view = ready.hub.restored().clone();
+    // Where the last run left off and everything published since.
+    let (view, mut rx) = ready.events;
+    app.view = view;
 
     // The hub's events into the console's input; its commands to the notifier.
     let (tx, mut incoming) = tokio::sync::mpsc::channel(4096);
-    let mut rx = ready.events;
     let forward = tokio::spawn(async move {
-        loop {
-            match rx.recv().await {
-                Ok(env) => {
-                    if tx.send(Incoming::Event(env)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return,
+        while let Some(r) = rx.recv().await {
+            let m = match r {
+                crate::hub::Received::Event(env) => Incoming::Event(env),
+                // The console fell behind: it takes the hub's view and goes on from there.
+                crate::hub::Received::Resync { view, .. } => Incoming::Snapshot(view),
+            };
+            if tx.send(m).await.is_err() {
+                return;
             }
         }
     });

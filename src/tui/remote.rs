@@ -86,7 +86,7 @@ pub async fn follow(
                     Ok((c, _)) => c,
                     Err(e) => {
                         attempt += 1;
-                        let wait = crate::market::backoff(attempt, Duration::from_millis(250), Duration::from_secs(5));
+                        let wait = crate::net::backoff(attempt, Duration::from_millis(250), Duration::from_secs(5));
                         let _ = tx.send(Incoming::Link(LinkState::Reconnecting, Some(crate::tail::reason(&e)))).await;
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => continue,
