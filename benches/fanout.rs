@@ -221,7 +221,9 @@ async fn bare_writer(sockets: Vec<tokio::net::TcpStream>, queue: BareQueue) {
 }
 
 async fn run(clients: usize, kind: Kind) {
-    let hub = Arc::new(Hub::new(1 << 16));
+    // As an instance wires it: the hub feeds the metrics as it publishes.
+    let metrics = Arc::new(Metrics::new());
+    let hub = Arc::new(Hub::new(1 << 16).with_observer(metrics.observer()));
     let stop = tokio_util::sync::CancellationToken::new();
     let opts = server::Options {
         listen: "127.0.0.1:0".into(),
@@ -240,10 +242,7 @@ async fn run(clients: usize, kind: Kind) {
             let addr = listener.local_addr().expect("address");
             (addr, Some(tokio::spawn(bare_accept(listener, clients))))
         }
-        _ => (
-            server::start(opts, hub.clone(), None, Arc::new(Metrics::new()), stop.clone()).await.expect("server").addr,
-            None,
-        ),
+        _ => (server::start(opts, hub.clone(), None, metrics.clone(), stop.clone()).await.expect("server").addr, None),
     };
     let url = format!("ws://{addr}/ws?topics=feed");
     let base = Instant::now();

@@ -32,13 +32,15 @@
 
 pub mod cli;
 pub mod config;
+pub mod console;
+pub mod control;
 pub mod dead;
 pub mod engine;
 pub mod event;
 pub mod headless;
 pub mod health;
 pub mod hub;
-pub mod live;
+pub mod instance;
 pub mod logging;
 pub mod market;
 pub mod metrics;
@@ -46,12 +48,20 @@ pub mod net;
 pub mod notify;
 pub mod replay;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 pub mod tail;
 pub mod time;
 pub mod tui;
 pub mod types;
 pub mod view;
+
+/// The config rules that modules above `config` own, for `config::load`:
+/// the binary passes these so that a bad webhook or theme is caught with the
+/// rest, located in the file.
+pub fn config_checks() -> Vec<config::Check> {
+    vec![notify::config_problems, tui::theme::config_problems]
+}
 
 /// mimalloc for everything linked with this library: the binary, and the
 /// tests and benches, so that they measure what ships. sled copies a leaf

@@ -31,6 +31,7 @@ fn load_config(
 ) -> Result<Loaded, ExitCode> {
     let mut opts = LoadOptions::from_process(file.or_else(|| cli.config.clone()), cli.source.clone());
     opts.flags = flags;
+    opts.checks = pipwatch::config_checks();
     let loaded = config::load(&opts).map_err(|e| match e {
         config::ConfigError::Invalid { .. } => fail(BAD_INPUT, format!("the configuration is not valid:\n{e}")),
         other => fail(BAD_INPUT, other),
@@ -41,146 +42,137 @@ fn load_config(
     Ok(loaded)
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("pipwatch").build()
+/// The async runtime every long-running mode shares: two workers, as the
+/// machines this runs on (and the engine) need no more.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("pipwatch")
+        .build()
+        .map_err(|e| fail(FAILED, format!("cannot start the async runtime: {e}")))
+}
+
+/// An error's exit code: 2 for bad input, 1 for a failure while running.
+fn finish<T, E: std::fmt::Display>(result: Result<T, E>, bad_input: impl Fn(&E) -> bool) -> ExitCode {
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(if bad_input(&e) { BAD_INPUT } else { FAILED }, e),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match &cli.command {
-        None => run_tui(&cli, None),
-        Some(Command::Tui(args)) => run_tui(&cli, args.theme.clone()),
-        Some(Command::Attach(args)) => run_attach(&cli, args),
-        Some(Command::Tail(args)) => run_tail(args),
-        Some(Command::Dead(cmd)) => run_dead(&cli, cmd),
+    match dispatch(&cli) {
+        Ok(code) | Err(code) => code,
+    }
+}
+
+/// Each mode: its logging (the console's must never reach the screen), its
+/// config, its runtime, then the library call. `Err` is an exit already reported.
+fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
+    let data_dir = || cli.data_dir.clone().unwrap_or_else(config::default_data_dir);
+    Ok(match &cli.command {
+        None | Some(Command::Tui(_)) => {
+            let theme = match &cli.command {
+                Some(Command::Tui(args)) => args.theme.clone(),
+                _ => None,
+            };
+            let data_dir = data_dir();
+            // The console owns the terminal: logs go to a file, never over the screen.
+            logging::init(LogMode::File(data_dir.join("pipwatch.log")), "info,sled=warn");
+            let loaded = load_config(cli, None, Vec::new())?;
+            let result = runtime()?.block_on(pipwatch::console::local(&loaded.config, &data_dir, theme));
+            finish(result, |e| e.is_bad_input())
+        }
+        Some(Command::Attach(args)) => {
+            // The console owns the terminal: the few logs of attach go to a file.
+            logging::init(LogMode::File(config::default_data_dir().join("attach.log")), "warn");
+            // For the console's theme and keys.
+            let loaded = load_config(cli, None, Vec::new())?;
+            let console = &loaded.config.console;
+            let attach = pipwatch::console::attach(&args.url, args.token.clone(), args.theme.clone(), console);
+            finish(runtime()?.block_on(attach), |e| e.is_bad_input())
+        }
+        Some(Command::Tail(args)) => run_tail(args)?,
+        Some(Command::Dead(cmd)) => run_dead(cli, cmd),
         Some(Command::Headless(args)) => {
             logging::init(LogMode::Json, "info,sled=warn");
-            let loaded = match load_config(&cli, None, Vec::new()) {
-                Ok(l) => l,
-                Err(code) => return code,
-            };
-            let data_dir = cli.data_dir.clone().unwrap_or_else(config::default_data_dir);
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => return fail(FAILED, format!("cannot start the async runtime: {e}")),
-            };
-            let opts = headless::Options::headless(args.run_for, args.candles, !args.no_server);
-            match rt.block_on(headless::run(&loaded.config, &data_dir, opts)) {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(e) => fail(if e.is_bad_input() { BAD_INPUT } else { FAILED }, e),
-            }
+            let loaded = load_config(cli, None, Vec::new())?;
+            let opts = headless::Options { run_for: args.run_for, candles: args.candles, server: !args.no_server };
+            let result = runtime()?.block_on(headless::run(&loaded.config, &data_dir(), opts));
+            finish(result, |e| e.is_bad_input())
         }
-        Some(Command::Replay(args)) => run_replay(&cli, args),
-        Some(Command::Config(ConfigCommand::Show)) => {
-            let loaded = match load_config(&cli, None, Vec::new()) {
-                Ok(l) => l,
-                Err(code) => return code,
-            };
-            match toml::to_string_pretty(&loaded.config) {
-                Ok(text) => {
-                    let from = match &loaded.origin {
-                        config::Origin::File(p) => format!("{} over the built-in defaults", p.display()),
-                        config::Origin::Defaults => "built-in defaults".to_string(),
-                    };
-                    println!("# effective config: {from}, then PIPWATCH_* variables and flags. Secrets are redacted.");
-                    let unset = loaded.config.unset_variables();
-                    if !unset.is_empty() {
-                        println!("# not set in the environment, so empty: {}", unset.join(", "));
-                    }
-                    println!();
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(FAILED, format!("cannot print the config: {e}")),
-            }
-        }
+        Some(Command::Replay(args)) => run_replay(cli, args)?,
+        Some(Command::Config(ConfigCommand::Show)) => config_show(&load_config(cli, None, Vec::new())?),
         Some(Command::Config(ConfigCommand::Check { file })) => {
-            let loaded = match load_config(&cli, file.clone(), Vec::new()) {
-                Ok(l) => l,
-                Err(code) => return code,
-            };
-            let c: &Config = &loaded.config;
-            let name = match &loaded.origin {
-                config::Origin::File(p) => p.display().to_string(),
+            config_check(&load_config(cli, file.clone(), Vec::new())?)
+        }
+    })
+}
+
+fn origin_name(loaded: &Loaded) -> String {
+    match &loaded.origin {
+        config::Origin::File(p) => p.display().to_string(),
+        config::Origin::Defaults => "built-in defaults".to_string(),
+    }
+}
+
+fn config_show(loaded: &Loaded) -> ExitCode {
+    match toml::to_string_pretty(&loaded.config) {
+        Ok(text) => {
+            let from = match &loaded.origin {
+                config::Origin::File(p) => format!("{} over the built-in defaults", p.display()),
                 config::Origin::Defaults => "built-in defaults".to_string(),
             };
-            println!(
-                "{name}: ok ({} source, {} instrument(s) x {} timeframe(s), {} strategy {}/{}, {} notification route(s))",
-                c.market.source,
-                c.market.instruments.len(),
-                c.market.timeframes.len(),
-                c.strategy.ma,
-                c.strategy.fast,
-                c.strategy.slow,
-                c.notify.routes.len()
-            );
+            println!("# effective config: {from}, then PIPWATCH_* variables and flags. Secrets are redacted.");
+            let unset = loaded.config.unset_variables();
+            if !unset.is_empty() {
+                println!("# not set in the environment, so empty: {}", unset.join(", "));
+            }
+            println!();
+            print!("{text}");
             ExitCode::SUCCESS
         }
+        Err(e) => fail(FAILED, format!("cannot print the config: {e}")),
     }
 }
 
-fn run_tui(cli: &Cli, theme: Option<String>) -> ExitCode {
-    let data_dir = cli.data_dir.clone().unwrap_or_else(config::default_data_dir);
-    // The console owns the terminal: logs go to a file, never over the screen.
-    logging::init(LogMode::File(data_dir.join("pipwatch.log")), "info,sled=warn");
-    let loaded = match load_config(cli, None, Vec::new()) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fail(FAILED, format!("cannot start the async runtime: {e}")),
-    };
-    match rt.block_on(pipwatch::tui::run(&loaded.config, &data_dir, theme)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(if e.is_bad_input() { BAD_INPUT } else { FAILED }, e),
-    }
+fn config_check(loaded: &Loaded) -> ExitCode {
+    let c: &Config = &loaded.config;
+    println!(
+        "{}: ok ({} source, {} instrument(s) x {} timeframe(s), {} strategy {}/{}, {} notification route(s))",
+        origin_name(loaded),
+        c.market.source,
+        c.market.instruments.len(),
+        c.market.timeframes.len(),
+        c.strategy.ma,
+        c.strategy.fast,
+        c.strategy.slow,
+        c.notify.routes.len()
+    );
+    ExitCode::SUCCESS
 }
 
-fn run_attach(cli: &Cli, args: &pipwatch::cli::AttachArgs) -> ExitCode {
-    // The console owns the terminal: the few logs of attach go to a file.
-    logging::init(LogMode::File(config::default_data_dir().join("attach.log")), "warn");
-    // For the console's theme and keys.
-    let loaded = match load_config(cli, None, Vec::new()) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fail(FAILED, format!("cannot start the async runtime: {e}")),
-    };
-    match rt.block_on(pipwatch::tui::attach(&args.url, args.token.clone(), args.theme.clone(), &loaded.config.console))
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e @ pipwatch::tui::TuiError::Attach(pipwatch::tail::TailError::Url(_))) => fail(BAD_INPUT, e),
-        Err(e) => fail(FAILED, e),
-    }
-}
-
-fn run_tail(args: &pipwatch::cli::TailArgs) -> ExitCode {
+fn run_tail(args: &pipwatch::cli::TailArgs) -> Result<ExitCode, ExitCode> {
     logging::init(LogMode::Plain, "info,sled=warn");
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fail(FAILED, format!("cannot start the async runtime: {e}")),
-    };
     let opts = pipwatch::tail::Options {
         url: args.url.clone(),
         token: args.token.clone(),
         topics: args.topics.clone(),
         instruments: args.instruments.iter().map(|i| i.to_string()).collect(),
     };
-    let result = rt.block_on(async {
+    let result = runtime()?.block_on(async {
         let stop = tokio_util::sync::CancellationToken::new();
-        headless::stop_on_signals(stop.clone(), None);
+        pipwatch::shutdown::on_signals(stop.clone(), None);
         let mut out = std::io::stdout();
         pipwatch::tail::run(&opts, &mut out, stop).await
     });
-    match result {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e @ pipwatch::tail::TailError::Url(_)) => fail(BAD_INPUT, e),
-        Err(pipwatch::tail::TailError::Output(_)) => ExitCode::SUCCESS, // e.g. piped into `head`
-        Err(e) => fail(FAILED, e),
-    }
+    Ok(match result {
+        // A closed stdout (piped into `head`) is a normal end.
+        Err(pipwatch::tail::TailError::Output(_)) => ExitCode::SUCCESS,
+        other => finish(other, |e| matches!(e, pipwatch::tail::TailError::Url(_))),
+    })
 }
 
 fn run_dead(cli: &Cli, cmd: &DeadCommand) -> ExitCode {
@@ -222,7 +214,7 @@ fn run_dead(cli: &Cli, cmd: &DeadCommand) -> ExitCode {
     }
 }
 
-fn run_replay(cli: &Cli, args: &ReplayArgs) -> ExitCode {
+fn run_replay(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode, ExitCode> {
     logging::init(LogMode::Plain, "warn,sled=warn");
     let mut flags = Vec::new();
     if let Some(ma) = args.ma {
@@ -234,10 +226,7 @@ fn run_replay(cli: &Cli, args: &ReplayArgs) -> ExitCode {
             flags.push((format!("strategy.{key}"), toml::Value::Integer(i64::from(v)), format!("--{key} {v}")));
         }
     }
-    let loaded = match load_config(cli, None, flags) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
+    let loaded = load_config(cli, None, flags)?;
     let m = &loaded.config.market;
     let fallback =
         (m.instruments.first().copied(), m.timeframes.first().copied().unwrap_or(pipwatch::types::Timeframe::H4));
@@ -245,7 +234,7 @@ fn run_replay(cli: &Cli, args: &ReplayArgs) -> ExitCode {
     for path in &args.csv {
         match csv::resolve(path, args.instrument, args.timeframe, fallback) {
             Ok(found) => inputs.extend(found),
-            Err(e) => return fail(BAD_INPUT, e),
+            Err(e) => return Err(fail(BAD_INPUT, e)),
         }
     }
     let stderr_tty = std::io::stderr().is_terminal();
@@ -271,12 +260,6 @@ fn run_replay(cli: &Cli, args: &ReplayArgs) -> ExitCode {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    match run.run(&mut out, &mut on_bad) {
-        Ok(summary) => {
-            eprintln!("{summary}");
-            ExitCode::SUCCESS
-        }
-        Err(e @ replay::ReplayError::Csv(_)) => fail(BAD_INPUT, e),
-        Err(e) => fail(FAILED, e),
-    }
+    let result = run.run(&mut out, &mut on_bad).map(|summary| eprintln!("{summary}"));
+    Ok(finish(result, |e| matches!(e, replay::ReplayError::Csv(_))))
 }

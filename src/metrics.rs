@@ -73,6 +73,15 @@ fn new_latency_histogram() -> hdrhistogram::Histogram<u64> {
         .unwrap_or_else(|_| hdrhistogram::Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
+impl Metrics {
+    /// The hub observer that feeds these metrics with every event published
+    /// (see `crate::hub`): counted as they happen, whoever else keeps up.
+    pub fn observer(self: &std::sync::Arc<Self>) -> crate::hub::Observer {
+        let metrics = self.clone();
+        Box::new(move |env: &crate::event::Envelope| metrics.observe(&env.event))
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()

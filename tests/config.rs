@@ -16,6 +16,8 @@ fn opts(file: Option<PathBuf>, env: &[(&str, &str)]) -> LoadOptions {
         env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         source_flag: None,
         flags: Vec::new(),
+        // As the binary loads it: with the notifier's and the console's rules.
+        checks: pipwatch::config_checks(),
     }
 }
 

@@ -47,7 +47,8 @@ impl Rig {
 
     /// As an instance that resumed a data directory: its first seq is `start + 1`.
     async fn start_after(opts: Options, start: u64) -> Rig {
-        let hub = Arc::new(Hub::starting_after(1 << 16, start));
+        let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::starting_after(1 << 16, start).with_observer(metrics.observer()));
         let stop = CancellationToken::new();
         // A notifier without routes: enough for pause/resume.
         let dir = tempfile::tempdir().unwrap();
@@ -57,9 +58,7 @@ impl Rig {
                 .unwrap();
         let handle = notifier.handle();
         std::mem::forget(dir);
-        let h = server::start(opts, hub.clone(), Some(handle.clone()), Arc::new(Metrics::new()), stop.clone())
-            .await
-            .unwrap();
+        let h = server::start(opts, hub.clone(), Some(handle.clone()), metrics, stop.clone()).await.unwrap();
         Rig { hub, addr: h.addr, stop, notifier: Some(handle) }
     }
 

@@ -20,12 +20,20 @@ pub struct LoadOptions {
     pub source_flag: Option<String>,
     /// Other flags that set config keys: (dotted key, value, the flag as typed).
     pub flags: Vec<(String, Value, String)>,
+    /// Rules that other modules own, run after the config's own.
+    pub checks: Vec<Check>,
 }
+
+/// A rule another module owns (the notifier knows what a webhook URL is, the
+/// console knows its themes): the problems it finds, as (dotted key, what is
+/// wrong and how to fix it). The config locates each in the file. The
+/// binary's list is `pipwatch::config_checks`.
+pub type Check = fn(&Config) -> Vec<(String, String)>;
 
 impl LoadOptions {
     /// The process environment and the given file.
     pub fn from_process(file: Option<PathBuf>, source_flag: Option<String>) -> Self {
-        LoadOptions { file, env: std::env::vars().collect(), source_flag, flags: Vec::new() }
+        LoadOptions { file, env: std::env::vars().collect(), source_flag, flags: Vec::new(), checks: Vec::new() }
     }
 }
 
@@ -430,7 +438,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     // default would be judged, not the user's value. The other tables'
     // mistakes are reported in the same run, not one round at a time.
     let before = problems.len();
-    validate(&config, &src, &mut problems, &mut warnings);
+    validate(&config, &src, &opts.checks, &mut problems, &mut warnings);
     let checked = problems.split_off(before);
     problems.extend(checked.into_iter().filter(|p| !stood_in.contains(top_table(&p.key))));
     if problems.is_empty() { Ok(Loaded { config, origin, warnings }) } else { Err(ConfigError::Invalid { problems }) }
@@ -467,7 +475,24 @@ fn check_url(url: &str, path: &str, src: &Source<'_>, problems: &mut Vec<Problem
     }
 }
 
-fn validate(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>, warnings: &mut Vec<String>) {
+/// The rules of every table. Each table's own, in file order of the
+/// tables; `checks` are the rules other modules own (see [`Check`]).
+fn validate(c: &Config, src: &Source<'_>, checks: &[Check], problems: &mut Vec<Problem>, warnings: &mut Vec<String>) {
+    validate_market(c, src, problems);
+    validate_strategy(c, src, problems, warnings);
+    validate_routes(c, src, problems);
+    validate_notify(c, src, problems);
+    validate_server(c, src, problems);
+    validate_health(c, src, problems);
+    validate_console(c, src, problems);
+    for check in checks {
+        for (key, message) in check(c) {
+            problems.push(src.problem(&key, message));
+        }
+    }
+}
+
+fn validate_market(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
     let m = &c.market;
     if m.instruments.is_empty() {
         problems.push(src.problem("market.instruments", "is empty: list at least one instrument, e.g. [\"EUR_USD\"]"));
@@ -510,7 +535,10 @@ fn validate(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>, warnings:
         }
         _ => {}
     }
+}
 
+fn validate_strategy(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>, warnings: &mut Vec<String>) {
+    let m = &c.market;
     check_params(&c.strategy.params(), "strategy", src, problems);
     let set = c.strategy.set();
     for (name, o) in &c.strategy.overrides {
@@ -531,7 +559,9 @@ fn validate(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>, warnings:
             }
         }
     }
+}
 
+fn validate_routes(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
     for (i, r) in c.notify.routes.iter().enumerate() {
         let base = format!("notify.routes[{i}]");
         if r.name.trim().is_empty() {
@@ -539,26 +569,22 @@ fn validate(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>, warnings:
         } else if c.notify.routes[..i].iter().any(|o| o.name == r.name) {
             problems.push(src.problem(&format!("{base}.name"), format!("'{}' is used by another route", r.name)));
         }
-        if r.webhook.is_empty() {
-            if !unset_reported(problems, &format!("{base}.webhook")) {
-                problems.push(src.problem(
+        if r.webhook.is_empty() && !unset_reported(problems, &format!("{base}.webhook")) {
+            problems.push(
+                src.problem(
                     &format!("{base}.webhook"),
                     "is empty: paste the Discord webhook URL or use \"${ENV_NAME}\"",
-                ));
-            }
-        } else if let Err(e) = crate::notify::discord::Webhook::parse(r.webhook.expose()) {
-            // The value is a secret: the message never repeats it.
-            problems.push(src.problem(&format!("{base}.webhook"), format!("the value {e}")));
+                ),
+            );
         }
         if r.events.is_empty() {
             problems.push(src.problem(&format!("{base}.events"), "is empty: list \"signal\", \"alert\" or both"));
         }
     }
+}
 
+fn validate_notify(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
     let n = &c.notify;
-    if let Some(why) = crate::notify::embed::username_problem(&n.username) {
-        problems.push(src.problem("notify.username", why));
-    }
     if n.timeout.0 < std::time::Duration::from_millis(100) {
         problems.push(src.problem("notify.timeout", "must be at least 100ms"));
     }
@@ -578,7 +604,9 @@ fn validate(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>, warnings:
     if n.max_age.0 < n.retry_max.0 {
         problems.push(src.problem("notify.max_age", "must not be shorter than notify.retry_max"));
     }
+}
 
+fn validate_server(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
     match c.server.listen.parse::<SocketAddr>() {
         Err(_) => problems.push(src.problem("server.listen", format!("'{}' is not an address: write IP:PORT, e.g. 127.0.0.1:8787", c.server.listen))),
         Ok(addr) if !addr.ip().is_loopback() && c.server.token.is_empty() => problems.push(src.problem(
@@ -593,6 +621,9 @@ fn validate(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>, warnings:
     if c.server.history == 0 {
         problems.push(src.problem("server.history", "must be at least 1"));
     }
+}
+
+fn validate_health(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
     let h = &c.health;
     if h.sample_every.0 < std::time::Duration::from_millis(100) {
         problems.push(src.problem("health.sample_every", "must be at least 100ms"));
@@ -634,6 +665,12 @@ fn validate(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>, warnings:
             problems.push(src.problem("health.heartbeat_url", "the value is not an http(s) URL"));
         }
     }
+    if h.heartbeat_every.0 < std::time::Duration::from_secs(1) {
+        problems.push(src.problem("health.heartbeat_every", "must be at least 1s"));
+    }
+}
+
+fn validate_console(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
     let keys = c.console.keys.all();
     for (i, (name, key)) in keys.iter().enumerate() {
         let path = format!("console.keys.{name}");
@@ -648,15 +685,6 @@ fn validate(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>, warnings:
                 src.problem(&path, "must be one printable character other than j and k (which move the selection)"),
             ),
         }
-    }
-    if !crate::tui::theme::names().contains(&c.console.theme.as_str()) {
-        problems.push(src.problem(
-            "console.theme",
-            format!("is not a theme: choose one of {}", crate::tui::theme::names().join(", ")),
-        ));
-    }
-    if h.heartbeat_every.0 < std::time::Duration::from_secs(1) {
-        problems.push(src.problem("health.heartbeat_every", "must be at least 1s"));
     }
 }
 

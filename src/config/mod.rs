@@ -511,7 +511,7 @@ impl ConfigError {
 }
 
 mod load;
-pub use load::{LoadOptions, Loaded, load};
+pub use load::{Check, LoadOptions, Loaded, load};
 
 /// The platform data directory, e.g. `~/.local/share/pipwatch`.
 pub fn default_data_dir() -> PathBuf {

@@ -10,6 +10,9 @@
 pub mod discord;
 pub mod embed;
 pub mod limits;
+mod routing;
+
+pub use routing::{SignalRoutes, config_problems};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

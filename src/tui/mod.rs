@@ -1,6 +1,7 @@
-//! The console: the engine, notifier, server and health task run in-process
-//! exactly as in headless (without printing); the screen is a fold of the
-//! hub's events, drawn at most once per frame and only when something changed.
+//! The console: a fold of events drawn at most once per frame and only when
+//! something changed. It is handed a [`Session`] (a feed of events and a
+//! command sender) and never sees what fills it: an instance in this process
+//! or a running one over its WebSocket (see `crate::console`).
 
 pub mod app;
 pub mod grid;
@@ -8,14 +9,12 @@ pub mod remote;
 pub mod theme;
 pub mod ui;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SourceKind};
-use crate::headless::{self, HeadlessError};
 use crate::time::Ts;
 use app::{Action, App};
 use remote::{Command, Incoming};
@@ -29,26 +28,14 @@ const QUOTE_FRAME: Duration = Duration::from_millis(1000);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TuiError {
-    #[error(transparent)]
-    Engine(#[from] HeadlessError),
     #[error("the terminal: {0}")]
     Terminal(#[from] std::io::Error),
-    #[error("the engine stopped unexpectedly: {0}")]
-    Crashed(String),
-    #[error(transparent)]
-    Attach(#[from] crate::tail::TailError),
-}
-
-impl TuiError {
-    pub fn is_bad_input(&self) -> bool {
-        matches!(self, TuiError::Engine(e) if e.is_bad_input())
-    }
 }
 
 /// "ATTACHED 10.0.0.5:8787": the scheme and path of the usual URL add
 /// nothing to a header that is short of room; `wss://` is kept, as it says
 /// the link is encrypted.
-fn attach_label(url: &str) -> String {
+pub fn attach_label(url: &str) -> String {
     let rest = url.strip_prefix("ws://").unwrap_or(url);
     format!("ATTACHED {}", rest.strip_suffix("/ws").unwrap_or(rest))
 }
@@ -61,80 +48,45 @@ pub fn mode_label(c: &Config) -> String {
     }
 }
 
-pub async fn run(config: &Config, data_dir: &Path, theme: Option<String>) -> Result<(), TuiError> {
-    let shutdown = CancellationToken::new();
-    headless::stop_on_signals(shutdown.clone(), None);
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let opts = headless::Options {
-        run_for: None,
-        candles: false,
-        server: true,
-        print: false,
-        shutdown: Some(shutdown.clone()),
-        ready: Some(ready_tx),
-    };
-    let (cfg, dir) = (config.clone(), data_dir.to_path_buf());
-    let mut engine = tokio::spawn(async move { headless::run(&cfg, &dir, opts).await });
-    // Errors before the screen opens (a locked data directory, a taken port)
-    // are printed normally.
-    let ready = match ready_rx.await {
-        Ok(r) => r,
-        Err(_) => {
-            return match engine.await {
-                Ok(Err(e)) => Err(e.into()),
-                Ok(Ok(_)) => Ok(()),
-                Err(e) => Err(TuiError::Crashed(e.to_string())),
-            };
-        }
-    };
-    let (theme, warning) = choose_theme(theme.or_else(|| Some(config.console.theme.clone())));
-    let mut app = App::new(mode_label(config), theme, Ts::now());
-    app.keys = app::KeyMap::from_config(&config.console.keys);
+/// Resolves when what feeds the console has stopped for good (the
+/// in-process engine); the console then closes.
+pub type Done = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Everything a console needs, from either side: where its events come
+/// from and where its commands go. An in-process console and an attached
+/// one differ only in who fills these.
+pub struct Session {
+    /// The header's mode: "DEMO", "ATTACHED host:port"...
+    pub label: String,
+    /// Where to start from until the first events arrive.
+    pub view: crate::view::View,
+    pub incoming: tokio::sync::mpsc::Receiver<Incoming>,
+    pub commands: tokio::sync::mpsc::Sender<Command>,
+    /// Where this instance's server listens, for the footer.
+    pub server: Option<String>,
+    /// The link's state at start (attached consoles).
+    pub link: Option<app::LinkState>,
+    pub done: Option<Done>,
+}
+
+/// Runs the console on the terminal until the user quits, `shutdown`, or
+/// `session.done`.
+pub async fn run(
+    mut session: Session,
+    theme: Option<String>,
+    console: &crate::config::Console,
+    shutdown: &CancellationToken,
+) -> Result<(), TuiError> {
+    let (theme, warning) = choose_theme(theme.or_else(|| Some(console.theme.clone())));
+    let mut app = App::new(session.label.clone(), theme, Ts::now());
+    app.keys = app::KeyMap::from_config(&console.keys);
     app.notice = warning;
-    app.server = ready.server.map(|a| a.to_string());
-    // Where the last run left off and everything published since.
-    let (view, mut rx) = ready.events;
-    app.view = view;
-
-    // The hub's events into the console's input; its commands to the notifier.
-    let (tx, mut incoming) = tokio::sync::mpsc::channel(4096);
-    let forward = tokio::spawn(async move {
-        while let Some(r) = rx.recv().await {
-            let m = match r {
-                crate::hub::Received::Event(env) => Incoming::Event(env),
-                // The console fell behind: it takes the hub's view and goes on from there.
-                crate::hub::Received::Resync { view, .. } => Incoming::Snapshot(view),
-            };
-            if tx.send(m).await.is_err() {
-                return;
-            }
-        }
-    });
-    let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel::<Command>(64);
-    let (notifier, hub) = (ready.notifier.clone(), ready.hub.clone());
-    let commands = tokio::spawn(async move {
-        while let Some(c) = cmd_rx.recv().await {
-            match c {
-                Command::Pause(p) => notifier.set_paused(p),
-                Command::Ack(mut a) => {
-                    a.state = crate::event::AlertState::Acknowledged;
-                    hub.publish(crate::event::Event::Alert(a));
-                }
-            }
-        }
-    });
-
-    let result = with_terminal(&mut app, &mut incoming, &cmd_tx, &shutdown, Some(&mut engine)).await;
-    forward.abort();
-    commands.abort();
-    shutdown.cancel();
-    let engine_result = if engine.is_finished() { None } else { Some(engine.await) };
-    result?;
-    match engine_result {
-        Some(Ok(Err(e))) => Err(e.into()),
-        Some(Err(e)) => Err(TuiError::Crashed(e.to_string())),
-        _ => Ok(()),
+    app.server = session.server.take();
+    app.view = std::mem::take(&mut session.view);
+    if let Some(link) = session.link {
+        app.set_link(link, None);
     }
+    with_terminal(&mut app, &mut session.incoming, &session.commands, shutdown, session.done.take()).await
 }
 
 fn choose_theme(theme: Option<String>) -> (Theme, Option<String>) {
@@ -145,39 +97,12 @@ fn choose_theme(theme: Option<String>) -> (Theme, Option<String>) {
     (theme, warning)
 }
 
-/// `pipwatch attach`: the same console, fed by a running instance.
-pub async fn attach(
-    url: &str,
-    token: Option<String>,
-    theme: Option<String>,
-    console: &crate::config::Console,
-) -> Result<(), TuiError> {
-    let url = &crate::tail::normalize(url)?;
-    let first = remote::connect(url, token.as_deref()).await?;
-    let shutdown = CancellationToken::new();
-    headless::stop_on_signals(shutdown.clone(), None);
-    let (tx, mut incoming) = tokio::sync::mpsc::channel(4096);
-    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(64);
-    let follower = tokio::spawn(remote::follow(first, url.to_string(), token, tx, cmd_rx, shutdown.clone()));
-    let (theme, warning) = choose_theme(theme.or_else(|| Some(console.theme.clone())));
-    let mut app = App::new(attach_label(url), theme, Ts::now());
-    app.keys = app::KeyMap::from_config(&console.keys);
-    app.notice = warning;
-    app.set_link(app::LinkState::Connecting, None);
-    let result = with_terminal(&mut app, &mut incoming, &cmd_tx, &shutdown, None).await;
-    shutdown.cancel();
-    let _ = follower.await;
-    result
-}
-
-type EngineTask = tokio::task::JoinHandle<Result<crate::live::LiveStats, HeadlessError>>;
-
 async fn with_terminal(
     app: &mut App,
     incoming: &mut tokio::sync::mpsc::Receiver<Incoming>,
     commands: &tokio::sync::mpsc::Sender<Command>,
     shutdown: &CancellationToken,
-    engine: Option<&mut EngineTask>,
+    done: Option<Done>,
 ) -> Result<(), TuiError> {
     // A panic anywhere (also in a spawned task) must not leave the terminal
     // raw: ratatui's hook restores it, then ours ends the process.
@@ -187,7 +112,7 @@ async fn with_terminal(
         std::process::exit(1);
     }));
     let mut terminal = ratatui::try_init()?;
-    let result = ui_loop(&mut terminal, app, incoming, commands, shutdown, engine).await;
+    let result = ui_loop(&mut terminal, app, incoming, commands, shutdown, done).await;
     ratatui::restore();
     result
 }
@@ -198,7 +123,7 @@ async fn ui_loop(
     incoming: &mut tokio::sync::mpsc::Receiver<Incoming>,
     commands: &tokio::sync::mpsc::Sender<Command>,
     shutdown: &CancellationToken,
-    mut engine: Option<&mut EngineTask>,
+    mut done: Option<Done>,
 ) -> Result<(), TuiError> {
     let mut keys = crossterm::event::EventStream::new();
     let mut clock = tokio::time::interval(Duration::from_secs(1));
@@ -229,9 +154,9 @@ async fn ui_loop(
             last_draw = Instant::now();
         }
         let next_frame = tokio::time::Instant::from_std(last_draw + budget);
-        let engine_done = async {
-            match engine.as_mut() {
-                Some(e) => Some((&mut **e).await),
+        let feed_done = async {
+            match done.as_mut() {
+                Some(d) => d.await,
                 None => std::future::pending().await,
             }
         };
@@ -311,13 +236,7 @@ async fn ui_loop(
             }
             _ = tokio::time::sleep_until(next_frame), if dirty => {}
             _ = shutdown.cancelled() => return Ok(()),
-            r = engine_done => {
-                return match r {
-                    Some(Ok(Ok(_))) | None => Ok(()),
-                    Some(Ok(Err(e))) => Err(e.into()),
-                    Some(Err(e)) => Err(TuiError::Crashed(e.to_string())),
-                };
-            }
+            _ = feed_done => return Ok(()),
         }
     }
 }
@@ -329,9 +248,11 @@ fn suspend(terminal: &mut ratatui::DefaultTerminal) -> Result<(), TuiError> {
     #[cfg(unix)]
     {
         // SIGTSTP is handled here (to get this far), so only SIGSTOP stops
-        // us. std cannot raise a signal; `kill` does, and we stop until
-        // SIGCONT.
-        let _ = std::process::Command::new("kill").args(["-STOP", &std::process::id().to_string()]).status();
+        // us, until SIGCONT. A failure leaves us running, on the screen taken
+        // again below: nothing is lost.
+        if let Err(e) = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP) {
+            tracing::warn!(error = %e, "could not stop for Ctrl-Z");
+        }
     }
     take_screen(terminal)
 }

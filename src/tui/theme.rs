@@ -150,6 +150,14 @@ impl Theme {
     }
 }
 
+/// The console's rules for its part of a config (see `config::Check`).
+pub fn config_problems(c: &crate::config::Config) -> Vec<(String, String)> {
+    if names().contains(&c.console.theme.as_str()) {
+        return Vec::new();
+    }
+    vec![("console.theme".into(), format!("is not a theme: choose one of {}", names().join(", ")))]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

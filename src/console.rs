@@ -1,0 +1,149 @@
+//! The console's two feeds: an instance in this process (`pipwatch`,
+//! `pipwatch tui`) or a running one over its WebSocket (`pipwatch attach`).
+//! Each fills a `tui::Session`; the console itself cannot tell them apart.
+
+use std::path::Path;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::control::{self, Control};
+use crate::hub::Received;
+use crate::instance::{Instance, InstanceError};
+use crate::tui::remote::{self, Command, Incoming};
+use crate::tui::{self, Session, TuiError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    #[error(transparent)]
+    Tui(#[from] TuiError),
+    #[error(transparent)]
+    Attach(#[from] crate::tail::TailError),
+}
+
+impl ConsoleError {
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            ConsoleError::Instance(e) => e.is_bad_input(),
+            ConsoleError::Attach(crate::tail::TailError::Url(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The console's commands, carried out by the instance's command path.
+fn command(c: Command) -> control::Command {
+    match c {
+        Command::Pause(true) => control::Command::Pause,
+        Command::Pause(false) => control::Command::Resume,
+        Command::Ack(a) => control::Command::Ack { alert: a.id },
+    }
+}
+
+/// The console over an instance running in this process.
+pub async fn local(config: &Config, data_dir: &Path, theme: Option<String>) -> Result<(), ConsoleError> {
+    // Errors before the screen opens (a locked data directory, a taken port)
+    // are printed normally.
+    let opts = crate::instance::Options { server: true, server_optional: true };
+    let mut instance = Instance::start(config, data_dir, opts).await?;
+    let shutdown = CancellationToken::new();
+    crate::shutdown::on_signals(shutdown.clone(), None);
+    let Some((view, mut events)) = instance.take_feed() else {
+        // A fresh instance always has its feed; nothing to show without it.
+        return Ok(instance.run(shutdown).await.map(|_| ())?);
+    };
+    let server = instance.server_addr().map(|a| a.to_string());
+    let control = instance.control();
+
+    // The hub's events into the console's input.
+    let (tx, incoming) = mpsc::channel(4096);
+    let forward = tokio::spawn(async move {
+        while let Some(r) = events.recv().await {
+            let m = match r {
+                Received::Event(env) => Incoming::Event(env),
+                // The console fell behind: it takes the hub's view and goes on from there.
+                Received::Resync { view, .. } => Incoming::Snapshot(view),
+            };
+            if tx.send(m).await.is_err() {
+                return;
+            }
+        }
+    });
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
+    let commands = tokio::spawn(carry_out(control, cmd_rx));
+    let mut engine = tokio::spawn(instance.run(shutdown.clone()));
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+    let session = Session {
+        label: tui::mode_label(config),
+        view,
+        incoming,
+        commands: cmd_tx,
+        server,
+        link: None,
+        done: Some(Box::pin(async move {
+            let _ = ended_rx.await;
+        })),
+    };
+    // The console closes when the engine ends on its own (an error).
+    let watch = async {
+        let r = (&mut engine).await;
+        let _ = ended_tx.send(());
+        r
+    };
+    let console = tui::run(session, theme, &config.console, &shutdown);
+    let (shown, ended) = tokio::join!(
+        async {
+            let r = console.await;
+            shutdown.cancel();
+            r
+        },
+        watch
+    );
+    forward.abort();
+    commands.abort();
+    let stats = ended.map_err(|e| InstanceError::Crashed(e.to_string()))?;
+    shown?;
+    stats?;
+    Ok(())
+}
+
+async fn carry_out(control: Control, mut commands: mpsc::Receiver<Command>) {
+    while let Some(c) = commands.recv().await {
+        let c = command(c);
+        if let Err(e) = control.apply(&c) {
+            tracing::warn!(op = c.op(), error = %e, "a console command was refused");
+        }
+    }
+}
+
+/// `pipwatch attach`: the same console, fed by a running instance.
+pub async fn attach(
+    url: &str,
+    token: Option<String>,
+    theme: Option<String>,
+    console: &crate::config::Console,
+) -> Result<(), ConsoleError> {
+    let url = &crate::tail::normalize(url)?;
+    let first = remote::connect(url, token.as_deref()).await?;
+    let shutdown = CancellationToken::new();
+    crate::shutdown::on_signals(shutdown.clone(), None);
+    let (tx, incoming) = mpsc::channel(4096);
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let follower = tokio::spawn(remote::follow(first, url.to_string(), token, tx, cmd_rx, shutdown.clone()));
+    let session = Session {
+        label: tui::attach_label(url),
+        view: Default::default(),
+        incoming,
+        commands: cmd_tx,
+        server: None,
+        link: Some(tui::app::LinkState::Connecting),
+        done: None,
+    };
+    let result = tui::run(session, theme, console, &shutdown).await;
+    shutdown.cancel();
+    let _ = follower.await;
+    Ok(result?)
+}
