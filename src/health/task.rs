@@ -209,26 +209,245 @@ pub fn run(ctx: Ctx, shutdown: CancellationToken) -> impl std::future::Future<Ou
     run_with(ctx, rx, shutdown)
 }
 
+/// The checks' state between samples.
+struct Checks<'a> {
+    ctx: &'a Ctx,
+    engine: AlertEngine,
+    lasting: HashSet<&'static str>,
+    failures: Failures,
+    latency_since: Instant,
+    started: Ts,
+    /// When each series' last candle arrived, by the wall clock.
+    last_candle: HashMap<SeriesKey, Ts>,
+    /// The hub's events folded, for the feed's state and the watchdog.
+    view: View,
+}
+
+impl Checks<'_> {
+    fn take(&mut self, r: Received) {
+        match r {
+            Received::Event(env) => {
+                match &env.event {
+                    Event::Candle(c) => {
+                        self.last_candle.insert(SeriesKey::new(c.instrument, c.timeframe), Ts::now());
+                    }
+                    Event::Alert(a) => acknowledged(self.ctx, &self.lasting, &self.engine, a),
+                    _ => {}
+                }
+                self.view.apply(&env);
+            }
+            Received::Resync { missed, view: fresh } => {
+                tracing::debug!(missed, "the health checks fell behind the hub; resynced");
+                // What the missed events would have told: which series had a
+                // candle, and which alerts were acknowledged.
+                for p in &fresh.pairs {
+                    let before = self.view.pairs.iter().find(|q| q.key() == p.key()).and_then(|q| q.candle);
+                    if p.candle.map(|c| c.time) != before.map(|c| c.time) {
+                        self.last_candle.insert(p.key(), Ts::now());
+                    }
+                }
+                for a in &fresh.alerts {
+                    acknowledged(self.ctx, &self.lasting, &self.engine, a);
+                }
+                self.view = *fresh;
+            }
+        }
+    }
+
+    /// Every threshold against one system sample: the alerts to raise, and
+    /// the health event.
+    fn sample(&mut self, sys: crate::event::SystemSample) -> (Vec<Alert>, HealthSample) {
+        let h = &self.ctx.health;
+        let now = Ts::now();
+        let inst = Instant::now();
+        let reset = inst.duration_since(self.latency_since) >= LATENCY_WINDOW;
+        if reset {
+            self.latency_since = inst;
+        }
+        let latency = self.ctx.metrics.latency(reset);
+        let mut alerts = Vec::new();
+        let engine = &mut self.engine;
+        let mut check = |d: &Describe<'_>, value: f64, limits: Limits| {
+            if let Some(a) = engine.check(d, value, limits, inst, now) {
+                alerts.push(a);
+            }
+        };
+        let pct = |s: Severity, l: Limits| pct_shown(if s == Severity::Critical { l.critical } else { l.warning });
+        for (name, title, value, limits) in [
+            ("cpu", "CPU use", f64::from(sys.cpu), Limits { warning: h.cpu_warning, critical: h.cpu_critical }),
+            (
+                "memory",
+                "memory use",
+                sys.memory_pct(),
+                Limits { warning: h.memory_warning, critical: h.memory_critical },
+            ),
+            (
+                "disk",
+                "the data directory's disk",
+                sys.disk_pct(),
+                Limits { warning: h.disk_warning, critical: h.disk_critical },
+            ),
+        ] {
+            let d = Describe { check: name, title, shown: pct_shown(value), limit_shown: &|s| pct(s, limits) };
+            check(&d, value, limits);
+        }
+        let (stale, market_open) = feed_checks(self.ctx, &self.view, &self.last_candle, self.started, now, &mut check);
+        if let Some(n) = &self.ctx.notifier
+            && let Ok(q) = n.status()
+            && !q.routes.is_empty()
+        {
+            let (sent, failed) = sent_failed(&q);
+            queue_checks(h, &q, self.failures.rate(inst, sent, failed), &mut check);
+        }
+        let limits = Limits {
+            warning: h.latency_p95_warning.0.as_secs_f64() * 1000.0,
+            critical: h.latency_p95_critical.0.as_secs_f64() * 1000.0,
+        };
+        let lim =
+            |s: Severity| format!("{} ms", if s == Severity::Critical { limits.critical } else { limits.warning });
+        let shown = format!("{:.1} ms", latency.p95);
+        check(
+            &Describe { check: "latency_p95", title: "signal latency (p95)", shown, limit_shown: &lim },
+            latency.p95,
+            limits,
+        );
+        let ws_clients = self.ctx.metrics.ws_clients();
+        (alerts, HealthSample { time: now, system: sys, latency, ws_clients, market_open, stale })
+    }
+}
+
+fn sent_failed(q: &crate::event::QueueStatus) -> (u64, u64) {
+    q.routes.iter().fold((0, 0), |(s, f), r| (s + r.sent, f + r.failed))
+}
+
+/// Feed staleness, per series, knowing the FX week: the stale series, and
+/// whether the market is open.
+fn feed_checks(
+    ctx: &Ctx,
+    view: &View,
+    last_candle: &HashMap<SeriesKey, Ts>,
+    started: Ts,
+    now: Ts,
+    check: &mut impl FnMut(&Describe<'_>, f64, Limits),
+) -> (Vec<Stale>, bool) {
+    let h = &ctx.health;
+    let feed_active = matches!(view.feed.as_ref().map(|f| f.state), Some(FeedState::Live | FeedState::Retrying));
+    let limits = Limits {
+        warning: h.stale_warning.0.as_secs_f64().max(1.0),
+        critical: h.stale_critical.0.as_secs_f64().max(1.0),
+    };
+    let lim = |s: Severity| format!("{}s", if s == Severity::Critical { limits.critical } else { limits.warning });
+    let mut stale = Vec::new();
+    let mut market_open = true;
+    for key in &ctx.series {
+        let last = last_candle.get(key).copied().unwrap_or(started);
+        let over = if feed_active { overdue(ctx.pace, *key, last, now) } else { Some(i64::MIN) };
+        if over.is_none() {
+            market_open = false;
+        }
+        let secs = over.unwrap_or(i64::MIN).max(0) as f64;
+        if secs >= limits.warning {
+            stale.push(Stale { instrument: key.instrument, timeframe: key.timeframe, overdue_secs: secs as u64 });
+        }
+        let name = format!("feed:{}:{}", key.instrument, key.timeframe);
+        let title = format!("{} {} candles", key.instrument, key.timeframe);
+        let shown = format!("{}s overdue", secs as u64);
+        check(&Describe { check: &name, title: &title, shown, limit_shown: &lim }, secs, limits);
+    }
+    (stale, market_open)
+}
+
+/// The notification queue: its depth, its oldest entry, its failure rate.
+fn queue_checks(
+    h: &config::Health,
+    q: &crate::event::QueueStatus,
+    rate: f64,
+    check: &mut impl FnMut(&Describe<'_>, f64, Limits),
+) {
+    let depth = q.depth.total() as f64;
+    let limits = Limits { warning: h.queue_warning as f64, critical: h.queue_critical as f64 };
+    let lim = |s: Severity| format!("{}", if s == Severity::Critical { limits.critical } else { limits.warning });
+    let d = Describe { check: "queue", title: "notifications waiting", shown: format!("{depth}"), limit_shown: &lim };
+    check(&d, depth, limits);
+    let oldest = q.routes.iter().filter_map(|r| r.oldest_pending_secs).max().unwrap_or(0) as f64;
+    let limits = Limits {
+        warning: h.oldest_pending_warning.0.as_secs_f64(),
+        critical: h.oldest_pending_critical.0.as_secs_f64(),
+    };
+    let lim = |s: Severity| format!("{}s", if s == Severity::Critical { limits.critical } else { limits.warning });
+    let title = "the oldest waiting notification";
+    check(
+        &Describe { check: "oldest_pending", title, shown: format!("{oldest}s old"), limit_shown: &lim },
+        oldest,
+        limits,
+    );
+    let limits = Limits { warning: h.failure_rate_warning, critical: h.failure_rate_critical };
+    let lim = |s: Severity| pct_shown(100.0 * if s == Severity::Critical { limits.critical } else { limits.warning });
+    let d = Describe {
+        check: "failure_rate",
+        title: "notification failures",
+        shown: pct_shown(rate * 100.0),
+        limit_shown: &lim,
+    };
+    check(&d, rate, limits);
+}
+
+/// The heartbeat URL: a dead-man's switch, so silence is the alarm.
+struct Heartbeat {
+    url: String,
+    http: reqwest::Client,
+    failing: bool,
+}
+
+impl Heartbeat {
+    fn new(h: &config::Health) -> Option<Heartbeat> {
+        if h.heartbeat_url.is_empty() {
+            return None;
+        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().ok()?;
+        Some(Heartbeat { url: h.heartbeat_url.expose().to_string(), http, failing: false })
+    }
+
+    async fn beat(&mut self) {
+        match self.http.get(self.url.as_str()).send().await.and_then(|r| r.error_for_status()) {
+            Ok(_) => {
+                if self.failing {
+                    tracing::info!("the heartbeat URL answers again");
+                }
+                self.failing = false;
+            }
+            Err(e) => {
+                if !self.failing {
+                    // The URL may carry a secret: never log it.
+                    tracing::warn!(error = %crate::net::describe(e), "the heartbeat ping failed; retrying at the next beat");
+                }
+                self.failing = true;
+            }
+        }
+    }
+}
+
 async fn run_with(ctx: Ctx, mut rx: crate::hub::Subscription, shutdown: CancellationToken) {
     let h = &ctx.health;
-    let mut view = View::default();
-    let started = Ts::now();
-    let mut last_candle: HashMap<SeriesKey, Ts> = HashMap::new();
-    let mut engine = AlertEngine::new(Rules { sustain: h.sustain.0, cooldown: h.cooldown.0, hysteresis: 0.05 });
+    let mut checks = Checks {
+        ctx: &ctx,
+        engine: AlertEngine::new(Rules { sustain: h.sustain.0, cooldown: h.cooldown.0, hysteresis: 0.05 }),
+        lasting: lasting_checks(&ctx),
+        failures: Failures { window: VecDeque::new() },
+        latency_since: Instant::now(),
+        started: Ts::now(),
+        last_candle: HashMap::new(),
+        view: View::default(),
+    };
     let sampler = Arc::new(Mutex::new(Sampler::new(&ctx.data_dir)));
-    let mut failures = Failures { window: VecDeque::new() };
-    let mut latency_since = Instant::now();
     // The first sample after one interval: CPU use is a difference of two readings.
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + h.sample_every.0, h.sample_every.0);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beat = tokio::time::interval(h.heartbeat_every.0);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let heartbeat = (!h.heartbeat_url.is_empty()).then(|| h.heartbeat_url.expose().to_string());
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().ok();
-    let mut heartbeat_failing = false;
-    let lasting = lasting_checks(&ctx);
+    let mut heartbeat = Heartbeat::new(h);
     if let Some(store) = &ctx.store {
-        restore_alerts(&ctx, store, &lasting, &mut engine);
+        restore_alerts(&ctx, store, &checks.lasting, &mut checks.engine);
     }
     let mut watchdog_usec = 0u64;
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
@@ -236,31 +455,7 @@ async fn run_with(ctx: Ctx, mut rx: crate::hub::Subscription, shutdown: Cancella
     loop {
         tokio::select! {
             r = rx.recv() => match r {
-                Some(Received::Event(env)) => {
-                    match &env.event {
-                        Event::Candle(c) => {
-                            last_candle.insert(SeriesKey::new(c.instrument, c.timeframe), Ts::now());
-                        }
-                        Event::Alert(a) => acknowledged(&ctx, &lasting, &engine, a),
-                        _ => {}
-                    }
-                    view.apply(&env);
-                }
-                Some(Received::Resync { missed, view: fresh }) => {
-                    tracing::debug!(missed, "the health checks fell behind the hub; resynced");
-                    // What the missed events would have told: which series
-                    // had a candle, and which alerts were acknowledged.
-                    for p in &fresh.pairs {
-                        let before = view.pairs.iter().find(|q| q.key() == p.key()).and_then(|q| q.candle.map(|c| c.time));
-                        if p.candle.map(|c| c.time) != before {
-                            last_candle.insert(p.key(), Ts::now());
-                        }
-                    }
-                    for a in &fresh.alerts {
-                        acknowledged(&ctx, &lasting, &engine, a);
-                    }
-                    view = *fresh;
-                }
+                Some(r) => checks.take(r),
                 None => return,
             },
             _ = tick.tick() => {
@@ -272,103 +467,23 @@ async fn run_with(ctx: Ctx, mut rx: crate::hub::Subscription, shutdown: Cancella
                         continue;
                     }
                 };
-                let now = Ts::now();
-                let inst = Instant::now();
-                let reset = inst.duration_since(latency_since) >= LATENCY_WINDOW;
-                if reset {
-                    latency_since = inst;
-                }
-                let latency = ctx.metrics.latency(reset);
-                let mut alerts = Vec::new();
-                let mut check = |d: &Describe<'_>, value: f64, limits: Limits| {
-                    if let Some(a) = engine.check(d, value, limits, inst, now) {
-                        alerts.push(a);
-                    }
-                };
-                let pct = |s: Severity, l: Limits| pct_shown(if s == Severity::Critical { l.critical } else { l.warning });
-
-                let cpu = Limits { warning: h.cpu_warning, critical: h.cpu_critical };
-                check(&Describe { check: "cpu", title: "CPU use", shown: pct_shown(f64::from(sys.cpu)), limit_shown: &|s| pct(s, cpu) }, f64::from(sys.cpu), cpu);
-                let mem = Limits { warning: h.memory_warning, critical: h.memory_critical };
-                check(&Describe { check: "memory", title: "memory use", shown: pct_shown(sys.memory_pct()), limit_shown: &|s| pct(s, mem) }, sys.memory_pct(), mem);
-                let disk = Limits { warning: h.disk_warning, critical: h.disk_critical };
-                check(&Describe { check: "disk", title: "the data directory's disk", shown: pct_shown(sys.disk_pct()), limit_shown: &|s| pct(s, disk) }, sys.disk_pct(), disk);
-
-                // Feed staleness, per series, knowing the FX week.
-                let feed_active = matches!(view.feed.as_ref().map(|f| f.state), Some(FeedState::Live | FeedState::Retrying));
-                let mut stale = Vec::new();
-                let mut market_open = true;
-                for key in &ctx.series {
-                    let name = format!("feed:{}:{}", key.instrument, key.timeframe);
-                    let last = last_candle.get(key).copied().unwrap_or(started);
-                    let over = if feed_active { overdue(ctx.pace, *key, last, now) } else { Some(i64::MIN) };
-                    if over.is_none() {
-                        market_open = false;
-                    }
-                    let secs = over.unwrap_or(i64::MIN).max(0) as f64;
-                    let limits = Limits { warning: h.stale_warning.0.as_secs_f64().max(1.0), critical: h.stale_critical.0.as_secs_f64().max(1.0) };
-                    if secs >= limits.warning {
-                        stale.push(Stale { instrument: key.instrument, timeframe: key.timeframe, overdue_secs: secs as u64 });
-                    }
-                    let title = format!("{} {} candles", key.instrument, key.timeframe);
-                    let shown = format!("{}s overdue", secs as u64);
-                    let lim = |s: Severity| format!("{}s", if s == Severity::Critical { limits.critical } else { limits.warning });
-                    check(&Describe { check: &name, title: &title, shown, limit_shown: &lim }, secs, limits);
-                }
-
-                if let Some(n) = &ctx.notifier
-                    && let Ok(q) = n.status()
-                    && !q.routes.is_empty()
-                {
-                    let depth = q.depth.total() as f64;
-                    let limits = Limits { warning: h.queue_warning as f64, critical: h.queue_critical as f64 };
-                    let lim = |s: Severity| format!("{}", if s == Severity::Critical { limits.critical } else { limits.warning });
-                    check(&Describe { check: "queue", title: "notifications waiting", shown: format!("{depth}"), limit_shown: &lim }, depth, limits);
-                    let oldest = q.routes.iter().filter_map(|r| r.oldest_pending_secs).max().unwrap_or(0) as f64;
-                    let limits = Limits { warning: h.oldest_pending_warning.0.as_secs_f64(), critical: h.oldest_pending_critical.0.as_secs_f64() };
-                    let lim = |s: Severity| format!("{}s", if s == Severity::Critical { limits.critical } else { limits.warning });
-                    check(&Describe { check: "oldest_pending", title: "the oldest waiting notification", shown: format!("{oldest}s old"), limit_shown: &lim }, oldest, limits);
-                    let (sent, failed) = q.routes.iter().fold((0, 0), |(s, f), r| (s + r.sent, f + r.failed));
-                    let rate = failures.rate(inst, sent, failed);
-                    let limits = Limits { warning: h.failure_rate_warning, critical: h.failure_rate_critical };
-                    let lim = |s: Severity| pct_shown(100.0 * if s == Severity::Critical { limits.critical } else { limits.warning });
-                    check(&Describe { check: "failure_rate", title: "notification failures", shown: pct_shown(rate * 100.0), limit_shown: &lim }, rate, limits);
-                }
-                let limits = Limits { warning: h.latency_p95_warning.0.as_secs_f64() * 1000.0, critical: h.latency_p95_critical.0.as_secs_f64() * 1000.0 };
-                let lim = |s: Severity| format!("{} ms", if s == Severity::Critical { limits.critical } else { limits.warning });
-                check(&Describe { check: "latency_p95", title: "signal latency (p95)", shown: format!("{:.1} ms", latency.p95), limit_shown: &lim }, latency.p95, limits);
-
+                let (alerts, sample) = checks.sample(sys);
                 for a in alerts {
                     // Written before the raise, whose flush makes it durable.
-                    keep(&ctx, &lasting, &a);
+                    keep(&ctx, &checks.lasting, &a);
                     raise(&ctx, a).await;
                 }
-                let sample = HealthSample { time: now, system: sys, latency, ws_clients: ctx.metrics.ws_clients(), market_open, stale };
                 ctx.hub.publish(Event::Health(sample));
-                if watchdog && evaluate(&view).status != Status::Unhealthy {
+                if watchdog && evaluate(&checks.view).status != Status::Unhealthy {
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
                 }
             }
             _ = beat.tick(), if heartbeat.is_some() => {
-                let (Some(url), Some(http)) = (&heartbeat, &http) else { continue };
-                // A dead-man's switch: silence is the alarm, so only a healthy pipwatch pings.
-                if evaluate(&view).status == Status::Unhealthy {
-                    continue;
-                }
-                match http.get(url.as_str()).send().await.and_then(|r| r.error_for_status()) {
-                    Ok(_) => {
-                        if heartbeat_failing {
-                            tracing::info!("the heartbeat URL answers again");
-                        }
-                        heartbeat_failing = false;
-                    }
-                    Err(e) => {
-                        if !heartbeat_failing {
-                            // The URL may carry a secret: never log it.
-                            tracing::warn!(error = %crate::net::describe(e), "the heartbeat ping failed; retrying at the next beat");
-                        }
-                        heartbeat_failing = true;
-                    }
+                // Only a healthy pipwatch pings.
+                if let Some(hb) = heartbeat.as_mut()
+                    && evaluate(&checks.view).status != Status::Unhealthy
+                {
+                    hb.beat().await;
                 }
             }
             _ = shutdown.cancelled() => return,
