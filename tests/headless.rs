@@ -259,7 +259,7 @@ fn sigterm_stops_cleanly_and_a_second_instance_is_refused() {
     let data = dir.path().join("data");
     let mut cmd = pipwatch_std();
     cmd.args(["headless", "--data-dir"]).arg(&data).arg("-c").arg(&cfg);
-    let (mut child, mut stderr) = started(cmd);
+    let mut run = started(cmd);
 
     let second = pipwatch().args(["headless", "--for", "1s", "--data-dir"]).arg(&data).output().unwrap();
     assert_eq!(second.status.code(), Some(1));
@@ -273,19 +273,11 @@ fn sigterm_stops_cleanly_and_a_second_instance_is_refused() {
     assert!(msg.contains(&format!("the data directory {} is in use by a running pipwatch", data.display())), "{msg}");
     assert!(msg.contains("Stop that instance") && !msg.contains("--data-dir"), "{msg}");
 
-    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill").args(["-TERM", &run.child.id().to_string()]).status().unwrap();
     assert!(status.success());
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "SIGTERM did not stop headless");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = exit_within(&mut run.child, Duration::from_secs(10)).expect("SIGTERM did not stop headless");
     assert!(exit.success(), "{exit:?}");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let rest = run.rest();
     assert!(rest.contains("terminated; stopping") && rest.contains("engine stopped"), "{rest}");
 }
 
@@ -407,16 +399,68 @@ fn a_csv_feed_gives_replays_signals_and_skips_what_was_applied() {
 }
 
 /// Starts headless from `cmd` and returns it once its engine runs, with its stderr.
-fn started(mut cmd: std::process::Command) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !line.contains("engine started") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0 && Instant::now() < deadline, "headless did not start");
+/// A headless child that is killed if the test fails before it stops it:
+/// a failing test must never leave a process running. Its stderr lines
+/// arrive on a channel, so that waiting for one has a real deadline.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    (child, stderr)
+}
+
+impl Running {
+    /// Everything it wrote to stderr after what was read, once it has exited.
+    fn rest(&mut self) -> String {
+        let mut rest = String::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
+            rest.push_str(&line);
+        }
+        rest
+    }
+}
+
+/// Spawns `cmd` with SIGHUP at its default (whatever the test runner's is:
+/// under `nohup` it is ignored, and a child would inherit that) and waits,
+/// at most 20 s, until its engine has started.
+fn started(mut cmd: std::process::Command) -> Running {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send(line + "\n").is_err() {
+                return;
+            }
+        }
+    });
+    let run = Running { child, lines };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match run.lines.recv_timeout(left) {
+            Ok(line) if line.contains("engine started") => return run,
+            Ok(_) => {}
+            // The guard kills it on the way out.
+            Err(e) => panic!("headless did not start within 20 s: {e}"),
+        }
+    }
 }
 
 fn exit_within(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -442,12 +486,11 @@ fn a_hangup_stops_cleanly_unless_nohup_ignores_it() {
 
     let mut cmd = pipwatch_std();
     cmd.args(["headless", "--data-dir"]).arg(dir.path().join("a")).arg("-c").arg(&cfg);
-    let (mut child, mut stderr) = started(cmd);
-    kill(&child, "-HUP");
-    let exit = exit_within(&mut child, Duration::from_secs(10)).expect("SIGHUP did not stop headless");
+    let mut run = started(cmd);
+    kill(&run.child, "-HUP");
+    let exit = exit_within(&mut run.child, Duration::from_secs(10)).expect("SIGHUP did not stop headless");
     assert!(exit.success(), "{exit:?}");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let rest = run.rest();
     assert!(rest.contains("the terminal hung up (SIGHUP); stopping") && rest.contains("engine stopped"), "{rest}");
 
     let mut cmd = std::process::Command::new("nohup");
@@ -460,10 +503,10 @@ fn a_hangup_stops_cleanly_unless_nohup_ignores_it() {
         .arg(dir.path().join("b"))
         .arg("-c")
         .arg(&cfg);
-    let (mut child, _stderr) = started(cmd);
-    kill(&child, "-HUP");
-    assert_eq!(exit_within(&mut child, Duration::from_secs(2)), None, "nohup's ignored hangup stopped it");
-    kill(&child, "-TERM");
-    let exit = exit_within(&mut child, Duration::from_secs(10)).expect("SIGTERM did not stop headless");
+    let mut run = started(cmd);
+    kill(&run.child, "-HUP");
+    assert_eq!(exit_within(&mut run.child, Duration::from_secs(2)), None, "nohup's ignored hangup stopped it");
+    kill(&run.child, "-TERM");
+    let exit = exit_within(&mut run.child, Duration::from_secs(10)).expect("SIGTERM did not stop headless");
     assert!(exit.success(), "{exit:?}");
 }
