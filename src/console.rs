@@ -51,27 +51,14 @@ pub async fn local(config: &Config, data_dir: &Path, theme: Option<String>) -> R
     let mut instance = Instance::start(config, data_dir, opts).await?;
     let shutdown = CancellationToken::new();
     crate::shutdown::on_signals(shutdown.clone(), None);
-    let Some((view, mut events)) = instance.take_feed() else {
+    let Some((view, events)) = instance.take_feed() else {
         // A fresh instance always has its feed; nothing to show without it.
         return Ok(instance.run(shutdown).await.map(|_| ())?);
     };
     let server = instance.server_addr().map(|a| a.to_string());
     let control = instance.control();
 
-    // The hub's events into the console's input.
-    let (tx, incoming) = mpsc::channel(4096);
-    let forward = tokio::spawn(async move {
-        while let Some(r) = events.recv().await {
-            let m = match r {
-                Received::Event(env) => Incoming::Event(env),
-                // The console fell behind: it takes the hub's view and goes on from there.
-                Received::Resync { view, .. } => Incoming::Snapshot(view),
-            };
-            if tx.send(m).await.is_err() {
-                return;
-            }
-        }
-    });
+    let (incoming, forward) = forward(events, 4096);
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
     let commands = tokio::spawn(carry_out(control, cmd_rx));
     let mut engine = tokio::spawn(instance.run(shutdown.clone()));
@@ -108,6 +95,28 @@ pub async fn local(config: &Config, data_dir: &Path, theme: Option<String>) -> R
     shown?;
     stats?;
     Ok(())
+}
+
+/// The hub's events as the console's input, through a channel of
+/// `capacity`: a console that falls behind makes the hub subscription lag,
+/// and is then handed the hub's view (`Incoming::Snapshot`) and what follows.
+pub fn forward(
+    mut events: crate::hub::Subscription,
+    capacity: usize,
+) -> (mpsc::Receiver<Incoming>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let task = tokio::spawn(async move {
+        while let Some(r) = events.recv().await {
+            let m = match r {
+                Received::Event(env) => Incoming::Event(env),
+                Received::Resync { view, .. } => Incoming::Snapshot(view),
+            };
+            if tx.send(m).await.is_err() {
+                return;
+            }
+        }
+    });
+    (rx, task)
 }
 
 async fn carry_out(control: Control, mut commands: mpsc::Receiver<Command>) {

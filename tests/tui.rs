@@ -862,3 +862,35 @@ fn the_console_starts_where_the_last_run_left_off() {
     tmux(&["send-keys", "-t", &session, "Enter"]);
     wait_for_pane(&session, &["EUR_USD H1 — last 120 candles ", &row.1, "Esc: back"], "");
 }
+
+/// The in-process console's feed, stalled while the engine publishes far
+/// more than the hub keeps for it: once it reads again it is handed the
+/// hub's view and what follows, and ends equal to the hub, not with a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_console_that_falls_behind_ends_with_the_hubs_view() {
+    use pipwatch::tui::remote::Incoming;
+    let hub = std::sync::Arc::new(pipwatch::hub::Hub::new(8));
+    let (start, subscription) = hub.subscribe_with_view();
+    let (mut rx, forward) = pipwatch::console::forward(subscription, 2);
+    let mut console = app("dark");
+    console.view = start;
+    // The console reads nothing meanwhile: its channel (2) and the hub's (8) overflow.
+    for e in events().iter().cycle().take(500) {
+        hub.publish(e.clone());
+    }
+    let mut snapshots = 0;
+    while console.view.seq < hub.last() {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap() {
+            Incoming::Event(env) => console.apply(&env),
+            Incoming::Snapshot(v) => {
+                snapshots += 1;
+                console.view = *v;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    forward.abort();
+    assert!(snapshots > 0, "the console must have fallen behind for this test to mean anything");
+    assert_eq!(console.view, hub.snapshot());
+    assert_eq!(console.view.seq, 500);
+}
