@@ -176,36 +176,13 @@ async fn ui_loop(
             }
             ev = keys.next() => match ev {
                 Some(Ok(crossterm::event::Event::Key(k))) if k.kind == crossterm::event::KeyEventKind::Press => {
-                    let ctrl = k.modifiers.contains(crossterm::event::KeyModifiers::CONTROL);
-                    match app.key(k.code, ctrl) {
-                        Action::Quit => return Ok(()),
-                        Action::Redraw => {
+                    match on_key(terminal, app, k, commands).await? {
+                        Flow::Quit => return Ok(()),
+                        Flow::Draw { now } => {
                             dirty = true;
-                            urgent = true;
+                            urgent |= now;
                         }
-                        // Not queued for later: a pause or an ack that lands
-                        // minutes after the key would surprise.
-                        Action::Pause(_) | Action::Ack(_) if app.link_down() => {
-                            app.notice = Some(app::NOT_CONNECTED.into());
-                            dirty = true;
-                            urgent = true;
-                        }
-                        Action::Pause(p) => {
-                            let _ = commands.send(Command::Pause(p)).await;
-                            dirty = true;
-                            urgent = true;
-                        }
-                        Action::Ack(alerts) => {
-                            for a in alerts {
-                                let _ = commands.send(Command::Ack(a)).await;
-                            }
-                        }
-                        Action::Suspend => {
-                            suspend(terminal)?;
-                            dirty = true;
-                            urgent = true;
-                        }
-                        Action::None => {}
+                        Flow::Nothing => {}
                     }
                 }
                 Some(Ok(crossterm::event::Event::Resize(..))) => {
@@ -239,6 +216,50 @@ async fn ui_loop(
             _ = feed_done => return Ok(()),
         }
     }
+}
+
+/// What the loop does after a key.
+enum Flow {
+    Quit,
+    /// Draw again; `now`: the user is waiting for this frame.
+    Draw {
+        now: bool,
+    },
+    Nothing,
+}
+
+async fn on_key(
+    terminal: &mut ratatui::DefaultTerminal,
+    app: &mut App,
+    k: crossterm::event::KeyEvent,
+    commands: &tokio::sync::mpsc::Sender<Command>,
+) -> Result<Flow, TuiError> {
+    let ctrl = k.modifiers.contains(crossterm::event::KeyModifiers::CONTROL);
+    Ok(match app.key(k.code, ctrl) {
+        Action::Quit => Flow::Quit,
+        Action::Redraw => Flow::Draw { now: true },
+        // Not queued for later: a pause or an ack that lands minutes after
+        // the key would surprise.
+        Action::Pause(_) | Action::Ack(_) if app.link_down() => {
+            app.notice = Some(app::NOT_CONNECTED.into());
+            Flow::Draw { now: true }
+        }
+        Action::Pause(p) => {
+            let _ = commands.send(Command::Pause(p)).await;
+            Flow::Draw { now: true }
+        }
+        Action::Ack(alerts) => {
+            for a in alerts {
+                let _ = commands.send(Command::Ack(a)).await;
+            }
+            Flow::Nothing
+        }
+        Action::Suspend => {
+            suspend(terminal)?;
+            Flow::Draw { now: true }
+        }
+        Action::None => Flow::Nothing,
+    })
 }
 
 /// Ctrl-Z, or SIGTSTP from outside: do what the shell expects: give the
