@@ -397,7 +397,9 @@ mod tests {
     /// candles (first open, highest high, lowest low, last close, summed
     /// volume), and the pair has one stream of quotes. (Each timeframe used to
     /// walk on its own: EUR_USD H1 at 1.07, H4 at 1.09, quotes from both.)
-    #[tokio::test]
+    // The walk is paced by tokio timers: a paused clock runs it without
+    // waiting and without depending on how loaded the machine is.
+    #[tokio::test(start_paused = true)]
     async fn the_timeframes_of_a_pair_are_built_from_one_walk() {
         let (h1, h4) = eur_h1_h4();
         let (candles, quotes) = run(&[h4, h1], HashMap::new(), 8).await;
@@ -434,7 +436,9 @@ mod tests {
     /// Stopped with H1 ahead of H4 (mid-way through an H4 candle), the walk
     /// starts again from H4's stored close: the candles after the restart
     /// are those an uninterrupted run makes, for both.
-    #[tokio::test]
+    // The walk is paced by tokio timers: a paused clock runs it without
+    // waiting and without depending on how loaded the machine is.
+    #[tokio::test(start_paused = true)]
     async fn a_restart_mid_way_through_a_longer_candle_goes_on_with_the_same_walk() {
         let (h1, h4) = eur_h1_h4();
         let (whole, _) = run(&[h1, h4], HashMap::new(), 12).await;
@@ -460,7 +464,9 @@ mod tests {
     /// A timeframe added to a pair whose walk has run far ahead of the wall
     /// clock (as the demo does) warms up to where the walk is, instead of
     /// catching up on years of candles at once, signalling all the way.
-    #[tokio::test]
+    // The walk is paced by tokio timers: a paused clock runs it without
+    // waiting and without depending on how loaded the machine is.
+    #[tokio::test(start_paused = true)]
     async fn a_timeframe_added_later_warms_up_where_the_pair_is() {
         let (h1, h4) = eur_h1_h4();
         let ahead = Ts((Ts::now().0 / 14_400 + 6 * 365 * 6) * 14_400); // three years on
