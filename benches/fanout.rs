@@ -242,7 +242,19 @@ async fn run(clients: usize, kind: Kind) {
             let addr = listener.local_addr().expect("address");
             (addr, Some(tokio::spawn(bare_accept(listener, clients))))
         }
-        _ => (server::start(opts, hub.clone(), None, metrics.clone(), stop.clone()).await.expect("server").addr, None),
+        _ => (
+            server::start(
+                opts,
+                hub.clone(),
+                pipwatch::control::Control::new(hub.clone(), None),
+                metrics.clone(),
+                stop.clone(),
+            )
+            .await
+            .expect("server")
+            .addr,
+            None,
+        ),
     };
     let url = format!("ws://{addr}/ws?topics=feed");
     let base = Instant::now();

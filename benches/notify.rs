@@ -124,6 +124,7 @@ impl Rig {
                 signal: Some(&s),
                 routes: &routes,
                 now: Ts::now(),
+                priority: pipwatch::store::Priority::High,
             })
             .expect("commit");
         rt.block_on(self.store.flush()).expect("flush");

@@ -98,6 +98,7 @@ impl Rig {
                 signal,
                 routes: &self.routes,
                 now: candle.time,
+                priority: pipwatch::store::Priority::High,
             };
             batch.push(self.store.prepare(&c).expect("prepare"));
         }

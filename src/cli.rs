@@ -134,7 +134,7 @@ pub struct TailArgs {
     #[arg(default_value = "ws://127.0.0.1:8787/ws")]
     pub url: String,
     /// Only these event types (comma-separated).
-    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::server::TOPICS))]
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::protocol::TOPICS))]
     pub topics: Vec<String>,
     /// Only events of these instruments, e.g. EUR_USD,USD_JPY (events of no instrument always pass).
     #[arg(long, value_delimiter = ',')]

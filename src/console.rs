@@ -8,10 +8,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::control::{self, Control};
+use crate::control::{Command, Control};
 use crate::hub::Received;
 use crate::instance::{Instance, InstanceError};
-use crate::tui::remote::{self, Command, Incoming};
+use crate::tui::remote::{self, Incoming};
 use crate::tui::{self, Session, TuiError};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,25 +21,16 @@ pub enum ConsoleError {
     #[error(transparent)]
     Tui(#[from] TuiError),
     #[error(transparent)]
-    Attach(#[from] crate::tail::TailError),
+    Attach(#[from] crate::client::ClientError),
 }
 
 impl ConsoleError {
     pub fn is_bad_input(&self) -> bool {
         match self {
             ConsoleError::Instance(e) => e.is_bad_input(),
-            ConsoleError::Attach(crate::tail::TailError::Url(_)) => true,
+            ConsoleError::Attach(crate::client::ClientError::Url(_)) => true,
             _ => false,
         }
-    }
-}
-
-/// The console's commands, carried out by the instance's command path.
-fn command(c: Command) -> control::Command {
-    match c {
-        Command::Pause(true) => control::Command::Pause,
-        Command::Pause(false) => control::Command::Resume,
-        Command::Ack(a) => control::Command::Ack { alert: a.id },
     }
 }
 
@@ -121,7 +112,6 @@ pub fn forward(
 
 async fn carry_out(control: Control, mut commands: mpsc::Receiver<Command>) {
     while let Some(c) = commands.recv().await {
-        let c = command(c);
         if let Err(e) = control.apply(&c) {
             tracing::warn!(op = c.op(), error = %e, "a console command was refused");
         }
@@ -135,7 +125,7 @@ pub async fn attach(
     theme: Option<String>,
     console: &crate::config::Console,
 ) -> Result<(), ConsoleError> {
-    let url = &crate::tail::normalize(url)?;
+    let url = &crate::client::normalize(url)?;
     let first = remote::connect(url, token.as_deref()).await?;
     let shutdown = CancellationToken::new();
     crate::shutdown::on_signals(shutdown.clone(), None);

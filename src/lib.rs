@@ -31,6 +31,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod console;
 pub mod control;
@@ -46,6 +47,7 @@ pub mod market;
 pub mod metrics;
 pub mod net;
 pub mod notify;
+pub mod protocol;
 pub mod replay;
 pub mod server;
 pub mod shutdown;

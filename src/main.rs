@@ -170,8 +170,8 @@ fn run_tail(args: &pipwatch::cli::TailArgs) -> Result<ExitCode, ExitCode> {
     });
     Ok(match result {
         // A closed stdout (piped into `head`) is a normal end.
-        Err(pipwatch::tail::TailError::Output(_)) => ExitCode::SUCCESS,
-        other => finish(other, |e| matches!(e, pipwatch::tail::TailError::Url(_))),
+        Err(pipwatch::client::ClientError::Output(_)) => ExitCode::SUCCESS,
+        other => finish(other, |e| matches!(e, pipwatch::client::ClientError::Url(_))),
     })
 }
 

@@ -141,6 +141,7 @@ fn a_long_signal_history_is_pruned_when_the_instance_starts() {
                     signal: Some(&s),
                     routes: &[],
                     now: time,
+                    priority: pipwatch::store::Priority::High,
                 };
                 assert!(store.commit(&c).unwrap());
                 s.id

@@ -110,6 +110,20 @@ fn no_module_imports_from_a_higher_layer() {
     assert!(graph.get("instance").is_some_and(|d| d.contains("store") && d.contains("hub")), "{graph:?}");
 }
 
+/// Within a layer, a few arrows are ruled out on purpose: the store keeps
+/// records, not the console's view (the restart view is built in
+/// `instance::restore`); the console is handed its feed, never the instance.
+#[test]
+fn the_store_keeps_records_and_the_console_is_handed_its_feed() {
+    let graph = graph();
+    for (module, forbidden) in
+        [("store", "view"), ("tui", "instance"), ("tui", "headless"), ("tui", "console"), ("event", "view")]
+    {
+        let deps = graph.get(module).unwrap_or_else(|| panic!("no module {module}"));
+        assert!(!deps.contains(forbidden), "{module} imports {forbidden}: {deps:?}");
+    }
+}
+
 #[test]
 fn the_modules_import_each_other_in_no_circle() {
     let graph = graph();

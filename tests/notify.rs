@@ -12,7 +12,7 @@ use pipwatch::engine::{SeriesState, StrategyParams};
 use pipwatch::event::{Alert, AlertState, Circuit, Event, Signal};
 use pipwatch::hub::Hub;
 use pipwatch::notify::{Notifier, NotifierHandle};
-use pipwatch::store::{CandleCommit, Store};
+use pipwatch::store::{CandleCommit, Priority, Store};
 use pipwatch::time::Ts;
 use pipwatch::types::{Instrument, SeriesKey, Side, Timeframe};
 use tokio_util::sync::CancellationToken;
@@ -96,8 +96,15 @@ impl Rig {
         let mut queued = Vec::new();
         for n in range {
             let s = signal(n);
-            let c =
-                CandleCommit { key, candle: None, state: &state, signal: Some(&s), routes: &routes, now: Ts::now() };
+            let c = CandleCommit {
+                key,
+                candle: None,
+                state: &state,
+                signal: Some(&s),
+                routes: &routes,
+                now: Ts::now(),
+                priority: Priority::High,
+            };
             assert!(self.store.commit(&c).unwrap());
             queued.extend(routes.iter().map(|(r, _)| (s.id.clone(), r.clone())));
             ids.push(s.id);
@@ -355,7 +362,15 @@ async fn a_delayed_route_gets_signals_late() {
     let routes = vec![("paid".to_string(), 0), ("free".to_string(), 2)];
     let key = SeriesKey::new(s.instrument, s.timeframe);
     rig.store
-        .commit(&CandleCommit { key, candle: None, state: &state, signal: Some(&s), routes: &routes, now: Ts::now() })
+        .commit(&CandleCommit {
+            key,
+            candle: None,
+            state: &state,
+            signal: Some(&s),
+            routes: &routes,
+            now: Ts::now(),
+            priority: Priority::High,
+        })
         .unwrap();
     rig.store.flush().await.unwrap();
     rig.handle.wake();

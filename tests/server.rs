@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use pipwatch::control::Control;
 use pipwatch::event::{Alert, AlertState, CandleRecord, Delivery, DeliveryState, Event, FeedState, FeedStatus, Signal};
 use pipwatch::hub::Hub;
 use pipwatch::metrics::Metrics;
@@ -58,7 +59,10 @@ impl Rig {
                 .unwrap();
         let handle = notifier.handle();
         std::mem::forget(dir);
-        let h = server::start(opts, hub.clone(), Some(handle.clone()), metrics, stop.clone()).await.unwrap();
+        let h =
+            server::start(opts, hub.clone(), Control::new(hub.clone(), Some(handle.clone())), metrics, stop.clone())
+                .await
+                .unwrap();
         Rig { hub, addr: h.addr, stop, notifier: Some(handle) }
     }
 
@@ -209,22 +213,30 @@ async fn a_client_that_never_reads_delays_nobody() {
         }
     }
     assert_eq!(reading.await.unwrap(), 3000);
-    // The stuck client was told it lagged, with the number of events it
-    // missed, or dropped for not reading; never both blocked.
+    // The stuck client was told it lagged, then given a fresh snapshot and
+    // the events after it, or dropped for not reading; never both blocked.
     let mut lagged_or_closed = false;
-    let (mut seen, mut missed) = (0, None);
+    let (mut lagged, mut snapshot) = (false, None);
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(10), stuck.next()).await {
         match m {
             Ok(Message::Text(t)) => {
                 let v: Value = serde_json::from_str(&t).unwrap();
-                match (v["type"].as_str(), missed) {
-                    (Some("lagged"), _) => missed = Some(v["missed"].as_u64().unwrap()),
-                    (Some("feed"), Some(n)) => {
-                        assert_eq!(v["seq"].as_u64().unwrap(), seen + n + 1, "lagged said {n} missed after seq {seen}");
+                match (v["type"].as_str(), lagged, snapshot) {
+                    (Some("lagged"), _, _) => lagged = true,
+                    (Some(kind), true, None) => {
+                        assert_eq!(kind, "snapshot", "lagged must be followed by a snapshot: {v}");
+                        snapshot = v["seq"].as_u64();
+                        // Everything was published already: the snapshot may be the last frame.
+                        if snapshot == Some(3000) {
+                            lagged_or_closed = true;
+                            break;
+                        }
+                    }
+                    (Some("feed"), true, Some(s)) => {
+                        assert_eq!(v["seq"].as_u64().unwrap(), s + 1, "the events after the snapshot's seq {s}");
                         lagged_or_closed = true;
                         break;
                     }
-                    (Some("feed"), None) => seen = v["seq"].as_u64().unwrap(),
                     _ => {}
                 }
             }
@@ -236,6 +248,67 @@ async fn a_client_that_never_reads_delays_nobody() {
         }
     }
     assert!(lagged_or_closed);
+}
+
+/// The lag contract: a client that stops reading until it falls behind is
+/// sent `lagged`, then a fresh snapshot, then every event after it in order,
+/// so what it folds ends equal to the server's view (before, it got `lagged`
+/// and live events, and whatever changed meanwhile stayed wrong on its screen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_falls_behind_is_resynced_and_ends_equal_to_the_hub() {
+    use pipwatch::protocol::{Frame, ServerFrame};
+    let mut opts = options();
+    opts.client_buffer = 16;
+    let rig = Rig::start(opts).await;
+    let mut ws = rig.connect("").await;
+    let mut view = pipwatch::view::View::default();
+    for _ in 0..2 {
+        let v = next(&mut ws).await;
+        if v["type"] == "snapshot" {
+            view = serde_json::from_value(v).unwrap();
+        }
+    }
+    // The client reads nothing while 3,000 events of 2 kB (6 MB, more than
+    // the socket buffers hold) and some signals are published.
+    let big = "x".repeat(2000);
+    for n in 0..3000 {
+        if n % 100 == 0 {
+            rig.hub.publish(signal(n / 100, "EUR_USD"));
+        }
+        rig.hub.publish(feed(FeedState::Live, &format!("{n} {big}")));
+        if n % 30 == 29 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let last = rig.hub.last();
+    let mut lags = 0;
+    let mut expect_snapshot = false;
+    while view.seq < last {
+        let text = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap() {
+            Message::Text(t) => t,
+            other => panic!("unexpected {other:?}"),
+        };
+        match ServerFrame::parse(&text).unwrap() {
+            ServerFrame::Frame(Frame::Lagged { missed, .. }) => {
+                assert!(missed > 0);
+                lags += 1;
+                expect_snapshot = true;
+            }
+            ServerFrame::Frame(Frame::Snapshot(v)) => {
+                assert!(expect_snapshot, "a snapshot only after lagged");
+                expect_snapshot = false;
+                view = *v;
+            }
+            ServerFrame::Event(env) => {
+                assert!(!expect_snapshot, "lagged must be followed by a snapshot, not seq {}", env.seq);
+                assert_eq!(env.seq, view.seq + 1, "events follow the view without a gap");
+                view.apply(&env);
+            }
+            ServerFrame::Frame(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(lags > 0, "the client must have fallen behind for this test to mean anything");
+    assert_eq!(view, rig.hub.snapshot());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -496,7 +496,7 @@ fn tail_explains_what_is_wrong() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid value 'signals' for '--topics") && !err.contains("cannot connect"), "{err}");
-    assert!(pipwatch::server::TOPICS.iter().all(|t| err.contains(t)), "{err}");
+    assert!(pipwatch::protocol::TOPICS.iter().all(|t| err.contains(t)), "{err}");
     let out =
         pipwatch().args(["tail", &format!("ws://{free}/ws"), "--instruments", "EUR_USD,eurusd"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -691,10 +691,15 @@ async fn attach_folds_the_same_view_as_the_in_process_console() {
         idle_timeout: Duration::from_secs(60),
         source: "demo".into(),
     };
-    let server =
-        pipwatch::server::start(opts, hub.clone(), None, Arc::new(pipwatch::metrics::Metrics::new()), stop.clone())
-            .await
-            .unwrap();
+    let server = pipwatch::server::start(
+        opts,
+        hub.clone(),
+        pipwatch::control::Control::new(hub.clone(), None),
+        Arc::new(pipwatch::metrics::Metrics::new()),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
     let mut local = hub.subscribe();
     let recorded = events();
     // Half before the console attaches (it gets them in the snapshot), half after.
@@ -893,4 +898,67 @@ async fn an_in_process_console_that_falls_behind_ends_with_the_hubs_view() {
     assert!(snapshots > 0, "the console must have fallen behind for this test to mean anything");
     assert_eq!(console.view, hub.snapshot());
     assert_eq!(console.view.seq, 500);
+}
+
+/// `attach` whose console stops reading (a slow SSH link, a suspended
+/// process) while the instance publishes far more than the server buffers
+/// for it: once it reads again it is handed `lagged` and a fresh snapshot,
+/// and ends with the hub's view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_that_falls_behind_ends_with_the_hubs_view() {
+    use pipwatch::tui::remote::{self, Incoming};
+    use std::sync::Arc;
+    let hub = Arc::new(pipwatch::hub::Hub::new(1 << 16));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let opts = pipwatch::server::Options {
+        listen: "127.0.0.1:0".into(),
+        token: None,
+        max_clients: 8,
+        history: 64,
+        client_buffer: 16,
+        max_frame: 65536,
+        ping_every: Duration::from_secs(20),
+        idle_timeout: Duration::from_secs(60),
+        source: "demo".into(),
+    };
+    let control = pipwatch::control::Control::new(hub.clone(), None);
+    let metrics = Arc::new(pipwatch::metrics::Metrics::new());
+    let server = pipwatch::server::start(opts, hub.clone(), control, metrics, stop.clone()).await.unwrap();
+    let url = format!("ws://{}/ws", server.addr);
+    let first = remote::connect(&url, None).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let (_cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(remote::follow(first, url, None, tx, cmd_rx, stop.clone()));
+    // The console reads nothing while 3,000 events of 2 kB go out.
+    let recorded = events();
+    let big = "x".repeat(2000);
+    for n in 0..3000 {
+        let e = match n % 10 {
+            0 => recorded[(n / 10) % recorded.len()].clone(),
+            _ => Event::Feed(FeedStatus { source: "demo".into(), state: FeedState::Live, message: Some(big.clone()) }),
+        };
+        hub.publish(e);
+        if n % 30 == 29 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let mut console = app("dark");
+    let mut snapshots = 0;
+    while console.view.seq < hub.last() {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap() {
+            Incoming::Event(env) => {
+                assert_eq!(env.seq, console.view.seq + 1, "events follow the view without a gap");
+                console.apply(&env);
+            }
+            Incoming::Snapshot(v) => {
+                snapshots += 1;
+                console.view = *v;
+            }
+            Incoming::Link(..) | Incoming::Notice(_) => {}
+        }
+    }
+    stop.cancel();
+    // One snapshot on connecting; more only if it fell behind.
+    assert!(snapshots > 1, "attach must have fallen behind for this test to mean anything");
+    assert_eq!(console.view, hub.snapshot());
 }

@@ -204,8 +204,15 @@ impl Task {
         let signal = self.events[start..].iter().find_map(|e| if let Event::Signal(s) = e { Some(s) } else { None });
         let takers = takers(&self.routes, signal);
         let Some(state) = self.engine.state(&candle.key()) else { return Ok(None) };
-        let commit =
-            CandleCommit { key: candle.key(), state, candle: Some(candle), signal, routes: &takers, now: Ts::now() };
+        let commit = CandleCommit {
+            key: candle.key(),
+            state,
+            candle: Some(candle),
+            signal,
+            routes: &takers,
+            now: Ts::now(),
+            priority: crate::notify::SIGNAL_PRIORITY,
+        };
         let prepared = self.store.prepare(&commit)?;
         let queued = signal.map(|s| (s.id.clone(), takers.into_iter().map(|t| t.0).collect()));
         Ok(Some((prepared, queued)))

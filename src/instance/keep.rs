@@ -35,7 +35,7 @@ pub(super) async fn bars(hub: Arc<Hub>, store: Arc<Store>, stop: CancellationTok
             continue;
         }
         kept = now;
-        if let Err(e) = store.keep_bars(&hub.snapshot())
+        if let Err(e) = super::restore::keep_bars(&store, &hub.snapshot())
             && !std::mem::replace(&mut warned, true)
         {
             // Display only; a store that cannot write stops the instance through the engine.
@@ -43,7 +43,7 @@ pub(super) async fn bars(hub: Arc<Hub>, store: Arc<Store>, stop: CancellationTok
         }
     }
     // Display only: a failure to keep them costs the next start its charts.
-    if let Err(e) = store.keep_bars(&hub.snapshot()) {
+    if let Err(e) = super::restore::keep_bars(&store, &hub.snapshot()) {
         tracing::warn!(error = %e, "the pairs' recent closes were not kept; the next start shows only their last candle");
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod engine;
 mod keep;
+pub mod restore;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -272,7 +273,7 @@ fn new_hub(config: &Config, store: &Store, metrics: &Arc<Metrics>) -> Result<Hub
     let configured = |k: &SeriesKey| {
         m.source == SourceKind::Csv || (m.instruments.contains(&k.instrument) && m.timeframes.contains(&k.timeframe))
     };
-    let restored = store.restored_view(crate::view::SIGNALS_KEPT, configured).unwrap_or_else(|e| {
+    let restored = restore::restored_view(store, crate::view::SIGNALS_KEPT, configured).unwrap_or_else(|e| {
         // A view that cannot be read is not worth refusing to start over.
         tracing::warn!(error = %e, "the last view could not be read; the console starts empty");
         View::default()
@@ -291,7 +292,8 @@ async fn start_server(
     optional: bool,
 ) -> Result<Option<server::Handle>, InstanceError> {
     let options = server::Options::from_config(config);
-    match server::start(options, hub.clone(), Some(notifier.clone()), metrics.clone(), stop.clone()).await {
+    let control = Control::new(hub.clone(), Some(notifier.clone()));
+    match server::start(options, hub.clone(), control, metrics.clone(), stop.clone()).await {
         Ok(s) => Ok(Some(s)),
         Err(e) if optional => {
             tracing::warn!(error = %e, "running without the server");

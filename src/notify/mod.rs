@@ -12,7 +12,7 @@ pub mod embed;
 pub mod limits;
 mod routing;
 
-pub use routing::{SignalRoutes, config_problems};
+pub use routing::{SIGNAL_PRIORITY, SignalRoutes, config_problems, priority};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -261,21 +261,27 @@ impl Shared {
     async fn raise(&self, alert: Alert, except: Option<usize>) -> Result<(), StoreError> {
         let takers = route_names_for_alert(self, alert.severity, except);
         let now = Ts::now();
-        let entries: Vec<OutboxEntry> = takers
+        let message = Message::Alert(alert.clone());
+        let priority = priority(&message);
+        let entries: Vec<(Priority, OutboxEntry)> = takers
             .iter()
-            .map(|&i| OutboxEntry {
-                route: self.routes[i].cfg.name.clone(),
-                message: Message::Alert(alert.clone()),
-                created: now,
-                not_before: now,
-                attempts: 0,
-                last_error: None,
+            .map(|&i| {
+                let route = self.routes[i].cfg.name.clone();
+                let e = OutboxEntry {
+                    route,
+                    message: message.clone(),
+                    created: now,
+                    not_before: now,
+                    attempts: 0,
+                    last_error: None,
+                };
+                (priority, e)
             })
             .collect();
         if !entries.is_empty() {
             self.store.enqueue(&entries)?;
             self.store.flush().await?;
-            self.note_queued(entries.into_iter().map(|e| (alert.id.clone(), e.route)));
+            self.note_queued(entries.into_iter().map(|(_, e)| (alert.id.clone(), e.route)));
         }
         self.hub.publish(Event::Alert(alert.clone()));
         for &i in &takers {
@@ -480,13 +486,13 @@ impl Worker {
     }
 
     fn my_entries(&mut self) -> Result<Vec<(OutboxKey, OutboxEntry)>, StoreError> {
-        let (all, bad) = self.shared.store.outbox()?;
+        let name = &self.route().cfg.name;
+        let (mine, bad) = self.shared.store.outbox_for(name)?;
         if !bad.is_empty() && !self.unreadable_reported {
             self.unreadable_reported = true;
             tracing::error!(problems = ?bad, "outbox entries that cannot be read are left in place");
         }
-        let name = &self.route().cfg.name;
-        Ok(all.into_iter().filter(|(_, e)| &e.route == name).collect())
+        Ok(mine)
     }
 
     /// One turn: wait for what blocks this route, or send one request.

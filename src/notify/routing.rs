@@ -2,7 +2,25 @@
 //! engine task when it queues a signal in the same transaction as its candle.
 
 use crate::config::Route;
-use crate::event::Signal;
+use crate::event::{AlertState, Signal};
+use crate::store::{Message, Priority};
+use crate::types::Severity;
+
+/// Where a signal waits in its routes' queues.
+pub const SIGNAL_PRIORITY: Priority = Priority::High;
+
+/// Where a message waits in its route's queue: critical alerts urgent,
+/// signals high, warnings normal, the rest (info, resolved notices) low.
+pub fn priority(message: &Message) -> Priority {
+    match message {
+        Message::Signal(_) => SIGNAL_PRIORITY,
+        Message::Alert(a) => match (a.state, a.severity) {
+            (AlertState::Raised, Severity::Critical) => Priority::Urgent,
+            (AlertState::Raised, Severity::Warning) => Priority::Normal,
+            _ => Priority::Low,
+        },
+    }
+}
 
 /// The notifier's rules for its part of a config (see `config::Check`):
 /// webhook URLs it can post to, and a username Discord accepts.
@@ -41,5 +59,32 @@ impl SignalRoutes {
     /// The routes (name, delay in seconds) that take this signal.
     pub fn for_signal(&self, s: &Signal) -> Vec<(String, i64)> {
         self.routes.iter().filter(|(r, _)| r.takes_signal(s.instrument)).map(|(r, d)| (r.name.clone(), *d)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Alert;
+    use crate::time::Ts;
+
+    #[test]
+    fn critical_alerts_go_first_and_status_last() {
+        let alert = |severity, state| {
+            Message::Alert(Alert {
+                id: "a".into(),
+                check: "c".into(),
+                severity,
+                state,
+                title: String::new(),
+                message: String::new(),
+                time: Ts(0),
+            })
+        };
+        assert_eq!(priority(&alert(Severity::Critical, AlertState::Raised)), Priority::Urgent);
+        assert_eq!(priority(&alert(Severity::Warning, AlertState::Raised)), Priority::Normal);
+        assert_eq!(priority(&alert(Severity::Critical, AlertState::Resolved)), Priority::Low);
+        assert_eq!(priority(&alert(Severity::Info, AlertState::Raised)), Priority::Low);
+        assert!(Priority::Urgent < SIGNAL_PRIORITY && SIGNAL_PRIORITY < Priority::Normal);
     }
 }

@@ -1,30 +1,35 @@
 //! The sled store. Only this module imports sled, so a later switch to another
-//! embedded database touches one file.
+//! embedded database touches one module.
 //!
 //! Trees: `series` (indicator state and last candle per series), `signals`
-//! (signals by id), `outbox` (notifications not yet delivered), `dead` (given
-//! up), `meta` (schema version). Every value starts with a format version byte.
+//! (signals by id, with their delivery receipts), `outbox` (notifications not
+//! yet delivered, keyed by route), `dead` (given up), `meta` (schema version
+//! and small kept facts). Its rooms: this file opens, locks, migrates and
+//! flushes; `records` holds the value layouts and their one decode path;
+//! `series` the commit path and stored signals; `outbox` the outbox and dead
+//! list; `meta` the kept facts.
+
+mod meta;
+mod outbox;
+mod records;
+mod series;
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::TransactionError;
 
-use crate::engine::SeriesState;
-use crate::event::{Alert, AlertState, CandleRecord, DeliveryState, Event, Signal};
 use crate::time::Ts;
-use crate::types::{Candle, Instrument, SeriesKey, Timeframe};
-use crate::view::{Bar, CLOSES_KEPT, RouteDelivery, View};
+use crate::types::SeriesKey;
+pub use outbox::{Entries, Unconfirmed};
+use records::parse_series_key;
+pub use records::{DeadEntry, KeptBar, Message, OutboxEntry, OutboxKey, Priority, Receipt, StoredSignal};
+use series::PRUNED_PREFIX;
+pub use series::{CandleCommit, LoadedSeries, Prepared, SIGNALS_KEPT_PER_SERIES};
 
-/// The on-disk layout this build writes and reads.
-pub const SCHEMA: u32 = 1;
-const VALUE_V1: u8 = 1;
-/// Outbox entries that carry alerts as well as signals, stored signals with
-/// their delivery receipts, and series states with their last candle's open,
-/// high and low. Version 1 values of all three are still read.
-const VALUE_V2: u8 = 2;
+/// The on-disk layout this build writes and reads. 2: outbox and dead keys
+/// begin with their route's tag (schema 1 is migrated on open).
+pub const SCHEMA: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,223 +53,6 @@ pub enum StoreError {
     Unrecoverable { dir: String, message: String },
     #[error("data directory {dir}: cannot encode a value: {message}")]
     Encode { dir: String, message: String },
-}
-
-/// Delivery order: urgent never waits behind low. Stored as the first byte
-/// of the outbox key, so a scan of the tree is already in delivery order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Priority {
-    /// Critical alerts.
-    Urgent = 0,
-    /// Signals.
-    High = 1,
-    /// Warnings.
-    Normal = 2,
-    /// Status: info alerts and resolved notices.
-    Low = 3,
-}
-
-impl Priority {
-    fn from_byte(b: u8) -> Priority {
-        match b {
-            0 => Priority::Urgent,
-            1 => Priority::High,
-            2 => Priority::Normal,
-            _ => Priority::Low,
-        }
-    }
-}
-
-/// What a notification carries.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Message {
-    Signal(Signal),
-    Alert(Alert),
-}
-
-impl Message {
-    pub fn id(&self) -> &str {
-        match self {
-            Message::Signal(s) => &s.id,
-            Message::Alert(a) => &a.id,
-        }
-    }
-
-    pub fn priority(&self) -> Priority {
-        use crate::types::Severity;
-        match self {
-            Message::Signal(_) => Priority::High,
-            Message::Alert(a) => match (a.state, a.severity) {
-                (AlertState::Raised, Severity::Critical) => Priority::Urgent,
-                (AlertState::Raised, Severity::Warning) => Priority::Normal,
-                _ => Priority::Low,
-            },
-        }
-    }
-}
-
-/// One delivery owed to a route.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OutboxEntry {
-    pub route: String,
-    pub message: Message,
-    pub created: Ts,
-    /// A route's delay: not to be sent before this time.
-    pub not_before: Ts,
-    /// Failed requests so far.
-    pub attempts: u32,
-    pub last_error: Option<String>,
-}
-
-/// The outbox entry layout of value version 1 (signals only).
-#[derive(Deserialize)]
-struct OutboxEntryV1 {
-    route: String,
-    signal: Signal,
-    created: Ts,
-    not_before: Ts,
-    attempts: u32,
-}
-
-/// An outbox (or dead) key: priority, then a sled-generated id, so keys sort
-/// by priority and then by age.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct OutboxKey([u8; 9]);
-
-impl OutboxKey {
-    fn new(priority: Priority, id: u64) -> Self {
-        let mut k = [0u8; 9];
-        k[0] = priority as u8;
-        k[1..].copy_from_slice(&id.to_be_bytes());
-        OutboxKey(k)
-    }
-
-    fn from_raw(raw: &[u8]) -> Option<Self> {
-        Some(OutboxKey(raw.try_into().ok()?))
-    }
-
-    pub fn priority(&self) -> Priority {
-        Priority::from_byte(self.0[0])
-    }
-}
-
-impl AsRef<[u8]> for OutboxKey {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-/// A notification given up on, with why.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DeadEntry {
-    pub entry: OutboxEntry,
-    pub error: String,
-    pub died: Ts,
-}
-
-/// Discord's receipt for one route.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Receipt {
-    pub route: String,
-    pub message_id: Option<String>,
-    pub at: Ts,
-}
-
-/// A stored signal, the routes it was queued for and their receipts.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoredSignal {
-    pub signal: Signal,
-    pub routes: Vec<String>,
-    pub committed: Ts,
-    pub receipts: Vec<Receipt>,
-}
-
-#[derive(Deserialize)]
-struct StoredSignalV1 {
-    signal: Signal,
-    routes: Vec<String>,
-    committed: Ts,
-}
-
-fn decode_entry(bytes: &[u8]) -> Result<OutboxEntry, String> {
-    match bytes.split_first() {
-        Some((&VALUE_V1, rest)) => {
-            let v1: OutboxEntryV1 = postcard::from_bytes(rest).map_err(|e| e.to_string())?;
-            Ok(OutboxEntry {
-                route: v1.route,
-                message: Message::Signal(v1.signal),
-                created: v1.created,
-                not_before: v1.not_before,
-                attempts: v1.attempts,
-                last_error: None,
-            })
-        }
-        Some((&VALUE_V2, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
-        Some((v, _)) => Err(format!("unknown value version {v}")),
-        None => Err("empty value".into()),
-    }
-}
-
-/// A series value: its state, and from version 2 on the open, high and low
-/// of the candle that made it.
-fn decode_series(bytes: &[u8]) -> Result<(SeriesState, Option<[f64; 3]>), String> {
-    match bytes.split_first() {
-        Some((&VALUE_V1, rest)) => Ok((postcard::from_bytes(rest).map_err(|e| e.to_string())?, None)),
-        Some((&VALUE_V2, rest)) => {
-            let (state, ohl) = postcard::from_bytes(rest).map_err(|e| e.to_string())?;
-            Ok((state, Some(ohl)))
-        }
-        Some((v, _)) => Err(format!("unknown value version {v}")),
-        None => Err("empty value".into()),
-    }
-}
-
-fn decode_stored_signal(bytes: &[u8]) -> Result<StoredSignal, String> {
-    match bytes.split_first() {
-        Some((&VALUE_V1, rest)) => {
-            let v1: StoredSignalV1 = postcard::from_bytes(rest).map_err(|e| e.to_string())?;
-            Ok(StoredSignal { signal: v1.signal, routes: v1.routes, committed: v1.committed, receipts: Vec::new() })
-        }
-        Some((&VALUE_V2, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
-        Some((v, _)) => Err(format!("unknown value version {v}")),
-        None => Err("empty value".into()),
-    }
-}
-
-/// What one candle changed: written together or not at all.
-pub struct CandleCommit<'a> {
-    pub key: SeriesKey,
-    pub state: &'a SeriesState,
-    /// The candle that made `state`, whose open, high and low are kept with
-    /// it (the state holds its time and close): after a restart the console
-    /// shows each pair's last candle without fetching it again.
-    pub candle: Option<&'a Candle>,
-    pub signal: Option<&'a Signal>,
-    /// Routes (name, delay in seconds) that take this signal.
-    pub routes: &'a [(String, i64)],
-    pub now: Ts,
-}
-
-/// Stored series that could be read, and a description of each that could not.
-pub type LoadedSeries = (Vec<(SeriesKey, SeriesState)>, Vec<String>);
-/// Readable entries in key order, and a description of each unreadable one.
-pub type Entries<T> = (Vec<(OutboxKey, T)>, Vec<String>);
-
-/// One candle's writes, encoded and ready to commit.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    key: String,
-    state: Vec<u8>,
-    signal: Option<PreparedSignal>,
-}
-
-#[derive(Debug, Clone)]
-struct PreparedSignal {
-    id: String,
-    /// At or before its series' pruning mark: signalled before, so not again.
-    seen: bool,
-    stored: Vec<u8>,
-    entries: Vec<Vec<u8>>,
 }
 
 /// What `open` had to do.
@@ -299,66 +87,6 @@ pub struct Store {
 struct Failed {
     first: std::sync::OnceLock<String>,
     notify: tokio::sync::Notify,
-}
-
-/// How many signals `signals` keeps per series. The tree is there so that a
-/// candle can never be notified twice; what is older than the newest
-/// thousand stays covered by the series' pruning mark (`prune_signals`).
-pub const SIGNALS_KEPT_PER_SERIES: usize = 1000;
-
-const PRUNED_PREFIX: &str = "pruned:";
-/// `meta` keys of alerts raised and not yet resolved, by check.
-const ALERT_PREFIX: &str = "alert:";
-/// In `meta`: the last seq published, and whether the instance stopped cleanly.
-const SEQ_KEY: &str = "seq";
-/// In `meta`: notifications paused (1) or not.
-const PAUSED_KEY: &str = "paused";
-/// In `meta`: each series' recent closes as the console last showed them
-/// (see `keep_bars`).
-const BARS_KEY: &str = "bars";
-
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, postcard::Error> {
-    encode_as(VALUE_V1, v)
-}
-
-fn encode_as<T: Serialize>(version: u8, v: &T) -> Result<Vec<u8>, postcard::Error> {
-    let mut out = vec![version];
-    out.extend(postcard::to_stdvec(v)?);
-    Ok(out)
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
-    match bytes.split_first() {
-        Some((&VALUE_V1, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
-        Some((v, _)) => Err(format!("unknown value version {v}")),
-        None => Err("empty value".into()),
-    }
-}
-
-fn series_key(k: &SeriesKey) -> String {
-    format!("{}:{}", k.instrument, k.timeframe)
-}
-
-fn parse_series_key(raw: &[u8]) -> Option<SeriesKey> {
-    let s = std::str::from_utf8(raw).ok()?;
-    let (i, tf) = s.split_once(':')?;
-    Some(SeriesKey::new(Instrument::new(i).ok()?, tf.parse::<Timeframe>().ok()?))
-}
-
-/// The series of a signal id (`EUR_USD:H4:2024-01-02T08:00:00Z:buy`).
-fn signal_series(id: &[u8]) -> Option<SeriesKey> {
-    let mut colons = id.iter().enumerate().filter(|(_, b)| **b == b':').map(|(i, _)| i);
-    let _ = colons.next()?;
-    parse_series_key(&id[..colons.next()?])
-}
-
-/// The candle time of a signal id.
-fn signal_time(id: &[u8]) -> Option<Ts> {
-    let s = std::str::from_utf8(id).ok()?;
-    let (rest, _side) = s.rsplit_once(':')?;
-    let mut parts = rest.splitn(3, ':');
-    let (_, _, time) = (parts.next()?, parts.next()?, parts.next()?);
-    Ts::parse_rfc3339(time)
 }
 
 fn is_lock_error(e: &sled::Error) -> bool {
@@ -449,6 +177,15 @@ impl StoreError {
 }
 
 impl Store {
+    /// A store with sled's log cleaner run every `clean_every_ms` (or never),
+    /// for `benches/cleaner.rs`, which measures what the cleaner gives back.
+    #[doc(hidden)]
+    pub fn open_cleaning_every(dir: &Path, clean_every_ms: Option<u64>) -> Result<Store, StoreError> {
+        let db =
+            open_db_cleaning_every(dir, clean_every_ms).map_err(|e| StoreError::db(dir.display().to_string(), e))?;
+        Store::with_trees(db, dir)
+    }
+
     /// Opens (or creates) the store in `dir`. A corrupt database is moved aside
     /// to `DIR.corrupt-TIMESTAMP` and a fresh one started; the report says so.
     pub fn open(dir: &Path) -> Result<(Store, OpenReport), StoreError> {
@@ -518,49 +255,7 @@ impl Store {
         })
     }
 
-    fn pruned_through(&self, key: &SeriesKey) -> Option<Ts> {
-        self.pruned.read().unwrap_or_else(|p| p.into_inner()).get(key).copied()
-    }
-
-    /// Keeps the newest `keep` signals of each series and deletes the rest,
-    /// raising the series' pruning mark to the newest deleted signal's candle
-    /// time in the same transaction, so a deleted signal still counts as
-    /// signalled (a series that starts over cannot notify its old candles
-    /// again). Returns how many were deleted. Not durable until `flush`.
-    pub fn prune_signals(&self, keep: usize) -> Result<usize, StoreError> {
-        // Ids are `INSTRUMENT:TF:TIME:SIDE` with a fixed-width time, so a
-        // series' signals are one run of keys, oldest first.
-        let mut runs: Vec<(SeriesKey, Vec<sled::IVec>)> = Vec::new();
-        for item in self.signals.iter().keys() {
-            let k = item.map_err(|e| self.err(e))?;
-            let Some(series) = signal_series(&k) else { continue };
-            match runs.last_mut() {
-                Some((s, keys)) if *s == series => keys.push(k),
-                _ => runs.push((series, vec![k])),
-            }
-        }
-        let mut deleted = 0;
-        for (series, keys) in runs {
-            let Some(old) = keys.len().checked_sub(keep).filter(|&n| n > 0) else { continue };
-            let doomed = &keys[..old];
-            let Some(mark) = doomed.last().and_then(|k| signal_time(k)) else { continue };
-            let mark = self.pruned_through(&series).map_or(mark, |m| m.max(mark));
-            let mark_key = format!("{PRUNED_PREFIX}{}", series_key(&series));
-            let r = (&self.signals, &self.meta).transaction(|(signals, meta)| {
-                for k in doomed {
-                    signals.remove(k)?;
-                }
-                meta.insert(mark_key.as_bytes(), &mark.0.to_be_bytes())?;
-                Ok::<_, ConflictableTransactionError<String>>(())
-            });
-            self.tx_result(r)?;
-            self.pruned.write().unwrap_or_else(|p| p.into_inner()).insert(series, mark);
-            deleted += old;
-        }
-        Ok(deleted)
-    }
-
-    fn err(&self, source: sled::Error) -> StoreError {
+    pub(super) fn err(&self, source: sled::Error) -> StoreError {
         let io = matches!(source, sled::Error::Io(_));
         let e = StoreError::db(self.dir.display().to_string(), source);
         if io && self.failed.first.set(e.to_string()).is_ok() {
@@ -598,319 +293,18 @@ impl Store {
                 if found > SCHEMA {
                     return Err(StoreError::NewerSchema { dir: self.dir.display().to_string(), found });
                 }
+                if found < 2 {
+                    let moved = self.migrate_outbox_keys(2)?;
+                    self.flush_blocking()?;
+                    tracing::info!(dir = %self.dir.display(), from = found, to = SCHEMA, entries = moved,
+                        "data directory migrated: outbox and dead keys are now by route");
+                }
             }
             None => {
                 self.meta.insert("schema", &SCHEMA.to_be_bytes()).map_err(|e| self.err(e))?;
             }
         }
         Ok(())
-    }
-
-    /// Whether notifications were left paused.
-    pub fn notifications_paused(&self) -> Result<bool, StoreError> {
-        Ok(self.meta.get(PAUSED_KEY).map_err(|e| self.err(e))?.is_some_and(|v| v.as_ref() == [1]))
-    }
-
-    /// Not durable until `flush`.
-    pub fn set_notifications_paused(&self, paused: bool) -> Result<(), StoreError> {
-        self.meta.insert(PAUSED_KEY, &[u8::from(paused)]).map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    /// Keeps each series' recent closes (the console's sparklines and
-    /// charts), every few seconds while they change and at a clean stop.
-    /// Writing them with every candle would add kilobytes to each durable
-    /// close; kept here, they come back after a restart, and after a crash
-    /// as last kept, ended by the series' last stored candle.
-    pub fn keep_bars(&self, view: &View) -> Result<(), StoreError> {
-        let named: Vec<(String, &std::collections::VecDeque<Bar>)> =
-            view.pairs.iter().map(|p| (series_key(&p.key()), &p.bars)).collect();
-        let value = encode(&named).map_err(|e| self.encode_err(e))?;
-        self.meta.insert(BARS_KEY, value).map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    /// Notes the seq of the last event published, and whether the instance
-    /// stopped cleanly after it. Not durable until `flush`.
-    pub fn mark_seq(&self, seq: u64, clean: bool) -> Result<(), StoreError> {
-        let mut value = seq.to_be_bytes().to_vec();
-        value.push(u8::from(clean));
-        self.meta.insert(SEQ_KEY, value).map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    /// Where the next instance's seqs start: after the last one's. A mark
-    /// left by an instance that did not stop cleanly may be behind what it
-    /// published (up to the last flush, about 5 s), so `unclean_gap` more
-    /// are skipped. A mark that cannot be read counts as unclean.
-    pub fn seq_start(&self, unclean_gap: u64) -> Result<u64, StoreError> {
-        let v = self.meta.get(SEQ_KEY).map_err(|e| self.err(e))?;
-        Ok(match v.as_deref() {
-            None => 0,
-            Some(&[a, b, c, d, e, f, g, h, clean]) => {
-                let seq = u64::from_be_bytes([a, b, c, d, e, f, g, h]);
-                if clean == 1 { seq } else { seq.saturating_add(unclean_gap) }
-            }
-            Some(_) => unclean_gap,
-        })
-    }
-
-    /// Keeps a raised or acknowledged alert (its episode: id, severity, when
-    /// it was last sent) or, once resolved, drops it, so that a restart goes on with the
-    /// episode instead of raising and sending it again. Not durable until
-    /// `flush`.
-    pub fn keep_alert(&self, alert: &Alert) -> Result<(), StoreError> {
-        let key = format!("{ALERT_PREFIX}{}", alert.check);
-        match alert.state {
-            AlertState::Raised | AlertState::Acknowledged => {
-                let value = encode(alert).map_err(|e| self.encode_err(e))?;
-                self.meta.insert(key, value).map_err(|e| self.err(e))?;
-            }
-            AlertState::Resolved => {
-                self.meta.remove(key).map_err(|e| self.err(e))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Alerts raised (or acknowledged) and not resolved when the store was last used. One
-    /// that cannot be read is dropped and named in the second list.
-    pub fn raised_alerts(&self) -> Result<(Vec<Alert>, Vec<String>), StoreError> {
-        let (mut ok, mut bad) = (Vec::new(), Vec::new());
-        for item in self.meta.scan_prefix(ALERT_PREFIX) {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            match decode::<Alert>(&v) {
-                Ok(a) => ok.push(a),
-                Err(e) => {
-                    bad.push(format!("{}: {e}", String::from_utf8_lossy(&k)));
-                    self.meta.remove(k).map_err(|e| self.err(e))?;
-                }
-            }
-        }
-        Ok((ok, bad))
-    }
-
-    /// Every stored series. A value that cannot be read is skipped and named
-    /// in the second list (that series starts over; nothing else is lost).
-    pub fn load_series(&self) -> Result<LoadedSeries, StoreError> {
-        let mut ok = Vec::new();
-        let mut bad = Vec::new();
-        for item in self.series.iter() {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let name = String::from_utf8_lossy(&k).to_string();
-            match (parse_series_key(&k), decode_series(&v)) {
-                (Some(key), Ok((state, _))) => ok.push((key, state)),
-                (None, _) => bad.push(format!("series '{name}': not a series key")),
-                (_, Err(e)) => bad.push(format!("series '{name}': {e}")),
-            }
-        }
-        Ok((ok, bad))
-    }
-
-    /// What the console showed when this data directory was last used: each
-    /// series' last candle with its indicators, and the newest `signals`
-    /// signals with their deliveries. A restarted instance starts its view
-    /// from this, so a console or an `attach` does not show blank pairs until
-    /// the next candle closes (hours away on H4) and no signals at all.
-    /// Unreadable values are left out; `load_series` names them. Only the
-    /// series `wanted` are shown: one taken out of the config would
-    /// otherwise stay on the console, frozen, for good.
-    pub fn restored_view(&self, signals: usize, wanted: impl Fn(&SeriesKey) -> bool) -> Result<View, StoreError> {
-        let mut view = View::default();
-        // Bars kept at the last stop, or (after a crash) a few seconds
-        // before it: the store may have gone further, and its last candle
-        // then ends them. Bars from past the stored candle do not fit.
-        let mut kept: std::collections::HashMap<String, Vec<Bar>> = match self.meta.get(BARS_KEY) {
-            Ok(Some(v)) => decode::<Vec<(String, Vec<Bar>)>>(&v).unwrap_or_default().into_iter().collect(),
-            _ => Default::default(),
-        };
-        // Each series' newest signal is its pair's "last signal", also when
-        // the newest `signals` of all series (the feed) leave it out.
-        let (mut recent, mut newest) = (Vec::new(), Vec::new());
-        for item in self.series.iter() {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let Some(key) = parse_series_key(&k).filter(|k| wanted(k)) else { continue };
-            if let Ok((state, Some([open, high, low]))) = decode_series(&v)
-                && let Some(last) = state.last()
-            {
-                let (fast, slow, atr) = state.values();
-                let (instrument, timeframe, time, close) = (key.instrument, key.timeframe, last.time, last.close);
-                let record = CandleRecord { instrument, timeframe, time, open, high, low, close, fast, slow, atr };
-                if let Some(mut bars) =
-                    kept.remove(&series_key(&key)).filter(|b| b.last().is_some_and(|b| b.time <= time))
-                {
-                    // The stored candle ends them: applied below, as any candle.
-                    bars.retain(|b| b.time < time);
-                    view.pair_mut(instrument, timeframe).bars =
-                        bars.into_iter().rev().take(CLOSES_KEPT - 1).rev().collect();
-                }
-                view.apply_event(&Event::Candle(record));
-            }
-            let mine = self.newest_signals(&k, signals)?;
-            newest.extend(mine.first().map(|s| s.signal.clone()));
-            recent.extend(mine);
-        }
-        recent.sort_by(|a, b| (b.signal.time, &b.signal.id).cmp(&(a.signal.time, &a.signal.id)));
-        recent.truncate(signals);
-        let mut unconfirmed = self.unconfirmed()?;
-        // Oldest first, as the events came: the view keeps the newest first.
-        for s in recent.into_iter().rev() {
-            view.apply_event(&Event::Signal(s.signal.clone()));
-            let deliveries = s
-                .routes
-                .iter()
-                .filter_map(|route| match s.receipts.iter().find(|r| &r.route == route) {
-                    Some(r) => Some(RouteDelivery {
-                        route: route.clone(),
-                        state: DeliveryState::Delivered,
-                        // Not kept with the receipt: at least the one that delivered it.
-                        attempts: 1,
-                        message_id: r.message_id.clone(),
-                        error: None,
-                    }),
-                    None => unconfirmed.remove(&(s.signal.id.clone(), route.clone())),
-                })
-                .collect();
-            if let Some(v) = view.signals.front_mut() {
-                v.deliveries = deliveries;
-            }
-        }
-        for s in newest {
-            let (instrument, timeframe) = (s.instrument, s.timeframe);
-            view.pair_mut(instrument, timeframe).last_signal = Some(s);
-        }
-        Ok(view)
-    }
-
-    /// The newest `n` signals of one series (`series` as its key in the
-    /// `series` tree), newest first. Ids sort by series, then candle time,
-    /// so they are the end of the series' range: no more than `n` are read.
-    fn newest_signals(&self, series: &[u8], n: usize) -> Result<Vec<StoredSignal>, StoreError> {
-        let mut prefix = series.to_vec();
-        prefix.push(b':');
-        let mut out = Vec::new();
-        for item in self.signals.scan_prefix(&prefix).rev().take(n) {
-            let (_, v) = item.map_err(|e| self.err(e))?;
-            out.extend(decode_stored_signal(&v).ok());
-        }
-        Ok(out)
-    }
-
-    /// Deliveries not confirmed, by (message id, route): waiting in the
-    /// outbox (failed once they have been tried) or given up on.
-    fn unconfirmed(&self) -> Result<std::collections::HashMap<(String, String), RouteDelivery>, StoreError> {
-        let mut found = std::collections::HashMap::new();
-        for item in self.outbox.iter() {
-            let (_, v) = item.map_err(|e| self.err(e))?;
-            let Ok(e) = decode_entry(&v) else { continue };
-            let state = if e.attempts > 0 { DeliveryState::Failed } else { DeliveryState::Queued };
-            let d = RouteDelivery {
-                route: e.route.clone(),
-                state,
-                attempts: e.attempts,
-                message_id: None,
-                error: e.last_error.clone(),
-            };
-            found.insert((e.message.id().to_string(), e.route), d);
-        }
-        for (_, d) in self.dead()?.0 {
-            let r = RouteDelivery {
-                route: d.entry.route.clone(),
-                state: DeliveryState::Dead,
-                attempts: d.entry.attempts,
-                message_id: None,
-                error: Some(d.error),
-            };
-            found.insert((d.entry.message.id().to_string(), d.entry.route), r);
-        }
-        Ok(found)
-    }
-
-    /// Encodes one candle's writes, so the engine can move on to the next
-    /// candle while the batch waits to be committed.
-    pub fn prepare(&self, c: &CandleCommit<'_>) -> Result<Prepared, StoreError> {
-        let enc_err =
-            |e: postcard::Error| StoreError::Encode { dir: self.dir.display().to_string(), message: e.to_string() };
-        let state = match c.candle {
-            Some(k) => encode_as(VALUE_V2, &(c.state, [k.open, k.high, k.low])),
-            None => encode(c.state),
-        }
-        .map_err(enc_err)?;
-        let signal = match c.signal {
-            Some(s) => {
-                let stored = StoredSignal {
-                    signal: s.clone(),
-                    routes: c.routes.iter().map(|r| r.0.clone()).collect(),
-                    committed: c.now,
-                    receipts: Vec::new(),
-                };
-                let entries = c
-                    .routes
-                    .iter()
-                    .map(|(route, delay)| {
-                        let e = OutboxEntry {
-                            route: route.clone(),
-                            message: Message::Signal(s.clone()),
-                            created: c.now,
-                            not_before: Ts(c.now.0 + delay),
-                            attempts: 0,
-                            last_error: None,
-                        };
-                        encode_as(VALUE_V2, &e)
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(enc_err)?;
-                Some(PreparedSignal {
-                    id: s.id.clone(),
-                    seen: self.pruned_through(&c.key).is_some_and(|mark| s.time <= mark),
-                    stored: encode_as(VALUE_V2, &stored).map_err(enc_err)?,
-                    entries,
-                })
-            }
-            None => None,
-        };
-        Ok(Prepared { key: series_key(&c.key), state, signal })
-    }
-
-    /// Writes one candle's series state, its signal and the signal's outbox
-    /// entries in one transaction. Returns whether the signal was new: a
-    /// signal id already stored is never queued again.
-    pub fn commit(&self, c: &CandleCommit<'_>) -> Result<bool, StoreError> {
-        let p = self.prepare(c)?;
-        Ok(self.commit_all(std::slice::from_ref(&p))?.first().copied().unwrap_or(false))
-    }
-
-    /// Commits a batch of prepared candles in one transaction: each candle's
-    /// writes are atomic because the whole batch is. One transaction per
-    /// batch instead of per candle is what keeps a 28-pair close cheap.
-    /// Returns, per candle, whether its signal was new.
-    pub fn commit_all(&self, batch: &[Prepared]) -> Result<Vec<bool>, StoreError> {
-        let result = (&self.series, &self.signals, &self.outbox).transaction(|(series, signals, outbox)| {
-            let mut new = Vec::with_capacity(batch.len());
-            for p in batch {
-                series.insert(p.key.as_bytes(), p.state.as_slice())?;
-                let Some(sig) = &p.signal else {
-                    new.push(false);
-                    continue;
-                };
-                if sig.seen || signals.get(sig.id.as_bytes())?.is_some() {
-                    new.push(false);
-                    continue;
-                }
-                signals.insert(sig.id.as_bytes(), sig.stored.as_slice())?;
-                for e in &sig.entries {
-                    let k = OutboxKey::new(Priority::High, outbox.generate_id()?);
-                    outbox.insert(&k.0, e.as_slice())?;
-                }
-                new.push(true);
-            }
-            Ok::<_, ConflictableTransactionError<()>>(new)
-        });
-        match result {
-            Ok(new) => Ok(new),
-            Err(TransactionError::Storage(e)) => Err(self.err(e)),
-            Err(TransactionError::Abort(())) => Ok(vec![false; batch.len()]),
-        }
     }
 
     /// Makes every write so far durable. Anything that must survive a crash
@@ -924,174 +318,33 @@ impl Store {
         self.db.flush().map_err(|e| self.err(e))
     }
 
-    pub fn signal(&self, id: &str) -> Result<Option<StoredSignal>, StoreError> {
-        let v = self.signals.get(id).map_err(|e| self.err(e))?;
-        Ok(v.and_then(|v| decode_stored_signal(&v).ok()))
-    }
-
-    fn encode_err(&self, e: postcard::Error) -> StoreError {
+    pub(super) fn encode_err(&self, e: postcard::Error) -> StoreError {
         StoreError::Encode { dir: self.dir.display().to_string(), message: e.to_string() }
     }
 
-    fn tx_result<T>(&self, r: Result<T, TransactionError<String>>) -> Result<T, StoreError> {
+    pub(super) fn tx_result<T>(&self, r: Result<T, TransactionError<String>>) -> Result<T, StoreError> {
         r.map_err(|e| match e {
             TransactionError::Storage(e) => self.err(e),
             TransactionError::Abort(message) => StoreError::Encode { dir: self.dir.display().to_string(), message },
         })
     }
-
-    /// Queues notifications (alerts; signals are queued by `commit_all`) in
-    /// one transaction. Not durable until `flush`.
-    pub fn enqueue(&self, entries: &[OutboxEntry]) -> Result<Vec<OutboxKey>, StoreError> {
-        let encoded = entries
-            .iter()
-            .map(|e| encode_as(VALUE_V2, e).map(|v| (e.message.priority(), v)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.encode_err(e))?;
-        let r = self.outbox.transaction(|outbox| {
-            let mut keys = Vec::with_capacity(encoded.len());
-            for (priority, value) in &encoded {
-                let k = OutboxKey::new(*priority, outbox.generate_id()?);
-                outbox.insert(&k.0, value.as_slice())?;
-                keys.push(k);
-            }
-            Ok(keys)
-        });
-        self.tx_result(r)
-    }
-
-    /// Outbox entries in delivery order (priority, then age), and a
-    /// description of each value that could not be read.
-    pub fn outbox(&self) -> Result<Entries<OutboxEntry>, StoreError> {
-        let mut ok = Vec::new();
-        let mut bad = Vec::new();
-        for item in self.outbox.iter() {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            match (OutboxKey::from_raw(&k), decode_entry(&v)) {
-                (Some(key), Ok(e)) => ok.push((key, e)),
-                (None, _) => bad.push(format!("outbox key {k:?}: not an outbox key")),
-                (_, Err(e)) => bad.push(format!("outbox key {k:?}: {e}")),
-            }
-        }
-        Ok((ok, bad))
-    }
-
-    /// Rewrites an entry in place (its attempt count and last error).
-    pub fn update(&self, key: OutboxKey, entry: &OutboxEntry) -> Result<(), StoreError> {
-        let v = encode_as(VALUE_V2, entry).map_err(|e| self.encode_err(e))?;
-        self.outbox.insert(key.0, v).map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    /// Discord confirmed these entries: they leave the outbox and each
-    /// signal's receipt for the route is recorded, in one transaction.
-    pub fn delivered(
-        &self,
-        done: &[(OutboxKey, &OutboxEntry)],
-        message_id: Option<&str>,
-        at: Ts,
-    ) -> Result<(), StoreError> {
-        let r = (&self.outbox, &self.signals).transaction(|(outbox, signals)| {
-            for (key, entry) in done {
-                outbox.remove(&key.0)?;
-                let Message::Signal(s) = &entry.message else { continue };
-                let Some(raw) = signals.get(s.id.as_bytes())? else { continue };
-                let Ok(mut stored) = decode_stored_signal(&raw) else { continue };
-                stored.receipts.retain(|r| r.route != entry.route);
-                stored.receipts.push(Receipt {
-                    route: entry.route.clone(),
-                    message_id: message_id.map(str::to_string),
-                    at,
-                });
-                let v = encode_as(VALUE_V2, &stored)
-                    .map_err(|e| ConflictableTransactionError::Abort(format!("cannot encode a signal: {e}")))?;
-                signals.insert(s.id.as_bytes(), v)?;
-            }
-            Ok(())
-        });
-        self.tx_result(r)
-    }
-
-    /// Moves entries from the outbox to the dead list with why, in one transaction.
-    pub fn bury(&self, entries: &[(OutboxKey, OutboxEntry)], error: &str, died: Ts) -> Result<(), StoreError> {
-        let encoded = entries
-            .iter()
-            .map(|(k, e)| {
-                let d = DeadEntry { entry: e.clone(), error: error.to_string(), died };
-                encode_as(VALUE_V2, &d).map(|v| (*k, v))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.encode_err(e))?;
-        let r = (&self.outbox, &self.dead).transaction(|(outbox, dead)| {
-            for (k, v) in &encoded {
-                outbox.remove(&k.0)?;
-                dead.insert(&k.0, v.as_slice())?;
-            }
-            Ok(())
-        });
-        self.tx_result(r)
-    }
-
-    /// The dead list in priority and age order, and the values that could not be read.
-    pub fn dead(&self) -> Result<Entries<DeadEntry>, StoreError> {
-        let mut ok = Vec::new();
-        let mut bad = Vec::new();
-        for item in self.dead.iter() {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let decoded = match v.split_first() {
-                Some((&VALUE_V2, rest)) => postcard::from_bytes::<DeadEntry>(rest).map_err(|e| e.to_string()),
-                Some((v, _)) => Err(format!("unknown value version {v}")),
-                None => Err("empty value".into()),
-            };
-            match (OutboxKey::from_raw(&k), decoded) {
-                (Some(key), Ok(d)) => ok.push((key, d)),
-                (None, _) => bad.push(format!("dead key {k:?}: not an outbox key")),
-                (_, Err(e)) => bad.push(format!("dead key {k:?}: {e}")),
-            }
-        }
-        Ok((ok, bad))
-    }
-
-    /// Puts dead entries back in the outbox under their old keys (so they keep
-    /// their place), with a fresh attempt count, due now.
-    pub fn revive(&self, keys: &[OutboxKey], now: Ts) -> Result<usize, StoreError> {
-        let (dead, _) = self.dead()?;
-        let mut moves = Vec::new();
-        for (k, d) in dead.into_iter().filter(|(k, _)| keys.contains(k)) {
-            let mut e = d.entry;
-            e.attempts = 0;
-            e.not_before = now;
-            e.last_error = Some(d.error);
-            moves.push((k, encode_as(VALUE_V2, &e).map_err(|e| self.encode_err(e))?));
-        }
-        let r = (&self.outbox, &self.dead).transaction(|(outbox, dead)| {
-            for (k, v) in &moves {
-                dead.remove(&k.0)?;
-                outbox.insert(&k.0, v.as_slice())?;
-            }
-            Ok(())
-        });
-        self.tx_result(r)?;
-        Ok(moves.len())
-    }
-
-    /// Deletes dead entries for good.
-    pub fn purge(&self, keys: &[OutboxKey]) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for k in keys {
-            if self.dead.remove(k.0).map_err(|e| self.err(e))?.is_some() {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    #[allow(unused_imports)]
+    use super::records::*;
     use super::*;
+    #[allow(unused_imports)]
+    use crate::engine::SeriesState;
     use crate::engine::StrategyParams;
+    #[allow(unused_imports)]
+    use crate::event::{Alert, AlertState, DeliveryState, Signal};
     use crate::types::Side;
+    #[allow(unused_imports)]
+    use crate::types::{Candle, Instrument, Timeframe};
+    #[allow(unused_imports)]
+    use serde::Serialize;
 
     /// The `n`th candle of `instrument` at `tf` from 2024-01-01 00:00 UTC,
     /// a buy on even candles and a sell on odd ones.
@@ -1130,8 +383,15 @@ mod tests {
             let (store, report) = Store::open(dir.path()).unwrap();
             assert!(report.created && report.moved_aside.is_none());
             let sig = signal();
-            let c =
-                CandleCommit { key, candle: None, state: &state, signal: Some(&sig), routes: &routes, now: Ts(100) };
+            let c = CandleCommit {
+                key,
+                candle: None,
+                state: &state,
+                signal: Some(&sig),
+                routes: &routes,
+                now: Ts(100),
+                priority: Priority::High,
+            };
             assert!(store.commit(&c).unwrap());
             assert!(!store.commit(&c).unwrap(), "the same signal id was queued twice");
             store.flush_blocking().unwrap();
@@ -1144,7 +404,9 @@ mod tests {
         let (outbox, bad) = store.outbox().unwrap();
         assert!(bad.is_empty());
         assert_eq!(outbox.len(), 2);
-        assert_eq!(outbox[1].1.not_before, Ts(1000));
+        // In route order now: the free channel's entry waits out its delay.
+        let free = outbox.iter().find(|(_, e)| e.route == "free").map(|(_, e)| e.not_before);
+        assert_eq!(free, Some(Ts(1000)));
         assert_eq!(store.signal(&signal().id).unwrap().map(|s| s.routes.len()), Some(2));
     }
 
@@ -1183,144 +445,6 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_starts_from_the_last_candles_and_the_newest_signals_with_their_deliveries() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(dir.path()).unwrap();
-        let eur = Instrument::new("EUR_USD").unwrap();
-        let key = SeriesKey::new(eur, Timeframe::H1);
-        // Signals first: the candles after them leave each series' last state.
-        let routes = vec![("a".to_string(), 0), ("b".to_string(), 0)];
-        let signals = [
-            signal_at("EUR_USD", Timeframe::H1, 1),
-            signal_at("EUR_USD", Timeframe::H1, 2),
-            signal_at("EUR_USD", Timeframe::H1, 3),
-            signal_at("GBP_USD", Timeframe::H4, 0),
-            signal_at("GBP_USD", Timeframe::H4, 1),
-            // Older than the newest three of all series.
-            signal_at("USD_JPY", Timeframe::H1, 0),
-        ];
-        for s in &signals {
-            let k = SeriesKey::new(s.instrument, s.timeframe);
-            let c = CandleCommit {
-                key: k,
-                candle: None,
-                state: &SeriesState::new(StrategyParams::default()),
-                signal: Some(s),
-                routes: &routes,
-                now: Ts(2),
-            };
-            assert!(store.commit(&c).unwrap());
-        }
-        let mut state = SeriesState::new(StrategyParams::default());
-        let mut last = None;
-        for n in 0..3 {
-            let close = 1.1 + n as f64 * 0.001;
-            let candle = Candle {
-                instrument: eur,
-                timeframe: Timeframe::H1,
-                time: Ts(1_704_067_200 + n * 3600),
-                open: close - 0.0005,
-                high: close + 0.001,
-                low: close - 0.001,
-                close,
-                volume: 0.0,
-            };
-            state.step(&candle).unwrap();
-            let c = CandleCommit { key, candle: Some(&candle), state: &state, signal: None, routes: &[], now: Ts(1) };
-            store.commit(&c).unwrap();
-            last = Some(candle);
-        }
-        // Written before the last candle was kept: resumed, but not shown.
-        let gbp = SeriesKey::new(Instrument::new("GBP_USD").unwrap(), Timeframe::H4);
-        store
-            .commit(&CandleCommit { key: gbp, candle: None, state: &state, signal: None, routes: &[], now: Ts(1) })
-            .unwrap();
-
-        let (entries, _) = store.outbox().unwrap();
-        let of = |id: &str, route: &str| {
-            entries.iter().find(|(_, e)| e.message.id() == id && e.route == route).cloned().unwrap()
-        };
-        // The newest (GBP H4 at 04:00): a delivered, b given up on.
-        let (ka, ea) = of(&signals[4].id, "a");
-        store.delivered(&[(ka, &ea)], Some("m1"), Ts(3)).unwrap();
-        store.bury(&[of(&signals[4].id, "b")], "404 Unknown Webhook", Ts(3)).unwrap();
-        // EUR H1 at 03:00: b failed once, a still waiting.
-        let (kb, mut eb) = of(&signals[2].id, "b");
-        eb.attempts = 1;
-        eb.last_error = Some("timed out".into());
-        store.update(kb, &eb).unwrap();
-
-        let view = store.restored_view(3, |_| true).unwrap();
-        let only_eur = store.restored_view(3, |k| *k == key).unwrap();
-        assert_eq!(only_eur.pairs.iter().map(|p| p.instrument).collect::<Vec<_>>(), [eur]);
-        assert!(only_eur.signals.iter().all(|v| v.signal.instrument == eur));
-        assert_eq!(only_eur.signals.len(), 3);
-        let last = last.unwrap();
-        let pair =
-            |k: SeriesKey| view.pairs.iter().find(|p| p.instrument == k.instrument && p.timeframe == k.timeframe);
-        // GBP_USD's state has no candle with it: its pair has only its last signal.
-        assert_eq!(
-            pair(gbp).map(|p| (p.candle, p.last_signal.as_ref().map(|s| &s.id))),
-            Some((None, Some(&signals[4].id)))
-        );
-        let c = pair(key).and_then(|p| p.candle).expect("EUR_USD's last candle");
-        assert_eq!((c.instrument, c.timeframe, c.time), (eur, Timeframe::H1, last.time));
-        assert_eq!([c.open, c.high, c.low, c.close], [last.open, last.high, last.low, last.close]);
-        assert_eq!((c.fast, c.slow, c.atr), state.values());
-
-        let ids: Vec<&str> = view.signals.iter().map(|v| v.signal.id.as_str()).collect();
-        assert_eq!(ids, [&signals[4].id, &signals[2].id, &signals[1].id], "the newest three, newest first");
-        let states = |n: usize| -> Vec<(String, DeliveryState, Option<String>)> {
-            view.signals[n].deliveries.iter().map(|d| (d.route.clone(), d.state, d.error.clone())).collect()
-        };
-        assert_eq!(
-            states(0),
-            [
-                ("a".into(), DeliveryState::Delivered, None),
-                ("b".into(), DeliveryState::Dead, Some("404 Unknown Webhook".into()))
-            ]
-        );
-        assert_eq!(view.signals[0].deliveries[0].message_id.as_deref(), Some("m1"));
-        assert_eq!(
-            states(1),
-            [("a".into(), DeliveryState::Queued, None), ("b".into(), DeliveryState::Failed, Some("timed out".into()))]
-        );
-        assert_eq!(pair(key).and_then(|p| p.last_signal.as_ref()).map(|s| &s.id), Some(&signals[2].id));
-        // Out of the feed, still its pair's last signal.
-        let jpy = SeriesKey::new(Instrument::new("USD_JPY").unwrap(), Timeframe::H1);
-        assert_eq!(pair(jpy).and_then(|p| p.last_signal.as_ref()).map(|s| &s.id), Some(&signals[5].id));
-        assert_eq!(pair(key).map(|p| p.bars.len()), Some(1), "no bars kept: the last candle's alone");
-
-        // Bars kept at a stop come back when they end at the stored candle.
-        let bar = |t: i64, close| Bar { time: Ts(t), close, fast: None, slow: None };
-        let kept = vec![bar(last.time.0 - 3600, 1.0), bar(last.time.0, last.close)];
-        let keep = |bars: Vec<Bar>| {
-            let mut v = View::default();
-            v.pair_mut(key.instrument, key.timeframe).bars = bars.into();
-            store.keep_bars(&v).unwrap();
-        };
-        keep(kept.clone());
-        let view = store.restored_view(3, |_| true).unwrap();
-        let bars = view.pairs.iter().find(|p| p.key() == key).map(|p| Vec::from(p.bars.clone()));
-        assert_eq!(bars.as_ref(), Some(&kept));
-        // A later run that crashed went further than its last kept bars:
-        // its last candle ends them.
-        let next = Candle { time: Ts(last.time.0 + 3600), ..last };
-        state.step(&next).unwrap();
-        let c = CandleCommit { key, candle: Some(&next), state: &state, signal: None, routes: &[], now: Ts(1) };
-        store.commit(&c).unwrap();
-        let view = store.restored_view(3, |_| true).unwrap();
-        let times = |view: &View| {
-            view.pairs.iter().find(|p| p.key() == key).map(|p| p.bars.iter().map(|b| b.time).collect::<Vec<_>>())
-        };
-        assert_eq!(times(&view), Some(vec![kept[0].time, kept[1].time, next.time]));
-        // Bars from past the stored candle (another data directory's) do not fit.
-        keep(vec![bar(next.time.0 + 3600, 1.0)]);
-        let view = store.restored_view(3, |_| true).unwrap();
-        assert_eq!(times(&view), Some(vec![next.time]));
-    }
-
-    #[test]
     fn delivered_buried_revived_and_purged() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(dir.path()).unwrap();
@@ -1329,7 +453,15 @@ mod tests {
         let routes = vec![("a".to_string(), 0), ("b".to_string(), 0)];
         let sig = signal();
         store
-            .commit(&CandleCommit { key, candle: None, state: &state, signal: Some(&sig), routes: &routes, now: Ts(1) })
+            .commit(&CandleCommit {
+                key,
+                candle: None,
+                state: &state,
+                signal: Some(&sig),
+                routes: &routes,
+                now: Ts(1),
+                priority: Priority::High,
+            })
             .unwrap();
         let (entries, _) = store.outbox().unwrap();
         assert_eq!(entries.len(), 2);
@@ -1378,10 +510,10 @@ mod tests {
         use crate::types::Severity;
         store
             .enqueue(&[
-                entry(Message::Alert(alert(Severity::Info))),
-                entry(Message::Signal(sig.clone())),
-                entry(Message::Alert(alert(Severity::Critical))),
-                entry(Message::Alert(alert(Severity::Warning))),
+                (Priority::Low, entry(Message::Alert(alert(Severity::Info)))),
+                (Priority::High, entry(Message::Signal(sig.clone()))),
+                (Priority::Urgent, entry(Message::Alert(alert(Severity::Critical)))),
+                (Priority::Normal, entry(Message::Alert(alert(Severity::Warning)))),
             ])
             .unwrap();
         let order: Vec<String> = store.outbox().unwrap().0.iter().map(|(_, e)| e.message.id().to_string()).collect();
@@ -1460,7 +592,7 @@ mod tests {
         }
         let (store, _) = Store::open(dir.path()).unwrap();
         assert_eq!(store.seq_start(1000).unwrap(), 1077, "after a clean stop, from the mark");
-        store.meta.insert(SEQ_KEY, &b"bad"[..]).unwrap();
+        store.meta.insert("seq", &b"bad"[..]).unwrap();
         assert_eq!(store.seq_start(1000).unwrap(), 1000);
     }
 
@@ -1489,7 +621,17 @@ mod tests {
 
 #[cfg(test)]
 mod corruption {
+    #[allow(unused_imports)]
+    use super::records::*;
     use super::*;
+    #[allow(unused_imports)]
+    use crate::engine::SeriesState;
+    #[allow(unused_imports)]
+    use crate::event::{Alert, AlertState, DeliveryState, Signal};
+    #[allow(unused_imports)]
+    use crate::types::{Candle, Instrument, Timeframe};
+    #[allow(unused_imports)]
+    use serde::Serialize;
 
     #[test]
     fn a_corrupt_database_is_moved_aside_not_a_panic() {
@@ -1516,86 +658,20 @@ mod corruption {
 }
 
 #[cfg(test)]
-mod cleaning {
-    use super::*;
-    use crate::engine::{Engine, Phase, StrategySet};
-    use crate::event::Event;
-    use crate::types::Candle;
-
-    /// A busy demo's writes through the live path's calls: 28 series whose
-    /// states are rewritten every close, and their signals, which pile up
-    /// in leaves that nothing rewrites once they are full. Returns the data
-    /// file's size at the end: once it is under `wait_for`, if given, or
-    /// after 10 s of giving the cleaner time (a loaded machine runs it late).
-    fn churn(dir: &Path, clean_every_ms: Option<u64>, wait_for: Option<u64>) -> u64 {
-        let store = Store::with_trees(open_db_cleaning_every(dir, clean_every_ms).unwrap(), dir).unwrap();
-        let mut engine = Engine::new(StrategySet::default());
-        let mut keys = Vec::new();
-        for i in ["EUR_USD", "GBP_USD", "USD_JPY", "USD_CHF", "AUD_USD", "USD_CAD", "NZD_USD"] {
-            for tf in [Timeframe::M15, Timeframe::H1, Timeframe::H4, Timeframe::D] {
-                keys.push(SeriesKey::new(Instrument::new(i).unwrap(), tf));
-            }
-        }
-        let mut events = Vec::new();
-        for close in 0..2_000i64 {
-            let mut batch = Vec::new();
-            for (n, key) in keys.iter().enumerate() {
-                // A wave whose period differs per series, so crossovers come often.
-                let p = 1.0 + ((close as f64) / (5.0 + n as f64 / 4.0)).sin() * 0.01;
-                let time = Ts(1_600_000_000 + close * key.timeframe.seconds());
-                let candle = Candle {
-                    instrument: key.instrument,
-                    timeframe: key.timeframe,
-                    time,
-                    open: p,
-                    high: p * 1.001,
-                    low: p * 0.999,
-                    close: p,
-                    volume: 1.0,
-                };
-                events.clear();
-                engine.apply_into(&candle, Phase::Live, &mut events);
-                let signal = events.iter().find_map(|e| if let Event::Signal(s) = e { Some(s) } else { None });
-                let state = engine.state(key).unwrap();
-                batch.push(
-                    store
-                        .prepare(&CandleCommit { key: *key, candle: None, state, signal, routes: &[], now: time })
-                        .unwrap(),
-                );
-            }
-            store.commit_all(&batch).unwrap();
-            store.flush_blocking().unwrap();
-        }
-        let size = || std::fs::metadata(dir.join("db")).unwrap().len();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while wait_for.is_some_and(|limit| size() >= limit) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            store.flush_blocking().unwrap();
-        }
-        size()
-    }
-
-    /// With sled's cleaner off (as an earlier build had it), about half of
-    /// this database is dead log that is never given back (5.2 MB against
-    /// 2.6 MB here). The cleaner runs faster than in production so that the
-    /// test does not have to write for minutes.
-    #[test]
-    fn a_busy_database_gets_its_dead_log_space_back() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let without = churn(a.path(), None, None);
-        let with = churn(b.path(), Some(20), Some(without * 3 / 4));
-        assert!(
-            with * 4 < without * 3,
-            "with the cleaner the file is {with} bytes, without it {without}: the cleaner freed too little"
-        );
-    }
-}
-
-#[cfg(test)]
 mod retention {
+    #[allow(unused_imports)]
+    use super::records::*;
     use super::tests::signal_at;
     use super::*;
+    #[allow(unused_imports)]
+    use crate::engine::SeriesState;
     use crate::engine::StrategyParams;
+    #[allow(unused_imports)]
+    use crate::event::{Alert, AlertState, DeliveryState, Signal};
+    #[allow(unused_imports)]
+    use crate::types::{Candle, Instrument, Timeframe};
+    #[allow(unused_imports)]
+    use serde::Serialize;
 
     /// Commits `s` the way the live path does; true when it was new.
     fn commit(store: &Store, s: &Signal) -> bool {
@@ -1608,6 +684,7 @@ mod retention {
             signal: Some(s),
             routes: &routes,
             now: s.time,
+            priority: Priority::High,
         };
         store.commit(&c).unwrap()
     }

@@ -15,9 +15,10 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SourceKind};
+use crate::control::Command;
 use crate::time::Ts;
 use app::{Action, App};
-use remote::{Command, Incoming};
+use remote::Incoming;
 use theme::Theme;
 
 /// Data changes are drawn at most this often: a burst of events becomes one
@@ -245,12 +246,12 @@ async fn on_key(
             Flow::Draw { now: true }
         }
         Action::Pause(p) => {
-            let _ = commands.send(Command::Pause(p)).await;
+            let _ = commands.send(if p { Command::Pause } else { Command::Resume }).await;
             Flow::Draw { now: true }
         }
         Action::Ack(alerts) => {
             for a in alerts {
-                let _ = commands.send(Command::Ack(a)).await;
+                let _ = commands.send(Command::Ack { alert: a.id }).await;
             }
             Flow::Nothing
         }

@@ -1,20 +1,18 @@
-//! `pipwatch attach`: the console's input from a running instance's
-//! WebSocket. The snapshot becomes the view, then events are folded into it
-//! by the same `View::apply` the in-process console uses. After a drop it
-//! reconnects with `?since=` the last seq it applied.
+//! `pipwatch attach`: the console's input from a running instance, through
+//! the shared client (`crate::client`). A snapshot becomes the view (also
+//! the one after a `lagged`), then events are folded into it by the same
+//! `View::apply` the in-process console uses.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::app::LinkState;
+use crate::client::{self, ClientError, Update, Ws};
+use crate::control::Command;
 use crate::event::Envelope;
-use crate::tail::TailError;
+use crate::protocol::{ClientFrame, Frame};
 use crate::view::View;
 
 /// What the console receives, from either side.
@@ -28,32 +26,39 @@ pub enum Incoming {
     Notice(String),
 }
 
-/// What the console asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    Pause(bool),
-    Ack(crate::event::Alert),
+/// A console command as the frame that asks a server for it.
+pub fn frame_of(c: Command) -> ClientFrame {
+    match c {
+        Command::Pause => ClientFrame::Pause,
+        Command::Resume => ClientFrame::Resume,
+        Command::Ack { alert } => ClientFrame::Ack { alert },
+    }
 }
-
-fn request(
-    url: &str,
-    token: Option<&str>,
-    since: Option<u64>,
-) -> Result<tungstenite::handshake::client::Request, TailError> {
-    let opts = crate::tail::Options { url: url.to_string(), token: token.map(str::to_string), ..Default::default() };
-    crate::tail::request(&opts, since)
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Connects once, to fail early (before the screen opens) if nothing is
-/// there. `url` as the user wrote it: `crate::tail::normalize` makes it whole.
-pub async fn connect(url: &str, token: Option<&str>) -> Result<Ws, TailError> {
-    let url = crate::tail::normalize(url)?;
-    match tokio_tungstenite::connect_async(request(&url, token, None)?).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(e) => Err(crate::tail::connect_error(&url, token.is_some(), e)),
-    }
+/// there. `url` as the user wrote it.
+pub async fn connect(url: &str, token: Option<&str>) -> Result<Ws, ClientError> {
+    client::connect(&options(url, token), None).await
+}
+
+fn options(url: &str, token: Option<&str>) -> client::Options {
+    client::Options { url: url.to_string(), token: token.map(str::to_string), ..Default::default() }
+}
+
+/// What the console makes of the client's news; `None` for what it ignores.
+fn incoming(update: Update) -> Option<Incoming> {
+    Some(match update {
+        Update::Connected => Incoming::Link(LinkState::Connected, None),
+        Update::Frame(Frame::Snapshot(view)) => Incoming::Snapshot(view),
+        Update::Frame(Frame::Hello(h)) if !h.commands => Incoming::Link(LinkState::ReadOnly, None),
+        Update::Frame(Frame::Error { message }) => Incoming::Notice(message),
+        // `lagged` is always followed by the snapshot that corrects the view.
+        Update::Frame(_) => return None,
+        Update::Event { env, .. } => Incoming::Event(env),
+        Update::Dropped { reason } | Update::Retrying { reason, .. } => {
+            Incoming::Link(LinkState::Reconnecting, Some(reason))
+        }
+    })
 }
 
 /// Follows the server until `stop`, reconnecting after drops.
@@ -65,107 +70,35 @@ pub async fn follow(
     mut commands: mpsc::Receiver<Command>,
     stop: CancellationToken,
 ) {
-    let mut ws = Some(first);
-    let mut last_seq: Option<u64> = None;
-    let mut attempt = 0u32;
-    loop {
-        let mut conn = match ws.take() {
-            Some(c) => c,
-            None => {
-                let connected = tokio::select! {
-                    r = tokio_tungstenite::connect_async(match request(&url, token.as_deref(), last_seq) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let _ = tx.send(Incoming::Link(LinkState::Failed, Some(e.to_string()))).await;
-                            return;
-                        }
-                    }) => r,
-                    _ = stop.cancelled() => return,
-                };
-                match connected {
-                    Ok((c, _)) => c,
-                    Err(e) => {
-                        attempt += 1;
-                        let wait = crate::net::backoff(attempt, Duration::from_millis(250), Duration::from_secs(5));
-                        let _ = tx.send(Incoming::Link(LinkState::Reconnecting, Some(crate::tail::reason(&e)))).await;
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => continue,
-                            _ = stop.cancelled() => return,
-                        }
-                    }
-                }
-            }
-        };
-        attempt = 0;
-        let _ = tx.send(Incoming::Link(LinkState::Connected, None)).await;
-        let why = loop {
+    let (updates_tx, mut updates) = mpsc::channel(256);
+    let (frames_tx, frames) = mpsc::channel(64);
+    let opts = options(&url, token.as_deref());
+    let follower = client::follow(&opts, Some(first), updates_tx, Some(frames), stop.clone());
+    let forward = async {
+        let mut open = true;
+        loop {
             tokio::select! {
-                frame = conn.next() => {
-                    let text = match frame {
-                        Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Close(c))) => {
-                            break c
-                                .map(|c| c.reason.to_string())
-                                .filter(|r| !r.is_empty())
-                                .unwrap_or_else(|| "closed by the server".into());
-                        }
-                        Some(Ok(_)) => continue,
-                        Some(Err(e)) => break crate::tail::reason(&e),
-                        None => break "connection closed".into(),
-                    };
-                    let Ok(mut v) = serde_json::from_str::<Value>(&text) else { continue };
-                    let kind = v["type"].as_str().unwrap_or("").to_string();
-                    let msg = match kind.as_str() {
-                        "snapshot" => {
-                            if let Some(o) = v.as_object_mut() {
-                                o.remove("type");
-                            }
-                            match serde_json::from_value::<View>(v) {
-                                Ok(view) => {
-                                    last_seq = Some(view.seq);
-                                    Incoming::Snapshot(Box::new(view))
-                                }
-                                Err(e) => Incoming::Notice(format!("a snapshot could not be read: {e}")),
-                            }
-                        }
-                        "hello" => {
-                            if v["commands"] == false {
-                                Incoming::Link(LinkState::ReadOnly, None)
-                            } else {
-                                continue;
-                            }
-                        }
-                        "error" => Incoming::Notice(v["message"].as_str().unwrap_or("error").to_string()),
-                        "ok" | "pong" | "subscribed" | "lagged" => continue,
-                        _ => match serde_json::from_value::<Envelope>(v) {
-                            Ok(env) => {
-                                last_seq = Some(env.seq);
-                                Incoming::Event(Arc::new(env))
-                            }
-                            Err(_) => continue,
-                        },
-                    };
-                    if tx.send(msg).await.is_err() {
+                u = updates.recv() => {
+                    let Some(u) = u else { return };
+                    if let Some(m) = incoming(u)
+                        && tx.send(m).await.is_err()
+                    {
+                        // The console is gone.
+                        stop.cancel();
                         return;
                     }
                 }
-                c = commands.recv() => {
-                    let frame = match c {
-                        Some(Command::Pause(true)) => serde_json::json!({"op": "pause"}),
-                        Some(Command::Pause(false)) => serde_json::json!({"op": "resume"}),
-                        Some(Command::Ack(a)) => serde_json::json!({"op": "ack", "alert": a.id}),
-                        None => return,
-                    };
-                    if let Err(e) = conn.send(Message::Text(frame.to_string().into())).await {
-                        break crate::tail::reason(&e);
+                c = commands.recv(), if open => match c {
+                    Some(c) => {
+                        let _ = frames_tx.send(frame_of(c)).await;
                     }
-                }
-                _ = stop.cancelled() => {
-                    let _ = conn.close(None).await;
-                    return;
-                }
+                    None => open = false,
+                },
             }
-        };
-        let _ = tx.send(Incoming::Link(LinkState::Reconnecting, Some(why))).await;
+        }
+    };
+    let (followed, ()) = tokio::join!(follower, forward);
+    if let Err(e) = followed {
+        let _ = tx.send(Incoming::Link(LinkState::Failed, Some(e.to_string()))).await;
     }
 }
