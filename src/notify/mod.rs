@@ -597,124 +597,156 @@ impl Worker {
         out
     }
 
+    /// Acts on Discord's answer to one request for `batch`.
     async fn handle(&mut self, outcome: Outcome, batch: &[(OutboxKey, OutboxEntry)]) -> Result<(), StoreError> {
+        match outcome {
+            Outcome::Delivered { message_id } => self.delivered(batch, message_id).await,
+            Outcome::RateLimited { retry_after, global, shared, json } => {
+                self.rate_limited(retry_after, global, shared, json);
+                Ok(())
+            }
+            Outcome::Gone { status, code, message } => self.gone(status, code, &message).await,
+            Outcome::Rejected { status, code, message } => self.rejected(batch, status, code, &message).await,
+            Outcome::Retry { reason } => self.retry(batch, reason).await,
+        }
+    }
+
+    async fn delivered(
+        &mut self,
+        batch: &[(OutboxKey, OutboxEntry)],
+        message_id: Option<String>,
+    ) -> Result<(), StoreError> {
         let shared = self.shared.clone();
         let name = &shared.routes[self.index].cfg.name;
         let index = self.index;
-        match outcome {
-            Outcome::Delivered { message_id } => {
-                let done: Vec<_> = batch.iter().map(|(k, e)| (*k, e)).collect();
-                shared.store.delivered(&done, message_id.as_deref(), Ts::now())?;
-                shared.store.flush().await?;
-                self.breaker.success();
-                self.retry_at = None;
-                shared.stats(index, |s| {
-                    s.sent += batch.len() as u64;
-                    s.circuit = Circuit::Closed;
-                    s.last_error = None;
-                });
-                tracing::debug!(route = %name, count = batch.len(), message_id = message_id.as_deref().unwrap_or(""), "delivered");
-                // From when each message was due (a delayed route's delay is not latency).
-                let now = unix_now();
-                for (_, e) in batch {
-                    let due = shared.take_due(e);
-                    shared.publish_delivery(Delivery {
-                        id: e.message.id().to_string(),
-                        route: name.clone(),
-                        state: DeliveryState::Delivered,
-                        attempts: e.attempts + 1,
-                        message_id: message_id.clone(),
-                        error: None,
-                        latency_secs: Some((now - due).max(0.0)),
-                    });
-                }
-            }
-            Outcome::RateLimited { retry_after, global, shared: shared_scope, json } => {
-                shared.limits.rate_limited(self.route().webhook.key(), Instant::now(), retry_after, global);
-                shared.stats(index, |s| s.rate_limited += 1);
-                let wait = format!("{:.1}s", retry_after.as_secs_f64());
-                if !json {
-                    tracing::error!(route = %name, %wait, "Discord answered 429 without its JSON body: this looks like a Cloudflare ban of this IP; backing off");
-                } else if global {
-                    tracing::warn!(route = %name, %wait, "global rate limit: all webhooks wait");
-                } else if shared_scope {
-                    tracing::info!(route = %name, %wait, "the channel's shared rate limit was hit; waiting as Discord asks");
-                } else {
-                    tracing::warn!(route = %name, %wait, "rate limited although the bucket had room; waiting as Discord asks");
-                }
-            }
-            Outcome::Gone { status, code, message } => {
-                let reason = discord::explain_gone(status, code, &message);
-                tracing::error!(route = %name, %reason, "route disabled: no more requests go to this webhook");
-                self.disabled = Some(reason.clone());
-                shared.stats(index, |s| {
-                    s.circuit = Circuit::Disabled;
-                    s.last_error = Some(reason.clone());
-                });
-                let now = Ts::now();
-                let alert = Alert {
-                    id: format!("route:{name}:{now}"),
-                    check: format!("route:{name}"),
-                    severity: Severity::Critical,
-                    state: AlertState::Raised,
-                    title: format!("notification route '{name}' disabled"),
-                    message: format!(
-                        "{reason}. Its messages are kept in the dead list: fix the webhook of route '{name}', restart, then run `pipwatch dead retry --route {name}`."
-                    ),
-                    time: now,
-                };
-                shared.raise(alert, Some(index)).await?;
-                // Everything still queued for this route follows on the next turn.
-            }
-            Outcome::Rejected { status, code, message } => {
-                let error = format!(
-                    "Discord rejected the message ({status}{}): {message}",
-                    code.map(|c| format!(", code {c}")).unwrap_or_default()
-                );
-                if batch.len() > 1 {
-                    tracing::warn!(route = %name, count = batch.len(), %error, "a batch was rejected; sending its messages one by one");
-                    self.solo.extend(batch.iter().map(|(k, _)| *k));
-                } else {
-                    shared.stats(index, |s| s.last_error = Some(error.clone()));
-                    shared.bury(index, batch.to_vec(), &error).await?;
-                }
-            }
-            Outcome::Retry { reason } => {
-                let now = Instant::now();
-                let opened = self.breaker.failure(now);
-                let failures = self.breaker.failures();
-                let wait = crate::net::backoff(failures, shared.settings.retry_min, shared.settings.retry_max);
-                self.retry_at = Some(now + wait);
-                for (k, e) in batch {
-                    let mut e = e.clone();
-                    e.attempts += 1;
-                    e.last_error = Some(reason.clone());
-                    shared.store.update(*k, &e)?;
-                    shared.delivery(
-                        e.message.id(),
-                        index,
-                        DeliveryState::Failed,
-                        e.attempts,
-                        None,
-                        Some(reason.clone()),
-                    );
-                }
-                shared.store.flush().await?;
-                let circuit = self.breaker.state();
-                shared.stats(index, |s| {
-                    s.failed += batch.len() as u64;
-                    s.circuit = circuit;
-                    s.last_error = Some(reason.clone());
-                });
-                if opened {
-                    tracing::warn!(route = %name, failures, %reason,
-                        cooldown = %humantime::format_duration(shared.settings.breaker_cooldown),
-                        "circuit open: this route pauses, then probes with one request");
-                } else {
-                    tracing::warn!(route = %name, failures, %reason, retry_in = %format!("{:.1}s", wait.as_secs_f64()),
-                        "delivery failed; the messages stay queued");
-                }
-            }
+        let done: Vec<_> = batch.iter().map(|(k, e)| (*k, e)).collect();
+        shared.store.delivered(&done, message_id.as_deref(), Ts::now())?;
+        shared.store.flush().await?;
+        self.breaker.success();
+        self.retry_at = None;
+        shared.stats(index, |s| {
+            s.sent += batch.len() as u64;
+            s.circuit = Circuit::Closed;
+            s.last_error = None;
+        });
+        tracing::debug!(route = %name, count = batch.len(), message_id = message_id.as_deref().unwrap_or(""), "delivered");
+        // From when each message was due (a delayed route's delay is not latency).
+        let now = unix_now();
+        for (_, e) in batch {
+            let due = shared.take_due(e);
+            shared.publish_delivery(Delivery {
+                id: e.message.id().to_string(),
+                route: name.clone(),
+                state: DeliveryState::Delivered,
+                attempts: e.attempts + 1,
+                message_id: message_id.clone(),
+                error: None,
+                latency_secs: Some((now - due).max(0.0)),
+            });
+        }
+        Ok(())
+    }
+
+    fn rate_limited(&mut self, retry_after: Duration, global: bool, shared_scope: bool, json: bool) {
+        let shared = self.shared.clone();
+        let name = &shared.routes[self.index].cfg.name;
+        let index = self.index;
+        shared.limits.rate_limited(self.route().webhook.key(), Instant::now(), retry_after, global);
+        shared.stats(index, |s| s.rate_limited += 1);
+        let wait = format!("{:.1}s", retry_after.as_secs_f64());
+        if !json {
+            tracing::error!(route = %name, %wait, "Discord answered 429 without its JSON body: this looks like a Cloudflare ban of this IP; backing off");
+        } else if global {
+            tracing::warn!(route = %name, %wait, "global rate limit: all webhooks wait");
+        } else if shared_scope {
+            tracing::info!(route = %name, %wait, "the channel's shared rate limit was hit; waiting as Discord asks");
+        } else {
+            tracing::warn!(route = %name, %wait, "rate limited although the bucket had room; waiting as Discord asks");
+        }
+    }
+
+    async fn gone(&mut self, status: u16, code: Option<u64>, message: &str) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let name = &shared.routes[self.index].cfg.name;
+        let index = self.index;
+        let reason = discord::explain_gone(status, code, message);
+        tracing::error!(route = %name, %reason, "route disabled: no more requests go to this webhook");
+        self.disabled = Some(reason.clone());
+        shared.stats(index, |s| {
+            s.circuit = Circuit::Disabled;
+            s.last_error = Some(reason.clone());
+        });
+        let now = Ts::now();
+        let alert = Alert {
+            id: format!("route:{name}:{now}"),
+            check: format!("route:{name}"),
+            severity: Severity::Critical,
+            state: AlertState::Raised,
+            title: format!("notification route '{name}' disabled"),
+            message: format!(
+                "{reason}. Its messages are kept in the dead list: fix the webhook of route '{name}', restart, then run `pipwatch dead retry --route {name}`."
+            ),
+            time: now,
+        };
+        shared.raise(alert, Some(index)).await?;
+        // Everything still queued for this route follows on the next turn.
+        Ok(())
+    }
+
+    async fn rejected(
+        &mut self,
+        batch: &[(OutboxKey, OutboxEntry)],
+        status: u16,
+        code: Option<u64>,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let name = &shared.routes[self.index].cfg.name;
+        let index = self.index;
+        let error = format!(
+            "Discord rejected the message ({status}{}): {message}",
+            code.map(|c| format!(", code {c}")).unwrap_or_default()
+        );
+        if batch.len() > 1 {
+            tracing::warn!(route = %name, count = batch.len(), %error, "a batch was rejected; sending its messages one by one");
+            self.solo.extend(batch.iter().map(|(k, _)| *k));
+        } else {
+            shared.stats(index, |s| s.last_error = Some(error.clone()));
+            shared.bury(index, batch.to_vec(), &error).await?;
+        }
+        Ok(())
+    }
+
+    async fn retry(&mut self, batch: &[(OutboxKey, OutboxEntry)], reason: String) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let name = &shared.routes[self.index].cfg.name;
+        let index = self.index;
+        let now = Instant::now();
+        let opened = self.breaker.failure(now);
+        let failures = self.breaker.failures();
+        let wait = crate::net::backoff(failures, shared.settings.retry_min, shared.settings.retry_max);
+        self.retry_at = Some(now + wait);
+        for (k, e) in batch {
+            let mut e = e.clone();
+            e.attempts += 1;
+            e.last_error = Some(reason.clone());
+            shared.store.update(*k, &e)?;
+            shared.delivery(e.message.id(), index, DeliveryState::Failed, e.attempts, None, Some(reason.clone()));
+        }
+        shared.store.flush().await?;
+        let circuit = self.breaker.state();
+        shared.stats(index, |s| {
+            s.failed += batch.len() as u64;
+            s.circuit = circuit;
+            s.last_error = Some(reason.clone());
+        });
+        if opened {
+            tracing::warn!(route = %name, failures, %reason,
+                cooldown = %humantime::format_duration(shared.settings.breaker_cooldown),
+                "circuit open: this route pauses, then probes with one request");
+        } else {
+            tracing::warn!(route = %name, failures, %reason, retry_in = %format!("{:.1}s", wait.as_secs_f64()),
+                "delivery failed; the messages stay queued");
         }
         Ok(())
     }
