@@ -296,29 +296,9 @@ fn merge(base: &mut Table, over: Table) {
     }
 }
 
-pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
-    let (text, name, origin) = match &opts.file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-            (text, path.display().to_string(), Origin::File(path.clone()))
-        }
-        None => (String::new(), "built-in defaults".to_string(), Origin::Defaults),
-    };
-    let mut src = Source { name, text: &text, doc: None, set_by: BTreeMap::new() };
-    let doc = DeTable::parse(&text).map_err(|e| {
-        let (line, col) = e.span().map_or((1, 1), |s| src.line_col(s.start));
-        ConfigError::one(format!("{}:{line}:{col}", src.name), "", format!("not valid TOML: {}", e.message().trim()))
-    })?;
-    src.doc = Some(doc);
-    let file_table: Table =
-        toml::from_str(&text).map_err(|e| ConfigError::one(src.name.clone(), "", e.message().to_string()))?;
-
-    // The file must have the right shape on its own, so its errors point at its lines.
-    let mut table = defaults_table();
-    merge(&mut table, file_table);
-
-    for (var, raw) in &opts.env {
+/// `PIPWATCH_TABLE__KEY` variables over the file.
+fn apply_env(table: &mut Table, env: &[(String, String)], src: &mut Source<'_>) -> Result<(), ConfigError> {
+    for (var, raw) in env {
         let Some(rest) = var.strip_prefix("PIPWATCH_") else { continue };
         if !rest.contains("__") {
             continue; // PIPWATCH_CONFIG, PIPWATCH_OANDA_TOKEN...: not overrides.
@@ -327,28 +307,33 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         let value = toml::from_str::<Table>(&format!("v = {raw}")).ok().and_then(|mut t| t.remove("v"));
         // Not TOML: a plain string, or for a list (instruments, timeframes,
         // a route's events) the comma-separated form shells use.
-        let value = value.unwrap_or_else(|| match get_path(&table, &path) {
+        let value = value.unwrap_or_else(|| match get_path(table, &path) {
             Some(Value::Array(_)) => Value::Array(
                 raw.split(',').map(str::trim).filter(|v| !v.is_empty()).map(|v| Value::String(v.into())).collect(),
             ),
             _ => Value::String(raw.clone()),
         });
         let dotted = path.join(".");
-        set_path(&mut table, &path, value)
+        set_path(table, &path, value)
             .map_err(|m| ConfigError::one(format!("environment variable {var}"), dotted.clone(), m))?;
         src.set_by.insert(dotted, format!("environment variable {var}"));
     }
 
+    Ok(())
+}
+
+/// `--source` and the other flags that set keys, over everything else.
+fn apply_flags(table: &mut Table, opts: &LoadOptions, src: &mut Source<'_>) -> Result<(), ConfigError> {
     if let Some(flag) = &opts.source_flag {
         let (kind, path) = match flag.split_once(':') {
             Some(("csv", p)) => ("csv", Some(p)),
             _ => (flag.as_str(), None),
         };
-        set_path(&mut table, &["market".into(), "source".into()], Value::String(kind.into()))
+        set_path(table, &["market".into(), "source".into()], Value::String(kind.into()))
             .map_err(|m| ConfigError::one("--source".into(), "market.source", m))?;
         src.set_by.insert("market.source".into(), format!("--source '{flag}'"));
         if let Some(p) = path {
-            set_path(&mut table, &["market".into(), "csv".into(), "path".into()], Value::String(p.into()))
+            set_path(table, &["market".into(), "csv".into(), "path".into()], Value::String(p.into()))
                 .map_err(|m| ConfigError::one("--source".into(), "market.csv.path", m))?;
             src.set_by.insert("market.csv.path".into(), format!("--source '{flag}'"));
         }
@@ -356,16 +341,23 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
 
     for (key, value, flag) in &opts.flags {
         let path: Vec<String> = key.split('.').map(str::to_string).collect();
-        set_path(&mut table, &path, value.clone()).map_err(|m| ConfigError::one(flag.clone(), key.clone(), m))?;
+        set_path(table, &path, value.clone()).map_err(|m| ConfigError::one(flag.clone(), key.clone(), m))?;
         src.set_by.insert(key.clone(), flag.clone());
     }
 
-    let env: BTreeMap<&str, &str> = opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut vars = BTreeMap::new();
-    let mut unset = Vec::new();
-    let mut root = Value::Table(table);
-    interpolate(&mut root, "", &env, &mut vars, &mut unset);
+    Ok(())
+}
 
+/// The config, its problems with their place in the file, and the tables a
+/// default stood in for a wrong value in.
+type ReadAll = (Config, Vec<(usize, Problem)>, std::collections::HashSet<String>);
+
+/// The layered values as a `Config`, with every wrong key reported (not only
+/// the first), and the top-level tables where a default stood in for one.
+fn read_all(
+    mut root: Value,
+    src: &Source<'_>,
+) -> Result<ReadAll, ConfigError> {
     // serde stops at the first key of the wrong type or name. To report them
     // all at once, each one found is put back to its default (an unknown key
     // is dropped) and the rest read again.
@@ -374,7 +366,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let mut reported = std::collections::HashSet::new();
     // Top-level tables where a wrong value was put back to its default.
     let mut stood_in = std::collections::HashSet::new();
-    let mut config: Config = loop {
+    let config: Config = loop {
         let e = match serde_path_to_error::deserialize(root.clone()) {
             Ok(config) => break config,
             Err(e) => e,
@@ -408,6 +400,42 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
             return Err(ConfigError::Invalid { problems: in_file_order(problems) });
         }
     };
+    Ok((config, problems, stood_in))
+}
+
+pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
+    let (text, name, origin) = match &opts.file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+            (text, path.display().to_string(), Origin::File(path.clone()))
+        }
+        None => (String::new(), "built-in defaults".to_string(), Origin::Defaults),
+    };
+    let mut src = Source { name, text: &text, doc: None, set_by: BTreeMap::new() };
+    let doc = DeTable::parse(&text).map_err(|e| {
+        let (line, col) = e.span().map_or((1, 1), |s| src.line_col(s.start));
+        ConfigError::one(format!("{}:{line}:{col}", src.name), "", format!("not valid TOML: {}", e.message().trim()))
+    })?;
+    src.doc = Some(doc);
+    let file_table: Table =
+        toml::from_str(&text).map_err(|e| ConfigError::one(src.name.clone(), "", e.message().to_string()))?;
+
+    // The file must have the right shape on its own, so its errors point at its lines.
+    let mut table = defaults_table();
+    merge(&mut table, file_table);
+
+    apply_env(&mut table, &opts.env, &mut src)?;
+
+    apply_flags(&mut table, opts, &mut src)?;
+
+    let env: BTreeMap<&str, &str> = opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut vars = BTreeMap::new();
+    let mut unset = Vec::new();
+    let mut root = Value::Table(table);
+    interpolate(&mut root, "", &env, &mut vars, &mut unset);
+
+    let (mut config, problems, stood_in) = read_all(root, &src)?;
     let mut problems = in_file_order(problems);
 
     // Put the variable names back on secrets so errors and `config show` can name them.
