@@ -36,6 +36,8 @@ pub enum Command {
     Headless(HeadlessArgs),
     /// Run the engine over CSV candles as fast as possible: signals as JSON lines on stdout.
     Replay(ReplayArgs),
+    /// Every signal over CSV candles as a paper trade: a report, or the trades and summaries as records.
+    Backtest(BacktestArgs),
     /// The console, fed by a running instance.
     Attach(AttachArgs),
     /// A running instance's events as JSON lines.
@@ -72,14 +74,12 @@ pub struct HeadlessArgs {
     pub no_server: bool,
 }
 
+/// What `replay` and `backtest` read, and the strategy they run.
 #[derive(Debug, Args)]
-pub struct ReplayArgs {
+pub struct HistoryArgs {
     /// CSV files or directories of INSTRUMENT.csv files.
     #[arg(required = true, value_name = "CSV")]
     pub csv: Vec<PathBuf>,
-    /// Also print a `candle` record (with indicator values) per candle.
-    #[arg(long)]
-    pub indicators: bool,
     /// Instrument of a single file (default: from its name, e.g. EUR_USD_H1.csv).
     #[arg(long)]
     pub instrument: Option<Instrument>,
@@ -98,6 +98,62 @@ pub struct ReplayArgs {
     /// ATR period.
     #[arg(long)]
     pub atr: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// Also print a `candle` record (with indicator values) per candle.
+    #[arg(long)]
+    pub indicators: bool,
+}
+
+fn parse_day(s: &str) -> Result<crate::time::Ts, String> {
+    crate::time::Ts::parse_rfc3339(s)
+        .or_else(|| crate::time::Ts::parse_rfc3339(&format!("{s}T00:00:00Z")))
+        .ok_or_else(|| format!("'{s}' is not a date: write e.g. 2024-01-31 or 2024-01-31T12:00:00Z"))
+}
+
+#[derive(Debug, Args)]
+pub struct BacktestArgs {
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// Stop loss in ATRs (strategy.sl_mult).
+    #[arg(long)]
+    pub sl: Option<f64>,
+    /// Take profit in ATRs (strategy.tp_mult).
+    #[arg(long)]
+    pub tp: Option<f64>,
+    /// Where a signal's trade is entered: its candle's close, or the next candle's open.
+    #[arg(long, value_enum, default_value = "close")]
+    pub fill: FillArg,
+    /// Spread in pips, charged half at entry and half at exit.
+    #[arg(long, default_value_t = 0.0)]
+    pub spread: f64,
+    /// Trade signals from this date on (earlier candles warm the indicators up).
+    #[arg(long, value_parser = parse_day)]
+    pub from: Option<crate::time::Ts>,
+    /// Read no candle after this date.
+    #[arg(long, value_parser = parse_day)]
+    pub to: Option<crate::time::Ts>,
+    /// table (the report; the default on a terminal), json (trades then
+    /// summaries, the default when piped) or csv (the trades).
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FillArg {
+    Close,
+    NextOpen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    Table,
+    Json,
+    Csv,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

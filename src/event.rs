@@ -100,6 +100,54 @@ impl Signal {
     }
 }
 
+/// Why a paper trade ended (`open`: it had not, when the data ended).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    Target,
+    Stop,
+    Reversed,
+    Open,
+}
+
+impl ExitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Target => "target",
+            ExitReason::Stop => "stop",
+            ExitReason::Reversed => "reversed",
+            ExitReason::Open => "open",
+        }
+    }
+}
+
+/// A signal's paper trade, closed (or `open` at the end of the data): the
+/// `trade` record of `backtest` and the `outcome` of a live trade share it.
+/// The rules are `engine::trade`'s.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trade {
+    /// The signal's id.
+    pub id: String,
+    pub instrument: Instrument,
+    pub timeframe: Timeframe,
+    pub side: Side,
+    pub entry_time: Ts,
+    pub entry: f64,
+    pub stop_loss: f64,
+    pub take_profit: f64,
+    pub exit_time: Ts,
+    pub exit: f64,
+    pub exit_reason: ExitReason,
+    /// Exited at a candle's open beyond its level.
+    pub gap: bool,
+    pub pips: f64,
+    pub r: f64,
+    /// Candles the trade was open through.
+    pub bars: u32,
+    pub mae_r: f64,
+    pub mfe_r: f64,
+}
+
 /// A candle the engine refused, with why. `count` is the series' running total.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rejected {

@@ -30,6 +30,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod backtest;
 pub mod cli;
 pub mod client;
 pub mod config;

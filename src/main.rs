@@ -9,11 +9,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use pipwatch::cli::{Cli, Command, ConfigCommand, DeadCommand, ReplayArgs};
+use pipwatch::cli::{BacktestArgs, Cli, Command, ConfigCommand, DeadCommand, HistoryArgs, ReplayArgs};
 use pipwatch::config::{self, Config, LoadOptions, Loaded};
 use pipwatch::logging::{self, LogMode};
 use pipwatch::market::csv;
-use pipwatch::{dead, headless, replay};
+use pipwatch::{backtest, dead, headless, replay};
 
 /// Exit codes: 0 done, 1 failed while running, 2 bad input (config, flags, files).
 const FAILED: u8 = 1;
@@ -104,6 +104,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
             finish(result, |e| e.is_bad_input())
         }
         Some(Command::Replay(args)) => run_replay(cli, args)?,
+        Some(Command::Backtest(args)) => run_backtest(cli, args)?,
         Some(Command::Config(ConfigCommand::Show)) => config_show(&load_config(cli, None, Vec::new())?),
         Some(Command::Config(ConfigCommand::Check { file })) => {
             config_check(&load_config(cli, file.clone(), Vec::new())?)
@@ -214,9 +215,14 @@ fn run_dead(cli: &Cli, cmd: &DeadCommand) -> ExitCode {
     }
 }
 
-fn run_replay(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode, ExitCode> {
-    logging::init(LogMode::Plain, "warn,sled=warn");
-    let mut flags = Vec::new();
+/// The config with `replay`'s and `backtest`'s strategy flags over it, and
+/// the CSV inputs they name (said on stderr when there are several, or on a
+/// terminal).
+fn history(
+    cli: &Cli,
+    args: &HistoryArgs,
+    mut flags: Vec<(String, toml::Value, String)>,
+) -> Result<(Loaded, Vec<csv::CsvInput>), ExitCode> {
     if let Some(ma) = args.ma {
         let kind: pipwatch::engine::MaKind = ma.into();
         flags.push(("strategy.ma".to_string(), toml::Value::String(kind.to_string()), format!("--ma {kind}")));
@@ -243,23 +249,117 @@ fn run_replay(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode, ExitCode> {
             eprintln!("{}: {} {}", i.path.display(), i.instrument, i.timeframe);
         }
     }
+    Ok((loaded, inputs))
+}
+
+/// Says each bad row (the first 20) on stderr.
+fn bad_rows() -> impl FnMut(&csv::BadRow) {
     let mut shown = 0u64;
-    let mut on_bad = |bad: &csv::BadRow| {
+    move |bad: &csv::BadRow| {
         shown += 1;
         if shown <= 20 {
             eprintln!("warning: {bad}");
         } else if shown == 21 {
             eprintln!("warning: more rejected rows are counted in the summary, not listed");
         }
-    };
+    }
+}
+
+fn run_replay(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode, ExitCode> {
+    logging::init(LogMode::Plain, "warn,sled=warn");
+    let (loaded, inputs) = history(cli, &args.history, Vec::new())?;
     let run = replay::Replay {
         inputs: &inputs,
         strategies: loaded.config.strategy.set(),
         indicators: args.indicators,
-        progress: stderr_tty,
+        progress: std::io::stderr().is_terminal(),
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let result = run.run(&mut out, &mut on_bad).map(|summary| eprintln!("{summary}"));
+    let result = run.run(&mut out, &mut bad_rows()).map(|summary| eprintln!("{summary}"));
     Ok(finish(result, |e| matches!(e, replay::ReplayError::Csv(_))))
+}
+
+fn run_backtest(cli: &Cli, args: &BacktestArgs) -> Result<ExitCode, ExitCode> {
+    use pipwatch::cli::{FillArg, FormatArg};
+    logging::init(LogMode::Plain, "warn,sled=warn");
+    let mut flags = Vec::new();
+    for (key, v, flag) in [("sl_mult", args.sl, "--sl"), ("tp_mult", args.tp, "--tp")] {
+        if let Some(v) = v {
+            flags.push((format!("strategy.{key}"), toml::Value::Float(v), format!("{flag} {v}")));
+        }
+    }
+    if !(args.spread.is_finite() && args.spread >= 0.0) {
+        return Err(fail(BAD_INPUT, format!("--spread {}: give the spread in pips, 0 or more", args.spread)));
+    }
+    if let (Some(from), Some(to)) = (args.from, args.to)
+        && from > to
+    {
+        return Err(fail(BAD_INPUT, format!("--from {from} is after --to {to}")));
+    }
+    let (loaded, inputs) = history(cli, &args.history, flags)?;
+    let strategies = loaded.config.strategy.set();
+    let fill = match args.fill {
+        FillArg::Close => pipwatch::engine::trade::Fill::Close,
+        FillArg::NextOpen => pipwatch::engine::trade::Fill::NextOpen,
+    };
+    let run = backtest::Backtest {
+        inputs: &inputs,
+        strategies: strategies.clone(),
+        fill,
+        spread_pips: args.spread,
+        from: args.from,
+        to: args.to,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let report = match run.run(&mut bad_rows()) {
+        Ok(r) => r,
+        Err(e @ replay::ReplayError::Csv(_)) => return Err(fail(BAD_INPUT, e)),
+        Err(e) => return Err(fail(FAILED, e)),
+    };
+    let stdout = std::io::stdout();
+    let tty = stdout.is_terminal();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let format = args.format.unwrap_or(if tty { FormatArg::Table } else { FormatArg::Json });
+    let written = match format {
+        FormatArg::Json => report.write_json(&mut out),
+        FormatArg::Csv => report.write_csv(&mut out),
+        FormatArg::Table => {
+            let p = strategies.default;
+            let range = match (args.from, args.to) {
+                (None, None) => "all candles".to_string(),
+                (f, t) => format!(
+                    "{} to {}",
+                    f.map_or("the start".to_string(), |f| f.to_string()),
+                    t.map_or("the end".to_string(), |t| t.to_string())
+                ),
+            };
+            let assumptions = backtest::table::Assumptions {
+                strategy: format!("{}, ATR {}, stop {} ATR, target {} ATR", p.label(), p.atr, p.sl_mult, p.tp_mult),
+                fill: if fill == pipwatch::engine::trade::Fill::Close { "the signal's close" } else { "the next open" },
+                spread_pips: args.spread,
+                range,
+            };
+            let width = crossterm::terminal::size().map(|(w, _)| usize::from(w)).unwrap_or(80);
+            backtest::table::write(&report, &assumptions, if tty { width } else { 80 }, &mut out)
+        }
+    };
+    // A closed pipe (`| head`) is a normal end.
+    let written = written.and_then(|()| std::io::Write::flush(&mut out));
+    if let Err(e) = written
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(fail(FAILED, format!("cannot write the report: {e}")));
+    }
+    let r = &report.read;
+    eprintln!(
+        "backtested {} candles from {} file(s) in {:.3}s: {} signals, {} closed trades, {} rejected rows",
+        r.candles,
+        r.files,
+        r.elapsed.as_secs_f64(),
+        r.signals,
+        report.total.trades,
+        r.bad_rows
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -65,75 +65,101 @@ fn write_event(out: &mut impl Write, e: &Event) -> io::Result<()> {
     out.write_all(b"\n")
 }
 
+/// What a candle's handler tells the driver.
+pub(crate) enum Flow {
+    Next,
+    /// Stop reading, quietly (a closed stdout, the end of a range).
+    Stop,
+}
+
+/// Reads every input in order, candle by candle, with the progress bar, and
+/// hands each good candle to `each` (which returns whether it was accepted
+/// and gave a signal, for the bar's counts). Shared by `replay` and `backtest`.
+pub(crate) fn drive(
+    inputs: &[CsvInput],
+    progress: bool,
+    on_bad_row: &mut dyn FnMut(&BadRow),
+    summary: &mut Summary,
+    each: &mut dyn FnMut(&crate::types::Candle, &mut Summary) -> Result<Flow, ReplayError>,
+) -> Result<(), ReplayError> {
+    // Every file's header first: a file that cannot be read fails the run
+    // before it prints anything, not after the files before it.
+    for input in inputs {
+        CsvCandles::open(&input.path, input.instrument, input.timeframe)?;
+    }
+    summary.files = inputs.len();
+    let total: u64 = inputs.iter().filter_map(|i| std::fs::metadata(&i.path).ok()).map(|m| m.len()).sum();
+    let bar = progress.then(|| {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {bar:40} {bytes}/{total_bytes} {msg} ({eta} left)")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut done_bytes = 0u64;
+    'files: for input in inputs {
+        let mut rows = CsvCandles::open(&input.path, input.instrument, input.timeframe)?;
+        while let Some(row) = rows.next() {
+            let candle = match row {
+                Ok(c) => c,
+                Err(bad) => {
+                    summary.bad_rows += 1;
+                    on_bad_row(&bad);
+                    continue;
+                }
+            };
+            if let Flow::Stop = each(&candle, summary)? {
+                break 'files;
+            }
+            if let Some(bar) = &bar
+                && rows.rows % 65_536 == 0
+            {
+                bar.set_position(done_bytes + rows.byte_position());
+                bar.set_message(format!("{} candles, {} signals", summary.candles, summary.signals));
+            }
+        }
+        done_bytes += rows.byte_position();
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(())
+}
+
 impl Replay<'_> {
     /// Runs every input in order; `on_bad_row` hears each skipped row.
     /// A closed stdout (e.g. `| head`) ends the replay quietly.
     pub fn run(self, out: &mut impl Write, on_bad_row: &mut dyn FnMut(&BadRow)) -> Result<Summary, ReplayError> {
         let started = Instant::now();
-        // Every file's header first: a file that cannot be read fails the
-        // replay before it prints anything, not after the files before it.
-        for input in self.inputs {
-            CsvCandles::open(&input.path, input.instrument, input.timeframe)?;
-        }
         let mut engine = Engine::new(self.strategies);
-        let mut summary = Summary { files: self.inputs.len(), ..Summary::default() };
-        let total: u64 = self.inputs.iter().filter_map(|i| std::fs::metadata(&i.path).ok()).map(|m| m.len()).sum();
-        let bar = if self.progress {
-            let bar = ProgressBar::new(total);
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {bar:40} {bytes}/{total_bytes} {msg} ({eta} left)")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            Some(bar)
-        } else {
-            None
-        };
-        let mut done_bytes = 0u64;
+        let mut summary = Summary::default();
         let mut events = Vec::with_capacity(4);
-        'files: for input in self.inputs {
-            let mut rows = CsvCandles::open(&input.path, input.instrument, input.timeframe)?;
-            while let Some(row) = rows.next() {
-                let candle = match row {
-                    Ok(c) => c,
-                    Err(bad) => {
-                        summary.bad_rows += 1;
-                        on_bad_row(&bad);
-                        continue;
-                    }
+        let indicators = self.indicators;
+        drive(self.inputs, self.progress, on_bad_row, &mut summary, &mut |candle, summary| {
+            events.clear();
+            let outcome = engine.apply_into(candle, Phase::Live, &mut events);
+            summary.candles += u64::from(outcome.accepted);
+            summary.signals += u64::from(outcome.signal);
+            for e in &events {
+                let wanted = match e {
+                    Event::Signal(_) => true,
+                    Event::Candle(_) => indicators,
+                    _ => false,
                 };
-                events.clear();
-                let outcome = engine.apply_into(&candle, Phase::Live, &mut events);
-                summary.candles += u64::from(outcome.accepted);
-                summary.signals += u64::from(outcome.signal);
-                for e in &events {
-                    let wanted = match e {
-                        Event::Signal(_) => true,
-                        Event::Candle(_) => self.indicators,
-                        _ => false,
-                    };
-                    if wanted {
-                        match write_event(out, e) {
-                            Ok(()) => {}
-                            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break 'files,
-                            Err(e) => return Err(e.into()),
-                        }
+                if wanted {
+                    match write_event(out, e) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(Flow::Stop),
+                        Err(e) => return Err(e.into()),
                     }
-                }
-                if let Some(bar) = &bar
-                    && rows.rows % 65_536 == 0
-                {
-                    bar.set_position(done_bytes + rows.byte_position());
-                    bar.set_message(format!("{} candles, {} signals", summary.candles, summary.signals));
                 }
             }
-            done_bytes += rows.byte_position();
-        }
+            Ok(Flow::Next)
+        })?;
         match out.flush() {
             Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(e.into()),
             _ => {}
-        }
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
         }
         summary.elapsed = started.elapsed();
         Ok(summary)

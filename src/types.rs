@@ -39,6 +39,19 @@ impl Instrument {
         std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?")
     }
 
+    /// The size of one pip in price: 0.01 for JPY quotes, 0.01 for gold,
+    /// 0.0001 for silver and other FX; 1 for index and other CFDs, whose
+    /// base is not a three-letter currency or metal (OANDA's `pipLocation`).
+    pub fn pip(&self) -> f64 {
+        let (base, quote) = self.as_str().split_once('_').unwrap_or(("", ""));
+        match (base, quote) {
+            (_, "JPY") | ("XAU", _) => 0.01,
+            ("XAG", _) => 0.0001,
+            (b, _) if b.len() == 3 && b.bytes().all(|c| c.is_ascii_uppercase()) => 0.0001,
+            _ => 1.0,
+        }
+    }
+
     pub fn quote_currency(&self) -> &str {
         self.as_str().split_once('_').map_or("", |(_, q)| q)
     }
@@ -46,11 +59,6 @@ impl Instrument {
     /// Price decimals quoted by brokers: 3 for JPY-quoted pairs, else 5.
     pub fn decimals(&self) -> u32 {
         if self.quote_currency() == "JPY" { 3 } else { 5 }
-    }
-
-    /// One pip: 0.01 for JPY-quoted pairs, else 0.0001.
-    pub fn pip(&self) -> f64 {
-        if self.quote_currency() == "JPY" { 0.01 } else { 0.0001 }
     }
 }
 

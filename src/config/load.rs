@@ -354,10 +354,7 @@ type ReadAll = (Config, Vec<(usize, Problem)>, std::collections::HashSet<String>
 
 /// The layered values as a `Config`, with every wrong key reported (not only
 /// the first), and the top-level tables where a default stood in for one.
-fn read_all(
-    mut root: Value,
-    src: &Source<'_>,
-) -> Result<ReadAll, ConfigError> {
+fn read_all(mut root: Value, src: &Source<'_>) -> Result<ReadAll, ConfigError> {
     // serde stops at the first key of the wrong type or name. To report them
     // all at once, each one found is put back to its default (an unknown key
     // is dropped) and the rest read again.

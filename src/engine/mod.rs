@@ -4,6 +4,7 @@
 
 pub mod indicators;
 pub mod strategy;
+pub mod trade;
 
 use std::collections::HashMap;
 
