@@ -124,7 +124,7 @@ fn bad_rows_are_named_with_their_line_and_bad_arguments_refused() {
 
     let out = pipwatch().args(["backtest", "/nonexistent/EUR_USD.csv"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = pipwatch().arg("backtest").arg(data_file()).args(["--spread", "-1"]).output().unwrap();
+    let out = pipwatch().arg("backtest").arg(data_file()).args(["--spread=-1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--spread"));
     let out = pipwatch().arg("backtest").arg(data_file()).args(["--from", "yesterday"]).output().unwrap();
