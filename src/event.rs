@@ -22,6 +22,8 @@ pub enum Event {
     Queue(QueueStatus),
     /// A system and engine health sample (every `health.sample_every`).
     Health(HealthSample),
+    /// A signal's paper trade closed (live): its stop, its target, or a reversal.
+    Outcome(Trade),
 }
 
 /// A closed candle with the indicator values after it (null until defined).

@@ -12,6 +12,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use std::collections::HashMap;
+
+use crate::engine::trade::{Book, Rules};
 use crate::engine::{Engine, Phase, StrategySet};
 use crate::event::{Delivery, DeliveryState, Event, Signal};
 use crate::hub::Hub;
@@ -65,6 +68,9 @@ fn spawn_prune(store: &Arc<Store>, running: &mut Option<tokio::task::JoinHandle<
 }
 
 fn prune_signals(store: &Store) {
+    if let Err(e) = store.prune_outcomes(crate::store::OUTCOMES_KEPT_PER_SERIES) {
+        tracing::warn!(error = %e, "could not prune old stored outcomes; trying again later");
+    }
     let start = std::time::Instant::now();
     match store.prune_signals(SIGNALS_KEPT_PER_SERIES) {
         Ok(0) => {}
@@ -102,6 +108,15 @@ fn restore(store: &Store, strategies: &StrategySet, stats: &mut EngineStats) -> 
         stats.restored += 1;
     }
     Ok(engine)
+}
+
+/// Each series' open paper trade, as committed with its last candle.
+fn restore_books(store: &Store) -> Result<HashMap<SeriesKey, Book>, EngineError> {
+    let (books, unreadable) = store.load_books()?;
+    for problem in unreadable {
+        tracing::warn!(%problem, "a series' open paper trade could not be read; it is not tracked");
+    }
+    Ok(books.into_iter().collect())
 }
 
 /// The source's channel, its stop token and its task.
@@ -145,6 +160,11 @@ struct Task {
     since_prune: usize,
     /// What this batch publishes, in order.
     events: Vec<Event>,
+    /// Each series' paper trading (`engine::trade`), as last committed.
+    books: HashMap<SeriesKey, Book>,
+    /// Live trades are entered at the signal's close, with no spread: the
+    /// signal's own figures, as sent.
+    rules: Rules,
 }
 
 impl Task {
@@ -202,6 +222,8 @@ impl Task {
         }
         self.stats.candles += 1;
         let signal = self.events[start..].iter().find_map(|e| if let Event::Signal(s) = e { Some(s) } else { None });
+        let book = self.books.entry(candle.key()).or_default();
+        let closed = book.on_candle(candle, signal, &self.rules, candle.instrument.pip());
         let takers = takers(&self.routes, signal);
         let Some(state) = self.engine.state(&candle.key()) else { return Ok(None) };
         let commit = CandleCommit {
@@ -213,8 +235,14 @@ impl Task {
             now: Ts::now(),
             priority: crate::notify::SIGNAL_PRIORITY,
         };
-        let prepared = self.store.prepare(&commit)?;
+        let mut prepared = self.store.prepare(&commit)?;
+        self.store.prepare_trades(&mut prepared, &candle.key(), book, &closed)?;
         let queued = signal.map(|s| (s.id.clone(), takers.into_iter().map(|t| t.0).collect()));
+        // Published with the candle, once the batch is durable.
+        for t in closed {
+            tracing::info!(id = %t.id, exit = t.exit_reason.as_str(), r = t.r, "trade closed");
+            self.events.push(Event::Outcome(t));
+        }
         Ok(Some((prepared, queued)))
     }
 
@@ -255,6 +283,9 @@ impl Task {
             for _ in 0..self.events.iter().filter(|e| matches!(e, Event::Signal(_))).count() {
                 m.signal_latency(latency);
             }
+        }
+        if let Some(m) = &self.metrics {
+            m.open_trades(self.books.values().filter(|b| b.open.is_some()).count());
         }
         if let (Some(n), false) = (&self.notifier, queued.is_empty()) {
             n.queued(&queued);
@@ -303,6 +334,8 @@ pub async fn run(config: &Config, parts: Parts, shutdown: CancellationToken) -> 
         pruning: None,
         since_prune: 0,
         events: Vec::with_capacity(256),
+        books: restore_books(&store)?,
+        rules: Rules::default(),
     };
     spawn_prune(&store, &mut task.pruning);
     let mut batch = Vec::with_capacity(256);
