@@ -962,3 +962,41 @@ async fn attach_that_falls_behind_ends_with_the_hubs_view() {
     assert!(snapshots > 1, "attach must have fallen behind for this test to mean anything");
     assert_eq!(console.view, hub.snapshot());
 }
+
+/// A closed trade shows its outcome on its signal's row (where the panel has
+/// room for it), the newest signal of a pair its running R.
+#[test]
+fn the_signal_feed_shows_each_trades_outcome() {
+    let mut a = app("dark");
+    let newest = a.view.signals[0].signal.clone();
+    let older = a.view.signals[1].signal.clone();
+    let before = format!("{}", render(&a, 160, 48).backend());
+    assert!(before.contains("open +"), "the newest signal's trade is open: {before}");
+    let closed = pipwatch::event::Trade {
+        id: older.id.clone(),
+        instrument: older.instrument,
+        timeframe: older.timeframe,
+        side: older.side,
+        entry_time: older.time,
+        entry: older.price,
+        stop_loss: older.stop_loss,
+        take_profit: older.take_profit,
+        exit_time: Ts(older.time.0 + 7200),
+        exit: older.take_profit,
+        exit_reason: pipwatch::event::ExitReason::Target,
+        gap: false,
+        pips: 36.0,
+        r: 2.0,
+        bars: 2,
+        mae_r: -0.2,
+        mfe_r: 2.0,
+    };
+    a.apply(&Envelope { seq: 1000, event: Event::Outcome(closed) });
+    let after = format!("{}", render(&a, 160, 48).backend());
+    let row = after.lines().find(|l| l.contains("✓ +2.0R")).unwrap_or_else(|| panic!("no outcome shown: {after}"));
+    assert!(row.contains(if older.side == Side::Buy { "BUY" } else { "SELL" }), "{row}");
+    let pair = a.view.pairs.iter().find(|p| p.instrument == newest.instrument).unwrap();
+    assert_eq!((pair.record.trades, pair.record.wins), (1, 1));
+    // At 80 columns the outcome gives way.
+    assert!(!format!("{}", render(&a, 80, 24).backend()).contains("+2.0R"));
+}

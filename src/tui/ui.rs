@@ -422,6 +422,8 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
     let sent = app.view.queue.is_some() || app.view.signals.iter().any(|v| !v.deliveries.is_empty());
     let room = area.width + if sent { 0 } else { SENT_ROOM };
     let wide = room >= 70;
+    // Each signal's paper trade: dropped before the stop and target.
+    let outcomes = room >= 84;
     // A signal's date matters as much as its hour (an H4 feed spans days, a
     // CSV years): "12-29 08:00" where there is room for it, else the hour
     // for the newest signal's day and the date for older ones, as a mail
@@ -466,6 +468,13 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
                 row.push(5, plain, format_args!("{:.d$}", s.take_profit));
                 col = 6;
             }
+            if outcomes {
+                match outcome(app, v) {
+                    Some((text, style)) => row.push_str(col, style, &text),
+                    None => row.push_str(col, t.muted, ""),
+                }
+                col += 1;
+            }
             for delivery in &v.deliveries {
                 let (mark, st) = match delivery.state {
                     DeliveryState::Queued => ("…", t.muted),
@@ -503,6 +512,10 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
         widths.extend([Constraint::Length(9), Constraint::Length(9)]);
         header.extend(["Stop", "Target"]);
     }
+    if outcomes {
+        widths.push(Constraint::Length(10));
+        header.push("Trade");
+    }
     if sent {
         widths.push(Constraint::Min(6));
         header.push("Sent");
@@ -525,6 +538,32 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
             area,
         );
     }
+}
+
+/// A signal's paper trade as the feed shows it: "✓ +2.0R" (target),
+/// "✗ -1.0R" (stop), "↺ +0.4R" (reversed), or "open +0.3R" at the pair's
+/// last price while it is the pair's newest signal. None for an older signal
+/// whose outcome this view does not have.
+fn outcome(app: &App, v: &crate::view::SignalView) -> Option<(String, Style)> {
+    let t = &app.theme;
+    if let Some(o) = &v.outcome {
+        let (mark, style) = match o.exit_reason {
+            crate::event::ExitReason::Target => ("✓", t.up),
+            crate::event::ExitReason::Stop => ("✗", t.down),
+            crate::event::ExitReason::Reversed | crate::event::ExitReason::Open => ("↺", t.text),
+        };
+        return Some((format!("{mark} {:+.1}R", o.r), style));
+    }
+    let s = &v.signal;
+    let pair = app.view.pairs.iter().find(|p| p.instrument == s.instrument && p.timeframe == s.timeframe)?;
+    if pair.last_signal.as_ref().map(|l| &l.id) != Some(&s.id) {
+        return None;
+    }
+    let price = pair.quote.map(|q| (q.bid + q.ask) / 2.0).or(pair.candle.map(|c| c.close))?;
+    let risk = (s.price - s.stop_loss).abs();
+    let gain = if s.side == Side::Buy { price - s.price } else { s.price - price };
+    let r = if risk > 0.0 { gain / risk } else { 0.0 };
+    Some((format!("open {r:+.1}R"), if r >= 0.0 { t.up } else { t.down }))
 }
 
 fn draw_queue(f: &mut Frame<'_>, app: &App, area: Rect) {
