@@ -373,18 +373,23 @@ fn the_sparkline_of_closes_fills_the_room_the_columns_leave() {
         let border = row.iter().rposition(|c| *c == '│');
         (start.zip(border).map(|(s, b)| b - s), len)
     };
-    for w in [100, 110, 120] {
+    for w in [100, 104, 107, 110, 120] {
         let (room, len) = spark(w);
         // 40 closes, more than each of these widths has room for.
         assert!(len >= 10 && room == Some(len + 1), "width {w}: {len} closes in a room of {room:?}");
     }
-    assert!(spark(110).1 > spark(100).1 && spark(120).1 > spark(110).1);
+    assert!(spark(104).1 > spark(100).1 && spark(107).1 > spark(104).1);
+    // From 108 columns the track record takes its 13 cells, leaving the
+    // sparkline its least; wider, the sparkline grows again.
+    let header = |w: u16| pair_header(&a, w);
+    assert!(!header(107).contains("Record") && header(108).contains("Record"), "{}", header(108));
+    assert_eq!(spark(108).1, 10);
+    assert!(spark(120).1 > spark(110).1);
     // Room for more than there are: every close, no more.
     assert_eq!(spark(150).1, 40);
     // Narrower, the sparkline goes below its 10 cells, before any other column.
     assert_eq!(spark(95).1, 10);
     assert_eq!(spark(94).1, 0);
-    let header = |w: u16| pair_header(&a, w);
     assert!(header(94).contains("Last signal"), "{}", header(94));
 }
 
@@ -997,6 +1002,9 @@ fn the_signal_feed_shows_each_trades_outcome() {
     assert!(row.contains(if older.side == Side::Buy { "BUY" } else { "SELL" }), "{row}");
     let pair = a.view.pairs.iter().find(|p| p.instrument == newest.instrument).unwrap();
     assert_eq!((pair.record.trades, pair.record.wins), (1, 1));
+    // The pair's track record, in its column.
+    let pair_row = after.lines().find(|l| l.contains(&format!("{}  {}", newest.instrument, newest.timeframe))).unwrap();
+    assert!(pair_row.contains("100% +2.0R"), "{pair_row}");
     // At 80 columns the outcome gives way.
     assert!(!format!("{}", render(&a, 80, 24).backend()).contains("+2.0R"));
 }
