@@ -249,7 +249,7 @@ fn pair_columns(width: u16) -> ((bool, bool, bool, bool), Option<usize>) {
     let mut rest = usize::from(width).saturating_sub(used + 1);
     // The track record is dropped first, even before the sparkline: it
     // shows only where the sparkline keeps its least room beside it.
-    let record = last && rest >= SPARK_MIN + usize::from(W_RECORD) + 1;
+    let record = last && rest > SPARK_MIN + usize::from(W_RECORD);
     if record {
         rest -= usize::from(W_RECORD) + 1;
     }
