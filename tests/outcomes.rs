@@ -131,3 +131,66 @@ fn after_a_kill_every_trade_closes_exactly_once() {
         assert_eq!(Some(&v), want.get(&t.id), "stored outcome {}", t.id);
     }
 }
+
+/// On Discord: a route that takes `outcome` gets one message per closed
+/// trade, and every signal message ends showing how its trade ended (edited
+/// in place, or sent with it when the trade closed before it went out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_closed_trade_reaches_discord() {
+    let server = common::discord::start().await;
+    server.world.lock().unwrap().limit = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::config_file(
+        dir.path(),
+        "routes.toml",
+        &format!(
+            "[notify]\nmax_attempts = 100\n\
+             [[notify.routes]]\nname = \"signals\"\nwebhook = \"{}\"\nevents = [\"signal\"]\n\
+             [[notify.routes]]\nname = \"outcomes\"\nwebhook = \"{}\"\nevents = [\"outcome\"]\n",
+            server.webhook(1, "s"),
+            server.webhook(2, "o"),
+        ),
+    );
+    let source = format!("csv:{}", data_file().display());
+    let data = dir.path().join("data");
+    let out = tokio::task::spawn_blocking(move || {
+        pipwatch()
+            .args(["headless", "--no-server", "--for", "8s", "--source", &source, "-c"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&data)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = backtested();
+    let w = server.world.lock().unwrap();
+    // The outcomes route: one embed per closed trade, nothing else.
+    let mut outcome_ids: Vec<String> =
+        w.requests.iter().filter(|r| r.webhook == "2" && r.status == 200).flat_map(|r| r.ids()).collect();
+    outcome_ids.sort();
+    assert_eq!(outcome_ids, want.keys().cloned().collect::<Vec<_>>());
+    // The signals route: each signal's message, as it stands now.
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    for r in w.requests.iter().filter(|r| r.webhook == "1" && r.method == "POST" && r.status == 200) {
+        let id = r.ids();
+        let message = w.messages.values().find(|m| {
+            m.as_array().is_some_and(|e| {
+                e.iter().map(|e| e["footer"]["text"].as_str().unwrap_or("")).eq(id.iter().map(String::as_str))
+            })
+        });
+        let Some(embeds) = message.and_then(|m| m.as_array()) else { continue };
+        for e in embeds {
+            shown.insert(e["footer"]["text"].as_str().unwrap().to_string(), e["title"].as_str().unwrap().to_string());
+        }
+    }
+    for (id, trade) in &want {
+        let title = shown.get(id).unwrap_or_else(|| panic!("signal {id} never reached the signals route"));
+        let r = trade["r"].as_f64().unwrap();
+        assert!(title.ends_with(&format!("{r:+.1}R")), "{id}: {title} (r {r})");
+    }
+    assert!(w.requests.iter().all(|r| r.status == 200), "every request accepted");
+}

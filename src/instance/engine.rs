@@ -21,7 +21,9 @@ use crate::hub::Hub;
 use crate::market::{self, MarketEvent, SourceCtx, SourceError};
 use crate::metrics::Metrics;
 use crate::notify::{NotifierHandle, SignalRoutes};
-use crate::store::{CandleCommit, Prepared, SIGNALS_KEPT_PER_SERIES, Store, StoreError};
+use crate::store::{
+    CandleCommit, Message, OutboxEntry, Prepared, Priority, SIGNALS_KEPT_PER_SERIES, Store, StoreError,
+};
 use crate::time::Ts;
 use crate::types::{Candle, SeriesKey};
 
@@ -110,6 +112,26 @@ fn restore(store: &Store, strategies: &StrategySet, stats: &mut EngineStats) -> 
     Ok(engine)
 }
 
+/// What the closed trades owe the routes: an edit of the signal's message on
+/// every route that takes its signals, and a message of its own on every
+/// route that takes outcomes; queued with the candle that closed them.
+fn outcome_messages(routes: &SignalRoutes, closed: &[crate::event::Trade], now: Ts) -> Vec<(Priority, OutboxEntry)> {
+    let mut out = Vec::new();
+    for t in closed {
+        let (edits, news) = routes.for_outcome(t);
+        let kinds = edits.into_iter().map(|r| (r, Message::Edit(t.clone())));
+        for ((route, delay), message) in kinds.chain(news.into_iter().map(|r| (r, Message::Outcome(t.clone())))) {
+            let priority = crate::notify::priority(&message);
+            let not_before = Ts(now.0.saturating_add(delay));
+            out.push((
+                priority,
+                OutboxEntry { route, message, created: now, not_before, attempts: 0, last_error: None },
+            ));
+        }
+    }
+    out
+}
+
 /// Each series' open paper trade, as committed with its last candle.
 fn restore_books(store: &Store) -> Result<HashMap<SeriesKey, Book>, EngineError> {
     let (books, unreadable) = store.load_books()?;
@@ -165,6 +187,8 @@ struct Task {
     /// Live trades are entered at the signal's close, with no spread: the
     /// signal's own figures, as sent.
     rules: Rules,
+    /// This batch queued notifications of closed trades: the routes are woken.
+    outcomes_queued: bool,
 }
 
 impl Task {
@@ -236,7 +260,9 @@ impl Task {
             priority: crate::notify::SIGNAL_PRIORITY,
         };
         let mut prepared = self.store.prepare(&commit)?;
-        self.store.prepare_trades(&mut prepared, &candle.key(), book, &closed)?;
+        let messages = outcome_messages(&self.routes, &closed, commit.now);
+        self.outcomes_queued |= !messages.is_empty();
+        self.store.prepare_trades(&mut prepared, &candle.key(), book, &closed, &messages)?;
         let queued = signal.map(|s| (s.id.clone(), takers.into_iter().map(|t| t.0).collect()));
         // Published with the candle, once the batch is durable.
         for t in closed {
@@ -290,6 +316,9 @@ impl Task {
         if let (Some(n), false) = (&self.notifier, queued.is_empty()) {
             n.queued(&queued);
         }
+        if let (Some(n), true) = (&self.notifier, std::mem::take(&mut self.outcomes_queued)) {
+            n.wake();
+        }
         Ok(queued)
     }
 }
@@ -336,6 +365,7 @@ pub async fn run(config: &Config, parts: Parts, shutdown: CancellationToken) -> 
         events: Vec::with_capacity(256),
         books: restore_books(&store)?,
         rules: Rules::default(),
+        outcomes_queued: false,
     };
     spawn_prune(&store, &mut task.pruning);
     let mut batch = Vec::with_capacity(256);

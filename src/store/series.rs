@@ -46,6 +46,8 @@ pub struct Prepared {
     /// The series' paper trading after the candle, and the trades it closed
     /// (keys and values in `trades`): see `Store::prepare_trades`.
     pub(super) trades: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The closed trades' notifications (route, priority, entry).
+    pub(super) trade_entries: Vec<(String, Priority, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -176,7 +178,7 @@ impl Store {
             }
             None => None,
         };
-        Ok(Prepared { key: series_key(&c.key), state, signal, trades: Vec::new() })
+        Ok(Prepared { key: series_key(&c.key), state, signal, trades: Vec::new(), trade_entries: Vec::new() })
     }
 
     /// Writes one candle's series state, its signal and the signal's outbox
@@ -201,6 +203,10 @@ impl Store {
                 // replayed candle), it is still one outcome.
                 for (k, v) in &p.trades {
                     trades.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (route, priority, e) in &p.trade_entries {
+                    let k = OutboxKey::new(route, *priority, outbox.generate_id()?);
+                    outbox.insert(&k.0, e.as_slice())?;
                 }
                 let Some(sig) = &p.signal else {
                     new.push(false);

@@ -39,13 +39,32 @@ impl Store {
         key: &SeriesKey,
         book: &Book,
         closed: &[Trade],
+        messages: &[(Priority, OutboxEntry)],
     ) -> Result<(), StoreError> {
         let encoded = encode_as(VALUE_V2, book).map_err(|e| self.encode_err(e))?;
         prepared.trades.push((book_key(key), encoded));
         for t in closed {
             prepared.trades.push((done_key(t), encode_as(VALUE_V2, t).map_err(|e| self.encode_err(e))?));
         }
+        for (priority, e) in messages {
+            let v = encode_as(VALUE_V2, e).map_err(|e| self.encode_err(e))?;
+            prepared.trade_entries.push((e.route.clone(), *priority, v));
+        }
         Ok(())
+    }
+
+    /// The closed trade of `signal`, if it is still kept.
+    pub fn outcome_of(&self, signal: &crate::event::Signal) -> Result<Option<Trade>, StoreError> {
+        let prefix = format!("{DONE_PREFIX}{}:", series_key(&SeriesKey::new(signal.instrument, signal.timeframe)));
+        let suffix = format!(":{}", signal.id);
+        // Newest first: a signal's trade closes soon after it, usually.
+        for item in self.trades.scan_prefix(prefix).rev() {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if k.ends_with(suffix.as_bytes()) {
+                return Ok(decode_versioned(&v, |t: Trade| t).ok());
+            }
+        }
+        Ok(None)
     }
 
     /// Every series' paper trading as last committed. One that cannot be
