@@ -601,7 +601,7 @@ fn the_console_shows_an_alert_kept_from_the_last_run_at_once() {
     let bin = assert_cmd::cargo::cargo_bin("pipwatch");
     let out = std::process::Command::new(&bin)
         .env("PIPWATCH_SERVER__LISTEN", "\"127.0.0.1:0\"")
-        .args(["headless", "--no-server", "--for", "3s", "-c"])
+        .args(["headless", "--no-server", "--for", "6s", "-c"])
         .arg(config("1s"))
         .arg("--data-dir")
         .arg(&data)
@@ -998,7 +998,8 @@ fn the_signal_feed_shows_each_trades_outcome() {
     };
     a.apply(&Envelope { seq: 1000, event: Event::Outcome(closed) });
     let after = format!("{}", render(&a, 160, 48).backend());
-    let row = after.lines().find(|l| l.contains("✓ +2.0R")).unwrap_or_else(|| panic!("no outcome shown: {after}"));
+    let row =
+        after.lines().find(|l| l.contains("✓ target +2.0R")).unwrap_or_else(|| panic!("no outcome shown: {after}"));
     assert!(row.contains(if older.side == Side::Buy { "BUY" } else { "SELL" }), "{row}");
     let pair = a.view.pairs.iter().find(|p| p.instrument == newest.instrument).unwrap();
     assert_eq!((pair.record.trades, pair.record.wins), (1, 1));

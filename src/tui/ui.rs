@@ -446,7 +446,7 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
     let room = area.width + if sent { 0 } else { SENT_ROOM };
     let wide = room >= 70;
     // Each signal's paper trade: dropped before the stop and target.
-    let outcomes = room >= 84;
+    let outcomes = room >= 92;
     // A signal's date matters as much as its hour (an H4 feed spans days, a
     // CSV years): "12-29 08:00" where there is room for it, else the hour
     // for the newest signal's day and the date for older ones, as a mail
@@ -536,7 +536,7 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
         header.extend(["Stop", "Target"]);
     }
     if outcomes {
-        widths.push(Constraint::Length(10));
+        widths.push(Constraint::Length(17));
         header.push("Trade");
     }
     if sent {
@@ -563,8 +563,8 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
     }
 }
 
-/// A signal's paper trade as the feed shows it: "✓ +2.0R" (target),
-/// "✗ -1.0R" (stop), "↺ +0.4R" (reversed), or "open +0.3R" at the pair's
+/// A signal's paper trade as the feed shows it: "✓ target +2.0R",
+/// "✗ stop -1.0R", "↺ reversed +0.4R", or "open +5.2p +0.3R" at the pair's
 /// last price while it is the pair's newest signal. None for an older signal
 /// whose outcome this view does not have.
 fn outcome(app: &App, v: &crate::view::SignalView) -> Option<(String, Style)> {
@@ -575,7 +575,7 @@ fn outcome(app: &App, v: &crate::view::SignalView) -> Option<(String, Style)> {
             crate::event::ExitReason::Stop => ("✗", t.down),
             crate::event::ExitReason::Reversed | crate::event::ExitReason::Open => ("↺", t.text),
         };
-        return Some((format!("{mark} {:+.1}R", o.r), style));
+        return Some((format!("{mark} {} {:+.1}R", o.exit_reason.as_str(), o.r), style));
     }
     let s = &v.signal;
     let pair = app.view.pairs.iter().find(|p| p.instrument == s.instrument && p.timeframe == s.timeframe)?;
@@ -586,7 +586,8 @@ fn outcome(app: &App, v: &crate::view::SignalView) -> Option<(String, Style)> {
     let risk = (s.price - s.stop_loss).abs();
     let gain = if s.side == Side::Buy { price - s.price } else { s.price - price };
     let r = if risk > 0.0 { gain / risk } else { 0.0 };
-    Some((format!("open {r:+.1}R"), if r >= 0.0 { t.up } else { t.down }))
+    let pips = gain / s.instrument.pip();
+    Some((format!("open {pips:+.1}p {r:+.1}R"), if r >= 0.0 { t.up } else { t.down }))
 }
 
 fn draw_queue(f: &mut Frame<'_>, app: &App, area: Rect) {
