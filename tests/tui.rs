@@ -113,6 +113,7 @@ fn events() -> Vec<Event> {
         ws_clients: 2,
         market_open: true,
         stale: Vec::new(),
+        engine_stalled_secs: None,
     }));
     out.push(Event::Alert(Alert {
         id: "disk:1".into(),

@@ -337,6 +337,8 @@ fn log_feed(s: &crate::event::FeedStatus) {
 
 /// What the engine task is handed by the instance.
 pub struct Parts {
+    /// Touched on every turn of the loop (see `health::liveness`).
+    pub liveness: crate::health::liveness::Liveness,
     pub store: Arc<Store>,
     pub hub: Arc<Hub>,
     pub notifier: Option<NotifierHandle>,
@@ -347,7 +349,27 @@ pub struct Parts {
 /// source ends. The store must be open; the hub receives every event; the
 /// notifier, if any, is woken when new signals are queued for it.
 pub async fn run(config: &Config, parts: Parts, shutdown: CancellationToken) -> Result<EngineStats, EngineError> {
-    let Parts { store, hub, notifier, metrics } = parts;
+    let Parts { liveness, store, hub, notifier, metrics } = parts;
+    liveness.touch();
+    let result = turn(config, &liveness, store, hub, notifier, metrics, shutdown).await;
+    match &result {
+        // The input ran out: the rest of the instance goes on serving.
+        Ok(stats) if stats.source_finished => liveness.finish(),
+        // Stopped or failed: nothing to feed a watchdog with any more.
+        _ => liveness.end(),
+    }
+    result
+}
+
+async fn turn(
+    config: &Config,
+    liveness: &crate::health::liveness::Liveness,
+    store: Arc<Store>,
+    hub: Arc<Hub>,
+    notifier: Option<NotifierHandle>,
+    metrics: Option<Arc<Metrics>>,
+    shutdown: CancellationToken,
+) -> Result<EngineStats, EngineError> {
     let mut stats = EngineStats::default();
     let engine = restore(&store, &config.strategy.set(), &mut stats)?;
     let mut source = start_source(config, &engine, &shutdown)?;
@@ -370,9 +392,14 @@ pub async fn run(config: &Config, parts: Parts, shutdown: CancellationToken) -> 
     spawn_prune(&store, &mut task.pruning);
     let mut batch = Vec::with_capacity(256);
     let mut stopping: Option<tokio::time::Instant> = None;
+    let mut idle = tokio::time::interval(crate::health::liveness::IDLE_TICK);
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        liveness.touch();
         let n = tokio::select! {
             n = source.rx.recv_many(&mut batch, 256) => n,
+            // Candles may be hours apart: the loop still proves it turns.
+            _ = idle.tick() => continue,
             _ = shutdown.cancelled(), if stopping.is_none() => {
                 // Stop the input first; what it already sent is still applied.
                 source.stop.cancel();
@@ -431,7 +458,10 @@ mod tests {
         let shutdown = CancellationToken::new();
         let engine = tokio::spawn({
             let (store, hub, shutdown) = (store.clone(), hub.clone(), shutdown.clone());
-            async move { run(&config, Parts { store, hub, notifier: None, metrics: None }, shutdown).await }
+            async move {
+                let liveness = crate::health::liveness::Liveness::new();
+                run(&config, Parts { liveness, store, hub, notifier: None, metrics: None }, shutdown).await
+            }
         });
         // Live: the warm-up is committed and the next candle is an hour away.
         tokio::time::timeout(Duration::from_secs(10), async {
