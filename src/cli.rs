@@ -48,6 +48,20 @@ pub enum Command {
     /// Notifications given up on.
     #[command(subcommand)]
     Dead(DeadCommand),
+    /// One look at a running instance's health: exit 0 healthy, 1 degraded, 2 unhealthy, 3 unreachable.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The instance: host:port, http://host:port or its ws:// URL (default: the config's server.listen).
+    pub url: Option<String>,
+    /// Print /health's JSON instead of the lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Server token, when the server has one.
+    #[arg(long, env = "PIPWATCH_SERVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args, Default)]

@@ -105,6 +105,20 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
         }
         Some(Command::Replay(args)) => run_replay(cli, args)?,
         Some(Command::Backtest(args)) => run_backtest(cli, args)?,
+        Some(Command::Status(args)) => {
+            // No logging: the lines (or the JSON) are the output.
+            let url = match &args.url {
+                Some(u) => u.clone(),
+                None => load_config(cli, None, Vec::new())?.config.server.listen,
+            };
+            let url = match pipwatch::status::health_url(&url) {
+                Ok(u) => u,
+                Err(e) => return Err(fail(pipwatch::status::UNKNOWN, e)),
+            };
+            let look = runtime()?.block_on(pipwatch::status::look(&url, args.token.as_deref(), args.json));
+            println!("{}", look.text);
+            ExitCode::from(look.code)
+        }
         Some(Command::Config(ConfigCommand::Show)) => config_show(&load_config(cli, None, Vec::new())?),
         Some(Command::Config(ConfigCommand::Check { file })) => {
             config_check(&load_config(cli, file.clone(), Vec::new())?)

@@ -126,6 +126,14 @@ fn a_webhook_outage_is_degraded_not_a_restart_loop() {
 
     let (run, addr) = start(&cfg, &data, &socket_path);
     let first_health = watch_health(&addr, Duration::from_secs(6));
+    // `status` says the same, with the plugin exit code for degraded.
+    let status = common::pipwatch().args(["status", &addr]).output().unwrap();
+    let lines = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(1), "{lines}");
+    assert!(lines.contains("DEGRADED") && lines.contains("pipwatch is degraded:"), "{lines}");
+    let json = common::pipwatch().args(["status", "--json", &format!("ws://{addr}/ws")]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!((json.status.code(), v["status"].as_str()), (Some(1), Some("degraded")));
     let first = stop(run);
     let (run, addr) = start(&cfg, &data, &socket_path);
     let second_health = watch_health(&addr, Duration::from_secs(4));
@@ -153,4 +161,23 @@ fn a_webhook_outage_is_degraded_not_a_restart_loop() {
         first.iter().any(|r| r["type"] == "alert" && r["check"] == "oldest_pending" && r["severity"] == "critical"),
         "the outage must have gone critical for this test to mean anything"
     );
+}
+
+#[test]
+fn status_says_healthy_and_unreachable_with_their_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(dir.path(), "quiet.toml", "[market.demo]\ncandle_every = \"1h\"\n");
+    let socket_path = dir.path().join("notify.sock");
+    let _socket = UnixDatagram::bind(&socket_path).unwrap();
+    let (run, addr) = start(&cfg, &dir.path().join("data"), &socket_path);
+    let status = common::pipwatch().args(["status", &addr]).output().unwrap();
+    let lines = String::from_utf8_lossy(&status.stdout).to_string();
+    stop(run);
+    assert_eq!(status.status.code(), Some(0), "{lines}");
+    assert!(lines.lines().any(|l| l.starts_with("ok") && l.contains("feed")), "{lines}");
+    assert!(lines.ends_with("pipwatch is healthy\n"), "{lines}");
+
+    let gone = common::pipwatch().args(["status", "127.0.0.1:9"]).output().unwrap();
+    assert_eq!(gone.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&gone.stdout).starts_with("UNREACHABLE: http://127.0.0.1:9/health"));
 }
