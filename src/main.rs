@@ -42,6 +42,22 @@ fn load_config(
     Ok(loaded)
 }
 
+/// The console needs a terminal on both ends: without one (`ssh host
+/// pipwatch` without `-t`, cron, a redirect) it would fail deep inside with
+/// "No such device or address". Said before anything starts, with what to
+/// run instead.
+fn no_terminal() -> Result<(), ExitCode> {
+    if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        return Ok(());
+    }
+    Err(fail(
+        BAD_INPUT,
+        "the console needs a terminal, and this has none (stdin or stdout is not a TTY: ssh without -t, cron, \
+         a pipe or a redirect). Run `pipwatch headless` for the engine without a screen, `pipwatch attach` \
+         from a terminal to watch a running one, or `ssh -t HOST pipwatch` to get a terminal over SSH",
+    ))
+}
+
 /// The async runtime every long-running mode shares: two workers, as the
 /// machines this runs on (and the engine) need no more.
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -78,6 +94,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
                 Some(Command::Tui(args)) => args.theme.clone(),
                 _ => None,
             };
+            no_terminal()?;
             let data_dir = data_dir();
             // The console owns the terminal: logs go to a file, never over the screen.
             logging::init(LogMode::File(data_dir.join("pipwatch.log")), "info,sled=warn");
@@ -86,6 +103,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
             finish(result, |e| e.is_bad_input())
         }
         Some(Command::Attach(args)) => {
+            no_terminal()?;
             // The console owns the terminal: the few logs of attach go to a file.
             logging::init(LogMode::File(config::default_data_dir().join("attach.log")), "warn");
             // For the console's theme and keys.
@@ -225,6 +243,8 @@ fn run_dead(cli: &Cli, cmd: &DeadCommand) -> ExitCode {
     };
     match result {
         Ok(_) => ExitCode::SUCCESS,
+        // A closed pipe (`dead list | head -1`) is a normal end.
+        Err(dead::DeadError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => fail(FAILED, e),
     }
 }
