@@ -29,8 +29,20 @@ fn load_config(
     file: Option<PathBuf>,
     flags: Vec<(String, toml::Value, String)>,
 ) -> Result<Loaded, ExitCode> {
+    load_config_for(cli, file, flags, false)
+}
+
+/// `offline`: for `replay` and `backtest`, which need none of the config's
+/// secrets (webhooks, the OANDA token) and so do not ask for them.
+fn load_config_for(
+    cli: &Cli,
+    file: Option<PathBuf>,
+    flags: Vec<(String, toml::Value, String)>,
+    offline: bool,
+) -> Result<Loaded, ExitCode> {
     let mut opts = LoadOptions::from_process(file.or_else(|| cli.config.clone()), cli.source.clone());
     opts.flags = flags;
+    opts.offline = offline;
     opts.checks = pipwatch::config_checks();
     let loaded = config::load(&opts).map_err(|e| match e {
         config::ConfigError::Invalid { .. } => fail(BAD_INPUT, format!("the configuration is not valid:\n{e}")),
@@ -173,6 +185,16 @@ fn config_show(loaded: &Loaded) -> ExitCode {
 
 fn config_check(loaded: &Loaded) -> ExitCode {
     let c: &Config = &loaded.config;
+    // A CSV feed's file is read only when the feed starts: checked here so
+    // that `config check` does not pass a path that is not there.
+    if c.market.source == config::SourceKind::Csv
+        && let Err(e) = std::fs::metadata(&c.market.csv.path)
+    {
+        return fail(
+            BAD_INPUT,
+            format!("{}: market.csv.path = '{}': cannot read it: {e}", origin_name(loaded), c.market.csv.path),
+        );
+    }
     println!(
         "{}: ok ({} source, {} instrument(s) x {} timeframe(s), {} strategy {}/{}, {} notification route(s))",
         origin_name(loaded),
@@ -266,7 +288,7 @@ fn history(
             flags.push((format!("strategy.{key}"), toml::Value::Integer(i64::from(v)), format!("--{key} {v}")));
         }
     }
-    let loaded = load_config(cli, None, flags)?;
+    let loaded = load_config_for(cli, None, flags, true)?;
     let m = &loaded.config.market;
     let fallback =
         (m.instruments.first().copied(), m.timeframes.first().copied().unwrap_or(pipwatch::types::Timeframe::H4));

@@ -49,3 +49,36 @@ fn a_closed_pipe_ends_dead_list_quietly() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("Broken pipe"), "{stderr}");
 }
+
+/// `config check` does not pass a CSV source whose file is not there.
+#[test]
+fn config_check_names_a_csv_file_that_is_not_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("EUR_USD.csv");
+    let out = pipwatch().args(["--source", &format!("csv:{}", missing.display()), "config", "check"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("market.csv.path = '{}': cannot read it", missing.display())), "{stderr}");
+    std::fs::write(&missing, "time,open,high,low,close\n").unwrap();
+    let out = pipwatch().args(["--source", &format!("csv:{}", missing.display()), "config", "check"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `replay` and `backtest` need no network: a config whose Discord webhook
+/// variable is unset does not stop them (the console and headless still ask).
+#[test]
+fn replay_and_backtest_do_not_need_the_configs_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::config_file(
+        dir.path(),
+        "routes.toml",
+        "[[notify.routes]]\nname = \"signals\"\nwebhook = \"${PIPWATCH_DISCORD_UNSET}\"\n",
+    );
+    for cmd in ["replay", "backtest"] {
+        let out = pipwatch().arg("-c").arg(&cfg).arg(cmd).arg(common::data_file()).output().unwrap();
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = pipwatch().arg("-c").arg(&cfg).args(["headless", "--for", "1s"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PIPWATCH_DISCORD_UNSET is not set"));
+}

@@ -22,6 +22,9 @@ pub struct LoadOptions {
     pub flags: Vec<(String, Value, String)>,
     /// Rules that other modules own, run after the config's own.
     pub checks: Vec<Check>,
+    /// For a mode that uses no network (`replay`, `backtest`): secrets it
+    /// does not use may be unset.
+    pub offline: bool,
 }
 
 /// A rule another module owns (the notifier knows what a webhook URL is, the
@@ -33,7 +36,14 @@ pub type Check = fn(&Config) -> Vec<(String, String)>;
 impl LoadOptions {
     /// The process environment and the given file.
     pub fn from_process(file: Option<PathBuf>, source_flag: Option<String>) -> Self {
-        LoadOptions { file, env: std::env::vars().collect(), source_flag, flags: Vec::new(), checks: Vec::new() }
+        LoadOptions {
+            file,
+            env: std::env::vars().collect(),
+            source_flag,
+            flags: Vec::new(),
+            checks: Vec::new(),
+            offline: false,
+        }
     }
 }
 
@@ -446,6 +456,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
 
     for (path, var) in &unset {
         let in_use = match path.as_str() {
+            // `replay` and `backtest` read files: no feed, no routes, no server.
+            _ if opts.offline => false,
             p if p.starts_with("market.oanda.") => config.market.source == SourceKind::Oanda,
             p if p.starts_with("market.csv.") => config.market.source == SourceKind::Csv,
             _ => true,
@@ -463,7 +475,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     // default would be judged, not the user's value. The other tables'
     // mistakes are reported in the same run, not one round at a time.
     let before = problems.len();
-    validate(&config, &src, &opts.checks, &mut problems, &mut warnings);
+    validate(&config, &src, opts, &mut problems, &mut warnings);
     let checked = problems.split_off(before);
     problems.extend(checked.into_iter().filter(|p| !stood_in.contains(top_table(&p.key))));
     if problems.is_empty() { Ok(Loaded { config, origin, warnings }) } else { Err(ConfigError::Invalid { problems }) }
@@ -502,10 +514,11 @@ fn check_url(url: &str, path: &str, src: &Source<'_>, problems: &mut Vec<Problem
 
 /// The rules of every table. Each table's own, in file order of the
 /// tables; `checks` are the rules other modules own (see [`Check`]).
-fn validate(c: &Config, src: &Source<'_>, checks: &[Check], problems: &mut Vec<Problem>, warnings: &mut Vec<String>) {
+fn validate(c: &Config, src: &Source<'_>, opts: &LoadOptions, problems: &mut Vec<Problem>, warnings: &mut Vec<String>) {
+    let checks = &opts.checks;
     validate_market(c, src, problems);
     validate_strategy(c, src, problems, warnings);
-    validate_routes(c, src, problems);
+    validate_routes(c, src, opts.offline, problems);
     validate_notify(c, src, problems);
     validate_server(c, src, problems);
     validate_health(c, src, problems);
@@ -586,7 +599,8 @@ fn validate_strategy(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>, 
     }
 }
 
-fn validate_routes(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
+/// `offline`: the mode sends nothing, so a webhook it would not use may be empty.
+fn validate_routes(c: &Config, src: &Source<'_>, offline: bool, problems: &mut Vec<Problem>) {
     for (i, r) in c.notify.routes.iter().enumerate() {
         let base = format!("notify.routes[{i}]");
         if r.name.trim().is_empty() {
@@ -594,7 +608,7 @@ fn validate_routes(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
         } else if c.notify.routes[..i].iter().any(|o| o.name == r.name) {
             problems.push(src.problem(&format!("{base}.name"), format!("'{}' is used by another route", r.name)));
         }
-        if r.webhook.is_empty() && !unset_reported(problems, &format!("{base}.webhook")) {
+        if r.webhook.is_empty() && !offline && !unset_reported(problems, &format!("{base}.webhook")) {
             problems.push(
                 src.problem(
                     &format!("{base}.webhook"),
