@@ -38,10 +38,11 @@ impl ConsoleError {
 pub async fn local(config: &Config, data_dir: &Path, theme: Option<String>) -> Result<(), ConsoleError> {
     // Errors before the screen opens (a locked data directory, a taken port)
     // are printed normally.
-    let opts = crate::instance::Options { server: true, server_optional: true };
-    let mut instance = Instance::start(config, data_dir, opts).await?;
+    // First: a signal while the instance starts stops it cleanly.
     let shutdown = CancellationToken::new();
     crate::shutdown::on_signals(shutdown.clone(), None);
+    let opts = crate::instance::Options { server: true, server_optional: true };
+    let mut instance = Instance::start(config, data_dir, opts).await?;
     let Some((view, events)) = instance.take_feed() else {
         // A fresh instance always has its feed; nothing to show without it.
         return Ok(instance.run(shutdown).await.map(|_| ())?);

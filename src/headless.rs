@@ -20,10 +20,11 @@ pub struct Options {
 }
 
 pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<EngineStats, InstanceError> {
-    let instance_opts = crate::instance::Options { server: opts.server, server_optional: false };
-    let mut instance = Instance::start(config, data_dir, instance_opts).await?;
+    // First: a signal while the instance starts stops it cleanly.
     let shutdown = CancellationToken::new();
     crate::shutdown::on_signals(shutdown.clone(), opts.run_for);
+    let instance_opts = crate::instance::Options { server: opts.server, server_optional: false };
+    let mut instance = Instance::start(config, data_dir, instance_opts).await?;
     let printer_stop = CancellationToken::new();
     let printer =
         instance.take_feed().map(|(_, events)| tokio::spawn(print_events(events, opts.candles, printer_stop.clone())));

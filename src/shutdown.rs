@@ -20,7 +20,21 @@ fn hangup_ignored() -> bool {
 }
 
 /// Cancels `token` on SIGINT, SIGTERM, a hangup (unless ignored) or after `run_for`.
+/// The handlers are installed before this returns (not in the task it
+/// spawns): a signal that arrives right after, while the instance starts,
+/// stops it cleanly instead of killing it with the signal's default action.
 pub fn on_signals(token: CancellationToken, run_for: Option<Duration>) {
+    #[cfg(unix)]
+    let installed = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let term = signal(SignalKind::terminate()).ok();
+        // A dropped SSH session hangs up the terminal: stop as cleanly as on
+        // SIGTERM (the seq mark, the last deliveries recorded) instead of
+        // dying mid-write. Under `nohup` the hangup is ignored, and stays so.
+        let hangup = if hangup_ignored() { None } else { signal(SignalKind::hangup()).ok() };
+        (interrupt, term, hangup)
+    };
     tokio::spawn(async move {
         let timer = async {
             match run_for {
@@ -29,35 +43,28 @@ pub fn on_signals(token: CancellationToken, run_for: Option<Duration>) {
             }
         };
         #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        // A dropped SSH session hangs up the terminal: stop as cleanly as on
-        // SIGTERM (the seq mark, the last deliveries recorded) instead of
-        // dying mid-write. Under `nohup` the hangup is ignored, and stays so.
-        #[cfg(unix)]
-        let hangup = async {
-            match hangup_ignored() {
-                false => match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                    Ok(mut s) => {
+        let (interrupt, term, hangup) = {
+            let (interrupt, term, hangup) = installed;
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
                         s.recv().await;
                     }
-                    Err(_) => std::future::pending().await,
-                },
-                true => std::future::pending().await,
-            }
+                    None => std::future::pending().await,
+                }
+            };
+            (wait(interrupt), wait(term), wait(hangup))
         };
         #[cfg(not(unix))]
-        let hangup = std::future::pending::<()>();
+        let (interrupt, term, hangup) = (
+            async {
+                let _ = tokio::signal::ctrl_c().await;
+            },
+            std::future::pending::<()>(),
+            std::future::pending::<()>(),
+        );
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+            _ = interrupt => tracing::info!("interrupted; stopping"),
             _ = term => tracing::info!("terminated; stopping"),
             _ = hangup => tracing::info!("the terminal hung up (SIGHUP); stopping"),
             _ = timer => tracing::info!("--for elapsed; stopping"),

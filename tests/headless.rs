@@ -490,8 +490,8 @@ fn a_hangup_stops_cleanly_unless_nohup_ignores_it() {
     let mut run = started(cmd);
     kill(&run.child, "-HUP");
     let exit = exit_within(&mut run.child, Duration::from_secs(10)).expect("SIGHUP did not stop headless");
-    assert!(exit.success(), "{exit:?}");
     let rest = run.rest();
+    assert!(exit.success(), "{exit:?}: {rest}");
     assert!(rest.contains("the terminal hung up (SIGHUP); stopping") && rest.contains("engine stopped"), "{rest}");
 
     let mut cmd = std::process::Command::new("nohup");
