@@ -516,6 +516,13 @@ impl Worker {
 
         let mine = self.my_entries()?;
         if let Some(reason) = self.disabled.clone() {
+            // An edit rewrites a message on a webhook that no longer exists:
+            // there is nothing to keep it for (its signal is in the dead list).
+            let (edits, mine): (Vec<_>, Vec<_>) =
+                mine.into_iter().partition(|(_, e)| matches!(e.message, Message::Edit(_)));
+            if !edits.is_empty() {
+                shared.store.remove_entries(&edits.iter().map(|(k, _)| *k).collect::<Vec<_>>())?;
+            }
             shared.bury(self.index, mine, &format!("route disabled: {reason}")).await?;
             tokio::select! {
                 _ = route.wake.notified() => return Ok(true),
