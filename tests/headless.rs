@@ -360,6 +360,52 @@ fn an_unusable_csv_feed_is_bad_input() {
     }
 }
 
+/// The CSV feed's bad rows are `rejected` records, as the engine's bad
+/// candles are: where the row is and what is wrong, with the series'
+/// running count. A restart that skips the rows already applied does not
+/// report their bad rows again.
+#[test]
+fn a_csv_feeds_bad_rows_are_rejected_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("GBP_USD_H1.csv");
+    let mut text = String::from("time,open,high,low,close\r\n");
+    for h in 0..6 {
+        text.push_str(&format!("2024-01-01 {h:02}:00:00,1.25,1.26,1.24,1.25\r\n"));
+    }
+    text.push_str("2024-01-01 06:00:00,1.25,1.24,1.26,1.25\r\n"); // line 8: high < low
+    text.push_str("yesterday,1.25,1.26,1.24,1.25\r\n"); // line 9: no time
+    text.push_str("2024-01-01 07:00:00,1.25,1.26,1.24,1.25\r\n");
+    std::fs::write(&path, text).unwrap();
+    let data = dir.path().join("data");
+    let source = format!("csv:{}", path.display());
+    let run = || {
+        let out = pipwatch()
+            .args(["headless", "--for", "1s", "--no-server", "--source", &source, "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        json_lines(&out.stdout)
+    };
+    let first = run();
+    let rejected = of_type(&first, "rejected");
+    let shown = path.display();
+    let got: Vec<(&str, &str, u64)> = rejected
+        .iter()
+        .map(|r| (r["time"].as_str().unwrap(), r["reason"].as_str().unwrap(), r["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got.len(), 2, "{rejected:?}");
+    assert_eq!((got[0].0, got[0].2), ("2024-01-01T06:00:00Z", 1));
+    assert_eq!(got[0].1, format!("{shown}:8: high 1.24 is below low 1.26"));
+    // A row whose time cannot be read sits after the last good candle.
+    assert_eq!((got[1].0, got[1].2), ("2024-01-01T05:00:00Z", 2));
+    assert!(got[1].1.starts_with(&format!("{shown}:9: 'yesterday' is not a time")), "{}", got[1].1);
+    assert!(rejected.iter().all(|r| r["instrument"] == "GBP_USD" && r["timeframe"] == "H1"));
+
+    let second = run();
+    assert!(of_type(&second, "rejected").is_empty(), "{second:?}");
+}
+
 #[test]
 fn a_csv_feed_gives_replays_signals_and_skips_what_was_applied() {
     let dir = tempfile::tempdir().unwrap();

@@ -198,3 +198,41 @@ fn a_progress_bar_on_a_terminal_only() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains(" left)") && stderr.contains("replayed 400000 candles"), "{stderr}");
 }
+
+/// A bad row is named by the line it is on: right after a good row, in a
+/// file with CRLF line ends (Dukascopy's, Excel's), and after empty lines.
+#[test]
+fn a_bad_row_is_named_by_its_own_line_whatever_ends_the_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("EUR_USD_H1.csv");
+    let rows = [
+        "time,open,high,low,close",                // 1
+        "2024-01-01 00:00:00,1.10,1.11,1.09,1.10", // 2
+        "2024-01-01 01:00:00,1.10,1.09,1.11,1.10", // 3: high < low
+        "2024-01-01 02:00:00,1.10,1.11,1.09,1.10", // 4
+        "",                                        // 5: empty
+        "2024-01-01 03:00:00,1.10,1.11,1.09,abc",  // 6: not a number
+    ];
+    for end in ["\n", "\r\n"] {
+        std::fs::write(&path, rows.join(end) + end).unwrap();
+        let out = pipwatch().arg("replay").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let shown = path.display();
+        assert!(stderr.contains(&format!("{shown}:3: high 1.09 is below low 1.11 (row skipped)")), "{end:?}: {stderr}");
+        assert!(stderr.contains(&format!("{shown}:6: close 'abc' is not a number (row skipped)")), "{end:?}: {stderr}");
+    }
+}
+
+/// An empty file says it is empty, not that it lacks a time column.
+#[test]
+fn an_empty_file_is_said_to_be_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("EUR_USD.csv");
+    std::fs::write(&path, "").unwrap();
+    let out = pipwatch().arg("replay").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("error: {}: the file is empty", path.display())), "{stderr}");
+    assert!(!stderr.contains("no time column"), "{stderr}");
+}
