@@ -234,11 +234,10 @@ fn history(
     }
     let loaded = load_config(cli, None, flags)?;
     let m = &loaded.config.market;
-    let fallback =
-        (m.instruments.first().copied(), m.timeframes.first().copied().unwrap_or(pipwatch::types::Timeframe::H4));
+    let default_timeframe = m.timeframes.first().copied().unwrap_or(pipwatch::types::Timeframe::H4);
     let mut inputs = Vec::new();
     for path in &args.csv {
-        match csv::resolve(path, args.instrument, args.timeframe, fallback) {
+        match csv::resolve_history(path, args.instrument, args.timeframe, default_timeframe) {
             Ok(found) => inputs.extend(found),
             Err(e) => return Err(fail(BAD_INPUT, e)),
         }
@@ -247,6 +246,10 @@ fn history(
     for i in &inputs {
         if stderr_tty || inputs.len() > 1 {
             eprintln!("{}: {} {}", i.path.display(), i.instrument, i.timeframe);
+        }
+        // Said, not refused: a file with gaps of its own can mislead the count.
+        if let Some(said) = csv::spacing_contradiction(i) {
+            eprintln!("warning: {said}: pass --timeframe to say which they are, or check the file");
         }
     }
     Ok((loaded, inputs))

@@ -340,7 +340,7 @@ fn an_unusable_csv_feed_is_bad_input() {
         (
             named_for_nothing.clone(),
             format!(
-                "{}: the file name does not start with an instrument (e.g. EUR_USD.csv): rename it",
+                "{}: the file name does not start with an instrument (e.g. EUR_USD.csv): rename it: in a directory, each file's name gives its pair",
                 named_for_nothing.join("history.csv").display()
             ),
         ),
@@ -358,6 +358,41 @@ fn an_unusable_csv_feed_is_bad_input() {
         let last = stderr.lines().last().unwrap_or_default();
         assert!(last.starts_with("error: ") && last.contains(&said), "{last}");
     }
+}
+
+/// A feed's file named for no pair is the config's pair only when the
+/// config names just one; among several (the defaults' seven) it is not
+/// silently the first.
+#[test]
+fn a_csv_feed_file_named_for_no_pair_takes_the_only_configured_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("history.csv");
+    let text = std::fs::read_to_string(common::data_file()).unwrap();
+    std::fs::write(&path, text.lines().take(50).collect::<Vec<_>>().join("\n")).unwrap();
+    let source = format!("csv:{}", path.display());
+    let run = |instruments: Option<&str>| {
+        let mut cmd = pipwatch();
+        cmd.args(["headless", "--for", "1s", "--candles", "--no-server", "--source", &source, "--data-dir"])
+            .arg(dir.path().join("data"));
+        if let Some(i) = instruments {
+            cmd.env("PIPWATCH_MARKET__INSTRUMENTS", i);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let said = format!(
+        "{}: the file name does not start with an instrument (e.g. EUR_USD.csv): rename it, or make its pair the only one in market.instruments",
+        path.display()
+    );
+    assert!(stderr.contains(&said), "{stderr}");
+
+    let out = run(Some("GBP_USD"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let candles = of_type(&json_lines(&out.stdout), "candle").into_iter().cloned().collect::<Vec<_>>();
+    assert_eq!(candles.len(), 49);
+    assert!(candles.iter().all(|c| c["instrument"] == "GBP_USD" && c["timeframe"] == "H1"));
 }
 
 /// The CSV feed's bad rows are `rejected` records, as the engine's bad

@@ -236,3 +236,49 @@ fn an_empty_file_is_said_to_be_empty() {
     assert!(stderr.contains(&format!("error: {}: the file is empty", path.display())), "{stderr}");
     assert!(!stderr.contains("no time column"), "{stderr}");
 }
+
+/// A file whose name says nothing about its pair is not labelled with the
+/// config's first instrument: replay asks for --instrument, naming the file.
+#[test]
+fn a_file_named_for_no_pair_needs_an_instrument() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prices.csv");
+    let text = std::fs::read_to_string(data_file()).unwrap();
+    std::fs::write(&path, text.lines().take(300).collect::<Vec<_>>().join("\n")).unwrap();
+    let out = pipwatch().arg("replay").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "error: {}: the file name does not start with an instrument (e.g. EUR_USD.csv): give its pair with --instrument (e.g. --instrument EUR_USD), or rename it",
+            path.display()
+        )),
+        "{stderr}"
+    );
+
+    let out = pipwatch().args(["replay", "--instrument", "GBP_USD"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = json_lines(&out.stdout);
+    assert!(!records.is_empty() && records.iter().all(|r| r["instrument"] == "GBP_USD"));
+}
+
+/// A --timeframe (or a name) the candles' spacing contradicts is said once
+/// per file; one that agrees, or one taken from the data, is not.
+#[test]
+fn a_timeframe_the_data_contradicts_is_warned_about_once_per_file() {
+    let out = pipwatch().args(["replay", "--timeframe", "H4"]).arg(data_file()).output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = format!(
+        "warning: {}: its candles are mostly 1h (H1) apart, but they are read as H4 candles: pass --timeframe to say which they are, or check the file",
+        data_file().display()
+    );
+    assert_eq!(stderr.matches(&said).count(), 1, "{stderr}");
+
+    for agreeing in [&["--timeframe", "H1"][..], &[]] {
+        let out = pipwatch().arg("replay").args(agreeing).arg(data_file()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !stderr.contains("warning"), "{agreeing:?}: {stderr}");
+    }
+}

@@ -27,10 +27,8 @@ pub enum CsvError {
     Csv { path: String, source: csv::Error },
     #[error("{path}: no *.csv files in this directory")]
     EmptyDir { path: String },
-    #[error(
-        "{path}: the file name does not start with an instrument (e.g. EUR_USD.csv): rename it, or give `pipwatch replay` an --instrument"
-    )]
-    NoInstrument { path: String },
+    #[error("{path}: the file name does not start with an instrument (e.g. EUR_USD.csv): {fix}")]
+    NoInstrument { path: String, fix: &'static str },
 }
 
 /// A row that was skipped, with where and why.
@@ -405,8 +403,8 @@ impl Iterator for CsvCandles {
     }
 }
 
-/// Infers the timeframe from the most common gap between the first rows.
-pub fn infer_timeframe(path: &Path) -> Option<Timeframe> {
+/// The most common gap in seconds between the candles of the first rows.
+fn usual_gap(path: &Path) -> Option<i64> {
     let instrument = Instrument::new("XXX_YYY").ok()?;
     let rows = CsvCandles::open(path, instrument, Timeframe::H1).ok()?;
     let times: Vec<i64> = rows.filter_map(Result::ok).take(200).map(|c| c.time.0).collect();
@@ -418,7 +416,30 @@ pub fn infer_timeframe(path: &Path) -> Option<Timeframe> {
             best = (chunk.len(), Some(chunk[0]));
         }
     }
-    best.1.and_then(Timeframe::from_seconds)
+    best.1
+}
+
+/// Infers the timeframe from the most common gap between the first rows.
+pub fn infer_timeframe(path: &Path) -> Option<Timeframe> {
+    usual_gap(path).and_then(Timeframe::from_seconds)
+}
+
+/// When the candles of `input` are mostly spaced otherwise than its
+/// timeframe (a `--timeframe`, a name or a default the data contradicts),
+/// what to tell the user, without the fix (the caller knows which applies):
+/// every indicator period and signal would silently mean something else.
+pub fn spacing_contradiction(input: &CsvInput) -> Option<String> {
+    let gap = usual_gap(&input.path)?;
+    if gap == input.timeframe.seconds() {
+        return None;
+    }
+    let spacing = humantime::format_duration(std::time::Duration::from_secs(gap.unsigned_abs()));
+    let known = Timeframe::from_seconds(gap).map(|t| format!(" ({t})")).unwrap_or_default();
+    Some(format!(
+        "{}: its candles are mostly {spacing}{known} apart, but they are read as {} candles",
+        input.path.display(),
+        input.timeframe
+    ))
 }
 
 /// A CSV input resolved to files with their series.
@@ -429,14 +450,43 @@ pub struct CsvInput {
     pub timeframe: Timeframe,
 }
 
-/// Resolves a file or a directory of `INSTRUMENT.csv` files. `instrument` and
-/// `timeframe` are explicit choices (flags); otherwise they come from the file
-/// name, then (timeframe only) from the data, then from `fallback`.
+/// How a CSV feed's file with no pair in its name gets one.
+const FEED_FIX: &str = "rename it, or make its pair the only one in market.instruments";
+/// How `replay`'s or `backtest`'s file with no pair in its name gets one.
+const HISTORY_FIX: &str = "give its pair with --instrument (e.g. --instrument EUR_USD), or rename it";
+
+/// Resolves a CSV feed's file or directory of `INSTRUMENT.csv` files.
+/// `instrument` and `timeframe` are explicit choices; otherwise they come
+/// from the file name, then (timeframe only) from the data, then from
+/// `fallback`. `fallback`'s instrument is for a single file whose name has
+/// none: a choice the user made (the config's only instrument), never a
+/// guess among several.
 pub fn resolve(
     path: &Path,
     instrument: Option<Instrument>,
     timeframe: Option<Timeframe>,
     fallback: (Option<Instrument>, Timeframe),
+) -> Result<Vec<CsvInput>, CsvError> {
+    resolve_with(path, instrument, timeframe, fallback, FEED_FIX)
+}
+
+/// Resolves `replay`'s and `backtest`'s inputs: a file's pair comes from
+/// its name or `--instrument`, never from the config's list.
+pub fn resolve_history(
+    path: &Path,
+    instrument: Option<Instrument>,
+    timeframe: Option<Timeframe>,
+    default_timeframe: Timeframe,
+) -> Result<Vec<CsvInput>, CsvError> {
+    resolve_with(path, instrument, timeframe, (None, default_timeframe), HISTORY_FIX)
+}
+
+fn resolve_with(
+    path: &Path,
+    instrument: Option<Instrument>,
+    timeframe: Option<Timeframe>,
+    fallback: (Option<Instrument>, Timeframe),
+    fix: &'static str,
 ) -> Result<Vec<CsvInput>, CsvError> {
     let shown = path.display().to_string();
     let files: Vec<PathBuf> = if path.is_dir() {
@@ -465,7 +515,13 @@ pub fn resolve(
                 (Some(i), None) => i,
                 (None, None) => match fallback.0 {
                     Some(i) if !in_dir => i,
-                    _ => return Err(CsvError::NoInstrument { path: f.display().to_string() }),
+                    // In a directory a name is the only way (a flag or the
+                    // config's one pair would be one pair for every file).
+                    _ if in_dir && fix == FEED_FIX => {
+                        let fix = "rename it: in a directory, each file's name gives its pair";
+                        return Err(CsvError::NoInstrument { path: f.display().to_string(), fix });
+                    }
+                    _ => return Err(CsvError::NoInstrument { path: f.display().to_string(), fix }),
                 },
             };
             let timeframe =
@@ -485,8 +541,22 @@ pub struct CsvFeed {
 impl CsvFeed {
     pub fn new(config: &crate::config::Config) -> Result<Self, CsvError> {
         let m = &config.market;
-        let fallback = (m.instruments.first().copied(), m.timeframes.first().copied().unwrap_or(Timeframe::H4));
+        // A file named for no pair is the configured pair's only when the
+        // config names one: the first of several (the defaults' EUR_USD)
+        // would be a guess.
+        let only = match m.instruments.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        };
+        let fallback = (only, m.timeframes.first().copied().unwrap_or(Timeframe::H4));
         let inputs = resolve(Path::new(&m.csv.path), None, None, fallback)?;
+        for input in &inputs {
+            if let Some(said) = spacing_contradiction(input) {
+                tracing::warn!(
+                    "{said}: a timeframe token in the file name (e.g. EUR_USD_H1.csv) says which they are, or check the file"
+                );
+            }
+        }
         Ok(CsvFeed { inputs, candle_every: m.csv.candle_every.0 })
     }
 
