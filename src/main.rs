@@ -74,6 +74,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
     let data_dir = || cli.data_dir.clone().unwrap_or_else(config::default_data_dir);
     Ok(match &cli.command {
         None | Some(Command::Tui(_)) => {
+            need_terminal("pipwatch", "`ssh -t host pipwatch`")?;
             let theme = match &cli.command {
                 Some(Command::Tui(args)) => args.theme.clone(),
                 _ => None,
@@ -86,6 +87,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
             finish(result, |e| e.is_bad_input())
         }
         Some(Command::Attach(args)) => {
+            need_terminal("pipwatch attach", "`ssh -t host pipwatch attach`")?;
             // The console owns the terminal: the few logs of attach go to a file.
             logging::init(LogMode::File(config::default_data_dir().join("attach.log")), "warn");
             // For the console's theme and keys.
@@ -110,6 +112,40 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
             config_check(&load_config(cli, file.clone(), Vec::new())?)
         }
     })
+}
+
+/// The console draws on stdout and reads keys from stdin, or from the
+/// controlling terminal when stdin is redirected (as crossterm does). With
+/// neither (cron, a pipe, `ssh host pipwatch` without -t) it would start the
+/// engine and then fail on "No such device or address": said before
+/// anything starts, with what to run instead.
+fn need_terminal(what: &str, ssh: &str) -> Result<(), ExitCode> {
+    let screen = std::io::stdout().is_terminal();
+    let keys = std::io::stdin().is_terminal() || controlling_terminal();
+    let missing = match (screen, keys) {
+        (true, true) => return Ok(()),
+        (false, true) => "its output (stdout) is not a terminal",
+        (true, false) => "it has no terminal to read keys from",
+        (false, false) => "it has no terminal",
+    };
+    Err(fail(
+        BAD_INPUT,
+        format!(
+            "`{what}` is a full-screen console, and {missing} (a pipe or a redirect, cron, or ssh without -t). \
+             For the engine without a screen run `pipwatch headless` (events as JSON lines); to watch a running \
+             instance run `pipwatch attach` (or `pipwatch tail`) from a terminal; over SSH give it one: {ssh}"
+        ),
+    ))
+}
+
+#[cfg(unix)]
+fn controlling_terminal() -> bool {
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").is_ok()
+}
+
+#[cfg(not(unix))]
+fn controlling_terminal() -> bool {
+    false
 }
 
 fn origin_name(loaded: &Loaded) -> String {

@@ -486,6 +486,49 @@ fn wait_for_pane(session: &str, what: &[&str], absent: &str) -> String {
     }
 }
 
+/// Without a terminal (cron, a pipe, `ssh host pipwatch` without -t), the
+/// console says so and what to run instead, before it starts anything: no
+/// data directory is made, nothing is connected to. Run in a session of its
+/// own, so that it has no controlling terminal either.
+#[test]
+fn without_a_terminal_the_console_says_what_to_run_instead() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Something listening where attach would go: it must not be called.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    for (args, what) in [(vec!["--data-dir"], "`pipwatch`"), (vec!["attach", &url], "`pipwatch attach`")] {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("pipwatch"));
+        cmd.args(&args).env_clear().env("PATH", std::env::var("PATH").unwrap()).env("TERM", "xterm");
+        if args[0] == "--data-dir" {
+            cmd.arg(&data);
+        }
+        // SAFETY: setsid is async-signal-safe; it only detaches the child
+        // from this terminal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let out = assert_cmd::Command::from_std(cmd).timeout(Duration::from_secs(30)).write_stdin("").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: {what} is a full-screen console, and it has no terminal")),
+            "{stderr}"
+        );
+        for instead in ["pipwatch headless", "pipwatch attach", "ssh -t host pipwatch"] {
+            assert!(stderr.contains(instead), "{instead}: {stderr}");
+        }
+        assert!(!stderr.contains("No such device"), "{stderr}");
+    }
+    assert!(!data.exists(), "the console started an instance before finding it had no terminal");
+    assert!(listener.accept().is_err(), "attach connected before finding it had no terminal");
+}
+
 #[test]
 fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
     let dir = tempfile::tempdir().unwrap();
