@@ -82,3 +82,16 @@ fn show_prints_the_effective_config_without_secrets() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The warning reaches the user of the binary, on stderr, and the command
+/// still runs.
+#[test]
+fn an_environment_variable_with_one_underscore_is_warned_about() {
+    let out = pipwatch().args(["config", "check"]).env("PIPWATCH_STRATEGY_FAST", "5").output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: environment variable PIPWATCH_STRATEGY_FAST is not one pipwatch reads, so it changes nothing: did you mean PIPWATCH_STRATEGY__FAST?"),
+        "{stderr}"
+    );
+}
