@@ -29,9 +29,20 @@ fn load_config(
     file: Option<PathBuf>,
     flags: Vec<(String, toml::Value, String)>,
 ) -> Result<Loaded, ExitCode> {
+    load_config_with(cli, file, flags, |_| {})
+}
+
+/// `load_config`, with what a command changes in how it loads (`adjust`).
+fn load_config_with(
+    cli: &Cli,
+    file: Option<PathBuf>,
+    flags: Vec<(String, toml::Value, String)>,
+    adjust: impl FnOnce(&mut LoadOptions),
+) -> Result<Loaded, ExitCode> {
     let mut opts = LoadOptions::from_process(file.or_else(|| cli.config.clone()), cli.source.clone());
     opts.flags = flags;
     opts.checks = pipwatch::config_checks();
+    adjust(&mut opts);
     let loaded = config::load(&opts).map_err(|e| match e {
         config::ConfigError::Invalid { .. } => fail(BAD_INPUT, format!("the configuration is not valid:\n{e}")),
         other => fail(BAD_INPUT, other),
@@ -109,7 +120,10 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
         Some(Command::Backtest(args)) => run_backtest(cli, args)?,
         Some(Command::Config(ConfigCommand::Show)) => config_show(&load_config(cli, None, Vec::new())?),
         Some(Command::Config(ConfigCommand::Check { file })) => {
-            config_check(&load_config(cli, file.clone(), Vec::new())?)
+            // Also whether a CSV source's files can be read: what a run
+            // would find out only when it starts.
+            let with_files = |o: &mut LoadOptions| o.checks.push(csv::config_problems);
+            config_check(&load_config_with(cli, file.clone(), Vec::new(), with_files)?)
         }
     })
 }
@@ -268,7 +282,8 @@ fn history(
             flags.push((format!("strategy.{key}"), toml::Value::Integer(i64::from(v)), format!("--{key} {v}")));
         }
     }
-    let loaded = load_config(cli, None, flags)?;
+    // Only the strategy is used: Discord, OANDA and server secrets need not be set.
+    let loaded = load_config_with(cli, None, flags, |o| o.history = true)?;
     let m = &loaded.config.market;
     let default_timeframe = m.timeframes.first().copied().unwrap_or(pipwatch::types::Timeframe::H4);
     let mut inputs = Vec::new();

@@ -282,3 +282,32 @@ fn a_timeframe_the_data_contradicts_is_warned_about_once_per_file() {
         assert!(out.status.success() && !stderr.contains("warning"), "{agreeing:?}: {stderr}");
     }
 }
+
+/// replay runs no notifier, source or server: a config whose Discord,
+/// OANDA and server secrets are unset still replays (a `config check` or a
+/// live run would refuse it).
+#[test]
+fn replay_needs_no_secrets_it_does_not_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::config_file(
+        dir.path(),
+        "live.toml",
+        r#"[market]
+source = "oanda"
+[strategy]
+fast = 8
+[[notify.routes]]
+name = "signals"
+webhook = "${PIPWATCH_DISCORD_SIGNALS}"
+[server]
+listen = "0.0.0.0:8787"
+token = "${PIPWATCH_SERVER_TOKEN}"
+"#,
+    );
+    let out = pipwatch().args(["config", "check"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "the live run does need them");
+    let out = pipwatch().arg("-c").arg(&cfg).arg("replay").arg(data_file()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = json_lines(&out.stdout);
+    assert!(!records.is_empty() && records.iter().all(|r| r["strategy"] == "sma 8/20"));
+}

@@ -22,6 +22,11 @@ pub struct LoadOptions {
     pub flags: Vec<(String, Value, String)>,
     /// Rules that other modules own, run after the config's own.
     pub checks: Vec<Check>,
+    /// For `replay` and `backtest`, which use the strategy and nothing
+    /// else: the market source, the notification routes and the server
+    /// are not started, so their secrets (and a CSV source's path) need not
+    /// be set. A value that is set but wrong is still a problem.
+    pub history: bool,
 }
 
 /// A rule another module owns (the notifier knows what a webhook URL is, the
@@ -33,7 +38,14 @@ pub type Check = fn(&Config) -> Vec<(String, String)>;
 impl LoadOptions {
     /// The process environment and the given file.
     pub fn from_process(file: Option<PathBuf>, source_flag: Option<String>) -> Self {
-        LoadOptions { file, env: std::env::vars().collect(), source_flag, flags: Vec::new(), checks: Vec::new() }
+        LoadOptions {
+            file,
+            env: std::env::vars().collect(),
+            source_flag,
+            flags: Vec::new(),
+            checks: Vec::new(),
+            history: false,
+        }
     }
 }
 
@@ -79,6 +91,8 @@ struct Source<'a> {
     doc: Option<toml::Spanned<DeTable<'a>>>,
     /// Dotted key → the environment variable or flag that set it.
     set_by: BTreeMap<String, String>,
+    /// `LoadOptions::history`: secrets of the parts not run need not be set.
+    history: bool,
 }
 
 impl Source<'_> {
@@ -435,7 +449,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         }
         None => (String::new(), "built-in defaults".to_string(), Origin::Defaults),
     };
-    let mut src = Source { name, text: &text, doc: None, set_by: BTreeMap::new() };
+    let mut src = Source { name, text: &text, doc: None, set_by: BTreeMap::new(), history: opts.history };
     let doc = DeTable::parse(&text).map_err(|e| {
         let (line, col) = e.span().map_or((1, 1), |s| src.line_col(s.start));
         ConfigError::one(format!("{}:{line}:{col}", src.name), "", format!("not valid TOML: {}", e.message().trim()))
@@ -472,6 +486,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
 
     for (path, var) in &unset {
         let in_use = match path.as_str() {
+            // History runs no source, notifier or server.
+            p if opts.history && ["market.", "notify.", "server.", "health."].iter().any(|t| p.starts_with(t)) => false,
             p if p.starts_with("market.oanda.") => config.market.source == SourceKind::Oanda,
             p if p.starts_with("market.csv.") => config.market.source == SourceKind::Csv,
             _ => true,
@@ -565,6 +581,8 @@ fn validate_market(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
         problems.push(src.problem("market.demo.candle_every", "must be at least 10ms"));
     }
     match m.source {
+        // History reads its own files: the configured source is not run.
+        _ if src.history => {}
         SourceKind::Csv if m.csv.path.trim().is_empty() => {
             problems.push(
                 src.problem("market.csv.path", "is empty: name a CSV file or a directory of INSTRUMENT.csv files"),
@@ -620,7 +638,7 @@ fn validate_routes(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
         } else if c.notify.routes[..i].iter().any(|o| o.name == r.name) {
             problems.push(src.problem(&format!("{base}.name"), format!("'{}' is used by another route", r.name)));
         }
-        if r.webhook.is_empty() && !unset_reported(problems, &format!("{base}.webhook")) {
+        if r.webhook.is_empty() && !src.history && !unset_reported(problems, &format!("{base}.webhook")) {
             problems.push(
                 src.problem(
                     &format!("{base}.webhook"),
@@ -660,7 +678,7 @@ fn validate_notify(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
 fn validate_server(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
     match c.server.listen.parse::<SocketAddr>() {
         Err(_) => problems.push(src.problem("server.listen", format!("'{}' is not an address: write IP:PORT, e.g. 127.0.0.1:8787", c.server.listen))),
-        Ok(addr) if !addr.ip().is_loopback() && c.server.token.is_empty() => problems.push(src.problem(
+        Ok(addr) if !addr.ip().is_loopback() && c.server.token.is_empty() && !src.history => problems.push(src.problem(
             "server.listen",
             format!("{addr} is reachable from other machines, so server.token must be set (e.g. token = \"${{PIPWATCH_SERVER_TOKEN}}\")"),
         )),

@@ -531,6 +531,32 @@ fn resolve_with(
         .collect()
 }
 
+/// The config's CSV source checked the way the feed will open it (a
+/// `config::Check` for `config check`): the path exists, names a pair, and
+/// each file has the columns. A run finds the same when its feed starts.
+pub fn config_problems(c: &crate::config::Config) -> Vec<(String, String)> {
+    let m = &c.market;
+    if m.source != crate::config::SourceKind::Csv || m.csv.path.trim().is_empty() {
+        return Vec::new();
+    }
+    let key = "market.csv.path".to_string();
+    let inputs = match CsvFeed::new(c) {
+        Ok(feed) => feed.inputs,
+        Err(CsvError::Io { path, source }) => {
+            let message = format!(
+                "cannot read {path}: {source}: name an existing CSV file, or a directory of INSTRUMENT.csv files (a relative path is read from the directory pipwatch runs in)"
+            );
+            return vec![(key, message)];
+        }
+        Err(e) => return vec![(key, e.to_string())],
+    };
+    inputs
+        .iter()
+        .filter_map(|i| CsvCandles::open(&i.path, i.instrument, i.timeframe).err())
+        .map(|e| (key.clone(), e.to_string()))
+        .collect()
+}
+
 /// CSV history as a live feed: files merged by time, already-applied candles
 /// skipped, optionally paced.
 pub struct CsvFeed {
