@@ -1005,3 +1005,147 @@ async fn attach_that_falls_behind_ends_with_the_hubs_view() {
     assert!(snapshots > 1, "attach must have fallen behind for this test to mean anything");
     assert_eq!(console.view, hub.snapshot());
 }
+
+fn footer(a: &App, w: u16, h: u16) -> String {
+    let text = format!("{}", render(a, w, h).backend());
+    text.lines().last().unwrap_or_default().to_string()
+}
+
+/// A footer note gives the footer back: after a few seconds, or at the next key.
+#[test]
+fn footer_notes_clear_after_a_few_seconds_or_at_the_next_key() {
+    use crossterm::event::KeyCode as K;
+    let mut a = App::new("DEMO".into(), Theme::load("dark").unwrap(), Ts(NOW));
+    a.server = Some("127.0.0.1:8787".into());
+    assert!(footer(&a, 160, 30).contains("theme dark"));
+    a.note("theme 'x' not found");
+    assert!(footer(&a, 160, 30).contains("theme 'x' not found"));
+    a.tick(Ts(NOW + pipwatch::tui::app::NOTICE_SECS - 1));
+    assert!(footer(&a, 160, 30).contains("theme 'x' not found"));
+    a.tick(Ts(NOW + pipwatch::tui::app::NOTICE_SECS));
+    let f = footer(&a, 160, 30);
+    assert!(!f.contains("not found") && f.contains("theme dark"), "{f}");
+
+    // Set directly (as the loop does for a link's news), it is timed from
+    // the first tick that sees it.
+    a.notice = Some("link news".into());
+    a.tick(Ts(NOW + 100));
+    a.tick(Ts(NOW + 100 + pipwatch::tui::app::NOTICE_SECS - 1));
+    assert!(footer(&a, 160, 30).contains("link news"));
+    assert_eq!(a.key(K::Char('j'), false), Action::Redraw, "the key clears it, so the screen changes");
+    assert!(!footer(&a, 160, 30).contains("link news"));
+}
+
+/// `a` with nothing to acknowledge says so.
+#[test]
+fn ack_without_alerts_says_there_are_none() {
+    use crossterm::event::KeyCode as K;
+    let mut a = App::new("DEMO".into(), Theme::load("dark").unwrap(), Ts(NOW));
+    assert_eq!(a.key(K::Char('a'), false), Action::Redraw);
+    assert!(footer(&a, 160, 30).contains("no alerts to acknowledge"), "{}", footer(&a, 160, 30));
+    // With the fixture's raised alert, `a` acknowledges it instead.
+    let mut a = app("dark");
+    assert!(matches!(a.key(K::Char('a'), false), Action::Ack(alerts) if alerts.len() == 1));
+}
+
+/// `f` filters on the pair selected in the focused panel: with the feed
+/// focused, the selected signal's pair, not the Pairs row's.
+#[test]
+fn the_filter_takes_the_pair_of_the_focused_panel() {
+    use crossterm::event::KeyCode as K;
+    let mut a = app("dark");
+    let i = Instrument::new("USD_JPY").unwrap();
+    let time = Ts(NOW - 3600);
+    a.apply(&Envelope {
+        seq: 1000,
+        event: Event::Signal(Signal {
+            id: Signal::make_id(i, Timeframe::H1, time, Side::Sell),
+            instrument: i,
+            timeframe: Timeframe::H1,
+            time,
+            side: Side::Sell,
+            price: 141.2,
+            fast: 141.1,
+            slow: 141.3,
+            atr: 0.2,
+            stop_loss: 141.5,
+            take_profit: 140.6,
+            strategy: "sma 10/20".into(),
+        }),
+    });
+    let title = |a: &App| {
+        let text = format!("{}", render(a, 120, 40).backend());
+        text.lines().find(|l| l.contains("Signals (")).unwrap_or_default().to_string()
+    };
+    // The Pairs row selected is EUR_USD; the feed's first signal is USD_JPY's.
+    assert_eq!(a.key(K::Tab, false), Action::Redraw);
+    assert_eq!(a.selected_signal().map(|s| s.instrument), Some(i));
+    a.key(K::Char('f'), false);
+    assert!(title(&a).contains("Signals (1 of 3) · USD_JPY"), "{}", title(&a));
+    // And from the Pairs panel, its selected row's pair, as before.
+    a.key(K::Char('f'), false);
+    a.key(K::Char('f'), false);
+    a.key(K::Char('f'), false);
+    assert!(title(&a).contains("Signals (3)"), "{}", title(&a));
+    a.key(K::Tab, false);
+    a.key(K::Char('f'), false);
+    assert!(title(&a).contains("Signals (2 of 3) · EUR_USD"), "{}", title(&a));
+}
+
+/// Pairs the panel has no room for are said on its lower border.
+#[test]
+fn pairs_without_room_are_counted_on_the_panels_border() {
+    use crossterm::event::KeyCode as K;
+    let mut a = app("dark");
+    assert!(!format!("{}", render(&a, 60, 16).backend()).contains("more"));
+    let mut seq = 2000;
+    for (name, base) in [("AUD_USD", 0.66), ("NZD_USD", 0.61), ("USD_CAD", 1.34), ("USD_CHF", 0.88)] {
+        let i = Instrument::new(name).unwrap();
+        seq += 1;
+        a.apply(&Envelope {
+            seq,
+            event: Event::Candle(CandleRecord {
+                instrument: i,
+                timeframe: Timeframe::H1,
+                time: Ts(NOW - 3600),
+                open: base,
+                high: base * 1.001,
+                low: base * 0.999,
+                close: base,
+                fast: None,
+                slow: None,
+                atr: None,
+            }),
+        });
+    }
+    let text = format!("{}", render(&a, 60, 16).backend());
+    let shown = text.lines().filter(|l| l.contains(" H1 ")).count();
+    assert_eq!(shown, 6, "{text}");
+    assert!(text.contains("+1 more ↓ (j/k)"), "{text}");
+    // Scrolled to the last pair: the hidden one is above.
+    for _ in 0..6 {
+        a.key(K::Down, false);
+    }
+    let text = format!("{}", render(&a, 60, 16).backend());
+    assert!(text.contains("+1 more ↑ (j/k)"), "{text}");
+    // Where every pair fits, nothing is said.
+    assert!(!format!("{}", render(&a, 160, 48).backend()).contains("more ↓"));
+}
+
+/// The detail chart's legend is on its lower border, not over the newest
+/// candles at the top right of the plot.
+#[test]
+fn the_detail_charts_legend_leaves_the_plot_clear() {
+    let mut a = app("dark");
+    a.key(crossterm::event::KeyCode::Enter, false);
+    // Narrow, the border has room for the names only.
+    for (w, h, said) in
+        [(100, 30, "└ ─ close  ─ fast  ─ slow  █ buy  █ sell "), (60, 16, "└ close fast slow buy sell ")]
+    {
+        let text = format!("{}", render(&a, w, h).backend());
+        let legend: Vec<&str> = text.lines().filter(|l| l.contains("close")).collect();
+        assert_eq!(legend.len(), 2, "the legend and the values' close: {text}");
+        assert!(legend.iter().any(|l| l.starts_with(&format!("\"{said}"))), "{text}");
+        assert!(!text.contains("│fast │"), "{text}");
+    }
+}
