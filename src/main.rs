@@ -176,14 +176,16 @@ fn config_show(loaded: &Loaded) -> ExitCode {
                 config::Origin::File(p) => format!("{} over the built-in defaults", p.display()),
                 config::Origin::Defaults => "built-in defaults".to_string(),
             };
-            println!("# effective config: {from}, then PIPWATCH_* variables and flags. Secrets are redacted.");
+            let mut shown =
+                format!("# effective config: {from}, then PIPWATCH_* variables and flags. Secrets are redacted.\n");
             let unset = loaded.config.unset_variables();
             if !unset.is_empty() {
-                println!("# not set in the environment, so empty: {}", unset.join(", "));
+                shown.push_str(&format!("# not set in the environment, so empty: {}\n", unset.join(", ")));
             }
-            println!();
-            print!("{text}");
-            ExitCode::SUCCESS
+            shown.push('\n');
+            shown.push_str(&text);
+            // `println!` would panic on a closed pipe (`config show | head`).
+            print_out(&shown)
         }
         Err(e) => fail(FAILED, format!("cannot print the config: {e}")),
     }
@@ -191,8 +193,8 @@ fn config_show(loaded: &Loaded) -> ExitCode {
 
 fn config_check(loaded: &Loaded) -> ExitCode {
     let c: &Config = &loaded.config;
-    println!(
-        "{}: ok ({} source, {} instrument(s) x {} timeframe(s), {} strategy {}/{}, {} notification route(s))",
+    print_out(&format!(
+        "{}: ok ({} source, {} instrument(s) x {} timeframe(s), {} strategy {}/{}, {} notification route(s))\n",
         origin_name(loaded),
         c.market.source,
         c.market.instruments.len(),
@@ -201,8 +203,7 @@ fn config_check(loaded: &Loaded) -> ExitCode {
         c.strategy.fast,
         c.strategy.slow,
         c.notify.routes.len()
-    );
-    ExitCode::SUCCESS
+    ))
 }
 
 fn run_tail(args: &pipwatch::cli::TailArgs) -> Result<ExitCode, ExitCode> {
@@ -230,8 +231,11 @@ fn run_dead(cli: &Cli, cmd: &DeadCommand) -> ExitCode {
     logging::init(LogMode::Plain, "warn,sled=warn");
     let data_dir = cli.data_dir.clone().unwrap_or_else(config::default_data_dir);
     if !data_dir.join("db").exists() {
-        println!("no pipwatch data in {}: the dead list is empty", data_dir.display());
-        return ExitCode::SUCCESS;
+        let said = format!("no pipwatch data in {}: the dead list is empty\n", data_dir.display());
+        return match std::io::Write::write_all(&mut std::io::stdout(), said.as_bytes()) {
+            Err(e) if !closed_pipe(&e) => fail(FAILED, format!("cannot write the list: {e}")),
+            _ => ExitCode::SUCCESS,
+        };
     }
     let store = match pipwatch::store::Store::open(&data_dir) {
         Ok((store, _)) => store,
@@ -261,7 +265,24 @@ fn run_dead(cli: &Cli, cmd: &DeadCommand) -> ExitCode {
     };
     match result {
         Ok(_) => ExitCode::SUCCESS,
+        // `dead list | head -1`: whoever reads has all they wanted.
+        Err(dead::DeadError::Io(e)) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => fail(FAILED, e),
+    }
+}
+
+/// A closed pipe (`| head`) is a normal end for a command's output: the
+/// reader has what it wanted, so it is neither an error nor worth a word.
+fn closed_pipe(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::BrokenPipe
+}
+
+/// Writes a command's whole output to stdout; a closed pipe ends it quietly.
+fn print_out(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match std::io::Write::write_all(&mut out, text.as_bytes()).and_then(|()| std::io::Write::flush(&mut out)) {
+        Err(e) if !closed_pipe(&e) => fail(FAILED, format!("cannot write to stdout: {e}")),
+        _ => ExitCode::SUCCESS,
     }
 }
 
@@ -319,6 +340,14 @@ fn bad_rows() -> impl FnMut(&csv::BadRow) {
     }
 }
 
+/// Says each file that gave no candle: exit 0 and "0 candles" alone reads
+/// like a quiet success.
+fn warn_empty(summary: &replay::Summary) {
+    for path in &summary.empty {
+        eprintln!("warning: {path}: no candles read (the file has a header only, or every row was rejected)");
+    }
+}
+
 fn run_replay(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode, ExitCode> {
     logging::init(LogMode::Plain, "warn,sled=warn");
     let (loaded, inputs) = history(cli, &args.history, Vec::new())?;
@@ -330,7 +359,10 @@ fn run_replay(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode, ExitCode> {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let result = run.run(&mut out, &mut bad_rows()).map(|summary| eprintln!("{summary}"));
+    let result = run.run(&mut out, &mut bad_rows()).map(|summary| {
+        warn_empty(&summary);
+        eprintln!("{summary}");
+    });
     Ok(finish(result, |e| matches!(e, replay::ReplayError::Csv(_))))
 }
 
@@ -406,6 +438,7 @@ fn run_backtest(cli: &Cli, args: &BacktestArgs) -> Result<ExitCode, ExitCode> {
         return Err(fail(FAILED, format!("cannot write the report: {e}")));
     }
     let r = &report.read;
+    warn_empty(r);
     eprintln!(
         "backtested {} candles from {} file(s) in {:.3}s: {} signals, {} closed trades, {} rejected rows",
         r.candles,

@@ -207,3 +207,28 @@ async fn webhook_secrets_never_show_and_the_dead_list_can_be_managed() {
     assert_eq!(revived.len(), n);
     assert!(revived.iter().all(|(_, e)| e.attempts == 0 && e.message.id() != first));
 }
+
+/// A closed pipe (`pipwatch dead list | head -1`) is a normal end: exit 0,
+/// nothing on stderr. The pipe's reader is gone before the command starts,
+/// so its very first write meets it.
+#[test]
+fn a_closed_pipe_ends_listing_commands_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("nothing-here");
+    let data = dir.path().join("data");
+    drop(Store::open(&data).unwrap());
+    let cases: [Vec<std::ffi::OsString>; 4] = [
+        vec!["dead".into(), "list".into(), "--data-dir".into(), empty.into()],
+        vec!["dead".into(), "list".into(), "--data-dir".into(), data.clone().into()],
+        vec!["dead".into(), "list".into(), "--json".into(), "--data-dir".into(), data.into()],
+        vec!["config".into(), "show".into()],
+    ];
+    for args in cases {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = pipwatch_std().args(&args).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe") && !stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -311,3 +311,29 @@ token = "${PIPWATCH_SERVER_TOKEN}"
     let records = json_lines(&out.stdout);
     assert!(!records.is_empty() && records.iter().all(|r| r["strategy"] == "sma 8/20"));
 }
+
+/// A file that gives no candle (a header only, every row rejected) is said,
+/// not passed over as a replay of 0 candles.
+#[test]
+fn a_file_without_candles_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let header_only = dir.path().join("EUR_USD_H1.csv");
+    std::fs::write(&header_only, "time,open,high,low,close\n").unwrap();
+    let all_nan = dir.path().join("GBP_USD_H1.csv");
+    std::fs::write(&all_nan, "time,open,high,low,close\n2024-01-01 00:00:00,NaN,NaN,NaN,NaN\n").unwrap();
+    let good = dir.path().join("USD_JPY_H1.csv");
+    std::fs::write(&good, "time,open,high,low,close\n2024-01-01 00:00:00,141.1,141.2,141.0,141.1\n").unwrap();
+    for path in [&header_only, &all_nan] {
+        for cmd in [&["replay"][..], &["backtest", "--format", "json"]] {
+            let out = pipwatch().args(cmd).arg(path).arg(&good).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let said = format!(
+                "warning: {}: no candles read (the file has a header only, or every row was rejected)",
+                path.display()
+            );
+            assert!(stderr.contains(&said), "{cmd:?}: {stderr}");
+            assert!(!stderr.contains(&format!("{}: no candles", good.display())), "{cmd:?}: {stderr}");
+        }
+    }
+}

@@ -558,6 +558,48 @@ fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
     assert!(!pane.contains("Pairs (7)") && !pane.contains("this help"), "{pane}");
 }
 
+/// The console's log is a file per day, and old days are deleted: a data
+/// directory holding ten days of logs keeps the newest seven after a start.
+#[test]
+fn the_console_log_rotates_daily_and_keeps_seven_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for day in 1..=10 {
+        let old = data.join(format!("pipwatch.log.2026-01-{day:02}"));
+        std::fs::write(&old, format!("day {day}\n")).unwrap();
+        // Oldest first, by the time the files were made.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let session = Session::new("pipwatch-logs");
+    let exit_file = dir.path().join("exit");
+    let cmd = format!(
+        "env -i PATH=\"$PATH\" TERM=xterm-256color PIPWATCH_SERVER__LISTEN='\"127.0.0.1:0\"' {} --data-dir {}; echo $? > {}; sleep 30",
+        assert_cmd::cargo::cargo_bin("pipwatch").display(),
+        data.display(),
+        exit_file.display()
+    );
+    tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &cmd]);
+    wait_for_pane(&session, &["Pairs (7)"], "");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let start = Instant::now();
+    while !exit_file.exists() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut logs: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("pipwatch.log"))
+        .collect();
+    logs.sort();
+    assert_eq!(logs.len(), pipwatch::logging::KEPT_LOG_FILES, "{logs:?}");
+    let today = &Ts::now().to_string()[..10];
+    let current = data.join(format!("pipwatch.log.{today}"));
+    assert!(logs.contains(&format!("pipwatch.log.{today}")), "{logs:?}");
+    assert!(!logs.contains(&"pipwatch.log.2026-01-01".to_string()), "{logs:?}");
+    assert!(std::fs::read_to_string(&current).unwrap().contains("engine stopped"), "today's file has today's log");
+}
+
 /// An admin's console attached to a server that restarts: the drop shows
 /// with its time and reason and the status as it was; a pause is refused,
 /// not queued to land later; once the server is back the console is live

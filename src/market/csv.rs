@@ -632,6 +632,11 @@ impl CsvFeed {
                 std::thread::sleep(self.candle_every);
             }
         }
+        for (_, r) in &readers {
+            if r.rows == r.bad_rows {
+                tracing::warn!(file = %r.path(), "no candles read (the file has a header only, or every row was rejected)");
+            }
+        }
         let bad: u64 = readers.iter().map(|(_, r)| r.bad_rows).sum();
         let message = format!("end of history: {sent} candles sent, {skipped} already applied, {bad} bad rows skipped");
         tracing::info!(sent, skipped, bad_rows = bad, "csv feed finished");
