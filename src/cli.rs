@@ -48,6 +48,27 @@ pub enum Command {
     /// Notifications given up on.
     #[command(subcommand)]
     Dead(DeadCommand),
+    /// Check notification routes.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+    /// Shell completions on stdout, e.g. `pipwatch completions bash > ~/.local/share/bash-completion/completions/pipwatch`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// The man page (roff) on stdout, e.g. `pipwatch man | man -l -`.
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send one test message to a route (each route when none is named) and
+    /// say what Discord answered. Exit 0 when every one was delivered.
+    Test {
+        /// A `[[notify.routes]]` name.
+        #[arg(value_name = "ROUTE")]
+        route: Option<String>,
+    },
 }
 
 #[derive(Debug, Args, Default)]

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use pipwatch::cli::{BacktestArgs, Cli, Command, ConfigCommand, DeadCommand, HistoryArgs, ReplayArgs};
+use pipwatch::cli::{BacktestArgs, Cli, Command, ConfigCommand, DeadCommand, HistoryArgs, NotifyCommand, ReplayArgs};
 use pipwatch::config::{self, Config, LoadOptions, Loaded};
 use pipwatch::logging::{self, LogMode};
 use pipwatch::market::csv;
@@ -94,6 +94,11 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
             // The console owns the terminal: logs go to a file, never over the screen.
             logging::init(LogMode::File(data_dir.join("pipwatch.log")), "info,sled=warn");
             let loaded = load_config(cli, None, Vec::new())?;
+            // Said before the screen opens, so it is there when it closes (and in the `l` panel).
+            if let Some(welcome) = first_run(&data_dir, &loaded.config) {
+                eprintln!("{welcome}");
+                tracing::info!("{welcome}");
+            }
             let result = runtime()?.block_on(pipwatch::console::local(&loaded.config, &data_dir, theme));
             finish(result, |e| e.is_bad_input())
         }
@@ -112,13 +117,29 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
         Some(Command::Headless(args)) => {
             logging::init(LogMode::Json, "info,sled=warn");
             let loaded = load_config(cli, None, Vec::new())?;
+            if let Some(welcome) = first_run(&data_dir(), &loaded.config) {
+                tracing::info!("{welcome}");
+            }
             let opts = headless::Options { run_for: args.run_for, candles: args.candles, server: !args.no_server };
             let result = runtime()?.block_on(headless::run(&loaded.config, &data_dir(), opts));
             finish(result, |e| e.is_bad_input())
         }
         Some(Command::Replay(args)) => run_replay(cli, args)?,
         Some(Command::Backtest(args)) => run_backtest(cli, args)?,
-        Some(Command::Config(ConfigCommand::Show)) => config_show(&load_config(cli, None, Vec::new())?),
+        Some(Command::Config(ConfigCommand::Show)) => config_show(&load_config(cli, None, Vec::new())?, &data_dir()),
+        Some(Command::Notify(NotifyCommand::Test { route })) => run_notify_test(cli, route.as_deref())?,
+        Some(Command::Completions { shell }) => {
+            let mut text = Vec::new();
+            clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "pipwatch", &mut text);
+            print_out(&String::from_utf8_lossy(&text))
+        }
+        Some(Command::Man) => {
+            let mut text = Vec::new();
+            match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut text) {
+                Ok(()) => print_out(&String::from_utf8_lossy(&text)),
+                Err(e) => fail(FAILED, format!("cannot write the man page: {e}")),
+            }
+        }
         Some(Command::Config(ConfigCommand::Check { file })) => {
             // Also whether a CSV source's files can be read: what a run
             // would find out only when it starts.
@@ -169,7 +190,39 @@ fn origin_name(loaded: &Loaded) -> String {
     }
 }
 
-fn config_show(loaded: &Loaded) -> ExitCode {
+/// How to go on from the demo: where the data lives, how to get signals on
+/// Discord and live prices from OANDA. What a newcomer needs after the
+/// first start (and `config show` says it too).
+fn next_steps(data_dir: &std::path::Path, c: &Config) -> Vec<String> {
+    let mut steps = vec![format!("data directory: {} (--data-dir sets another)", data_dir.display())];
+    if c.notify.routes.is_empty() {
+        steps.push(
+            "signals on Discord: add a [[notify.routes]] with name = \"signals\" and webhook = \"${PIPWATCH_DISCORD_SIGNALS}\" \
+             to a config file (config/pipwatch.toml shows every key), run with -c FILE, and check it with \
+             `pipwatch notify test`"
+                .to_string(),
+        );
+    }
+    if c.market.source != config::SourceKind::Oanda {
+        steps.push(
+            "live prices: export PIPWATCH_OANDA_ACCOUNT and PIPWATCH_OANDA_TOKEN (an OANDA practice account's) \
+             and run with --source oanda"
+                .to_string(),
+        );
+    }
+    steps
+}
+
+/// On a data directory that has never been used: where it is and what to
+/// do next, once.
+fn first_run(data_dir: &std::path::Path, c: &Config) -> Option<String> {
+    if data_dir.join("db").exists() {
+        return None;
+    }
+    Some(format!("first run of pipwatch. {}.", next_steps(data_dir, c).join(". ")))
+}
+
+fn config_show(loaded: &Loaded, data_dir: &std::path::Path) -> ExitCode {
     match toml::to_string_pretty(&loaded.config) {
         Ok(text) => {
             let from = match &loaded.origin {
@@ -181,6 +234,9 @@ fn config_show(loaded: &Loaded) -> ExitCode {
             let unset = loaded.config.unset_variables();
             if !unset.is_empty() {
                 shown.push_str(&format!("# not set in the environment, so empty: {}\n", unset.join(", ")));
+            }
+            for step in next_steps(data_dir, &loaded.config) {
+                shown.push_str(&format!("# {step}\n"));
             }
             shown.push('\n');
             shown.push_str(&text);
@@ -224,6 +280,26 @@ fn run_tail(args: &pipwatch::cli::TailArgs) -> Result<ExitCode, ExitCode> {
         // A closed stdout (piped into `head`) is a normal end.
         Err(pipwatch::client::ClientError::Output(_)) => ExitCode::SUCCESS,
         other => finish(other, |e| matches!(e, pipwatch::client::ClientError::Url(_))),
+    })
+}
+
+/// `pipwatch notify test [ROUTE]`: exit 0 when Discord took every test
+/// message, 1 when one was not delivered (the lines say why), 2 for a
+/// route that does not exist or a config without routes.
+fn run_notify_test(cli: &Cli, route: Option<&str>) -> Result<ExitCode, ExitCode> {
+    logging::init(LogMode::Plain, "warn,sled=warn");
+    let loaded = load_config(cli, None, Vec::new())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(FAILED, format!("cannot start the async runtime: {e}")))?;
+    let mut out = std::io::stdout();
+    let result = rt.block_on(pipwatch::notify::test_message::run(&loaded.config, route, &mut out));
+    Ok(match result {
+        Ok(tried) if tried.iter().all(|t| t.delivered) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(FAILED),
+        Err(pipwatch::notify::test_message::TestError::Output(e)) if closed_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => fail(if e.is_bad_input() { BAD_INPUT } else { FAILED }, e),
     })
 }
 

@@ -597,7 +597,10 @@ fn the_console_log_rotates_daily_and_keeps_seven_days() {
     let current = data.join(format!("pipwatch.log.{today}"));
     assert!(logs.contains(&format!("pipwatch.log.{today}")), "{logs:?}");
     assert!(!logs.contains(&"pipwatch.log.2026-01-01".to_string()), "{logs:?}");
-    assert!(std::fs::read_to_string(&current).unwrap().contains("engine stopped"), "today's file has today's log");
+    let log = std::fs::read_to_string(&current).unwrap();
+    assert!(log.contains("engine stopped"), "today's file has today's log");
+    // A first start says where its data is, in the log as on stderr.
+    assert!(log.contains(&format!("first run of pipwatch. data directory: {}", data.display())), "{log}");
 }
 
 /// An admin's console attached to a server that restarts: the drop shows
