@@ -263,7 +263,10 @@ async fn notify_test_sends_one_message_and_reports_discords_answer() {
         format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
     };
 
+    // Everything said, to check that no webhook URL was.
+    let mut all = String::new();
     let out = run(&["ok"]).await.unwrap();
+    all.push_str(&text(&out));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(said.starts_with("route 'ok': delivered: Discord message "), "{said}");
@@ -279,6 +282,7 @@ async fn notify_test_sends_one_message_and_reports_discords_answer() {
 
     // Every route when none is named: the deleted one is explained, exit 1.
     let out = run(&[]).await.unwrap();
+    all.push_str(&text(&out));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(said.contains("route 'ok': delivered"), "{said}");
@@ -288,11 +292,10 @@ async fn notify_test_sends_one_message_and_reports_discords_answer() {
     );
     // A name that is not a route, and a config without routes, are bad input.
     let out = run(&["signals"]).await.unwrap();
+    all.push_str(&text(&out));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("no route is named 'signals': the config's routes are ok, gone"), "{}", text(&out));
-    for o in [&out] {
-        assert!(!text(o).contains("SECRETTOKEN"), "{}", text(o));
-    }
+    assert!(!all.contains("SECRETTOKEN") && !all.contains("/webhooks/"), "a webhook URL leaked:\n{all}");
     let bare = pipwatch().args(["notify", "test"]).output().unwrap();
     assert_eq!(bare.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bare.stderr).contains("there are no notification routes to test"));

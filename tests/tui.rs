@@ -1143,10 +1143,9 @@ fn pairs_without_room_are_counted_on_the_panels_border() {
     use crossterm::event::KeyCode as K;
     let mut a = app("dark");
     assert!(!format!("{}", render(&a, 60, 16).backend()).contains("more"));
-    let mut seq = 2000;
-    for (name, base) in [("AUD_USD", 0.66), ("NZD_USD", 0.61), ("USD_CAD", 1.34), ("USD_CHF", 0.88)] {
+    let more = [("AUD_USD", 0.66), ("NZD_USD", 0.61), ("USD_CAD", 1.34), ("USD_CHF", 0.88)];
+    for (seq, (name, base)) in (2001..).zip(more) {
         let i = Instrument::new(name).unwrap();
-        seq += 1;
         a.apply(&Envelope {
             seq,
             event: Event::Candle(CandleRecord {

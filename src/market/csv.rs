@@ -661,7 +661,7 @@ fn next_good(r: &mut CsvCandles, bad: &mut Vec<BadFeedRow>) -> Option<Candle> {
     let before = bad.len();
     let previous = r.last_time();
     let mut next = None;
-    while let Some(row) = r.next() {
+    for row in r.by_ref() {
         match row {
             Ok(c) => {
                 next = Some(c);
