@@ -2,8 +2,6 @@
 //! format, like the shipped data): read, parse, engine, the trade rules and
 //! the summaries. Figures: BENCHMARKS.md.
 
-use std::io::Write;
-
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pipwatch::backtest::Backtest;
 use pipwatch::engine::StrategySet;
@@ -18,23 +16,7 @@ mod engine;
 fn bench_backtest(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("EUR_USD_H1.csv");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
-    writeln!(f, "Gmt time,Open,High,Low,Close,Volume").expect("write");
-    for c in engine::candles(1_000_000) {
-        let t = chrono::DateTime::from_timestamp(c.time.0, 0).expect("time");
-        writeln!(
-            f,
-            "{},{:.5},{:.5},{:.5},{:.5},{:.1}",
-            t.format("%d.%m.%Y %H:%M:%S%.3f"),
-            c.open,
-            c.high.max(c.open),
-            c.low.min(c.open),
-            c.close,
-            c.volume
-        )
-        .expect("write");
-    }
-    drop(f);
+    engine::write_dukascopy_csv(&path, 1_000_000);
     let inputs = vec![CsvInput {
         path: path.clone(),
         instrument: Instrument::new("EUR_USD").expect("valid"),

@@ -38,6 +38,28 @@ pub fn candles(n: usize) -> Vec<Candle> {
         .collect()
 }
 
+/// Writes `n` of these candles as a CSV in the Dukascopy format of the
+/// shipped data (the replay and backtest benches read it).
+pub fn write_dukascopy_csv(path: &std::path::Path, n: usize) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    writeln!(f, "Gmt time,Open,High,Low,Close,Volume").expect("write");
+    for c in candles(n) {
+        let t = chrono::DateTime::from_timestamp(c.time.0, 0).expect("time");
+        writeln!(
+            f,
+            "{},{:.5},{:.5},{:.5},{:.5},{:.1}",
+            t.format("%d.%m.%Y %H:%M:%S%.3f"),
+            c.open,
+            c.high.max(c.open),
+            c.low.min(c.open),
+            c.close,
+            c.volume
+        )
+        .expect("write");
+    }
+}
+
 fn crossover(prev: &mut Option<(f64, f64)>, f: f64, s: f64) -> u32 {
     let mut out = 0;
     if let Some((pf, ps)) = *prev {

@@ -48,6 +48,8 @@ pub enum Command {
     /// Notifications given up on.
     #[command(subcommand)]
     Dead(DeadCommand),
+    /// One look at a running instance's health: exit 0 healthy, 1 degraded, 2 unhealthy, 3 unreachable.
+    Status(StatusArgs),
     /// Check notification routes.
     #[command(subcommand)]
     Notify(NotifyCommand),
@@ -58,6 +60,18 @@ pub enum Command {
     },
     /// The man page (roff) on stdout, e.g. `pipwatch man | man -l -`.
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The instance: host:port, http://host:port or its ws:// URL (default: the config's server.listen).
+    pub url: Option<String>,
+    /// Print /health's JSON instead of the lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Server token, when the server has one.
+    #[arg(long, env = "PIPWATCH_SERVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -72,6 +72,9 @@ pub fn list(store: &Store, filter: &DeadFilter, json: bool, out: &mut impl Write
         let kind = match e.message {
             Message::Signal(_) => "signal",
             Message::Alert(_) => "alert",
+            Message::Outcome(_) => "outcome",
+            Message::Edit(_) => "edit",
+            Message::Closed(..) => "signal",
         };
         if json {
             let row = Row {

@@ -22,6 +22,8 @@ pub enum Event {
     Queue(QueueStatus),
     /// A system and engine health sample (every `health.sample_every`).
     Health(HealthSample),
+    /// A signal's paper trade closed (live): its stop, its target, or a reversal.
+    Outcome(Trade),
 }
 
 /// A closed candle with the indicator values after it (null until defined).
@@ -348,6 +350,10 @@ pub struct HealthSample {
     /// The FX market's week (always true for the demo market).
     pub market_open: bool,
     pub stale: Vec<Stale>,
+    /// Seconds since the engine loop last turned, when that is past the
+    /// stall limit (a stuck loop); absent while it turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_stalled_secs: Option<u64>,
 }
 
 /// An event with its place in the hub's order. Clients resume with `?since=seq`.

@@ -52,6 +52,7 @@ pub mod protocol;
 pub mod replay;
 pub mod server;
 pub mod shutdown;
+pub mod status;
 pub mod store;
 pub mod tail;
 pub mod time;

@@ -126,6 +126,20 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
         }
         Some(Command::Replay(args)) => run_replay(cli, args)?,
         Some(Command::Backtest(args)) => run_backtest(cli, args)?,
+        Some(Command::Status(args)) => {
+            // No logging: the lines (or the JSON) are the output.
+            let url = match &args.url {
+                Some(u) => u.clone(),
+                None => load_config(cli, None, Vec::new())?.config.server.listen,
+            };
+            let url = match pipwatch::status::health_url(&url) {
+                Ok(u) => u,
+                Err(e) => return Err(fail(pipwatch::status::UNKNOWN, e)),
+            };
+            let look = runtime()?.block_on(pipwatch::status::look(&url, args.token.as_deref(), args.json));
+            println!("{}", look.text);
+            ExitCode::from(look.code)
+        }
         Some(Command::Config(ConfigCommand::Show)) => config_show(&load_config(cli, None, Vec::new())?, &data_dir()),
         Some(Command::Notify(NotifyCommand::Test { route })) => run_notify_test(cli, route.as_deref())?,
         Some(Command::Completions { shell }) => {
@@ -159,16 +173,17 @@ fn need_terminal(what: &str, ssh: &str) -> Result<(), ExitCode> {
     let keys = std::io::stdin().is_terminal() || controlling_terminal();
     let missing = match (screen, keys) {
         (true, true) => return Ok(()),
-        (false, true) => "its output (stdout) is not a terminal",
-        (true, false) => "it has no terminal to read keys from",
-        (false, false) => "it has no terminal",
+        (false, true) => "its output (stdout) is not one",
+        (true, false) => "it has none to read keys from",
+        (false, false) => "this has none",
     };
     Err(fail(
         BAD_INPUT,
         format!(
-            "`{what}` is a full-screen console, and {missing} (a pipe or a redirect, cron, or ssh without -t). \
-             For the engine without a screen run `pipwatch headless` (events as JSON lines); to watch a running \
-             instance run `pipwatch attach` (or `pipwatch tail`) from a terminal; over SSH give it one: {ssh}"
+            "the console needs a terminal, and {missing} (a pipe or a redirect, cron, or ssh without -t), so \
+             `{what}` did not start. For the engine without a screen run `pipwatch headless` (events as JSON \
+             lines); to watch a running instance run `pipwatch attach` (or `pipwatch tail`) from a terminal; over \
+             SSH give it one: {ssh}"
         ),
     ))
 }
@@ -380,7 +395,7 @@ fn history(
         }
     }
     // Only the strategy is used: Discord, OANDA and server secrets need not be set.
-    let loaded = load_config_with(cli, None, flags, |o| o.history = true)?;
+    let loaded = load_config_with(cli, None, flags, |o| o.offline = true)?;
     let m = &loaded.config.market;
     let default_timeframe = m.timeframes.first().copied().unwrap_or(pipwatch::types::Timeframe::H4);
     let mut inputs = Vec::new();

@@ -29,6 +29,12 @@ struct SignalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TradeLabels {
+    instrument: String,
+    exit_reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     route: String,
     outcome: String,
@@ -61,6 +67,8 @@ pub struct Metrics {
     oldest_pending: Family<RouteLabels, Gauge>,
     feed_lag: Family<SeriesLabels, Gauge<f64, AtomicU64>>,
     ws_clients: Gauge,
+    trades: Family<TradeLabels, Counter>,
+    open_trades: Gauge,
     signal_latency: Histogram,
     delivery_latency: Family<RouteLabels, Histogram>,
     /// The notifier's 429 counts are totals; the counter takes the increase.
@@ -104,6 +112,8 @@ impl Metrics {
             oldest_pending: Family::default(),
             feed_lag: Family::default(),
             ws_clients: Gauge::default(),
+            trades: Family::default(),
+            open_trades: Gauge::default(),
             // 50 µs to ~26 s.
             signal_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 20)),
             // 10 ms to ~82 s: Discord round trips, waits for rate limits, outages.
@@ -138,6 +148,8 @@ impl Metrics {
             m.delivery_latency.clone(),
         );
         registry.register("websocket_clients", "Connected WebSocket clients", m.ws_clients.clone());
+        registry.register("trades", "Paper trades closed, by exit reason (target, stop, reversed)", m.trades.clone());
+        registry.register("open_trades", "Paper trades open now", m.open_trades.clone());
         registry.register(
             "signal_latency_seconds",
             "From a candle's arrival to its signal being committed",
@@ -161,6 +173,10 @@ impl Metrics {
             drop(self.rejected.get_or_create(&l));
             for side in [crate::types::Side::Buy, crate::types::Side::Sell] {
                 drop(self.signals.get_or_create(&SignalLabels { instrument: i.to_string(), side: side.to_string() }));
+            }
+            for reason in ["target", "stop", "reversed"] {
+                let l = TradeLabels { instrument: i.to_string(), exit_reason: reason.into() };
+                drop(self.trades.get_or_create(&l));
             }
         }
         for p in ["urgent", "high", "normal", "low"] {
@@ -231,8 +247,18 @@ impl Metrics {
                     self.rate_limited.get_or_create(&l).inc_by(r.rate_limited.saturating_sub(before));
                 }
             }
+            Event::Outcome(t) => {
+                let l =
+                    TradeLabels { instrument: t.instrument.to_string(), exit_reason: t.exit_reason.as_str().into() };
+                self.trades.get_or_create(&l).inc();
+            }
             Event::Quote(_) | Event::Feed(_) | Event::Alert(_) | Event::Health(_) => {}
         }
+    }
+
+    /// How many paper trades are open (the engine counts its books).
+    pub fn open_trades(&self, n: usize) {
+        self.open_trades.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn signal_latency(&self, seconds: f64) {

@@ -16,7 +16,8 @@ use crate::view::View;
 pub const PROTOCOL: u32 = 1;
 
 /// The topics a client can subscribe to: the event kinds.
-pub const TOPICS: [&str; 9] = ["candle", "signal", "quote", "rejected", "feed", "alert", "delivery", "queue", "health"];
+pub const TOPICS: [&str; 10] =
+    ["candle", "signal", "quote", "rejected", "feed", "alert", "delivery", "queue", "health", "outcome"];
 
 /// A server frame other than an event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

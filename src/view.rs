@@ -30,6 +30,31 @@ pub struct PairView {
     /// Recent closed candles with their MAs, oldest first (sparkline, detail chart).
     pub bars: VecDeque<Bar>,
     pub rejected: u64,
+    /// The series' closed paper trades (live, and kept across restarts).
+    #[serde(default)]
+    pub record: Record,
+}
+
+/// A series' track record: its closed paper trades, counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub trades: u64,
+    pub wins: u64,
+    /// The sum of R.
+    pub r: f64,
+}
+
+impl Record {
+    pub fn add(&mut self, r: f64) {
+        self.trades += 1;
+        self.wins += u64::from(r > 0.0);
+        self.r += r;
+    }
+
+    /// wins / trades, if there were any.
+    pub fn win_rate(&self) -> Option<f64> {
+        (self.trades > 0).then(|| self.wins as f64 / self.trades as f64)
+    }
 }
 
 impl PairView {
@@ -61,6 +86,9 @@ pub struct RouteDelivery {
 pub struct SignalView {
     pub signal: Signal,
     pub deliveries: Vec<RouteDelivery>,
+    /// Its paper trade, once closed; until then the trade is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<crate::event::Trade>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -97,6 +125,7 @@ impl View {
                         last_signal: None,
                         bars: VecDeque::new(),
                         rejected: 0,
+                        record: Record::default(),
                     },
                 );
                 i
@@ -133,7 +162,7 @@ impl View {
                 if self.signals.len() == SIGNALS_KEPT {
                     self.signals.pop_back();
                 }
-                self.signals.push_front(SignalView { signal: s.clone(), deliveries: Vec::new() });
+                self.signals.push_front(SignalView { signal: s.clone(), deliveries: Vec::new(), outcome: None });
             }
             Event::Rejected(r) => self.pair_mut(r.instrument, r.timeframe).rejected = r.count,
             Event::Feed(f) => self.feed = Some(f.clone()),
@@ -159,6 +188,13 @@ impl View {
             }
             Event::Queue(q) => self.queue = Some(q.clone()),
             Event::Health(h) => self.health = Some(h.clone()),
+            Event::Outcome(t) => {
+                let p = self.pair_mut(t.instrument, t.timeframe);
+                p.record.add(t.r);
+                if let Some(v) = self.signals.iter_mut().find(|v| v.signal.id == t.id) {
+                    v.outcome = Some(t.clone());
+                }
+            }
         }
     }
 

@@ -18,7 +18,7 @@ fn opts(file: Option<PathBuf>, env: &[(&str, &str)]) -> LoadOptions {
         flags: Vec::new(),
         // As the binary loads it: with the notifier's and the console's rules.
         checks: pipwatch::config_checks(),
-        ..LoadOptions::default()
+        offline: false,
     }
 }
 

@@ -431,3 +431,149 @@ async fn messages_past_their_attempts_go_to_dead_with_the_last_error() {
     );
     assert_eq!(server.world.lock().unwrap().count_status(503), 2);
 }
+
+fn closed(s: &Signal, reason: pipwatch::event::ExitReason, r: f64) -> pipwatch::event::Trade {
+    pipwatch::event::Trade {
+        id: s.id.clone(),
+        instrument: s.instrument,
+        timeframe: s.timeframe,
+        side: s.side,
+        entry_time: s.time,
+        entry: s.price,
+        stop_loss: s.stop_loss,
+        take_profit: s.take_profit,
+        exit_time: Ts(s.time.0 + 7200),
+        exit: s.take_profit,
+        exit_reason: reason,
+        gap: false,
+        pips: r * 18.0,
+        r,
+        bars: 2,
+        mae_r: -0.1,
+        mfe_r: r,
+    }
+}
+
+fn edit(route: &str, t: pipwatch::event::Trade) -> (Priority, pipwatch::store::OutboxEntry) {
+    let now = Ts::now();
+    let entry = pipwatch::store::OutboxEntry {
+        route: route.into(),
+        message: pipwatch::store::Message::Edit(t),
+        created: now,
+        not_before: now,
+        attempts: 0,
+        last_error: None,
+    };
+    (Priority::Normal, entry)
+}
+
+/// A signal's message, one of a batch, is edited whole when its trade
+/// closes: one PATCH to that message with every signal's embed, the closed
+/// one showing its outcome. The edits of two signals of one message go out
+/// as that one PATCH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_trade_edits_its_signals_message_in_place() {
+    let server = discord::start().await;
+    let rig = Rig::start_paused(&config(vec![route("signals", server.webhook(1, "t"), &[RouteEvent::Signal])]));
+    let ids = rig.signals(0..3, &["signals"]).await;
+    rig.handle.set_paused(false);
+    until(Duration::from_secs(10), "the batch delivered", || rig.pending() == 0).await;
+    let message = {
+        let w = server.world.lock().unwrap();
+        let posts: Vec<_> = w.requests.iter().filter(|r| r.status == 200).collect();
+        assert_eq!(posts.len(), 1, "one batch of three: {posts:?}");
+        w.messages.keys().next().cloned().unwrap()
+    };
+    let s0 = signal(0);
+    let s2 = signal(2);
+    let stored = rig.store.signal(&s0.id).unwrap().unwrap();
+    assert_eq!(stored.receipts.first().and_then(|r| r.message_id.clone()), Some(message.clone()), "{stored:?}");
+    rig.store.enqueue(&[edit("signals", closed(&s0, pipwatch::event::ExitReason::Target, 2.0))]).unwrap();
+    rig.store.enqueue(&[edit("signals", closed(&s2, pipwatch::event::ExitReason::Stop, -1.0))]).unwrap();
+    rig.store.flush().await.unwrap();
+    rig.handle.wake();
+    until(Duration::from_secs(10), "the edits sent", || rig.pending() == 0).await;
+    {
+        let w = server.world.lock().unwrap();
+        let patches: Vec<_> = w.requests.iter().filter(|r| r.method == "PATCH").collect();
+        assert_eq!(patches.len(), 1, "both edits in one PATCH: {patches:?}");
+        assert_eq!(patches[0].message.as_deref(), Some(message.as_str()));
+        assert_eq!(patches[0].ids(), ids, "the whole message, every signal in it");
+        let embeds = w.messages[&message].as_array().unwrap().clone();
+        let title = |n: usize| embeds[n]["title"].as_str().unwrap().to_string();
+        assert!(title(0).ends_with("✓ +2.0R"), "{}", title(0));
+        assert_eq!(title(1), "[DEMO] SELL EUR/USD H1", "still open");
+        assert!(title(2).ends_with("✗ -1.0R"), "{}", title(2));
+        assert_eq!(embeds[0]["fields"][0]["name"], "Outcome");
+    }
+    rig.stop().await;
+}
+
+/// A message a moderator deleted cannot be edited: the edit is dropped
+/// with a log line, and the route goes on delivering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_of_a_deleted_message_is_dropped_not_the_route() {
+    let server = discord::start().await;
+    let rig = Rig::start(&config(vec![route("signals", server.webhook(1, "t"), &[RouteEvent::Signal])]));
+    rig.signals(0..1, &["signals"]).await;
+    until(Duration::from_secs(10), "delivered", || rig.pending() == 0).await;
+    {
+        let mut w = server.world.lock().unwrap();
+        let ids: Vec<String> = w.messages.keys().cloned().collect();
+        w.deleted_messages.extend(ids);
+    }
+    let stored = rig.store.signal(&signal(0).id).unwrap().unwrap();
+    assert!(stored.receipts.first().is_some_and(|r| r.message_id.is_some()), "{stored:?}");
+    rig.store.enqueue(&[edit("signals", closed(&signal(0), pipwatch::event::ExitReason::Stop, -1.0))]).unwrap();
+    rig.store.flush().await.unwrap();
+    rig.handle.wake();
+    until(Duration::from_secs(10), "the edit dropped", || rig.pending() == 0).await;
+    assert_eq!(server.world.lock().unwrap().count_status(404), 1);
+    assert!(rig.store.dead().unwrap().0.is_empty(), "dropped, not given up on");
+    // The route is not disabled: the next signal goes out.
+    let next = rig.signals(1..2, &["signals"]).await;
+    until(Duration::from_secs(10), "the next signal delivered", || {
+        server.world.lock().unwrap().delivered_ids().contains(&next[0])
+    })
+    .await;
+    rig.stop().await;
+}
+
+/// A signal still waiting for a delayed route when its trade closes goes
+/// out once, with its outcome, instead of being sent and edited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_not_sent_yet_takes_its_outcome_with_it() {
+    let server = discord::start().await;
+    let rig = Rig::start(&config(vec![route("free", server.webhook(1, "t"), &[RouteEvent::Signal])]));
+    // Queued for a free channel an hour late, as the engine queues it.
+    let s = signal(0);
+    let key = SeriesKey::new(s.instrument, s.timeframe);
+    let state = SeriesState::new(StrategyParams::default());
+    let routes = vec![("free".to_string(), 3600)];
+    let c = CandleCommit {
+        key,
+        candle: None,
+        state: &state,
+        signal: Some(&s),
+        routes: &routes,
+        now: Ts::now(),
+        priority: Priority::High,
+    };
+    assert!(rig.store.commit(&c).unwrap());
+    rig.store.enqueue(&[edit("free", closed(&s, pipwatch::event::ExitReason::Target, 2.0))]).unwrap();
+    rig.store.flush().await.unwrap();
+    rig.handle.wake();
+    until(Duration::from_secs(10), "the edit folded in", || rig.pending() == 1).await;
+    let (left, _) = rig.store.outbox().unwrap();
+    match &left[0].1.message {
+        pipwatch::store::Message::Closed(signal, trade) => {
+            assert_eq!((signal.id.as_str(), trade.r), (s.id.as_str(), 2.0));
+        }
+        other => panic!("the pending signal should carry its outcome: {other:?}"),
+    }
+    assert!(server.world.lock().unwrap().requests.is_empty(), "nothing sent: the signal is not due, nothing to edit");
+    // When it goes out, its embed shows the outcome.
+    let (embed, quiet) = pipwatch::notify::embed::for_message(&left[0].1.message, false);
+    assert!(embed.title.ends_with("✓ +2.0R") && quiet, "{}", embed.title);
+    rig.stop().await;
+}

@@ -670,6 +670,25 @@ async fn metrics_parse_as_prometheus_text() {
     }));
     rig.hub.publish(signal(1, "EUR_USD"));
     rig.hub.publish(signal(2, "EUR_USD"));
+    rig.hub.publish(Event::Outcome(pipwatch::event::Trade {
+        id: "x".into(),
+        instrument: i,
+        timeframe: Timeframe::H1,
+        side: pipwatch::types::Side::Buy,
+        entry_time: Ts(0),
+        entry: 1.0,
+        stop_loss: 0.99,
+        take_profit: 1.02,
+        exit_time: Ts(3600),
+        exit: 1.02,
+        exit_reason: pipwatch::event::ExitReason::Target,
+        gap: false,
+        pips: 200.0,
+        r: 2.0,
+        bars: 1,
+        mae_r: 0.0,
+        mfe_r: 2.0,
+    }));
     for state in [DeliveryState::Queued, DeliveryState::Delivered, DeliveryState::Failed] {
         rig.hub.publish(Event::Delivery(Delivery {
             id: "x".into(),
@@ -706,6 +725,8 @@ async fn metrics_parse_as_prometheus_text() {
     };
     assert_eq!(value("pipwatch_signals_total", ("side", "buy")), Some(2.0), "{body}");
     assert_eq!(value("pipwatch_candles_total", ("instrument", "EUR_USD")), Some(1.0), "{body}");
+    assert_eq!(value("pipwatch_trades_total", ("exit_reason", "target")), Some(1.0), "{body}");
+    assert!(body.contains("pipwatch_open_trades"), "{body}");
     assert_eq!(value("pipwatch_notifications_total", ("outcome", "delivered")), Some(1.0), "{body}");
     assert_eq!(value("pipwatch_notifications_total", ("outcome", "failed")), Some(1.0), "{body}");
     assert!(value("pipwatch_feed_lag_seconds", ("timeframe", "H1")).is_some(), "{body}");

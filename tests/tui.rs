@@ -113,6 +113,7 @@ fn events() -> Vec<Event> {
         ws_clients: 2,
         market_open: true,
         stale: Vec::new(),
+        engine_stalled_secs: None,
     }));
     out.push(Event::Alert(Alert {
         id: "disk:1".into(),
@@ -373,18 +374,23 @@ fn the_sparkline_of_closes_fills_the_room_the_columns_leave() {
         let border = row.iter().rposition(|c| *c == '│');
         (start.zip(border).map(|(s, b)| b - s), len)
     };
-    for w in [100, 110, 120] {
+    for w in [100, 104, 107, 110, 120] {
         let (room, len) = spark(w);
         // 40 closes, more than each of these widths has room for.
         assert!(len >= 10 && room == Some(len + 1), "width {w}: {len} closes in a room of {room:?}");
     }
-    assert!(spark(110).1 > spark(100).1 && spark(120).1 > spark(110).1);
+    assert!(spark(104).1 > spark(100).1 && spark(107).1 > spark(104).1);
+    // From 108 columns the track record takes its 13 cells, leaving the
+    // sparkline its least; wider, the sparkline grows again.
+    let header = |w: u16| pair_header(&a, w);
+    assert!(!header(107).contains("Record") && header(108).contains("Record"), "{}", header(108));
+    assert_eq!(spark(108).1, 10);
+    assert!(spark(120).1 > spark(110).1);
     // Room for more than there are: every close, no more.
     assert_eq!(spark(150).1, 40);
     // Narrower, the sparkline goes below its 10 cells, before any other column.
     assert_eq!(spark(95).1, 10);
     assert_eq!(spark(94).1, 0);
-    let header = |w: u16| pair_header(&a, w);
     assert!(header(94).contains("Last signal"), "{}", header(94));
 }
 
@@ -517,7 +523,8 @@ fn without_a_terminal_the_console_says_what_to_run_instead() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(
-            stderr.starts_with(&format!("error: {what} is a full-screen console, and it has no terminal")),
+            stderr.starts_with("error: the console needs a terminal, and this has none")
+                && stderr.contains(&format!("so {what} did not start")),
             "{stderr}"
         );
         for instead in ["pipwatch headless", "pipwatch attach", "ssh -t host pipwatch"] {
@@ -684,7 +691,7 @@ fn the_console_shows_an_alert_kept_from_the_last_run_at_once() {
     let bin = assert_cmd::cargo::cargo_bin("pipwatch");
     let out = std::process::Command::new(&bin)
         .env("PIPWATCH_SERVER__LISTEN", "\"127.0.0.1:0\"")
-        .args(["headless", "--no-server", "--for", "3s", "-c"])
+        .args(["headless", "--no-server", "--for", "6s", "-c"])
         .arg(config("1s"))
         .arg("--data-dir")
         .arg(&data)
@@ -1192,4 +1199,46 @@ fn the_detail_charts_legend_leaves_the_plot_clear() {
         assert!(legend.iter().any(|l| l.starts_with(&format!("\"{said}"))), "{text}");
         assert!(!text.contains("│fast │"), "{text}");
     }
+}
+
+/// A closed trade shows its outcome on its signal's row (where the panel has
+/// room for it), the newest signal of a pair its running R.
+#[test]
+fn the_signal_feed_shows_each_trades_outcome() {
+    let mut a = app("dark");
+    let newest = a.view.signals[0].signal.clone();
+    let older = a.view.signals[1].signal.clone();
+    let before = format!("{}", render(&a, 160, 48).backend());
+    assert!(before.contains("open +"), "the newest signal's trade is open: {before}");
+    let closed = pipwatch::event::Trade {
+        id: older.id.clone(),
+        instrument: older.instrument,
+        timeframe: older.timeframe,
+        side: older.side,
+        entry_time: older.time,
+        entry: older.price,
+        stop_loss: older.stop_loss,
+        take_profit: older.take_profit,
+        exit_time: Ts(older.time.0 + 7200),
+        exit: older.take_profit,
+        exit_reason: pipwatch::event::ExitReason::Target,
+        gap: false,
+        pips: 36.0,
+        r: 2.0,
+        bars: 2,
+        mae_r: -0.2,
+        mfe_r: 2.0,
+    };
+    a.apply(&Envelope { seq: 1000, event: Event::Outcome(closed) });
+    let after = format!("{}", render(&a, 160, 48).backend());
+    let row =
+        after.lines().find(|l| l.contains("✓ target +2.0R")).unwrap_or_else(|| panic!("no outcome shown: {after}"));
+    assert!(row.contains(if older.side == Side::Buy { "BUY" } else { "SELL" }), "{row}");
+    let pair = a.view.pairs.iter().find(|p| p.instrument == newest.instrument).unwrap();
+    assert_eq!((pair.record.trades, pair.record.wins), (1, 1));
+    // The pair's track record, in its column.
+    let pair_row = after.lines().find(|l| l.contains(&format!("{}  {}", newest.instrument, newest.timeframe))).unwrap();
+    assert!(pair_row.contains("100% +2.0R"), "{pair_row}");
+    // At 80 columns the outcome gives way.
+    assert!(!format!("{}", render(&a, 80, 24).backend()).contains("+2.0R"));
 }

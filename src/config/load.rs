@@ -22,11 +22,12 @@ pub struct LoadOptions {
     pub flags: Vec<(String, Value, String)>,
     /// Rules that other modules own, run after the config's own.
     pub checks: Vec<Check>,
-    /// For `replay` and `backtest`, which use the strategy and nothing
-    /// else: the market source, the notification routes and the server
-    /// are not started, so their secrets (and a CSV source's path) need not
-    /// be set. A value that is set but wrong is still a problem.
-    pub history: bool,
+    /// For a mode that uses no network (`replay`, `backtest`): secrets it
+    /// does not use may be unset. They use the strategy and nothing else:
+    /// the market source, the routes and the server are not started, so a
+    /// CSV source's path and the server token need not be set either. A
+    /// value that is set but wrong is still a problem.
+    pub offline: bool,
 }
 
 /// A rule another module owns (the notifier knows what a webhook URL is, the
@@ -44,7 +45,7 @@ impl LoadOptions {
             source_flag,
             flags: Vec::new(),
             checks: Vec::new(),
-            history: false,
+            offline: false,
         }
     }
 }
@@ -91,8 +92,8 @@ struct Source<'a> {
     doc: Option<toml::Spanned<DeTable<'a>>>,
     /// Dotted key → the environment variable or flag that set it.
     set_by: BTreeMap<String, String>,
-    /// `LoadOptions::history`: secrets of the parts not run need not be set.
-    history: bool,
+    /// `LoadOptions::offline`: secrets of the parts not run need not be set.
+    offline: bool,
 }
 
 impl Source<'_> {
@@ -449,7 +450,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         }
         None => (String::new(), "built-in defaults".to_string(), Origin::Defaults),
     };
-    let mut src = Source { name, text: &text, doc: None, set_by: BTreeMap::new(), history: opts.history };
+    let mut src = Source { name, text: &text, doc: None, set_by: BTreeMap::new(), offline: opts.offline };
     let doc = DeTable::parse(&text).map_err(|e| {
         let (line, col) = e.span().map_or((1, 1), |s| src.line_col(s.start));
         ConfigError::one(format!("{}:{line}:{col}", src.name), "", format!("not valid TOML: {}", e.message().trim()))
@@ -486,8 +487,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
 
     for (path, var) in &unset {
         let in_use = match path.as_str() {
-            // History runs no source, notifier or server.
-            p if opts.history && ["market.", "notify.", "server.", "health."].iter().any(|t| p.starts_with(t)) => false,
+            // `replay` and `backtest` read files: no feed, no routes, no server.
+            _ if opts.offline => false,
             p if p.starts_with("market.oanda.") => config.market.source == SourceKind::Oanda,
             p if p.starts_with("market.csv.") => config.market.source == SourceKind::Csv,
             _ => true,
@@ -505,7 +506,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     // default would be judged, not the user's value. The other tables'
     // mistakes are reported in the same run, not one round at a time.
     let before = problems.len();
-    validate(&config, &src, &opts.checks, &mut problems, &mut warnings);
+    validate(&config, &src, opts, &mut problems, &mut warnings);
     let checked = problems.split_off(before);
     problems.extend(checked.into_iter().filter(|p| !stood_in.contains(top_table(&p.key))));
     if problems.is_empty() { Ok(Loaded { config, origin, warnings }) } else { Err(ConfigError::Invalid { problems }) }
@@ -544,10 +545,11 @@ fn check_url(url: &str, path: &str, src: &Source<'_>, problems: &mut Vec<Problem
 
 /// The rules of every table. Each table's own, in file order of the
 /// tables; `checks` are the rules other modules own (see [`Check`]).
-fn validate(c: &Config, src: &Source<'_>, checks: &[Check], problems: &mut Vec<Problem>, warnings: &mut Vec<String>) {
+fn validate(c: &Config, src: &Source<'_>, opts: &LoadOptions, problems: &mut Vec<Problem>, warnings: &mut Vec<String>) {
+    let checks = &opts.checks;
     validate_market(c, src, problems);
     validate_strategy(c, src, problems, warnings);
-    validate_routes(c, src, problems);
+    validate_routes(c, src, opts.offline, problems);
     validate_notify(c, src, problems);
     validate_server(c, src, problems);
     validate_health(c, src, problems);
@@ -582,7 +584,7 @@ fn validate_market(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
     }
     match m.source {
         // History reads its own files: the configured source is not run.
-        _ if src.history => {}
+        _ if src.offline => {}
         SourceKind::Csv if m.csv.path.trim().is_empty() => {
             problems.push(
                 src.problem("market.csv.path", "is empty: name a CSV file or a directory of INSTRUMENT.csv files"),
@@ -630,7 +632,8 @@ fn validate_strategy(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>, 
     }
 }
 
-fn validate_routes(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
+/// `offline`: the mode sends nothing, so a webhook it would not use may be empty.
+fn validate_routes(c: &Config, src: &Source<'_>, offline: bool, problems: &mut Vec<Problem>) {
     for (i, r) in c.notify.routes.iter().enumerate() {
         let base = format!("notify.routes[{i}]");
         if r.name.trim().is_empty() {
@@ -638,7 +641,7 @@ fn validate_routes(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
         } else if c.notify.routes[..i].iter().any(|o| o.name == r.name) {
             problems.push(src.problem(&format!("{base}.name"), format!("'{}' is used by another route", r.name)));
         }
-        if r.webhook.is_empty() && !src.history && !unset_reported(problems, &format!("{base}.webhook")) {
+        if r.webhook.is_empty() && !offline && !unset_reported(problems, &format!("{base}.webhook")) {
             problems.push(
                 src.problem(
                     &format!("{base}.webhook"),
@@ -678,7 +681,7 @@ fn validate_notify(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
 fn validate_server(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
     match c.server.listen.parse::<SocketAddr>() {
         Err(_) => problems.push(src.problem("server.listen", format!("'{}' is not an address: write IP:PORT, e.g. 127.0.0.1:8787", c.server.listen))),
-        Ok(addr) if !addr.ip().is_loopback() && c.server.token.is_empty() && !src.history => problems.push(src.problem(
+        Ok(addr) if !addr.ip().is_loopback() && c.server.token.is_empty() && !src.offline => problems.push(src.problem(
             "server.listen",
             format!("{addr} is reachable from other machines, so server.token must be set (e.g. token = \"${{PIPWATCH_SERVER_TOKEN}}\")"),
         )),

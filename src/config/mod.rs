@@ -320,6 +320,9 @@ impl Default for Notify {
 pub enum RouteEvent {
     Signal,
     Alert,
+    /// A closed paper trade, as a new message (the signal's own message is
+    /// edited with its outcome on every route that took the signal).
+    Outcome,
 }
 
 /// `[[notify.routes]]`: which events go to which Discord webhook.
@@ -351,6 +354,12 @@ impl Route {
     /// Whether this route takes alerts of this severity.
     pub fn takes_alert(&self, severity: Severity) -> bool {
         self.events.contains(&RouteEvent::Alert) && severity >= self.min_severity
+    }
+
+    /// Whether this route takes closed trades of `instrument` as messages.
+    pub fn takes_outcome(&self, instrument: Instrument) -> bool {
+        self.events.contains(&RouteEvent::Outcome)
+            && (self.instruments.is_empty() || self.instruments.contains(&instrument))
     }
 
     /// Whether this route takes signals for `instrument`.

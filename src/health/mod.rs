@@ -1,13 +1,20 @@
 //! The overall status (`/health`), judged from the view: the market feed,
-//! the notification routes and the active alerts.
+//! the notification routes, the engine loop and the active alerts.
 //!
-//! `unhealthy` is reserved for "pipwatch is not doing its job" (the feed has
-//! failed), since load balancers and k8s act on it by replacing the process.
-//! Trouble a restart would not fix (a disabled route, an open circuit) is
-//! `degraded`.
+//! The rule: the world outside pipwatch failing (a webhook down or deleted,
+//! OANDA unreachable, a stale feed in market hours, a queue growing because
+//! Discord is down) makes it `degraded`, with the reason and an alert.
+//! `unhealthy` (503) is kept for what a restart could fix or what makes the
+//! instance useless: the engine loop stalled or dead, or the feed stopped for
+//! good. Load balancers, k8s and systemd act on `unhealthy` by replacing the
+//! process, and replacing it never brings a webhook back. (A store that
+//! refuses writes stops the instance outright.) The systemd watchdog and the
+//! heartbeat URL are fed from the engine loop's own progress
+//! (`liveness`), never from this status.
 
 pub mod alerts;
 pub mod fxweek;
+pub mod liveness;
 pub mod sampler;
 pub mod task;
 
@@ -114,11 +121,17 @@ pub fn evaluate(view: &View) -> Report {
             ));
         }
     }
+    if let Some(secs) = view.health.as_ref().and_then(|h| h.engine_stalled_secs) {
+        let message = match secs {
+            u64::MAX => "the engine loop has stopped".to_string(),
+            s => format!("the engine loop has not turned for {s}s"),
+        };
+        checks.push(check("engine", Status::Unhealthy, message));
+    }
     for a in &view.alerts {
-        // A failing route is a delivery problem a restart would not fix:
-        // degraded, so a load balancer does not replace the process for it.
+        // Alerts are about the world around the engine (load, disk, the
+        // queue, a route, a feed): a restart fixes none of them.
         let status = match a.severity {
-            Severity::Critical if !a.check.starts_with("route:") => Status::Unhealthy,
             Severity::Critical | Severity::Warning => Status::Degraded,
             Severity::Info => Status::Healthy,
         };
@@ -177,7 +190,15 @@ mod tests {
             ..SystemSample::default()
         };
         let latency = Latency { p50: 0.4, p95: 0.9, p99: 1.2, count: 10 };
-        let sample = HealthSample { time: Ts(0), system, latency, ws_clients: 0, market_open: true, stale: Vec::new() };
+        let sample = HealthSample {
+            time: Ts(0),
+            system,
+            latency,
+            ws_clients: 0,
+            market_open: true,
+            stale: Vec::new(),
+            engine_stalled_secs: None,
+        };
         let mut v = View { health: Some(sample), ..View::default() };
         let named = |r: &Report, n: &str| r.checks.iter().find(|c| c.name == n).map(|c| (c.status, c.message.clone()));
         let r = evaluate(&v);

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::alerts::{AlertEngine, Describe, Limits, Rules};
+use super::fxweek;
 use super::sampler::Sampler;
-use super::{Status, evaluate, fxweek};
 use crate::config;
 use crate::event::{Alert, AlertState, Event, FeedState, HealthSample, Stale};
 use crate::hub::{Hub, Received};
@@ -56,6 +56,9 @@ pub struct Ctx {
     /// Where raised alerts are kept across restarts; none in tests that do
     /// not need it.
     pub store: Option<Arc<Store>>,
+    /// The engine loop's proof of life: what feeds the watchdog and the
+    /// heartbeat. None where no engine runs (tests of the checks alone).
+    pub liveness: Option<super::liveness::Liveness>,
 }
 
 /// The latency window: p95 is judged over roughly this much recent history.
@@ -312,7 +315,15 @@ impl Checks<'_> {
             limits,
         );
         let ws_clients = self.ctx.metrics.ws_clients();
-        (alerts, HealthSample { time: now, system: sys, latency, ws_clients, market_open, stale })
+        let engine_stalled_secs = self.ctx.liveness.as_ref().and_then(|l| match l.since() {
+            Some(d) if d < super::liveness::STALLED_AFTER => None,
+            Some(d) => Some(d.as_secs()),
+            // Ended: as stalled as it gets.
+            None => Some(u64::MAX),
+        });
+        let sample =
+            HealthSample { time: now, system: sys, latency, ws_clients, market_open, stale, engine_stalled_secs };
+        (alerts, sample)
     }
 }
 
@@ -474,14 +485,16 @@ async fn run_with(ctx: Ctx, mut rx: crate::hub::Subscription, shutdown: Cancella
                     raise(&ctx, a).await;
                 }
                 ctx.hub.publish(Event::Health(sample));
-                if watchdog && evaluate(&checks.view).status != Status::Unhealthy {
+                // Fed from the engine loop's own progress, never from the
+                // outside world's state: an outage is not a reason to restart.
+                if watchdog && ctx.liveness.as_ref().is_none_or(|l| l.alive()) {
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
                 }
             }
             _ = beat.tick(), if heartbeat.is_some() => {
                 // Only a healthy pipwatch pings.
                 if let Some(hb) = heartbeat.as_mut()
-                    && evaluate(&checks.view).status != Status::Unhealthy
+                    && ctx.liveness.as_ref().is_none_or(|l| l.alive())
                 {
                     hb.beat().await;
                 }

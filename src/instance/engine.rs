@@ -12,13 +12,18 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use std::collections::HashMap;
+
+use crate::engine::trade::{Book, Rules};
 use crate::engine::{Engine, Phase, StrategySet};
 use crate::event::{Delivery, DeliveryState, Event, Signal};
 use crate::hub::Hub;
 use crate::market::{self, MarketEvent, SourceCtx, SourceError};
 use crate::metrics::Metrics;
 use crate::notify::{NotifierHandle, SignalRoutes};
-use crate::store::{CandleCommit, Prepared, SIGNALS_KEPT_PER_SERIES, Store, StoreError};
+use crate::store::{
+    CandleCommit, Message, OutboxEntry, Prepared, Priority, SIGNALS_KEPT_PER_SERIES, Store, StoreError,
+};
 use crate::time::Ts;
 use crate::types::{Candle, SeriesKey};
 
@@ -65,6 +70,9 @@ fn spawn_prune(store: &Arc<Store>, running: &mut Option<tokio::task::JoinHandle<
 }
 
 fn prune_signals(store: &Store) {
+    if let Err(e) = store.prune_outcomes(crate::store::OUTCOMES_KEPT_PER_SERIES) {
+        tracing::warn!(error = %e, "could not prune old stored outcomes; trying again later");
+    }
     let start = std::time::Instant::now();
     match store.prune_signals(SIGNALS_KEPT_PER_SERIES) {
         Ok(0) => {}
@@ -102,6 +110,35 @@ fn restore(store: &Store, strategies: &StrategySet, stats: &mut EngineStats) -> 
         stats.restored += 1;
     }
     Ok(engine)
+}
+
+/// What the closed trades owe the routes: an edit of the signal's message on
+/// every route that takes its signals, and a message of its own on every
+/// route that takes outcomes; queued with the candle that closed them.
+fn outcome_messages(routes: &SignalRoutes, closed: &[crate::event::Trade], now: Ts) -> Vec<(Priority, OutboxEntry)> {
+    let mut out = Vec::new();
+    for t in closed {
+        let (edits, news) = routes.for_outcome(t);
+        let kinds = edits.into_iter().map(|r| (r, Message::Edit(t.clone())));
+        for ((route, delay), message) in kinds.chain(news.into_iter().map(|r| (r, Message::Outcome(t.clone())))) {
+            let priority = crate::notify::priority(&message);
+            let not_before = Ts(now.0.saturating_add(delay));
+            out.push((
+                priority,
+                OutboxEntry { route, message, created: now, not_before, attempts: 0, last_error: None },
+            ));
+        }
+    }
+    out
+}
+
+/// Each series' open paper trade, as committed with its last candle.
+fn restore_books(store: &Store) -> Result<HashMap<SeriesKey, Book>, EngineError> {
+    let (books, unreadable) = store.load_books()?;
+    for problem in unreadable {
+        tracing::warn!(%problem, "a series' open paper trade could not be read; it is not tracked");
+    }
+    Ok(books.into_iter().collect())
 }
 
 /// The source's channel, its stop token and its task.
@@ -145,6 +182,13 @@ struct Task {
     since_prune: usize,
     /// What this batch publishes, in order.
     events: Vec<Event>,
+    /// Each series' paper trading (`engine::trade`), as last committed.
+    books: HashMap<SeriesKey, Book>,
+    /// Live trades are entered at the signal's close, with no spread: the
+    /// signal's own figures, as sent.
+    rules: Rules,
+    /// This batch queued notifications of closed trades: the routes are woken.
+    outcomes_queued: bool,
 }
 
 impl Task {
@@ -206,6 +250,8 @@ impl Task {
         }
         self.stats.candles += 1;
         let signal = self.events[start..].iter().find_map(|e| if let Event::Signal(s) = e { Some(s) } else { None });
+        let book = self.books.entry(candle.key()).or_default();
+        let closed = book.on_candle(candle, signal, &self.rules, candle.instrument.pip());
         let takers = takers(&self.routes, signal);
         let Some(state) = self.engine.state(&candle.key()) else { return Ok(None) };
         let commit = CandleCommit {
@@ -217,8 +263,16 @@ impl Task {
             now: Ts::now(),
             priority: crate::notify::SIGNAL_PRIORITY,
         };
-        let prepared = self.store.prepare(&commit)?;
+        let mut prepared = self.store.prepare(&commit)?;
+        let messages = outcome_messages(&self.routes, &closed, commit.now);
+        self.outcomes_queued |= !messages.is_empty();
+        self.store.prepare_trades(&mut prepared, &candle.key(), book, &closed, &messages)?;
         let queued = signal.map(|s| (s.id.clone(), takers.into_iter().map(|t| t.0).collect()));
+        // Published with the candle, once the batch is durable.
+        for t in closed {
+            tracing::info!(id = %t.id, exit = t.exit_reason.as_str(), r = t.r, "trade closed");
+            self.events.push(Event::Outcome(t));
+        }
         Ok(Some((prepared, queued)))
     }
 
@@ -260,8 +314,14 @@ impl Task {
                 m.signal_latency(latency);
             }
         }
+        if let Some(m) = &self.metrics {
+            m.open_trades(self.books.values().filter(|b| b.open.is_some()).count());
+        }
         if let (Some(n), false) = (&self.notifier, queued.is_empty()) {
             n.queued(&queued);
+        }
+        if let (Some(n), true) = (&self.notifier, std::mem::take(&mut self.outcomes_queued)) {
+            n.wake();
         }
         Ok(queued)
     }
@@ -281,6 +341,8 @@ fn log_feed(s: &crate::event::FeedStatus) {
 
 /// What the engine task is handed by the instance.
 pub struct Parts {
+    /// Touched on every turn of the loop (see `health::liveness`).
+    pub liveness: crate::health::liveness::Liveness,
     pub store: Arc<Store>,
     pub hub: Arc<Hub>,
     pub notifier: Option<NotifierHandle>,
@@ -291,7 +353,27 @@ pub struct Parts {
 /// source ends. The store must be open; the hub receives every event; the
 /// notifier, if any, is woken when new signals are queued for it.
 pub async fn run(config: &Config, parts: Parts, shutdown: CancellationToken) -> Result<EngineStats, EngineError> {
-    let Parts { store, hub, notifier, metrics } = parts;
+    let Parts { liveness, store, hub, notifier, metrics } = parts;
+    liveness.touch();
+    let result = turn(config, &liveness, store, hub, notifier, metrics, shutdown).await;
+    match &result {
+        // The input ran out: the rest of the instance goes on serving.
+        Ok(stats) if stats.source_finished => liveness.finish(),
+        // Stopped or failed: nothing to feed a watchdog with any more.
+        _ => liveness.end(),
+    }
+    result
+}
+
+async fn turn(
+    config: &Config,
+    liveness: &crate::health::liveness::Liveness,
+    store: Arc<Store>,
+    hub: Arc<Hub>,
+    notifier: Option<NotifierHandle>,
+    metrics: Option<Arc<Metrics>>,
+    shutdown: CancellationToken,
+) -> Result<EngineStats, EngineError> {
     let mut stats = EngineStats::default();
     let engine = restore(&store, &config.strategy.set(), &mut stats)?;
     let mut source = start_source(config, &engine, &shutdown)?;
@@ -307,13 +389,21 @@ pub async fn run(config: &Config, parts: Parts, shutdown: CancellationToken) -> 
         pruning: None,
         since_prune: 0,
         events: Vec::with_capacity(256),
+        books: restore_books(&store)?,
+        rules: Rules::default(),
+        outcomes_queued: false,
     };
     spawn_prune(&store, &mut task.pruning);
     let mut batch = Vec::with_capacity(256);
     let mut stopping: Option<tokio::time::Instant> = None;
+    let mut idle = tokio::time::interval(crate::health::liveness::IDLE_TICK);
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        liveness.touch();
         let n = tokio::select! {
             n = source.rx.recv_many(&mut batch, 256) => n,
+            // Candles may be hours apart: the loop still proves it turns.
+            _ = idle.tick() => continue,
             _ = shutdown.cancelled(), if stopping.is_none() => {
                 // Stop the input first; what it already sent is still applied.
                 source.stop.cancel();
@@ -372,7 +462,10 @@ mod tests {
         let shutdown = CancellationToken::new();
         let engine = tokio::spawn({
             let (store, hub, shutdown) = (store.clone(), hub.clone(), shutdown.clone());
-            async move { run(&config, Parts { store, hub, notifier: None, metrics: None }, shutdown).await }
+            async move {
+                let liveness = crate::health::liveness::Liveness::new();
+                run(&config, Parts { liveness, store, hub, notifier: None, metrics: None }, shutdown).await
+            }
         });
         // Live: the warm-up is committed and the next candle is an hour away.
         tokio::time::timeout(Duration::from_secs(10), async {

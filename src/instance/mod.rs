@@ -82,6 +82,7 @@ pub struct Instance {
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     notifier: NotifierHandle,
+    liveness: crate::health::liveness::Liveness,
     server: Option<server::Handle>,
     /// Subscribed before any part started; handed to the front end once.
     feed: Option<(View, Subscription)>,
@@ -147,6 +148,7 @@ impl Instance {
         // start is repeated only when it changes, and a client that missed
         // it would be shown no queue at all.
         let notifier_task = stoppable(|stop| notifier.run(stop));
+        let liveness = crate::health::liveness::Liveness::new();
         let health = stoppable(|stop| {
             crate::health::task::run(
                 crate::health::task::Ctx {
@@ -158,6 +160,7 @@ impl Instance {
                     series: configured_series(config),
                     pace: crate::health::task::Pace::from_config(config),
                     store: Some(store.clone()),
+                    liveness: Some(liveness.clone()),
                 },
                 stop,
             )
@@ -171,6 +174,7 @@ impl Instance {
             hub,
             metrics,
             notifier: handle,
+            liveness,
             server,
             feed,
             tasks: Tasks { health, notifier: notifier_task, server: server_stop, bars, marker },
@@ -206,6 +210,7 @@ impl Instance {
     /// the rest serving until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<EngineStats, InstanceError> {
         let parts = engine::Parts {
+            liveness: self.liveness.clone(),
             store: self.store.clone(),
             hub: self.hub.clone(),
             notifier: Some(self.notifier.clone()),

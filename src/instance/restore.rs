@@ -2,7 +2,7 @@
 //! its data directory was last used, read back from the store's records.
 
 use crate::event::Event;
-use crate::store::{KeptBar, Store, StoreError, Unconfirmed};
+use crate::store::{KeptBar, OUTCOMES_KEPT_PER_SERIES, Store, StoreError, Unconfirmed};
 use crate::types::SeriesKey;
 use crate::view::{Bar, CLOSES_KEPT, RouteDelivery, View};
 
@@ -67,6 +67,23 @@ pub fn restored_view(store: &Store, signals: usize, wanted: impl Fn(&SeriesKey) 
     for s in newest {
         let (instrument, timeframe) = (s.instrument, s.timeframe);
         view.pair_mut(instrument, timeframe).last_signal = Some(s);
+    }
+    // Each series' record over its kept closed trades, and the feed's
+    // signals with their outcomes.
+    for key in store.series_keys()?.into_iter().filter(|k| wanted(k)) {
+        let outcomes = store.outcomes(&key, OUTCOMES_KEPT_PER_SERIES)?;
+        if outcomes.is_empty() {
+            continue;
+        }
+        let pair = view.pair_mut(key.instrument, key.timeframe);
+        for t in &outcomes {
+            pair.record.add(t.r);
+        }
+        for t in outcomes {
+            if let Some(v) = view.signals.iter_mut().find(|v| v.signal.id == t.id) {
+                v.outcome = Some(t);
+            }
+        }
     }
     Ok(view)
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
 
-use super::embed::Payload;
+use super::embed::{EditPayload, Payload};
 
 /// A webhook URL, rewritten to API v10 with `wait=true`.
 #[derive(Clone, PartialEq, Eq)]
@@ -217,7 +217,29 @@ impl Discord {
 
     /// Posts one message. Never fails: a transport error is an `Outcome::Retry`.
     pub async fn execute(&self, webhook: &Webhook, payload: &Payload<'_>) -> Answer {
-        let sent = self.http.post(webhook.url().clone()).json(payload).send().await;
+        self.send(self.http.post(webhook.url().clone()).json(payload)).await
+    }
+
+    /// Edits a message this webhook posted
+    /// (`PATCH /webhooks/{id}/{token}/messages/{message_id}`); Discord
+    /// answers with the message, as for a post.
+    pub async fn edit(&self, webhook: &Webhook, message_id: &str, payload: &EditPayload<'_>) -> Answer {
+        let mut url = webhook.url().clone();
+        // `wait` is for posts; an edit always answers with the message.
+        let kept: Vec<(String, String)> =
+            url.query_pairs().filter(|(k, _)| k != "wait").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        url.set_query(None);
+        if !kept.is_empty() {
+            url.query_pairs_mut().extend_pairs(kept);
+        }
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.push("messages").push(message_id);
+        }
+        self.send(self.http.patch(url).json(payload)).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let sent = request.send().await;
         let response = match sent {
             Ok(r) => r,
             Err(e) => return transport_error(e),

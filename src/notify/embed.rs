@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::event::{Alert, AlertState, Signal};
+use crate::event::{Alert, AlertState, ExitReason, Signal, Trade};
 use crate::store::Message;
 use crate::types::{Instrument, Severity, Side};
 
@@ -66,6 +66,20 @@ pub struct Payload<'a> {
     pub embeds: &'a [Embed],
     #[serde(skip_serializing_if = "is_zero")]
     pub flags: u32,
+}
+
+/// The body of an edit: the message's embeds, rewritten whole (a batched
+/// message keeps every signal's embed), pinging nobody.
+#[derive(Debug, Clone, Serialize)]
+pub struct EditPayload<'a> {
+    pub allowed_mentions: AllowedMentions,
+    pub embeds: &'a [Embed],
+}
+
+impl<'a> EditPayload<'a> {
+    pub fn new(embeds: &'a [Embed]) -> Self {
+        EditPayload { allowed_mentions: AllowedMentions { parse: [] }, embeds }
+    }
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -209,6 +223,73 @@ pub fn signal(s: &Signal, demo: bool) -> Embed {
     .fit()
 }
 
+/// How a trade ended, in a few words: "✓ target: +30.0 pips, +2.0R".
+fn how_it_ended(t: &Trade) -> String {
+    let mark = match t.exit_reason {
+        ExitReason::Target => "✓ target",
+        ExitReason::Stop => "✗ stop",
+        ExitReason::Reversed => "↺ reversed",
+        ExitReason::Open => "open",
+    };
+    let gap = if t.gap { " (through a gap)" } else { "" };
+    format!("{mark}{gap}: {:+.1} pips, {:+.2}R after {} candles", t.pips, t.r, t.bars)
+}
+
+/// A signal's embed once its trade has closed: the same message, with the
+/// outcome in its title and a field, so a channel reads as a track record.
+pub fn signal_closed(s: &Signal, t: &Trade, demo: bool) -> Embed {
+    let mut e = signal(s, demo);
+    let mark = match t.exit_reason {
+        ExitReason::Target => "✓",
+        ExitReason::Stop => "✗",
+        ExitReason::Reversed | ExitReason::Open => "↺",
+    };
+    e.title = format!("{} {mark} {:+.1}R", e.title, t.r);
+    e.color = if t.r > 0.0 {
+        GREEN
+    } else if t.r < 0.0 {
+        RED
+    } else {
+        BLUE
+    };
+    e.fields.insert(
+        0,
+        Field {
+            name: "Outcome".into(),
+            value: format!("{} at {} ({})", how_it_ended(t), price(s.instrument, t.exit), t.exit_time),
+            inline: false,
+        },
+    );
+    e.fit()
+}
+
+/// A closed trade as a message of its own (routes that take `outcome`).
+pub fn outcome(t: &Trade, demo: bool) -> Embed {
+    let i = t.instrument;
+    let side = if t.side == Side::Buy { "BUY" } else { "SELL" };
+    Embed {
+        title: title(demo, format!("{side} {} {} closed {:+.1}R", i.as_str().replace('_', "/"), t.timeframe, t.r)),
+        description: how_it_ended(t),
+        color: if t.r > 0.0 {
+            GREEN
+        } else if t.r < 0.0 {
+            RED
+        } else {
+            BLUE
+        },
+        timestamp: Some(millis(t.exit_time)),
+        fields: vec![
+            inline("Entry", format!("{} at {}", price(i, t.entry), t.entry_time)),
+            inline("Exit", format!("{} at {}", price(i, t.exit), t.exit_time)),
+            inline("Stop loss", price(i, t.stop_loss)),
+            inline("Take profit", price(i, t.take_profit)),
+            inline("MAE / MFE", format!("{:+.2}R / {:+.2}R", t.mae_r, t.mfe_r)),
+        ],
+        footer: Footer { text: t.id.clone() },
+    }
+    .fit()
+}
+
 pub fn alert(a: &Alert, demo: bool) -> Embed {
     let (label, color) = match (a.state, a.severity) {
         (AlertState::Resolved, _) => ("RESOLVED".to_string(), RESOLVED),
@@ -232,7 +313,12 @@ pub fn alert(a: &Alert, demo: bool) -> Embed {
 pub fn for_message(m: &Message, demo: bool) -> (Embed, bool) {
     match m {
         Message::Signal(s) => (signal(s, demo), false),
+        Message::Closed(s, t) => (signal_closed(s, t, demo), true),
         Message::Alert(a) => (alert(a, demo), a.state == AlertState::Resolved || a.severity == Severity::Info),
+        // A track record, not something to act on at once.
+        Message::Outcome(t) => (outcome(t, demo), true),
+        // Sent on their own (a PATCH of the signal's message); never batched.
+        Message::Edit(t) => (outcome(t, demo), true),
     }
 }
 

@@ -568,6 +568,14 @@ impl Worker {
             return Ok(go_on);
         }
 
+        // An edit rewrites a message already sent: on its own, as a PATCH.
+        if matches!(due.first().map(|(_, e)| &e.message), Some(Message::Edit(_))) {
+            shared.limits.sent(key);
+            let edited = self.edit(due, key).await;
+            drop(_in_flight);
+            edited?;
+            return Ok(true);
+        }
         let batch = self.batch(due);
         let embeds: Vec<_> = batch.iter().map(|(_, e)| embed::for_message(&e.message, shared.settings.demo)).collect();
         let quiet = embeds.iter().all(|(_, q)| *q);
@@ -587,6 +595,10 @@ impl Worker {
     fn batch(&self, due: Vec<(OutboxKey, OutboxEntry)>) -> Vec<(OutboxKey, OutboxEntry)> {
         let mut out = Vec::new();
         for (k, e) in due.into_iter().take(embed::MAX_EMBEDS) {
+            // Edits go on their own (see `edit`).
+            if matches!(e.message, Message::Edit(_)) {
+                break;
+            }
             if self.solo.contains(&k) {
                 if out.is_empty() {
                     out.push((k, e));
@@ -596,6 +608,92 @@ impl Worker {
             out.push((k, e));
         }
         out
+    }
+
+    /// Edits the message of the first due entry's signal on this route with
+    /// its trade's outcome: the whole message (every signal a batch put in
+    /// it, each with what is known of its outcome), and every edit waiting
+    /// for the same message goes in this one PATCH. A signal not sent yet
+    /// takes its outcome with it instead; a message Discord no longer has
+    /// (deleted by a moderator) loses the edit, not the route.
+    async fn edit(&mut self, due: Vec<(OutboxKey, OutboxEntry)>, limit_key: &str) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let route = &shared.routes[self.index];
+        let name = route.cfg.name.clone();
+        let demo = shared.settings.demo;
+        let Some((key, Message::Edit(trade))) = due.first().map(|(k, e)| (*k, &e.message)) else { return Ok(()) };
+        let stored = shared.store.signal(&trade.id)?;
+        let receipt = stored.as_ref().and_then(|s| s.receipts.iter().find(|r| r.route == name));
+        let Some(message_id) = receipt.and_then(|r| r.message_id.clone()) else {
+            let pending = shared.store.outbox_for(&name)?.0.into_iter().find_map(|(k, e)| match &e.message {
+                Message::Signal(s) if s.id == trade.id => Some((k, s.clone(), e)),
+                _ => None,
+            });
+            match (receipt, pending) {
+                (None, Some((k, s, mut e))) => {
+                    e.message = Message::Closed(s, trade.clone());
+                    shared.store.update(k, &e)?;
+                    tracing::info!(route = %name, id = %trade.id, "the signal was not sent yet: it goes out with its outcome");
+                }
+                (Some(_), _) => tracing::info!(route = %name, id = %trade.id,
+                    "Discord gave no id for the signal's message, so it cannot be edited: the outcome edit is dropped"),
+                (None, None) => tracing::info!(route = %name, id = %trade.id,
+                    "the signal's message is not there to edit (given up on, or no longer kept): the outcome edit is dropped"),
+            }
+            shared.store.remove_entries(&[key])?;
+            shared.store.flush().await?;
+            return Ok(());
+        };
+        let mut covered = vec![key];
+        let mut embeds = Vec::new();
+        for m in shared.store.signals_in_message(&name, &message_id)? {
+            let waiting = due.iter().find_map(|(k, e)| match &e.message {
+                Message::Edit(t) if t.id == m.signal.id => Some((*k, t.clone())),
+                _ => None,
+            });
+            let outcome = match waiting {
+                Some((k, t)) => {
+                    if !covered.contains(&k) {
+                        covered.push(k);
+                    }
+                    Some(t)
+                }
+                None => shared.store.outcome_of(&m.signal)?,
+            };
+            embeds.push(match &outcome {
+                Some(t) => embed::signal_closed(&m.signal, t, demo),
+                None => embed::signal(&m.signal, demo),
+            });
+        }
+        if embeds.is_empty()
+            && let Some(s) = &stored
+        {
+            embeds.push(embed::signal_closed(&s.signal, trade, demo));
+        }
+        let answer = shared.discord.edit(&route.webhook, &message_id, &embed::EditPayload::new(&embeds)).await;
+        shared.limits.update(limit_key, Instant::now(), &answer.headers);
+        match answer.outcome {
+            Outcome::Delivered { .. } => {
+                shared.store.remove_entries(&covered)?;
+                shared.store.flush().await?;
+                self.breaker.success();
+                self.retry_at = None;
+                shared.stats(self.index, |s| s.sent += 1);
+                tracing::debug!(route = %name, %message_id, edits = covered.len(), "message edited with its outcome");
+                Ok(())
+            }
+            Outcome::Gone { status, code, message } => {
+                tracing::warn!(route = %name, %message_id, status, code = ?code, %message,
+                    "the signal's message cannot be edited (deleted?): the outcome edit is dropped; the route goes on");
+                shared.store.remove_entries(&covered)?;
+                shared.store.flush().await?;
+                Ok(())
+            }
+            other => {
+                let batch: Vec<_> = due.into_iter().filter(|(k, _)| covered.contains(k)).collect();
+                self.handle(other, &batch).await
+            }
+        }
     }
 
     /// Acts on Discord's answer to one request for `batch`.
@@ -732,7 +830,10 @@ impl Worker {
             e.attempts += 1;
             e.last_error = Some(reason.clone());
             shared.store.update(*k, &e)?;
-            shared.delivery(e.message.id(), index, DeliveryState::Failed, e.attempts, None, Some(reason.clone()));
+            // An edit's failure is not its signal's: the signal was delivered.
+            if !matches!(e.message, Message::Edit(_)) {
+                shared.delivery(e.message.id(), index, DeliveryState::Failed, e.attempts, None, Some(reason.clone()));
+            }
         }
         shared.store.flush().await?;
         let circuit = self.breaker.state();

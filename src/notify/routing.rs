@@ -13,7 +13,9 @@ pub const SIGNAL_PRIORITY: Priority = Priority::High;
 /// signals high, warnings normal, the rest (info, resolved notices) low.
 pub fn priority(message: &Message) -> Priority {
     match message {
-        Message::Signal(_) => SIGNAL_PRIORITY,
+        Message::Signal(_) | Message::Closed(..) => SIGNAL_PRIORITY,
+        // A track record: after anything a trader acts on.
+        Message::Outcome(_) | Message::Edit(_) => Priority::Normal,
         Message::Alert(a) => match (a.state, a.severity) {
             (AlertState::Raised, Severity::Critical) => Priority::Urgent,
             (AlertState::Raised, Severity::Warning) => Priority::Normal,
@@ -41,6 +43,9 @@ pub fn config_problems(c: &crate::config::Config) -> Vec<(String, String)> {
     problems
 }
 
+/// A route's name and its delay in seconds.
+pub type Taker = (String, i64);
+
 /// The configured routes that take signals, with their delays.
 pub struct SignalRoutes {
     routes: Vec<(Route, i64)>,
@@ -54,6 +59,16 @@ impl SignalRoutes {
             .map(|r| (r.clone(), i64::try_from(r.delay.0.as_secs()).unwrap_or(i64::MAX)))
             .collect();
         SignalRoutes { routes }
+    }
+
+    /// For a closed trade: the routes whose signal message is edited with
+    /// it (those that take its signals) and those that take it as a message
+    /// of its own; each with its delay in seconds.
+    pub fn for_outcome(&self, t: &crate::event::Trade) -> (Vec<Taker>, Vec<Taker>) {
+        let pick = |f: &dyn Fn(&Route) -> bool| {
+            self.routes.iter().filter(|(r, _)| f(r)).map(|(r, d)| (r.name.clone(), *d)).collect::<Vec<_>>()
+        };
+        (pick(&|r| r.takes_signal(t.instrument)), pick(&|r| r.takes_outcome(t.instrument)))
     }
 
     /// The routes (name, delay in seconds) that take this signal.

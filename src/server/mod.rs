@@ -141,6 +141,7 @@ fn topic(e: &Event) -> (&'static str, Option<Instrument>) {
         Event::Delivery(_) => ("delivery", None),
         Event::Queue(_) => ("queue", None),
         Event::Health(_) => ("health", None),
+        Event::Outcome(t) => ("outcome", Some(t.instrument)),
     }
 }
 

@@ -13,6 +13,7 @@ mod meta;
 mod outbox;
 mod records;
 mod series;
+mod trades;
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use records::parse_series_key;
 pub use records::{DeadEntry, KeptBar, Message, OutboxEntry, OutboxKey, Priority, Receipt, StoredSignal};
 use series::PRUNED_PREFIX;
 pub use series::{CandleCommit, LoadedSeries, Prepared, SIGNALS_KEPT_PER_SERIES};
+pub use trades::OUTCOMES_KEPT_PER_SERIES;
 
 /// The on-disk layout this build writes and reads. 2: outbox and dead keys
 /// begin with their route's tag (schema 1 is migrated on open).
@@ -67,6 +69,8 @@ pub struct Store {
     db: sled::Db,
     series: sled::Tree,
     signals: sled::Tree,
+    /// Each series' paper trading (its open trade) and its closed trades.
+    trades: sled::Tree,
     outbox: sled::Tree,
     dead: sled::Tree,
     meta: sled::Tree,
@@ -245,6 +249,7 @@ impl Store {
         Ok(Store {
             series: tree("series")?,
             signals: tree("signals")?,
+            trades: tree("trades")?,
             outbox: tree("outbox")?,
             dead: tree("dead")?,
             meta,

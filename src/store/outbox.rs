@@ -77,6 +77,30 @@ impl Store {
         Ok((ok, bad))
     }
 
+    /// Signals delivered to `route` in Discord's message `message_id` (a
+    /// batch carries several), oldest first: what an edit of that message
+    /// must show again. A scan of the kept signals: edits are rare.
+    pub fn signals_in_message(&self, route: &str, message_id: &str) -> Result<Vec<StoredSignal>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.signals.iter().values() {
+            let v = item.map_err(|e| self.err(e))?;
+            let Ok(s) = decode_stored_signal(&v) else { continue };
+            if s.receipts.iter().any(|r| r.route == route && r.message_id.as_deref() == Some(message_id)) {
+                out.push(s);
+            }
+        }
+        out.sort_by_key(|s| s.signal.time);
+        Ok(out)
+    }
+
+    /// Takes entries off the outbox (an edit done, or dropped). Not durable until `flush`.
+    pub fn remove_entries(&self, keys: &[OutboxKey]) -> Result<(), StoreError> {
+        for k in keys {
+            self.outbox.remove(k.0).map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
     /// Rewrites an entry in place (its attempt count and last error).
     pub fn update(&self, key: OutboxKey, entry: &OutboxEntry) -> Result<(), StoreError> {
         let v = encode_as(VALUE_V2, entry).map_err(|e| self.encode_err(e))?;
@@ -95,7 +119,7 @@ impl Store {
         let r = (&self.outbox, &self.signals).transaction(|(outbox, signals)| {
             for (key, entry) in done {
                 outbox.remove(&key.0)?;
-                let Message::Signal(s) = &entry.message else { continue };
+                let (Message::Signal(s) | Message::Closed(s, _)) = &entry.message else { continue };
                 let Some(raw) = signals.get(s.id.as_bytes())? else { continue };
                 let Ok(mut stored) = decode_stored_signal(&raw) else { continue };
                 stored.receipts.retain(|r| r.route != entry.route);

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::SeriesState;
-use crate::event::{Alert, Signal};
+use crate::event::{Alert, Signal, Trade};
 use crate::time::Ts;
 use crate::types::{Instrument, SeriesKey, Timeframe};
 
@@ -45,13 +45,22 @@ impl Priority {
 pub enum Message {
     Signal(Signal),
     Alert(Alert),
+    /// A closed paper trade, as a message of its own (routes taking `outcome`).
+    Outcome(Trade),
+    /// The signal's message on this route, edited to show how its trade
+    /// ended (the signal's id is the trade's).
+    Edit(Trade),
+    /// A signal not yet sent whose trade closed meanwhile (a delayed
+    /// route): sent once, with its outcome.
+    Closed(Signal, Trade),
 }
 
 impl Message {
     pub fn id(&self) -> &str {
         match self {
-            Message::Signal(s) => &s.id,
+            Message::Signal(s) | Message::Closed(s, _) => &s.id,
             Message::Alert(a) => &a.id,
+            Message::Outcome(t) | Message::Edit(t) => &t.id,
         }
     }
 }

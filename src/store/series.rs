@@ -43,6 +43,11 @@ pub struct Prepared {
     key: String,
     state: Vec<u8>,
     signal: Option<PreparedSignal>,
+    /// The series' paper trading after the candle, and the trades it closed
+    /// (keys and values in `trades`): see `Store::prepare_trades`.
+    pub(super) trades: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The closed trades' notifications (route, priority, entry).
+    pub(super) trade_entries: Vec<(String, Priority, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -173,7 +178,7 @@ impl Store {
             }
             None => None,
         };
-        Ok(Prepared { key: series_key(&c.key), state, signal })
+        Ok(Prepared { key: series_key(&c.key), state, signal, trades: Vec::new(), trade_entries: Vec::new() })
     }
 
     /// Writes one candle's series state, its signal and the signal's outbox
@@ -189,10 +194,20 @@ impl Store {
     /// batch instead of per candle is what keeps a 28-pair close cheap.
     /// Returns, per candle, whether its signal was new.
     pub fn commit_all(&self, batch: &[Prepared]) -> Result<Vec<bool>, StoreError> {
-        let result = (&self.series, &self.signals, &self.outbox).transaction(|(series, signals, outbox)| {
+        let trees = (&self.series, &self.signals, &self.outbox, &self.trades);
+        let result = trees.transaction(|(series, signals, outbox, trades)| {
             let mut new = Vec::with_capacity(batch.len());
             for p in batch {
                 series.insert(p.key.as_bytes(), p.state.as_slice())?;
+                // An outcome's key is its signal's id: written twice (a
+                // replayed candle), it is still one outcome.
+                for (k, v) in &p.trades {
+                    trades.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (route, priority, e) in &p.trade_entries {
+                    let k = OutboxKey::new(route, *priority, outbox.generate_id()?);
+                    outbox.insert(&k.0, e.as_slice())?;
+                }
                 let Some(sig) = &p.signal else {
                     new.push(false);
                     continue;

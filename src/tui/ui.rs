@@ -229,7 +229,7 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
 /// Pair table columns in the order they are dropped when space runs out
 /// (last first): (slow MA, ATR, last signal), each shown where it fits, and
 /// the room left for the sparkline of closes, if it has its minimum.
-fn pair_columns(width: u16) -> ((bool, bool, bool), Option<usize>) {
+fn pair_columns(width: u16) -> ((bool, bool, bool, bool), Option<usize>) {
     // Pair, TF, Price, Chg, Fast, Trend, inside the borders; each column
     // with the grid's one-cell gap.
     let mut used =
@@ -246,9 +246,15 @@ fn pair_columns(width: u16) -> ((bool, bool, bool), Option<usize>) {
     let atr = slow && fits(W_ATR);
     let last = atr && fits(W_LAST);
     // One cell short of the border, as the other columns keep one apart.
-    let rest = usize::from(width).saturating_sub(used + 1);
-    // Dropped first: never shown in place of a column above.
-    ((slow, atr, last), (last && rest >= SPARK_MIN).then_some(rest.min(SPARK_MAX)))
+    let mut rest = usize::from(width).saturating_sub(used + 1);
+    // The track record is dropped first, even before the sparkline: it
+    // shows only where the sparkline keeps its least room beside it.
+    let record = last && rest > SPARK_MIN + usize::from(W_RECORD);
+    if record {
+        rest -= usize::from(W_RECORD) + 1;
+    }
+    // Dropped next: never shown in place of a column above.
+    ((slow, atr, last, record), (last && rest >= SPARK_MIN).then_some(rest.min(SPARK_MAX)))
 }
 
 /// The pair table's fixed column widths (prices and MAs share one).
@@ -259,6 +265,8 @@ const W_CHG: u16 = 7;
 const W_TREND: u16 = 10;
 const W_ATR: u16 = 6;
 const W_LAST: u16 = 12;
+/// "100% -123.4R": win rate and total R of the pair's closed paper trades.
+const W_RECORD: u16 = 12;
 
 /// The sparkline of closes: in fewer cells it says too little to be shown.
 const SPARK_MIN: usize = 10;
@@ -268,7 +276,7 @@ const SPARK_MAX: usize = 60;
 fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
     let t = &app.theme;
     let focused = app.focus == Focus::Pairs;
-    let ((show_slow, show_atr, show_last), spark) = pair_columns(area.width);
+    let ((show_slow, show_atr, show_last, show_record), spark) = pair_columns(area.width);
     let show_spark = spark.is_some();
     let stale: Vec<(Instrument, crate::types::Timeframe)> = app
         .view
@@ -298,6 +306,10 @@ fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
         header.push("Last signal");
         widths.push(Constraint::Length(W_LAST));
     }
+    if show_record {
+        header.push("Record");
+        widths.push(Constraint::Length(W_RECORD));
+    }
     if show_spark {
         header.push("Closes");
         widths.push(Constraint::Min(SPARK_MIN as u16));
@@ -314,7 +326,8 @@ fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
         .take(visible)
         .map(|(n, p)| {
             let stale = stale.contains(&(p.instrument, p.timeframe));
-            let row = pair_row(app, p, stale, (show_slow, show_atr, show_last, show_spark), spark_width);
+            let show = (show_slow, show_atr, show_last, show_record, show_spark);
+            let row = pair_row(app, p, stale, show, spark_width);
             if focused && n == app.selected { row.style(t.selection) } else { row }
         })
         .collect();
@@ -350,9 +363,9 @@ fn more_rows(first: usize, visible: usize, len: usize) -> Option<String> {
     }
 }
 
-/// One pair's row; `show` is (slow MA, ATR, last signal, sparkline).
-fn pair_row(app: &App, p: &PairView, stale: bool, show: (bool, bool, bool, bool), spark_width: usize) -> GridRow {
-    let (show_slow, show_atr, show_last, show_spark) = show;
+/// One pair's row; `show` is (slow MA, ATR, last signal, record, sparkline).
+fn pair_row(app: &App, p: &PairView, stale: bool, show: (bool, bool, bool, bool, bool), spark_width: usize) -> GridRow {
+    let (show_slow, show_atr, show_last, show_record, show_spark) = show;
     let t = &app.theme;
     let i = p.instrument;
     let d = i.decimals() as usize;
@@ -421,6 +434,16 @@ fn pair_row(app: &App, p: &PairView, stale: bool, show: (bool, bool, bool, bool)
             None => dash(&mut row, c),
         }
     }
+    if show_record {
+        let c = next();
+        match p.record.win_rate() {
+            Some(w) => {
+                let style = if p.record.r >= 0.0 { t.up } else { t.down };
+                row.push(c, style, format_args!("{:.0}% {:+.1}R", w * 100.0, p.record.r));
+            }
+            None => dash(&mut row, c),
+        }
+    }
     if show_spark {
         row.push(next(), t.accent, format_args!("{}", Spark(&p.bars, spark_width)));
     }
@@ -439,6 +462,8 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
     let sent = app.view.queue.is_some() || app.view.signals.iter().any(|v| !v.deliveries.is_empty());
     let room = area.width + if sent { 0 } else { SENT_ROOM };
     let wide = room >= 70;
+    // Each signal's paper trade: dropped before the stop and target.
+    let outcomes = room >= 92;
     // A signal's date matters as much as its hour (an H4 feed spans days, a
     // CSV years): "12-29 08:00" where there is room for it, else the hour
     // for the newest signal's day and the date for older ones, as a mail
@@ -483,6 +508,13 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
                 row.push(5, plain, format_args!("{:.d$}", s.take_profit));
                 col = 6;
             }
+            if outcomes {
+                match outcome(app, v) {
+                    Some((text, style)) => row.push_str(col, style, &text),
+                    None => row.push_str(col, t.muted, ""),
+                }
+                col += 1;
+            }
             for delivery in &v.deliveries {
                 let (mark, st) = match delivery.state {
                     DeliveryState::Queued => ("…", t.muted),
@@ -520,6 +552,10 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
         widths.extend([Constraint::Length(9), Constraint::Length(9)]);
         header.extend(["Stop", "Target"]);
     }
+    if outcomes {
+        widths.push(Constraint::Length(17));
+        header.push("Trade");
+    }
     if sent {
         widths.push(Constraint::Min(6));
         header.push("Sent");
@@ -542,6 +578,33 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
             area,
         );
     }
+}
+
+/// A signal's paper trade as the feed shows it: "✓ target +2.0R",
+/// "✗ stop -1.0R", "↺ reversed +0.4R", or "open +5.2p +0.3R" at the pair's
+/// last price while it is the pair's newest signal. None for an older signal
+/// whose outcome this view does not have.
+fn outcome(app: &App, v: &crate::view::SignalView) -> Option<(String, Style)> {
+    let t = &app.theme;
+    if let Some(o) = &v.outcome {
+        let (mark, style) = match o.exit_reason {
+            crate::event::ExitReason::Target => ("✓", t.up),
+            crate::event::ExitReason::Stop => ("✗", t.down),
+            crate::event::ExitReason::Reversed | crate::event::ExitReason::Open => ("↺", t.text),
+        };
+        return Some((format!("{mark} {} {:+.1}R", o.exit_reason.as_str(), o.r), style));
+    }
+    let s = &v.signal;
+    let pair = app.view.pairs.iter().find(|p| p.instrument == s.instrument && p.timeframe == s.timeframe)?;
+    if pair.last_signal.as_ref().map(|l| &l.id) != Some(&s.id) {
+        return None;
+    }
+    let price = pair.quote.map(|q| (q.bid + q.ask) / 2.0).or(pair.candle.map(|c| c.close))?;
+    let risk = (s.price - s.stop_loss).abs();
+    let gain = if s.side == Side::Buy { price - s.price } else { s.price - price };
+    let r = if risk > 0.0 { gain / risk } else { 0.0 };
+    let pips = gain / s.instrument.pip();
+    Some((format!("open {pips:+.1}p {r:+.1}R"), if r >= 0.0 { t.up } else { t.down }))
 }
 
 fn draw_queue(f: &mut Frame<'_>, app: &App, area: Rect) {
@@ -847,8 +910,18 @@ fn draw_detail(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect) {
                 format!("{} ({:+.1})", price(i, s.take_profit), (s.take_profit - s.price) / i.pip()),
             ));
             lines.push(row("strategy", s.strategy.clone()));
+            // Its paper trade: open at the last price, or how it ended.
+            if let Some(v) = app.view.signals.iter().find(|v| v.signal.id == s.id)
+                && let Some((text, style)) = outcome(app, v)
+            {
+                lines.push(Line::from(vec![Span::raw(format!("{:<9}", "trade")), Span::styled(text, style)]));
+            }
         }
         None => lines.push(Line::styled("no signal yet", t.muted)),
+    }
+    if p.record.trades > 0 {
+        let w = p.record.win_rate().unwrap_or(0.0) * 100.0;
+        lines.push(row("record", format!("{} trades, {w:.0}% won, {:+.1}R", p.record.trades, p.record.r)));
     }
     lines.push(Line::raw(""));
     lines.push(Line::styled("Esc: back", t.muted));

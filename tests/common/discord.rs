@@ -23,6 +23,10 @@ use serde_json::{Value, json};
 
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// POST, or PATCH for an edit.
+    pub method: String,
+    /// The message edited (PATCH).
+    pub message: Option<String>,
     pub webhook: String,
     pub path: String,
     pub query: String,
@@ -56,6 +60,10 @@ pub struct World {
     /// Messages carrying these ids are refused like a harmful link (400, 240000).
     pub reject_ids: HashSet<String>,
     pub requests: Vec<Received>,
+    /// Messages posted, by id: what they show now.
+    pub messages: HashMap<String, Value>,
+    /// Messages a moderator deleted: an edit of one is a 404.
+    pub deleted_messages: HashSet<String>,
     next_id: u64,
 }
 
@@ -72,6 +80,8 @@ impl Default for World {
             shared_429_next: None,
             reject_ids: HashSet::new(),
             requests: Vec::new(),
+            messages: HashMap::new(),
+            deleted_messages: HashSet::new(),
             next_id: 1_000,
         }
     }
@@ -80,7 +90,7 @@ impl Default for World {
 impl World {
     /// Ids Discord accepted (200), in order, with repeats.
     pub fn delivered_ids(&self) -> Vec<String> {
-        self.requests.iter().filter(|r| r.status == 200).flat_map(|r| r.ids()).collect()
+        self.requests.iter().filter(|r| r.status == 200 && r.method == "POST").flat_map(|r| r.ids()).collect()
     }
 
     pub fn count_status(&self, status: u16) -> usize {
@@ -133,10 +143,17 @@ fn chars(v: &Value) -> usize {
 }
 
 /// Discord's payload rules; `Err` is the `errors` object of a 50035.
-fn validate(body: &Value) -> Result<(), Value> {
+/// Discord's checks of a body; `edit`: a PATCH, which takes no username
+/// (Discord refuses fields its edit endpoint does not have).
+fn validate(body: &Value, edit: bool) -> Result<(), Value> {
     let name = body["username"].as_str().unwrap_or("");
     let lower = name.to_lowercase();
-    if name.trim().is_empty() || name.chars().count() > 80 || lower.contains("discord") || lower.contains("clyde") {
+    if edit && !body["username"].is_null() {
+        return Err(json!({"username": {"_errors": [{"code": "UNKNOWN_FIELD"}]}}));
+    }
+    if !edit
+        && (name.trim().is_empty() || name.chars().count() > 80 || lower.contains("discord") || lower.contains("clyde"))
+    {
         return Err(json!({"username": {"_errors": [{"code": "USERNAME_INVALID"}]}}));
     }
     if body["allowed_mentions"] != json!({"parse": []}) {
@@ -172,15 +189,19 @@ fn validate(body: &Value) -> Result<(), Value> {
 }
 
 async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Result<Answer, std::io::Error> {
+    let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let now = Instant::now();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let webhook = match parts.as_slice() {
-        ["api", "v10", "webhooks", id, _token] => id.to_string(),
-        _ => String::new(),
+    let (webhook, edited) = match (method.as_str(), parts.as_slice()) {
+        ("POST", ["api", "v10", "webhooks", id, _token]) => (id.to_string(), None),
+        ("PATCH", ["api", "v10", "webhooks", id, _token, "messages", message]) => {
+            (id.to_string(), Some(message.to_string()))
+        }
+        _ => (String::new(), None),
     };
 
     // Scripted failures come before any bookkeeping, as a proxy in front of Discord would.
@@ -195,6 +216,8 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Result<Answ
     };
     let record = |status: u16| {
         world.lock().unwrap().requests.push(Received {
+            method: method.clone(),
+            message: edited.clone(),
             webhook: webhook.clone(),
             path: path.clone(),
             query: query.clone(),
@@ -216,7 +239,7 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Result<Answ
         record(503);
         return Ok(answer(503, &[], &json!({"message": "upstream connect error", "code": 0})));
     }
-    if webhook.is_empty() || !query.split('&').any(|p| p == "wait=true") {
+    if webhook.is_empty() || (edited.is_none() && !query.split('&').any(|p| p == "wait=true")) {
         record(404);
         return Ok(answer(404, &[], &json!({"message": "404: Not Found", "code": 0})));
     }
@@ -270,6 +293,8 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Result<Answ
         return Ok(answer(404, &headers, &json!({"message": "Unknown Webhook", "code": 10015})));
     }
     let ids = Received {
+        method: String::new(),
+        message: None,
         webhook: String::new(),
         path: String::new(),
         query: String::new(),
@@ -287,13 +312,25 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Result<Answ
             &json!({"code": 240000, "message": "Message blocked by harmful links filter"}),
         ));
     }
-    if let Err(errors) = validate(&body) {
+    if let Err(errors) = validate(&body, edited.is_some()) {
         drop(w);
         record(400);
         return Ok(answer(400, &headers, &json!({"code": 50035, "message": "Invalid Form Body", "errors": errors})));
     }
+    if let Some(message) = &edited {
+        if w.deleted_messages.contains(message) || !w.messages.contains_key(message) {
+            drop(w);
+            record(404);
+            return Ok(answer(404, &headers, &json!({"message": "Unknown Message", "code": 10008})));
+        }
+        w.messages.insert(message.clone(), body["embeds"].clone());
+        drop(w);
+        record(200);
+        return Ok(answer(200, &headers, &json!({"id": message, "channel_id": "1", "embeds": body["embeds"]})));
+    }
     w.next_id += 1;
     let id = w.next_id.to_string();
+    w.messages.insert(id.clone(), body["embeds"].clone());
     drop(w);
     record(200);
     Ok(answer(200, &headers, &json!({"id": id, "channel_id": "1", "webhook_id": webhook, "embeds": body["embeds"]})))
