@@ -20,7 +20,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("the instance and the client", &["instance", "client"]),
     (
         "front ends",
-        &["headless", "console", "tui", "tail", "dead", "replay", "backtest", "cli", "logging", "shutdown", "sweep"],
+        &[
+            "headless", "console", "tui", "tail", "dead", "replay", "backtest", "cli", "logging", "shutdown", "sweep",
+            "status",
+        ],
     ),
 ];
 
