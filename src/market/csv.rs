@@ -203,11 +203,16 @@ impl<R: Read> Read for Lines<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         let chunk = &buf[..n];
-        for i in memchr::memchr_iter(b'\n', chunk) {
-            let empty = if i == 0 { self.after_newline } else { chunk[i - 1] == b'\n' };
-            if empty {
-                self.blank.push_back(self.offset + i as u64);
-            }
+        // Only empty lines are looked for (two line feeds in a row), not
+        // every line: this is on replay's hot path, and files rarely have any.
+        if self.after_newline && chunk.first() == Some(&b'\n') {
+            self.blank.push_back(self.offset);
+        }
+        let mut from = 0;
+        while let Some(i) = memchr::memmem::find(&chunk[from..], b"\n\n") {
+            // The second line feed ends the empty line; it may start the next pair.
+            self.blank.push_back(self.offset + (from + i + 1) as u64);
+            from += i + 1;
         }
         if let Some(&last) = chunk.last() {
             self.after_newline = last == b'\n';
@@ -374,10 +379,8 @@ impl Iterator for CsvCandles {
                     return Some(Err(BadRow { path: self.path.clone(), line, message: e.to_string(), time: None }));
                 }
             }
-            let line = match self.record.position().cloned() {
-                Some(p) => self.line_of(&p),
-                None => 0,
-            };
+            // Where the row starts; its line is worked out only if it is bad.
+            let start = self.record.position().cloned();
             if self.record.iter().all(|f| f.is_empty()) {
                 continue;
             }
@@ -392,10 +395,16 @@ impl Iterator for CsvCandles {
             return Some(match checked {
                 Ok(c) => {
                     self.last = Some(c.time);
+                    // The empty lines it passed are in its line count now.
+                    if !self.rdr.get_ref().blank.is_empty() {
+                        let end = self.rdr.position().byte();
+                        self.rdr.get_mut().blank_between(end, end);
+                    }
                     Ok(c)
                 }
                 Err(message) => {
                     self.bad_rows += 1;
+                    let line = start.map_or(0, |p| self.line_of(&p));
                     Err(BadRow { path: self.path.clone(), line, message, time: self.row_time() })
                 }
             });
