@@ -50,6 +50,16 @@ pub enum Command {
     Dead(DeadCommand),
     /// One look at a running instance's health: exit 0 healthy, 1 degraded, 2 unhealthy, 3 unreachable.
     Status(StatusArgs),
+    /// Check notification routes.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+    /// Shell completions on stdout, e.g. `pipwatch completions bash > ~/.local/share/bash-completion/completions/pipwatch`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// The man page (roff) on stdout, e.g. `pipwatch man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +72,17 @@ pub struct StatusArgs {
     /// Server token, when the server has one.
     #[arg(long, env = "PIPWATCH_SERVER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send one test message to a route (each route when none is named) and
+    /// say what Discord answered. Exit 0 when every one was delivered.
+    Test {
+        /// A `[[notify.routes]]` name.
+        #[arg(value_name = "ROUTE")]
+        route: Option<String>,
+    },
 }
 
 #[derive(Debug, Args, Default)]

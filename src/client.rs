@@ -36,7 +36,7 @@ pub enum ClientError {
     Connect { url: String, message: String },
     #[error("{url} answered 404 Not Found: pipwatch serves its events at /ws, e.g. ws://127.0.0.1:8787/ws")]
     NotFound { url: String },
-    #[error("{url}: the TLS connection failed: {message}. {TLS_HINT}")]
+    #[error("{url}: the TLS connection failed: {message}")]
     Tls { url: String, message: String },
     #[error("{url} wants a token: pass --token TOKEN or set PIPWATCH_SERVER_TOKEN")]
     Unauthorized { url: String },
@@ -111,7 +111,17 @@ pub fn connect_error(url: &str, has_token: bool, e: tungstenite::Error) -> Clien
             r.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().trim().to_string(),
         ),
         tungstenite::Error::Http(r) if r.status() == 404 => ClientError::NotFound { url },
-        e if is_tls_failure(&e) => ClientError::Tls { url, message: e.to_string() },
+        // A server without TLS answers the TLS hello in plain HTTP, which
+        // rustls reads as a record of no valid type: certificate advice
+        // would send the user the wrong way.
+        e if is_tls_failure(&e) && e.to_string().contains("InvalidContentType") => {
+            let plain = url.replacen("wss://", "ws://", 1);
+            let message = format!(
+                "the server does not speak TLS: use {plain}, or put a TLS-terminating proxy (nginx, Caddy) in front of it"
+            );
+            ClientError::Tls { url, message }
+        }
+        e if is_tls_failure(&e) => ClientError::Tls { url, message: format!("{e}. {TLS_HINT}") },
         e => ClientError::Connect { url, message: reason(&e) },
     }
 }

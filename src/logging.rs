@@ -9,7 +9,8 @@ use tracing_subscriber::{EnvFilter, fmt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogMode {
-    /// Plain lines appended to a file: the console owns the terminal.
+    /// Plain lines in a file the console owns the terminal: `PATH.YYYY-MM-DD`,
+    /// a new one each day (UTC), the last [`KEPT_LOG_FILES`] kept.
     File(std::path::PathBuf),
     /// JSON objects on stderr (headless: stdout carries the events).
     Json,
@@ -32,15 +33,9 @@ pub fn init(mode: LogMode, default_filter: &str) {
     let plain = (mode == LogMode::Plain)
         .then(|| fmt::layer().with_writer(std::io::stderr).with_target(false).without_time().with_ansi(ansi));
     let file = match &mode {
-        LogMode::File(path) => {
-            let opened = path
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(path));
-            // Without a log file the console still runs; logs are dropped
-            // rather than written over the screen.
-            opened.ok().map(|f| fmt::layer().with_writer(std::sync::Mutex::new(f)).with_ansi(false))
-        }
+        // Without a log file the console still runs; logs are dropped
+        // rather than written over the screen.
+        LogMode::File(path) => rolling(path).ok().map(|w| fmt::layer().with_writer(w).with_ansi(false)),
         _ => None,
     };
     // The console also shows logs in its panel (`l`).
@@ -55,6 +50,24 @@ pub fn init(mode: LogMode, default_filter: &str) {
         // (`tui_logger::move_events`) once a second and before it draws the panel.
         tui_logger::set_default_level(tui_logger::LevelFilter::Trace);
     }
+}
+
+/// Days of console logs kept: a console left running for months must not
+/// fill the data directory's disk with one file that only grows.
+pub const KEPT_LOG_FILES: usize = 7;
+
+/// The daily log files of `path` (`pipwatch.log` → `pipwatch.log.2026-12-05`
+/// in the same directory), the oldest beyond [`KEPT_LOG_FILES`] deleted.
+pub fn rolling(path: &std::path::Path) -> Result<tracing_appender::rolling::RollingFileAppender, String> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("{} names no file", path.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix(name)
+        .max_log_files(KEPT_LOG_FILES)
+        .build(dir)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Whether the user asked for no colour (<https://no-color.org>: `NO_COLOR`

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use pipwatch::cli::{BacktestArgs, Cli, Command, ConfigCommand, DeadCommand, HistoryArgs, ReplayArgs};
+use pipwatch::cli::{BacktestArgs, Cli, Command, ConfigCommand, DeadCommand, HistoryArgs, NotifyCommand, ReplayArgs};
 use pipwatch::config::{self, Config, LoadOptions, Loaded};
 use pipwatch::logging::{self, LogMode};
 use pipwatch::market::csv;
@@ -29,21 +29,20 @@ fn load_config(
     file: Option<PathBuf>,
     flags: Vec<(String, toml::Value, String)>,
 ) -> Result<Loaded, ExitCode> {
-    load_config_for(cli, file, flags, false)
+    load_config_with(cli, file, flags, |_| {})
 }
 
-/// `offline`: for `replay` and `backtest`, which need none of the config's
-/// secrets (webhooks, the OANDA token) and so do not ask for them.
-fn load_config_for(
+/// `load_config`, with what a command changes in how it loads (`adjust`).
+fn load_config_with(
     cli: &Cli,
     file: Option<PathBuf>,
     flags: Vec<(String, toml::Value, String)>,
-    offline: bool,
+    adjust: impl FnOnce(&mut LoadOptions),
 ) -> Result<Loaded, ExitCode> {
     let mut opts = LoadOptions::from_process(file.or_else(|| cli.config.clone()), cli.source.clone());
     opts.flags = flags;
-    opts.offline = offline;
     opts.checks = pipwatch::config_checks();
+    adjust(&mut opts);
     let loaded = config::load(&opts).map_err(|e| match e {
         config::ConfigError::Invalid { .. } => fail(BAD_INPUT, format!("the configuration is not valid:\n{e}")),
         other => fail(BAD_INPUT, other),
@@ -52,22 +51,6 @@ fn load_config_for(
         eprintln!("warning: {w}");
     }
     Ok(loaded)
-}
-
-/// The console needs a terminal on both ends: without one (`ssh host
-/// pipwatch` without `-t`, cron, a redirect) it would fail deep inside with
-/// "No such device or address". Said before anything starts, with what to
-/// run instead.
-fn no_terminal() -> Result<(), ExitCode> {
-    if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-        return Ok(());
-    }
-    Err(fail(
-        BAD_INPUT,
-        "the console needs a terminal, and this has none (stdin or stdout is not a TTY: ssh without -t, cron, \
-         a pipe or a redirect). Run `pipwatch headless` for the engine without a screen, `pipwatch attach` \
-         from a terminal to watch a running one, or `ssh -t HOST pipwatch` to get a terminal over SSH",
-    ))
 }
 
 /// The async runtime every long-running mode shares: two workers, as the
@@ -102,20 +85,25 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
     let data_dir = || cli.data_dir.clone().unwrap_or_else(config::default_data_dir);
     Ok(match &cli.command {
         None | Some(Command::Tui(_)) => {
+            need_terminal("pipwatch", "`ssh -t host pipwatch`")?;
             let theme = match &cli.command {
                 Some(Command::Tui(args)) => args.theme.clone(),
                 _ => None,
             };
-            no_terminal()?;
             let data_dir = data_dir();
             // The console owns the terminal: logs go to a file, never over the screen.
             logging::init(LogMode::File(data_dir.join("pipwatch.log")), "info,sled=warn");
             let loaded = load_config(cli, None, Vec::new())?;
+            // Said before the screen opens, so it is there when it closes (and in the `l` panel).
+            if let Some(welcome) = first_run(&data_dir, &loaded.config) {
+                eprintln!("{welcome}");
+                tracing::info!("{welcome}");
+            }
             let result = runtime()?.block_on(pipwatch::console::local(&loaded.config, &data_dir, theme));
             finish(result, |e| e.is_bad_input())
         }
         Some(Command::Attach(args)) => {
-            no_terminal()?;
+            need_terminal("pipwatch attach", "`ssh -t host pipwatch attach`")?;
             // The console owns the terminal: the few logs of attach go to a file.
             logging::init(LogMode::File(config::default_data_dir().join("attach.log")), "warn");
             // For the console's theme and keys.
@@ -129,6 +117,9 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
         Some(Command::Headless(args)) => {
             logging::init(LogMode::Json, "info,sled=warn");
             let loaded = load_config(cli, None, Vec::new())?;
+            if let Some(welcome) = first_run(&data_dir(), &loaded.config) {
+                tracing::info!("{welcome}");
+            }
             let opts = headless::Options { run_for: args.run_for, candles: args.candles, server: !args.no_server };
             let result = runtime()?.block_on(headless::run(&loaded.config, &data_dir(), opts));
             finish(result, |e| e.is_bad_input())
@@ -149,11 +140,62 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
             println!("{}", look.text);
             ExitCode::from(look.code)
         }
-        Some(Command::Config(ConfigCommand::Show)) => config_show(&load_config(cli, None, Vec::new())?),
+        Some(Command::Config(ConfigCommand::Show)) => config_show(&load_config(cli, None, Vec::new())?, &data_dir()),
+        Some(Command::Notify(NotifyCommand::Test { route })) => run_notify_test(cli, route.as_deref())?,
+        Some(Command::Completions { shell }) => {
+            let mut text = Vec::new();
+            clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "pipwatch", &mut text);
+            print_out(&String::from_utf8_lossy(&text))
+        }
+        Some(Command::Man) => {
+            let mut text = Vec::new();
+            match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut text) {
+                Ok(()) => print_out(&String::from_utf8_lossy(&text)),
+                Err(e) => fail(FAILED, format!("cannot write the man page: {e}")),
+            }
+        }
         Some(Command::Config(ConfigCommand::Check { file })) => {
-            config_check(&load_config(cli, file.clone(), Vec::new())?)
+            // Also whether a CSV source's files can be read: what a run
+            // would find out only when it starts.
+            let with_files = |o: &mut LoadOptions| o.checks.push(csv::config_problems);
+            config_check(&load_config_with(cli, file.clone(), Vec::new(), with_files)?)
         }
     })
+}
+
+/// The console draws on stdout and reads keys from stdin, or from the
+/// controlling terminal when stdin is redirected (as crossterm does). With
+/// neither (cron, a pipe, `ssh host pipwatch` without -t) it would start the
+/// engine and then fail on "No such device or address": said before
+/// anything starts, with what to run instead.
+fn need_terminal(what: &str, ssh: &str) -> Result<(), ExitCode> {
+    let screen = std::io::stdout().is_terminal();
+    let keys = std::io::stdin().is_terminal() || controlling_terminal();
+    let missing = match (screen, keys) {
+        (true, true) => return Ok(()),
+        (false, true) => "its output (stdout) is not one",
+        (true, false) => "it has none to read keys from",
+        (false, false) => "this has none",
+    };
+    Err(fail(
+        BAD_INPUT,
+        format!(
+            "the console needs a terminal, and {missing} (a pipe or a redirect, cron, or ssh without -t), so \
+             `{what}` did not start. For the engine without a screen run `pipwatch headless` (events as JSON \
+             lines); to watch a running instance run `pipwatch attach` (or `pipwatch tail`) from a terminal; over \
+             SSH give it one: {ssh}"
+        ),
+    ))
+}
+
+#[cfg(unix)]
+fn controlling_terminal() -> bool {
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").is_ok()
+}
+
+#[cfg(not(unix))]
+fn controlling_terminal() -> bool {
+    false
 }
 
 fn origin_name(loaded: &Loaded) -> String {
@@ -163,21 +205,58 @@ fn origin_name(loaded: &Loaded) -> String {
     }
 }
 
-fn config_show(loaded: &Loaded) -> ExitCode {
+/// How to go on from the demo: where the data lives, how to get signals on
+/// Discord and live prices from OANDA. What a newcomer needs after the
+/// first start (and `config show` says it too).
+fn next_steps(data_dir: &std::path::Path, c: &Config) -> Vec<String> {
+    let mut steps = vec![format!("data directory: {} (--data-dir sets another)", data_dir.display())];
+    if c.notify.routes.is_empty() {
+        steps.push(
+            "signals on Discord: add a [[notify.routes]] with name = \"signals\" and webhook = \"${PIPWATCH_DISCORD_SIGNALS}\" \
+             to a config file (config/pipwatch.toml shows every key), run with -c FILE, and check it with \
+             `pipwatch notify test`"
+                .to_string(),
+        );
+    }
+    if c.market.source != config::SourceKind::Oanda {
+        steps.push(
+            "live prices: export PIPWATCH_OANDA_ACCOUNT and PIPWATCH_OANDA_TOKEN (an OANDA practice account's) \
+             and run with --source oanda"
+                .to_string(),
+        );
+    }
+    steps
+}
+
+/// On a data directory that has never been used: where it is and what to
+/// do next, once.
+fn first_run(data_dir: &std::path::Path, c: &Config) -> Option<String> {
+    if data_dir.join("db").exists() {
+        return None;
+    }
+    Some(format!("first run of pipwatch. {}.", next_steps(data_dir, c).join(". ")))
+}
+
+fn config_show(loaded: &Loaded, data_dir: &std::path::Path) -> ExitCode {
     match toml::to_string_pretty(&loaded.config) {
         Ok(text) => {
             let from = match &loaded.origin {
                 config::Origin::File(p) => format!("{} over the built-in defaults", p.display()),
                 config::Origin::Defaults => "built-in defaults".to_string(),
             };
-            println!("# effective config: {from}, then PIPWATCH_* variables and flags. Secrets are redacted.");
+            let mut shown =
+                format!("# effective config: {from}, then PIPWATCH_* variables and flags. Secrets are redacted.\n");
             let unset = loaded.config.unset_variables();
             if !unset.is_empty() {
-                println!("# not set in the environment, so empty: {}", unset.join(", "));
+                shown.push_str(&format!("# not set in the environment, so empty: {}\n", unset.join(", ")));
             }
-            println!();
-            print!("{text}");
-            ExitCode::SUCCESS
+            for step in next_steps(data_dir, &loaded.config) {
+                shown.push_str(&format!("# {step}\n"));
+            }
+            shown.push('\n');
+            shown.push_str(&text);
+            // `println!` would panic on a closed pipe (`config show | head`).
+            print_out(&shown)
         }
         Err(e) => fail(FAILED, format!("cannot print the config: {e}")),
     }
@@ -185,18 +264,8 @@ fn config_show(loaded: &Loaded) -> ExitCode {
 
 fn config_check(loaded: &Loaded) -> ExitCode {
     let c: &Config = &loaded.config;
-    // A CSV feed's file is read only when the feed starts: checked here so
-    // that `config check` does not pass a path that is not there.
-    if c.market.source == config::SourceKind::Csv
-        && let Err(e) = std::fs::metadata(&c.market.csv.path)
-    {
-        return fail(
-            BAD_INPUT,
-            format!("{}: market.csv.path = '{}': cannot read it: {e}", origin_name(loaded), c.market.csv.path),
-        );
-    }
-    println!(
-        "{}: ok ({} source, {} instrument(s) x {} timeframe(s), {} strategy {}/{}, {} notification route(s))",
+    print_out(&format!(
+        "{}: ok ({} source, {} instrument(s) x {} timeframe(s), {} strategy {}/{}, {} notification route(s))\n",
         origin_name(loaded),
         c.market.source,
         c.market.instruments.len(),
@@ -205,8 +274,7 @@ fn config_check(loaded: &Loaded) -> ExitCode {
         c.strategy.fast,
         c.strategy.slow,
         c.notify.routes.len()
-    );
-    ExitCode::SUCCESS
+    ))
 }
 
 fn run_tail(args: &pipwatch::cli::TailArgs) -> Result<ExitCode, ExitCode> {
@@ -230,12 +298,35 @@ fn run_tail(args: &pipwatch::cli::TailArgs) -> Result<ExitCode, ExitCode> {
     })
 }
 
+/// `pipwatch notify test [ROUTE]`: exit 0 when Discord took every test
+/// message, 1 when one was not delivered (the lines say why), 2 for a
+/// route that does not exist or a config without routes.
+fn run_notify_test(cli: &Cli, route: Option<&str>) -> Result<ExitCode, ExitCode> {
+    logging::init(LogMode::Plain, "warn,sled=warn");
+    let loaded = load_config(cli, None, Vec::new())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(FAILED, format!("cannot start the async runtime: {e}")))?;
+    let mut out = std::io::stdout();
+    let result = rt.block_on(pipwatch::notify::test_message::run(&loaded.config, route, &mut out));
+    Ok(match result {
+        Ok(tried) if tried.iter().all(|t| t.delivered) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(FAILED),
+        Err(pipwatch::notify::test_message::TestError::Output(e)) if closed_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => fail(if e.is_bad_input() { BAD_INPUT } else { FAILED }, e),
+    })
+}
+
 fn run_dead(cli: &Cli, cmd: &DeadCommand) -> ExitCode {
     logging::init(LogMode::Plain, "warn,sled=warn");
     let data_dir = cli.data_dir.clone().unwrap_or_else(config::default_data_dir);
     if !data_dir.join("db").exists() {
-        println!("no pipwatch data in {}: the dead list is empty", data_dir.display());
-        return ExitCode::SUCCESS;
+        let said = format!("no pipwatch data in {}: the dead list is empty\n", data_dir.display());
+        return match std::io::Write::write_all(&mut std::io::stdout(), said.as_bytes()) {
+            Err(e) if !closed_pipe(&e) => fail(FAILED, format!("cannot write the list: {e}")),
+            _ => ExitCode::SUCCESS,
+        };
     }
     let store = match pipwatch::store::Store::open(&data_dir) {
         Ok((store, _)) => store,
@@ -265,9 +356,24 @@ fn run_dead(cli: &Cli, cmd: &DeadCommand) -> ExitCode {
     };
     match result {
         Ok(_) => ExitCode::SUCCESS,
-        // A closed pipe (`dead list | head -1`) is a normal end.
-        Err(dead::DeadError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        // `dead list | head -1`: whoever reads has all they wanted.
+        Err(dead::DeadError::Io(e)) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => fail(FAILED, e),
+    }
+}
+
+/// A closed pipe (`| head`) is a normal end for a command's output: the
+/// reader has what it wanted, so it is neither an error nor worth a word.
+fn closed_pipe(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::BrokenPipe
+}
+
+/// Writes a command's whole output to stdout; a closed pipe ends it quietly.
+fn print_out(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match std::io::Write::write_all(&mut out, text.as_bytes()).and_then(|()| std::io::Write::flush(&mut out)) {
+        Err(e) if !closed_pipe(&e) => fail(FAILED, format!("cannot write to stdout: {e}")),
+        _ => ExitCode::SUCCESS,
     }
 }
 
@@ -288,13 +394,13 @@ fn history(
             flags.push((format!("strategy.{key}"), toml::Value::Integer(i64::from(v)), format!("--{key} {v}")));
         }
     }
-    let loaded = load_config_for(cli, None, flags, true)?;
+    // Only the strategy is used: Discord, OANDA and server secrets need not be set.
+    let loaded = load_config_with(cli, None, flags, |o| o.offline = true)?;
     let m = &loaded.config.market;
-    let fallback =
-        (m.instruments.first().copied(), m.timeframes.first().copied().unwrap_or(pipwatch::types::Timeframe::H4));
+    let default_timeframe = m.timeframes.first().copied().unwrap_or(pipwatch::types::Timeframe::H4);
     let mut inputs = Vec::new();
     for path in &args.csv {
-        match csv::resolve(path, args.instrument, args.timeframe, fallback) {
+        match csv::resolve_history(path, args.instrument, args.timeframe, default_timeframe) {
             Ok(found) => inputs.extend(found),
             Err(e) => return Err(fail(BAD_INPUT, e)),
         }
@@ -303,6 +409,10 @@ fn history(
     for i in &inputs {
         if stderr_tty || inputs.len() > 1 {
             eprintln!("{}: {} {}", i.path.display(), i.instrument, i.timeframe);
+        }
+        // Said, not refused: a file with gaps of its own can mislead the count.
+        if let Some(said) = csv::spacing_contradiction(i) {
+            eprintln!("warning: {said}: pass --timeframe to say which they are, or check the file");
         }
     }
     Ok((loaded, inputs))
@@ -321,6 +431,14 @@ fn bad_rows() -> impl FnMut(&csv::BadRow) {
     }
 }
 
+/// Says each file that gave no candle: exit 0 and "0 candles" alone reads
+/// like a quiet success.
+fn warn_empty(summary: &replay::Summary) {
+    for path in &summary.empty {
+        eprintln!("warning: {path}: no candles read (the file has a header only, or every row was rejected)");
+    }
+}
+
 fn run_replay(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode, ExitCode> {
     logging::init(LogMode::Plain, "warn,sled=warn");
     let (loaded, inputs) = history(cli, &args.history, Vec::new())?;
@@ -332,7 +450,10 @@ fn run_replay(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode, ExitCode> {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let result = run.run(&mut out, &mut bad_rows()).map(|summary| eprintln!("{summary}"));
+    let result = run.run(&mut out, &mut bad_rows()).map(|summary| {
+        warn_empty(&summary);
+        eprintln!("{summary}");
+    });
     Ok(finish(result, |e| matches!(e, replay::ReplayError::Csv(_))))
 }
 
@@ -408,6 +529,7 @@ fn run_backtest(cli: &Cli, args: &BacktestArgs) -> Result<ExitCode, ExitCode> {
         return Err(fail(FAILED, format!("cannot write the report: {e}")));
     }
     let r = &report.read;
+    warn_empty(r);
     eprintln!(
         "backtested {} candles from {} file(s) in {:.3}s: {} signals, {} closed trades, {} rejected rows",
         r.candles,

@@ -16,6 +16,9 @@ pub struct Summary {
     pub signals: u64,
     pub bad_rows: u64,
     pub elapsed: Duration,
+    /// Files read to the end without a single candle (a header only, or
+    /// every row rejected): a run that "succeeds" on them has done nothing.
+    pub empty: Vec<String>,
 }
 
 /// "1 candle", "2 candles", "0 candles".
@@ -100,6 +103,7 @@ pub(crate) fn drive(
     let mut done_bytes = 0u64;
     'files: for input in inputs {
         let mut rows = CsvCandles::open(&input.path, input.instrument, input.timeframe)?;
+        let mut candles = 0u64;
         while let Some(row) = rows.next() {
             let candle = match row {
                 Ok(c) => c,
@@ -109,6 +113,7 @@ pub(crate) fn drive(
                     continue;
                 }
             };
+            candles += 1;
             if let Flow::Stop = each(&candle, summary)? {
                 break 'files;
             }
@@ -120,6 +125,9 @@ pub(crate) fn drive(
             }
         }
         done_bytes += rows.byte_position();
+        if candles == 0 {
+            summary.empty.push(rows.path().to_string());
+        }
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -172,9 +180,23 @@ mod tests {
 
     #[test]
     fn the_summary_counts_in_words() {
-        let one = Summary { files: 1, candles: 1, signals: 1, bad_rows: 1, elapsed: Duration::from_secs(2) };
+        let one = Summary {
+            files: 1,
+            candles: 1,
+            signals: 1,
+            bad_rows: 1,
+            elapsed: Duration::from_secs(2),
+            ..Default::default()
+        };
         assert_eq!(one.to_string(), "replayed 1 candle from 1 file in 2.000s (0 candles/s): 1 signal, 1 rejected row");
-        let many = Summary { files: 2, candles: 4000, signals: 0, bad_rows: 3, elapsed: Duration::from_secs(2) };
+        let many = Summary {
+            files: 2,
+            candles: 4000,
+            signals: 0,
+            bad_rows: 3,
+            elapsed: Duration::from_secs(2),
+            ..Default::default()
+        };
         assert_eq!(
             many.to_string(),
             "replayed 4000 candles from 2 files in 2.000s (2000 candles/s): 0 signals, 3 rejected rows"

@@ -254,3 +254,46 @@ fn source_flag_sets_csv_path() {
     let err = load(&LoadOptions { source_flag: Some("bloomberg".into()), ..opts(None, &[]) }).unwrap_err().to_string();
     assert!(err.starts_with("--source 'bloomberg': market.source: unknown variant `bloomberg`"), "{err}");
 }
+
+/// Environment mistakes are named: an override of a key that does not
+/// exist is blamed on its variable (not on the defaults or the file) with
+/// the nearest real one; a variable with one underscore where two belong
+/// is a warning with the variable it was probably meant to be.
+#[test]
+fn environment_mistakes_are_named_with_a_hint() {
+    let err = load(&opts(None, &[("PIPWATCH_FOO__BAR", "1")])).unwrap_err().to_string();
+    assert!(err.starts_with("environment variable PIPWATCH_FOO__BAR: foo: unknown field `foo`"), "{err}");
+    assert!(err.ends_with(": unset PIPWATCH_FOO__BAR or check its spelling"), "{err}");
+    assert!(!err.contains("built-in defaults"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(&dir, "[strategy]\nfast = 8\n");
+    let err = load(&opts(Some(p.clone()), &[("PIPWATCH_STRATEGY__FAAST", "5")])).unwrap_err().to_string();
+    assert!(err.starts_with("environment variable PIPWATCH_STRATEGY__FAAST: strategy.faast: unknown field"), "{err}");
+    assert!(err.ends_with("did you mean PIPWATCH_STRATEGY__FAST?"), "{err}");
+
+    let loaded = load(&opts(Some(p.clone()), &[("PIPWATCH_STRATEGY_FAST", "5"), ("PIPWATCH_NOTHING", "x")])).unwrap();
+    assert_eq!(loaded.config.strategy.fast, 8);
+    assert_eq!(
+        loaded.warnings,
+        [
+            "environment variable PIPWATCH_NOTHING is not one pipwatch reads, so it changes nothing (an override is PIPWATCH_TABLE__KEY, with two underscores, e.g. PIPWATCH_STRATEGY__FAST)",
+            "environment variable PIPWATCH_STRATEGY_FAST is not one pipwatch reads, so it changes nothing: did you mean PIPWATCH_STRATEGY__FAST? (an override has two underscores between table and key)",
+        ]
+    );
+
+    // What pipwatch reads otherwise is not flagged: its own variables, the
+    // documented secrets, and whatever this config interpolates.
+    let p = write(&dir, "[[notify.routes]]\nname = \"x\"\nwebhook = \"${PIPWATCH_MY_HOOK}\"\n");
+    let quiet = [
+        ("PIPWATCH_CONFIG", "x.toml"),
+        ("PIPWATCH_LOG", "debug"),
+        ("PIPWATCH_SERVER_TOKEN", "t"),
+        ("PIPWATCH_OANDA_TOKEN", "t"),
+        ("PIPWATCH_OANDA_ACCOUNT", "a"),
+        ("PIPWATCH_DISCORD_SIGNALS", "https://discord.com/api/webhooks/1/a"),
+        ("PIPWATCH_MY_HOOK", "https://discord.com/api/webhooks/2/b"),
+        ("PIPWATCH_SERVER__LISTEN", "\"127.0.0.1:0\""),
+    ];
+    let loaded = load(&opts(Some(p), &quiet)).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}

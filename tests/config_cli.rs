@@ -82,3 +82,48 @@ fn show_prints_the_effective_config_without_secrets() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The warning reaches the user of the binary, on stderr, and the command
+/// still runs.
+#[test]
+fn an_environment_variable_with_one_underscore_is_warned_about() {
+    let out = pipwatch().args(["config", "check"]).env("PIPWATCH_STRATEGY_FAST", "5").output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: environment variable PIPWATCH_STRATEGY_FAST is not one pipwatch reads, so it changes nothing: did you mean PIPWATCH_STRATEGY__FAST?"),
+        "{stderr}"
+    );
+}
+
+/// `config check` opens a CSV source the way a run would: a file that does
+/// not exist is an error naming the key, where it was set, and the path.
+#[test]
+fn check_finds_a_csv_source_that_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("EUR_USD_H1.csv");
+    let cfg = dir.path().join("csv.toml");
+    std::fs::write(&cfg, format!("[market]\nsource = \"csv\"\n\n[market.csv]\npath = \"{}\"\n", missing.display()))
+        .unwrap();
+    let out = pipwatch().args(["config", "check"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = format!(
+        "{}:5:8: market.csv.path = '{}': cannot read {}: No such file or directory",
+        cfg.display(),
+        missing.display(),
+        missing.display()
+    );
+    assert!(stderr.contains(&said), "{stderr}");
+
+    // Once it exists (and has the columns), the same config passes.
+    std::fs::write(&missing, "time,open,high,low,close\n2024-01-01 00:00:00,1.1,1.2,1.0,1.1\n").unwrap();
+    let out = pipwatch().args(["config", "check"]).arg(&cfg).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (csv source"));
+    // A file without the columns is found too.
+    std::fs::write(&missing, "when,o,h,l,c\n").unwrap();
+    let out = pipwatch().args(["config", "check"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no time column"));
+}

@@ -340,7 +340,7 @@ fn an_unusable_csv_feed_is_bad_input() {
         (
             named_for_nothing.clone(),
             format!(
-                "{}: the file name does not start with an instrument (e.g. EUR_USD.csv): rename it",
+                "{}: the file name does not start with an instrument (e.g. EUR_USD.csv): rename it: in a directory, each file's name gives its pair",
                 named_for_nothing.join("history.csv").display()
             ),
         ),
@@ -358,6 +358,87 @@ fn an_unusable_csv_feed_is_bad_input() {
         let last = stderr.lines().last().unwrap_or_default();
         assert!(last.starts_with("error: ") && last.contains(&said), "{last}");
     }
+}
+
+/// A feed's file named for no pair is the config's pair only when the
+/// config names just one; among several (the defaults' seven) it is not
+/// silently the first.
+#[test]
+fn a_csv_feed_file_named_for_no_pair_takes_the_only_configured_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("history.csv");
+    let text = std::fs::read_to_string(common::data_file()).unwrap();
+    std::fs::write(&path, text.lines().take(50).collect::<Vec<_>>().join("\n")).unwrap();
+    let source = format!("csv:{}", path.display());
+    let run = |instruments: Option<&str>| {
+        let mut cmd = pipwatch();
+        cmd.args(["headless", "--for", "1s", "--candles", "--no-server", "--source", &source, "--data-dir"])
+            .arg(dir.path().join("data"));
+        if let Some(i) = instruments {
+            cmd.env("PIPWATCH_MARKET__INSTRUMENTS", i);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let said = format!(
+        "{}: the file name does not start with an instrument (e.g. EUR_USD.csv): rename it, or make its pair the only one in market.instruments",
+        path.display()
+    );
+    assert!(stderr.contains(&said), "{stderr}");
+
+    let out = run(Some("GBP_USD"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let candles = of_type(&json_lines(&out.stdout), "candle").into_iter().cloned().collect::<Vec<_>>();
+    assert_eq!(candles.len(), 49);
+    assert!(candles.iter().all(|c| c["instrument"] == "GBP_USD" && c["timeframe"] == "H1"));
+}
+
+/// The CSV feed's bad rows are `rejected` records, as the engine's bad
+/// candles are: where the row is and what is wrong, with the series'
+/// running count. A restart that skips the rows already applied does not
+/// report their bad rows again.
+#[test]
+fn a_csv_feeds_bad_rows_are_rejected_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("GBP_USD_H1.csv");
+    let mut text = String::from("time,open,high,low,close\r\n");
+    for h in 0..6 {
+        text.push_str(&format!("2024-01-01 {h:02}:00:00,1.25,1.26,1.24,1.25\r\n"));
+    }
+    text.push_str("2024-01-01 06:00:00,1.25,1.24,1.26,1.25\r\n"); // line 8: high < low
+    text.push_str("yesterday,1.25,1.26,1.24,1.25\r\n"); // line 9: no time
+    text.push_str("2024-01-01 07:00:00,1.25,1.26,1.24,1.25\r\n");
+    std::fs::write(&path, text).unwrap();
+    let data = dir.path().join("data");
+    let source = format!("csv:{}", path.display());
+    let run = || {
+        let out = pipwatch()
+            .args(["headless", "--for", "1s", "--no-server", "--source", &source, "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        json_lines(&out.stdout)
+    };
+    let first = run();
+    let rejected = of_type(&first, "rejected");
+    let shown = path.display();
+    let got: Vec<(&str, &str, u64)> = rejected
+        .iter()
+        .map(|r| (r["time"].as_str().unwrap(), r["reason"].as_str().unwrap(), r["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got.len(), 2, "{rejected:?}");
+    assert_eq!((got[0].0, got[0].2), ("2024-01-01T06:00:00Z", 1));
+    assert_eq!(got[0].1, format!("{shown}:8: high 1.24 is below low 1.26"));
+    // A row whose time cannot be read sits after the last good candle.
+    assert_eq!((got[1].0, got[1].2), ("2024-01-01T05:00:00Z", 2));
+    assert!(got[1].1.starts_with(&format!("{shown}:9: 'yesterday' is not a time")), "{}", got[1].1);
+    assert!(rejected.iter().all(|r| r["instrument"] == "GBP_USD" && r["timeframe"] == "H1"));
+
+    let second = run();
+    assert!(of_type(&second, "rejected").is_empty(), "{second:?}");
 }
 
 #[test]

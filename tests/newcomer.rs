@@ -58,7 +58,9 @@ fn config_check_names_a_csv_file_that_is_not_there() {
     let out = pipwatch().args(["--source", &format!("csv:{}", missing.display()), "config", "check"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains(&format!("market.csv.path = '{}': cannot read it", missing.display())), "{stderr}");
+    // Located where the path was set (here the flag), with the path and why.
+    let said = format!("--source 'csv:{0}': market.csv.path: cannot read {0}: No such file", missing.display());
+    assert!(stderr.contains(&said), "{stderr}");
     std::fs::write(&missing, "time,open,high,low,close\n").unwrap();
     let out = pipwatch().args(["--source", &format!("csv:{}", missing.display()), "config", "check"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

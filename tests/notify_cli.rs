@@ -207,3 +207,97 @@ async fn webhook_secrets_never_show_and_the_dead_list_can_be_managed() {
     assert_eq!(revived.len(), n);
     assert!(revived.iter().all(|(_, e)| e.attempts == 0 && e.message.id() != first));
 }
+
+/// A closed pipe (`pipwatch dead list | head -1`) is a normal end: exit 0,
+/// nothing on stderr. The pipe's reader is gone before the command starts,
+/// so its very first write meets it.
+#[test]
+fn a_closed_pipe_ends_listing_commands_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("nothing-here");
+    let data = dir.path().join("data");
+    drop(Store::open(&data).unwrap());
+    let cases: [Vec<std::ffi::OsString>; 4] = [
+        vec!["dead".into(), "list".into(), "--data-dir".into(), empty.into()],
+        vec!["dead".into(), "list".into(), "--data-dir".into(), data.clone().into()],
+        vec!["dead".into(), "list".into(), "--json".into(), "--data-dir".into(), data.into()],
+        vec!["config".into(), "show".into()],
+    ];
+    for args in cases {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = pipwatch_std().args(&args).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe") && !stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// `pipwatch notify test [ROUTE]` sends one message now and says what
+/// Discord answered: delivered with its message id, or why not (a deleted
+/// webhook), without ever printing the webhook URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_test_sends_one_message_and_reports_discords_answer() {
+    let server = discord::start().await;
+    server.world.lock().unwrap().deleted.insert("2".into());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &[("ok", "HOOK_OK"), ("gone", "HOOK_GONE")]);
+    let (ok, gone) = (server.webhook(1, "SECRETTOKENok"), server.webhook(2, "SECRETTOKENgone"));
+    let run = |args: &[&str]| {
+        let (cfg, ok, gone) = (cfg.clone(), ok.clone(), gone.clone());
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            pipwatch()
+                .args(["-c"])
+                .arg(&cfg)
+                .args(["notify", "test"])
+                .args(&args)
+                .env("HOOK_OK", ok)
+                .env("HOOK_GONE", gone)
+                .timeout(Duration::from_secs(30))
+                .output()
+                .unwrap()
+        })
+    };
+    let text = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+
+    // Everything said, to check that no webhook URL was.
+    let mut all = String::new();
+    let out = run(&["ok"]).await.unwrap();
+    all.push_str(&text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.starts_with("route 'ok': delivered: Discord message "), "{said}");
+    {
+        let w = server.world.lock().unwrap();
+        assert_eq!(w.requests.len(), 1, "one message, one request");
+        let body = &w.requests[0].body;
+        assert_eq!(w.requests[0].status, 200);
+        assert!(body["embeds"][0]["title"].as_str().unwrap().contains("pipwatch test message"), "{body}");
+        // The id Discord gave is the one reported.
+        assert!(said.trim_end().ends_with(&format!("message {}", 1001)), "{said}");
+    }
+
+    // Every route when none is named: the deleted one is explained, exit 1.
+    let out = run(&[]).await.unwrap();
+    all.push_str(&text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("route 'ok': delivered"), "{said}");
+    assert!(
+        said.contains("route 'gone': Discord says the webhook no longer exists (404, code 10015 Unknown Webhook)"),
+        "{said}"
+    );
+    // A name that is not a route, and a config without routes, are bad input.
+    let out = run(&["signals"]).await.unwrap();
+    all.push_str(&text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no route is named 'signals': the config's routes are ok, gone"), "{}", text(&out));
+    assert!(!all.contains("SECRETTOKEN") && !all.contains("/webhooks/"), "a webhook URL leaked:\n{all}");
+    let bare = pipwatch().args(["notify", "test"]).output().unwrap();
+    assert_eq!(bare.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("there are no notification routes to test"));
+    assert_eq!(server.world.lock().unwrap().requests.len(), 3, "1 + 2 test messages, no retries");
+}

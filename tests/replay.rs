@@ -198,3 +198,142 @@ fn a_progress_bar_on_a_terminal_only() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains(" left)") && stderr.contains("replayed 400000 candles"), "{stderr}");
 }
+
+/// A bad row is named by the line it is on: right after a good row, in a
+/// file with CRLF line ends (Dukascopy's, Excel's), and after empty lines.
+#[test]
+fn a_bad_row_is_named_by_its_own_line_whatever_ends_the_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("EUR_USD_H1.csv");
+    let rows = [
+        "time,open,high,low,close",                // 1
+        "2024-01-01 00:00:00,1.10,1.11,1.09,1.10", // 2
+        "2024-01-01 01:00:00,1.10,1.09,1.11,1.10", // 3: high < low
+        "2024-01-01 02:00:00,1.10,1.11,1.09,1.10", // 4
+        "",                                        // 5: empty
+        "2024-01-01 03:00:00,1.10,1.11,1.09,abc",  // 6: not a number
+    ];
+    for end in ["\n", "\r\n"] {
+        std::fs::write(&path, rows.join(end) + end).unwrap();
+        let out = pipwatch().arg("replay").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let shown = path.display();
+        assert!(stderr.contains(&format!("{shown}:3: high 1.09 is below low 1.11 (row skipped)")), "{end:?}: {stderr}");
+        assert!(stderr.contains(&format!("{shown}:6: close 'abc' is not a number (row skipped)")), "{end:?}: {stderr}");
+    }
+}
+
+/// An empty file says it is empty, not that it lacks a time column.
+#[test]
+fn an_empty_file_is_said_to_be_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("EUR_USD.csv");
+    std::fs::write(&path, "").unwrap();
+    let out = pipwatch().arg("replay").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("error: {}: the file is empty", path.display())), "{stderr}");
+    assert!(!stderr.contains("no time column"), "{stderr}");
+}
+
+/// A file whose name says nothing about its pair is not labelled with the
+/// config's first instrument: replay asks for --instrument, naming the file.
+#[test]
+fn a_file_named_for_no_pair_needs_an_instrument() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prices.csv");
+    let text = std::fs::read_to_string(data_file()).unwrap();
+    std::fs::write(&path, text.lines().take(300).collect::<Vec<_>>().join("\n")).unwrap();
+    let out = pipwatch().arg("replay").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "error: {}: the file name does not start with an instrument (e.g. EUR_USD.csv): give its pair with --instrument (e.g. --instrument EUR_USD), or rename it",
+            path.display()
+        )),
+        "{stderr}"
+    );
+
+    let out = pipwatch().args(["replay", "--instrument", "GBP_USD"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = json_lines(&out.stdout);
+    assert!(!records.is_empty() && records.iter().all(|r| r["instrument"] == "GBP_USD"));
+}
+
+/// A --timeframe (or a name) the candles' spacing contradicts is said once
+/// per file; one that agrees, or one taken from the data, is not.
+#[test]
+fn a_timeframe_the_data_contradicts_is_warned_about_once_per_file() {
+    let out = pipwatch().args(["replay", "--timeframe", "H4"]).arg(data_file()).output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = format!(
+        "warning: {}: its candles are mostly 1h (H1) apart, but they are read as H4 candles: pass --timeframe to say which they are, or check the file",
+        data_file().display()
+    );
+    assert_eq!(stderr.matches(&said).count(), 1, "{stderr}");
+
+    for agreeing in [&["--timeframe", "H1"][..], &[]] {
+        let out = pipwatch().arg("replay").args(agreeing).arg(data_file()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !stderr.contains("warning"), "{agreeing:?}: {stderr}");
+    }
+}
+
+/// replay runs no notifier, source or server: a config whose Discord,
+/// OANDA and server secrets are unset still replays (a `config check` or a
+/// live run would refuse it).
+#[test]
+fn replay_needs_no_secrets_it_does_not_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::config_file(
+        dir.path(),
+        "live.toml",
+        r#"[market]
+source = "oanda"
+[strategy]
+fast = 8
+[[notify.routes]]
+name = "signals"
+webhook = "${PIPWATCH_DISCORD_SIGNALS}"
+[server]
+listen = "0.0.0.0:8787"
+token = "${PIPWATCH_SERVER_TOKEN}"
+"#,
+    );
+    let out = pipwatch().args(["config", "check"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "the live run does need them");
+    let out = pipwatch().arg("-c").arg(&cfg).arg("replay").arg(data_file()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = json_lines(&out.stdout);
+    assert!(!records.is_empty() && records.iter().all(|r| r["strategy"] == "sma 8/20"));
+}
+
+/// A file that gives no candle (a header only, every row rejected) is said,
+/// not passed over as a replay of 0 candles.
+#[test]
+fn a_file_without_candles_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let header_only = dir.path().join("EUR_USD_H1.csv");
+    std::fs::write(&header_only, "time,open,high,low,close\n").unwrap();
+    let all_nan = dir.path().join("GBP_USD_H1.csv");
+    std::fs::write(&all_nan, "time,open,high,low,close\n2024-01-01 00:00:00,NaN,NaN,NaN,NaN\n").unwrap();
+    let good = dir.path().join("USD_JPY_H1.csv");
+    std::fs::write(&good, "time,open,high,low,close\n2024-01-01 00:00:00,141.1,141.2,141.0,141.1\n").unwrap();
+    for path in [&header_only, &all_nan] {
+        for cmd in [&["replay"][..], &["backtest", "--format", "json"]] {
+            let out = pipwatch().args(cmd).arg(path).arg(&good).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let said = format!(
+                "warning: {}: no candles read (the file has a header only, or every row was rejected)",
+                path.display()
+            );
+            assert!(stderr.contains(&said), "{cmd:?}: {stderr}");
+            assert!(!stderr.contains(&format!("{}: no candles", good.display())), "{cmd:?}: {stderr}");
+        }
+    }
+}

@@ -218,7 +218,25 @@ async fn tail_and_attach_connect_over_wss_and_name_an_untrusted_certificate() {
     // Not trusting it: both say so at once, with the URL and what to do, and
     // neither blames a missing server.
     for cmd in [vec!["tail", url.as_str()], vec!["attach", url.as_str()]] {
-        let out = pipwatch().args(&cmd).env("SSL_CERT_FILE", &other).timeout(Duration::from_secs(20)).output().unwrap();
+        let out = if cmd[0] == "attach" {
+            // A console: without a terminal it would stop before connecting.
+            // `script` gives it one; what it says arrives on script's stdout.
+            let line = format!("{} {}", assert_cmd::cargo::cargo_bin("pipwatch").display(), cmd.join(" "));
+            let mut out = assert_cmd::Command::new("script")
+                .args(["-qefc", &line, "/dev/null"])
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap())
+                .env("TERM", "xterm-256color")
+                .env("HOME", dir.path())
+                .env("SSL_CERT_FILE", &other)
+                .timeout(Duration::from_secs(20))
+                .output()
+                .unwrap();
+            out.stderr = std::mem::take(&mut out.stdout);
+            out
+        } else {
+            pipwatch().args(&cmd).env("SSL_CERT_FILE", &other).timeout(Duration::from_secs(20)).output().unwrap()
+        };
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
         assert!(err.contains(&format!("{url}: the TLS connection failed")), "{cmd:?}: {err}");
@@ -228,6 +246,27 @@ async fn tail_and_attach_connect_over_wss_and_name_an_untrusted_certificate() {
 
     signal(&server, "-TERM");
     assert!(server.wait().unwrap().success(), "{}", logs.join().unwrap());
+}
+
+/// `wss://` to a server without TLS (pipwatch's own serves none) says so,
+/// not that a certificate is untrusted.
+#[test]
+fn wss_to_a_server_without_tls_says_to_use_ws() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr, logs) = headless(dir.path());
+    let out = pipwatch().args(["tail", &format!("wss://{addr}/ws")]).timeout(Duration::from_secs(20)).output();
+    // Stopped before any assertion, so a failure leaves no server running.
+    stop_and_read_signals(server, logs);
+    let out = out.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "wss://{addr}/ws: the TLS connection failed: the server does not speak TLS: use ws://{addr}/ws"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("certificate") && !err.contains("SSL_CERT_FILE"), "{err}");
 }
 
 /// A config with one route (to a port where nothing listens) and a market

@@ -492,6 +492,50 @@ fn wait_for_pane(session: &str, what: &[&str], absent: &str) -> String {
     }
 }
 
+/// Without a terminal (cron, a pipe, `ssh host pipwatch` without -t), the
+/// console says so and what to run instead, before it starts anything: no
+/// data directory is made, nothing is connected to. Run in a session of its
+/// own, so that it has no controlling terminal either.
+#[test]
+fn without_a_terminal_the_console_says_what_to_run_instead() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Something listening where attach would go: it must not be called.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    for (args, what) in [(vec!["--data-dir"], "`pipwatch`"), (vec!["attach", &url], "`pipwatch attach`")] {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("pipwatch"));
+        cmd.args(&args).env_clear().env("PATH", std::env::var("PATH").unwrap()).env("TERM", "xterm");
+        if args[0] == "--data-dir" {
+            cmd.arg(&data);
+        }
+        // SAFETY: setsid is async-signal-safe; it only detaches the child
+        // from this terminal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let out = assert_cmd::Command::from_std(cmd).timeout(Duration::from_secs(30)).write_stdin("").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.starts_with("error: the console needs a terminal, and this has none")
+                && stderr.contains(&format!("so {what} did not start")),
+            "{stderr}"
+        );
+        for instead in ["pipwatch headless", "pipwatch attach", "ssh -t host pipwatch"] {
+            assert!(stderr.contains(instead), "{instead}: {stderr}");
+        }
+        assert!(!stderr.contains("No such device"), "{stderr}");
+    }
+    assert!(!data.exists(), "the console started an instance before finding it had no terminal");
+    assert!(listener.accept().is_err(), "attach connected before finding it had no terminal");
+}
+
 #[test]
 fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
     let dir = tempfile::tempdir().unwrap();
@@ -519,6 +563,51 @@ fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
     assert_eq!(std::fs::read_to_string(&exit_file).unwrap_or_default().trim(), "0");
     // The alternate screen is gone: none of the console is left on the pane.
     assert!(!pane.contains("Pairs (7)") && !pane.contains("this help"), "{pane}");
+}
+
+/// The console's log is a file per day, and old days are deleted: a data
+/// directory holding ten days of logs keeps the newest seven after a start.
+#[test]
+fn the_console_log_rotates_daily_and_keeps_seven_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for day in 1..=10 {
+        let old = data.join(format!("pipwatch.log.2026-01-{day:02}"));
+        std::fs::write(&old, format!("day {day}\n")).unwrap();
+        // Oldest first, by the time the files were made.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let session = Session::new("pipwatch-logs");
+    let exit_file = dir.path().join("exit");
+    let cmd = format!(
+        "env -i PATH=\"$PATH\" TERM=xterm-256color PIPWATCH_SERVER__LISTEN='\"127.0.0.1:0\"' {} --data-dir {}; echo $? > {}; sleep 30",
+        assert_cmd::cargo::cargo_bin("pipwatch").display(),
+        data.display(),
+        exit_file.display()
+    );
+    tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &cmd]);
+    wait_for_pane(&session, &["Pairs (7)"], "");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let start = Instant::now();
+    while !exit_file.exists() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut logs: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("pipwatch.log"))
+        .collect();
+    logs.sort();
+    assert_eq!(logs.len(), pipwatch::logging::KEPT_LOG_FILES, "{logs:?}");
+    let today = &Ts::now().to_string()[..10];
+    let current = data.join(format!("pipwatch.log.{today}"));
+    assert!(logs.contains(&format!("pipwatch.log.{today}")), "{logs:?}");
+    assert!(!logs.contains(&"pipwatch.log.2026-01-01".to_string()), "{logs:?}");
+    let log = std::fs::read_to_string(&current).unwrap();
+    assert!(log.contains("engine stopped"), "today's file has today's log");
+    // A first start says where its data is, in the log as on stderr.
+    assert!(log.contains(&format!("first run of pipwatch. data directory: {}", data.display())), "{log}");
 }
 
 /// An admin's console attached to a server that restarts: the drop shows
@@ -967,6 +1056,149 @@ async fn attach_that_falls_behind_ends_with_the_hubs_view() {
     // One snapshot on connecting; more only if it fell behind.
     assert!(snapshots > 1, "attach must have fallen behind for this test to mean anything");
     assert_eq!(console.view, hub.snapshot());
+}
+
+fn footer(a: &App, w: u16, h: u16) -> String {
+    let text = format!("{}", render(a, w, h).backend());
+    text.lines().last().unwrap_or_default().to_string()
+}
+
+/// A footer note gives the footer back: after a few seconds, or at the next key.
+#[test]
+fn footer_notes_clear_after_a_few_seconds_or_at_the_next_key() {
+    use crossterm::event::KeyCode as K;
+    let mut a = App::new("DEMO".into(), Theme::load("dark").unwrap(), Ts(NOW));
+    a.server = Some("127.0.0.1:8787".into());
+    assert!(footer(&a, 160, 30).contains("theme dark"));
+    a.note("theme 'x' not found");
+    assert!(footer(&a, 160, 30).contains("theme 'x' not found"));
+    a.tick(Ts(NOW + pipwatch::tui::app::NOTICE_SECS - 1));
+    assert!(footer(&a, 160, 30).contains("theme 'x' not found"));
+    a.tick(Ts(NOW + pipwatch::tui::app::NOTICE_SECS));
+    let f = footer(&a, 160, 30);
+    assert!(!f.contains("not found") && f.contains("theme dark"), "{f}");
+
+    // Set directly (as the loop does for a link's news), it is timed from
+    // the first tick that sees it.
+    a.notice = Some("link news".into());
+    a.tick(Ts(NOW + 100));
+    a.tick(Ts(NOW + 100 + pipwatch::tui::app::NOTICE_SECS - 1));
+    assert!(footer(&a, 160, 30).contains("link news"));
+    assert_eq!(a.key(K::Char('j'), false), Action::Redraw, "the key clears it, so the screen changes");
+    assert!(!footer(&a, 160, 30).contains("link news"));
+}
+
+/// `a` with nothing to acknowledge says so.
+#[test]
+fn ack_without_alerts_says_there_are_none() {
+    use crossterm::event::KeyCode as K;
+    let mut a = App::new("DEMO".into(), Theme::load("dark").unwrap(), Ts(NOW));
+    assert_eq!(a.key(K::Char('a'), false), Action::Redraw);
+    assert!(footer(&a, 160, 30).contains("no alerts to acknowledge"), "{}", footer(&a, 160, 30));
+    // With the fixture's raised alert, `a` acknowledges it instead.
+    let mut a = app("dark");
+    assert!(matches!(a.key(K::Char('a'), false), Action::Ack(alerts) if alerts.len() == 1));
+}
+
+/// `f` filters on the pair selected in the focused panel: with the feed
+/// focused, the selected signal's pair, not the Pairs row's.
+#[test]
+fn the_filter_takes_the_pair_of_the_focused_panel() {
+    use crossterm::event::KeyCode as K;
+    let mut a = app("dark");
+    let i = Instrument::new("USD_JPY").unwrap();
+    let time = Ts(NOW - 3600);
+    a.apply(&Envelope {
+        seq: 1000,
+        event: Event::Signal(Signal {
+            id: Signal::make_id(i, Timeframe::H1, time, Side::Sell),
+            instrument: i,
+            timeframe: Timeframe::H1,
+            time,
+            side: Side::Sell,
+            price: 141.2,
+            fast: 141.1,
+            slow: 141.3,
+            atr: 0.2,
+            stop_loss: 141.5,
+            take_profit: 140.6,
+            strategy: "sma 10/20".into(),
+        }),
+    });
+    let title = |a: &App| {
+        let text = format!("{}", render(a, 120, 40).backend());
+        text.lines().find(|l| l.contains("Signals (")).unwrap_or_default().to_string()
+    };
+    // The Pairs row selected is EUR_USD; the feed's first signal is USD_JPY's.
+    assert_eq!(a.key(K::Tab, false), Action::Redraw);
+    assert_eq!(a.selected_signal().map(|s| s.instrument), Some(i));
+    a.key(K::Char('f'), false);
+    assert!(title(&a).contains("Signals (1 of 3) · USD_JPY"), "{}", title(&a));
+    // And from the Pairs panel, its selected row's pair, as before.
+    a.key(K::Char('f'), false);
+    a.key(K::Char('f'), false);
+    a.key(K::Char('f'), false);
+    assert!(title(&a).contains("Signals (3)"), "{}", title(&a));
+    a.key(K::Tab, false);
+    a.key(K::Char('f'), false);
+    assert!(title(&a).contains("Signals (2 of 3) · EUR_USD"), "{}", title(&a));
+}
+
+/// Pairs the panel has no room for are said on its lower border.
+#[test]
+fn pairs_without_room_are_counted_on_the_panels_border() {
+    use crossterm::event::KeyCode as K;
+    let mut a = app("dark");
+    assert!(!format!("{}", render(&a, 60, 16).backend()).contains("more"));
+    let more = [("AUD_USD", 0.66), ("NZD_USD", 0.61), ("USD_CAD", 1.34), ("USD_CHF", 0.88)];
+    for (seq, (name, base)) in (2001..).zip(more) {
+        let i = Instrument::new(name).unwrap();
+        a.apply(&Envelope {
+            seq,
+            event: Event::Candle(CandleRecord {
+                instrument: i,
+                timeframe: Timeframe::H1,
+                time: Ts(NOW - 3600),
+                open: base,
+                high: base * 1.001,
+                low: base * 0.999,
+                close: base,
+                fast: None,
+                slow: None,
+                atr: None,
+            }),
+        });
+    }
+    let text = format!("{}", render(&a, 60, 16).backend());
+    let shown = text.lines().filter(|l| l.contains(" H1 ")).count();
+    assert_eq!(shown, 6, "{text}");
+    assert!(text.contains("+1 more ↓ (j/k)"), "{text}");
+    // Scrolled to the last pair: the hidden one is above.
+    for _ in 0..6 {
+        a.key(K::Down, false);
+    }
+    let text = format!("{}", render(&a, 60, 16).backend());
+    assert!(text.contains("+1 more ↑ (j/k)"), "{text}");
+    // Where every pair fits, nothing is said.
+    assert!(!format!("{}", render(&a, 160, 48).backend()).contains("more ↓"));
+}
+
+/// The detail chart's legend is on its lower border, not over the newest
+/// candles at the top right of the plot.
+#[test]
+fn the_detail_charts_legend_leaves_the_plot_clear() {
+    let mut a = app("dark");
+    a.key(crossterm::event::KeyCode::Enter, false);
+    // Narrow, the border has room for the names only.
+    for (w, h, said) in
+        [(100, 30, "└ ─ close  ─ fast  ─ slow  █ buy  █ sell "), (60, 16, "└ close fast slow buy sell ")]
+    {
+        let text = format!("{}", render(&a, w, h).backend());
+        let legend: Vec<&str> = text.lines().filter(|l| l.contains("close")).collect();
+        assert_eq!(legend.len(), 2, "the legend and the values' close: {text}");
+        assert!(legend.iter().any(|l| l.starts_with(&format!("\"{said}"))), "{text}");
+        assert!(!text.contains("│fast │"), "{text}");
+    }
 }
 
 /// A closed trade shows its outcome on its signal's row (where the panel has

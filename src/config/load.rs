@@ -23,7 +23,10 @@ pub struct LoadOptions {
     /// Rules that other modules own, run after the config's own.
     pub checks: Vec<Check>,
     /// For a mode that uses no network (`replay`, `backtest`): secrets it
-    /// does not use may be unset.
+    /// does not use may be unset. They use the strategy and nothing else:
+    /// the market source, the routes and the server are not started, so a
+    /// CSV source's path and the server token need not be set either. A
+    /// value that is set but wrong is still a problem.
     pub offline: bool,
 }
 
@@ -89,6 +92,8 @@ struct Source<'a> {
     doc: Option<toml::Spanned<DeTable<'a>>>,
     /// Dotted key → the environment variable or flag that set it.
     set_by: BTreeMap<String, String>,
+    /// `LoadOptions::offline`: secrets of the parts not run need not be set.
+    offline: bool,
 }
 
 impl Source<'_> {
@@ -129,6 +134,14 @@ impl Source<'_> {
     /// Where `path` came from: the variable or flag that set it, else the
     /// file line (of the key itself or of its nearest parent in the file).
     fn locate(&self, path: &str) -> String {
+        // A key no layer below the environment has (PIPWATCH_FOO__BAR makes
+        // `foo`): the variable that made it, not the file or the defaults.
+        if !self.set_by.contains_key(path)
+            && self.span(path).is_none()
+            && let Some(by) = self.set_below(path)
+        {
+            return by.to_string();
+        }
         let mut p = path.to_string();
         loop {
             if let Some(by) = self.set_by.get(&p) {
@@ -143,6 +156,20 @@ impl Source<'_> {
                 None => return self.name.clone(),
             }
         }
+    }
+
+    /// What set a key under `path`, if something did.
+    fn set_below(&self, path: &str) -> Option<&str> {
+        self.set_by
+            .iter()
+            .find(|(k, _)| k.strip_prefix(path).is_some_and(|rest| rest.starts_with(['.', '['])))
+            .map(|(_, by)| by.as_str())
+    }
+
+    /// The environment variable that set `path` (or a key under it).
+    fn env_var(&self, path: &str) -> Option<&str> {
+        let by = self.set_by.get(path).map(String::as_str).or_else(|| self.set_below(path))?;
+        by.strip_prefix("environment variable ")
     }
 
     fn raw(&self, path: &str) -> Option<String> {
@@ -393,9 +420,13 @@ fn read_all(mut root: Value, src: &Source<'_>) -> Result<ReadAll, ConfigError> {
         if !reported.insert(path.clone()) {
             return Err(ConfigError::Invalid { problems: in_file_order(problems) });
         }
-        let problem = match unknown {
-            Some(_) => src.problem(&path, format!("{message}: remove it or check its spelling")),
-            None => src.problem(&path, message),
+        let problem = match (&unknown, src.env_var(&path)) {
+            (Some(_), Some(var)) => {
+                let hint = nearest_variable(var).map(|v| format!(": did you mean {v}?")).unwrap_or_default();
+                src.problem(&path, format!("{message}: unset {var} or check its spelling{hint}"))
+            }
+            (Some(_), None) => src.problem(&path, format!("{message}: remove it or check its spelling")),
+            (None, _) => src.problem(&path, message),
         };
         problems.push((src.span(&path).map_or(usize::MAX, |s| s.start), problem));
         let segs = parse_path(&path);
@@ -419,7 +450,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         }
         None => (String::new(), "built-in defaults".to_string(), Origin::Defaults),
     };
-    let mut src = Source { name, text: &text, doc: None, set_by: BTreeMap::new() };
+    let mut src = Source { name, text: &text, doc: None, set_by: BTreeMap::new(), offline: opts.offline };
     let doc = DeTable::parse(&text).map_err(|e| {
         let (line, col) = e.span().map_or((1, 1), |s| src.line_col(s.start));
         ConfigError::one(format!("{}:{line}:{col}", src.name), "", format!("not valid TOML: {}", e.message().trim()))
@@ -469,7 +500,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
             ));
         }
     }
-    let mut warnings = Vec::new();
+    let mut warnings = unknown_variables(&opts.env, vars.values().chain(unset.iter().map(|(_, v)| v)));
     // Values checked against each other (fast < slow...) are judged in the
     // tables where no stand-in default took a wrong value's place: there a
     // default would be judged, not the user's value. The other tables'
@@ -552,6 +583,8 @@ fn validate_market(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
         problems.push(src.problem("market.demo.candle_every", "must be at least 10ms"));
     }
     match m.source {
+        // History reads its own files: the configured source is not run.
+        _ if src.offline => {}
         SourceKind::Csv if m.csv.path.trim().is_empty() => {
             problems.push(
                 src.problem("market.csv.path", "is empty: name a CSV file or a directory of INSTRUMENT.csv files"),
@@ -648,7 +681,7 @@ fn validate_notify(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
 fn validate_server(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
     match c.server.listen.parse::<SocketAddr>() {
         Err(_) => problems.push(src.problem("server.listen", format!("'{}' is not an address: write IP:PORT, e.g. 127.0.0.1:8787", c.server.listen))),
-        Ok(addr) if !addr.ip().is_loopback() && c.server.token.is_empty() => problems.push(src.problem(
+        Ok(addr) if !addr.ip().is_loopback() && c.server.token.is_empty() && !src.offline => problems.push(src.problem(
             "server.listen",
             format!("{addr} is reachable from other machines, so server.token must be set (e.g. token = \"${{PIPWATCH_SERVER_TOKEN}}\")"),
         )),
@@ -729,4 +762,111 @@ fn validate_console(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
 
 fn unset_reported(problems: &[Problem], key: &str) -> bool {
     problems.iter().any(|p| p.key.ends_with(key) && p.message.contains("is not set"))
+}
+
+/// The variables pipwatch reads besides `PIPWATCH_TABLE__KEY` overrides and
+/// the `${NAME}`s of the config in use: its own, and the secrets its
+/// documentation names (set for a service, they must not be warned about
+/// by a `replay` run without its config).
+const OWN_VARIABLES: [&str; 5] =
+    ["PIPWATCH_CONFIG", "PIPWATCH_LOG", "PIPWATCH_SERVER_TOKEN", "PIPWATCH_OANDA_ACCOUNT", "PIPWATCH_OANDA_TOKEN"];
+/// `${PIPWATCH_DISCORD_SIGNALS}`, `${PIPWATCH_DISCORD_FREE}`...: the
+/// documented names of webhook variables, one per route.
+const OWN_PREFIXES: [&str; 1] = ["PIPWATCH_DISCORD_"];
+
+/// Every override variable the defaults allow, e.g. `PIPWATCH_STRATEGY__FAST`.
+fn override_variables() -> Vec<String> {
+    fn walk(t: &Table, path: &mut Vec<String>, out: &mut Vec<String>) {
+        for (k, v) in t {
+            path.push(k.to_ascii_uppercase());
+            match v {
+                Value::Table(sub) if !sub.is_empty() => walk(sub, path, out),
+                _ => out.push(format!("PIPWATCH_{}", path.join("__"))),
+            }
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(&defaults_table(), &mut Vec::new(), &mut out);
+    // Tables empty by default, so absent from the defaults.
+    out.extend(["PIPWATCH_NOTIFY__ROUTES".to_string(), "PIPWATCH_STRATEGY__OVERRIDES".to_string()]);
+    out
+}
+
+/// The valid variable nearest to `var`, when it is near enough to be what
+/// was meant: the same letters with other underscores
+/// (`PIPWATCH_STRATEGY_FAST`), else a typo or two away.
+fn nearest_variable(var: &str) -> Option<String> {
+    let letters = |s: &str| s.replace('_', "");
+    let candidates: Vec<String> =
+        override_variables().into_iter().chain(OWN_VARIABLES.iter().map(|s| s.to_string())).collect();
+    if let Some(same) = candidates.iter().find(|c| letters(c) == letters(var) && c.as_str() != var) {
+        return Some(same.clone());
+    }
+    let limit = (var.len() / 6).clamp(1, 3);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&c, var), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance in bytes (the names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// `PIPWATCH_*` variables that are no override (one underscore where two
+/// belong, e.g. `PIPWATCH_STRATEGY_FAST`), not pipwatch's own and not a
+/// `${NAME}` of this config: they change nothing, which a user who set one
+/// would not guess. Warnings, not errors: the environment may be shared
+/// with another config's variables.
+fn unknown_variables<'a>(env: &[(String, String)], interpolated: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let interpolated: std::collections::HashSet<&str> = interpolated.map(String::as_str).collect();
+    let mut names: Vec<&str> = env
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with("PIPWATCH_") && !k.contains("__"))
+        .filter(|k| !OWN_VARIABLES.contains(k) && !OWN_PREFIXES.iter().any(|p| k.starts_with(p)))
+        .filter(|k| !interpolated.contains(k))
+        .collect();
+    names.sort_unstable();
+    names
+        .into_iter()
+        .map(|var| match nearest_variable(var) {
+            Some(near) => format!(
+                "environment variable {var} is not one pipwatch reads, so it changes nothing: did you mean {near}? (an override has two underscores between table and key)"
+            ),
+            None => format!(
+                "environment variable {var} is not one pipwatch reads, so it changes nothing (an override is PIPWATCH_TABLE__KEY, with two underscores, e.g. PIPWATCH_STRATEGY__FAST)"
+            ),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nearest_variable_is_offered_only_when_near() {
+        assert_eq!(nearest_variable("PIPWATCH_STRATEGY_FAST").as_deref(), Some("PIPWATCH_STRATEGY__FAST"));
+        assert_eq!(nearest_variable("PIPWATCH_MARKET_DEMO_SEED").as_deref(), Some("PIPWATCH_MARKET__DEMO__SEED"));
+        assert_eq!(nearest_variable("PIPWATCH_STRATEGY__FAAST").as_deref(), Some("PIPWATCH_STRATEGY__FAST"));
+        assert_eq!(nearest_variable("PIPWATCH_CONFG").as_deref(), Some("PIPWATCH_CONFIG"));
+        assert_eq!(nearest_variable("PIPWATCH_FOO__BAR"), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 }

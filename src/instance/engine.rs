@@ -205,6 +205,10 @@ impl Task {
                     }
                 }
                 MarketEvent::Quote(q) => self.events.push(Event::Quote(q)),
+                MarketEvent::Rejected(r) => {
+                    self.stats.rejected += 1;
+                    self.events.push(Event::Rejected(r));
+                }
                 MarketEvent::Status(s) => {
                     log_feed(&s);
                     self.events.push(Event::Feed(s));

@@ -7,6 +7,7 @@
 //! `DD.MM.YYYY HH:MM:SS[.fff]`, or unix seconds. A bad row is reported with its
 //! line number and skipped; it never stops the reader.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -26,10 +27,8 @@ pub enum CsvError {
     Csv { path: String, source: csv::Error },
     #[error("{path}: no *.csv files in this directory")]
     EmptyDir { path: String },
-    #[error(
-        "{path}: the file name does not start with an instrument (e.g. EUR_USD.csv): rename it, or give `pipwatch replay` an --instrument"
-    )]
-    NoInstrument { path: String },
+    #[error("{path}: the file name does not start with an instrument (e.g. EUR_USD.csv): {fix}")]
+    NoInstrument { path: String, fix: &'static str },
 }
 
 /// A row that was skipped, with where and why.
@@ -38,6 +37,8 @@ pub struct BadRow {
     pub path: String,
     pub line: u64,
     pub message: String,
+    /// The row's time, when that much of it could be read.
+    pub time: Option<Ts>,
 }
 
 impl std::fmt::Display for BadRow {
@@ -166,10 +167,65 @@ pub fn timeframe_from_path(path: &Path) -> Option<Timeframe> {
     stem.split(['_', '-', '.', ' ']).find_map(|tok| tok.parse::<Timeframe>().ok())
 }
 
+/// The file's bytes on their way to the CSV parser, noting where its empty
+/// lines are. The parser skips an empty line while it looks for the next
+/// record, after it has noted where that record starts, so its line number
+/// for the record is short by one per empty line before it; these offsets
+/// put them back (see `CsvCandles::line_of`).
+struct Lines<R> {
+    inner: R,
+    /// Bytes read so far.
+    offset: u64,
+    /// The last byte read was a line feed (or nothing was read yet).
+    after_newline: bool,
+    /// Offsets of the line feeds of empty lines, not yet counted.
+    blank: VecDeque<u64>,
+}
+
+impl<R: Read> Lines<R> {
+    fn new(inner: R) -> Self {
+        Lines { inner, offset: 0, after_newline: true, blank: VecDeque::new() }
+    }
+
+    /// The empty lines between two byte offsets of the parser, forgetting
+    /// those before `end`.
+    fn blank_between(&mut self, start: u64, end: u64) -> u64 {
+        let mut n = 0;
+        while let Some(&at) = self.blank.front().filter(|&&at| at < end) {
+            n += u64::from(at >= start);
+            self.blank.pop_front();
+        }
+        n
+    }
+}
+
+impl<R: Read> Read for Lines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let chunk = &buf[..n];
+        // Only empty lines are looked for (two line feeds in a row), not
+        // every line: this is on replay's hot path, and files rarely have any.
+        if self.after_newline && chunk.first() == Some(&b'\n') {
+            self.blank.push_back(self.offset);
+        }
+        let mut from = 0;
+        while let Some(i) = memchr::memmem::find(&chunk[from..], b"\n\n") {
+            // The second line feed ends the empty line; it may start the next pair.
+            self.blank.push_back(self.offset + (from + i + 1) as u64);
+            from += i + 1;
+        }
+        if let Some(&last) = chunk.last() {
+            self.after_newline = last == b'\n';
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
 /// Reads one CSV file as candles of one series.
 pub struct CsvCandles {
     path: String,
-    rdr: csv::Reader<Box<dyn Read + Send>>,
+    rdr: csv::Reader<Lines<Box<dyn Read + Send>>>,
     cols: Columns,
     record: ByteRecord,
     instrument: Instrument,
@@ -196,9 +252,29 @@ impl CsvCandles {
         instrument: Instrument,
         timeframe: Timeframe,
     ) -> Result<Self, CsvError> {
-        let mut rdr =
-            csv::ReaderBuilder::new().has_headers(true).flexible(true).trim(csv::Trim::All).from_reader(reader);
+        // Records end at a line feed only: with the default (CR, LF or
+        // CRLF), a CRLF file's records end at the CR, and the parser counts
+        // the LF as the start of the next record, after noting its line: one
+        // line short. The CR is then a field's trailing space, which `trim`
+        // removes.
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_reader(Lines::new(reader));
         let header = rdr.byte_headers().map_err(|source| CsvError::Csv { path: path.clone(), source })?.clone();
+        if header.iter().all(<[u8]>::is_empty) && header.len() <= 1 {
+            // Nothing but empty lines (or nothing at all) is an empty file;
+            // an empty first line before data is a misplaced header.
+            let only_blank = rdr.byte_records().all(|r| r.is_ok_and(|r| r.iter().all(<[u8]>::is_empty)));
+            let message = if only_blank {
+                "the file is empty: expected a header row (e.g. time,open,high,low,close) and a candle a row"
+            } else {
+                "the first line is empty: the header row (e.g. time,open,high,low,close) must be the first line"
+            };
+            return Err(CsvError::Header { path, message: message.into() });
+        }
         let cols = find_columns(&header, &path)?;
         Ok(CsvCandles {
             path,
@@ -221,6 +297,27 @@ impl CsvCandles {
     /// Bytes consumed so far, for progress bars.
     pub fn byte_position(&self) -> u64 {
         self.rdr.position().byte()
+    }
+
+    /// The line a record read from `start` begins on: the parser's own
+    /// count, plus the empty lines it skipped before the record.
+    fn line_of(&mut self, start: &csv::Position) -> u64 {
+        let end = self.rdr.position().byte();
+        start.line() + self.rdr.get_mut().blank_between(start.byte(), end)
+    }
+
+    /// The time of the last good candle, if there was one.
+    pub fn last_time(&self) -> Option<Ts> {
+        self.last
+    }
+
+    /// The current record's time, if it can be read (for a bad row's report).
+    fn row_time(&self) -> Option<Ts> {
+        let r = &self.record;
+        match self.cols.time {
+            TimeCols::One(c) => parse_time(r.get(c)?),
+            TimeCols::DateAndTime(d, t) => parse_time(&[r.get(d)?, b" ", r.get(t)?].concat()),
+        }
     }
 
     fn parse_record(&self) -> Result<Candle, String> {
@@ -273,17 +370,21 @@ impl Iterator for CsvCandles {
                 Err(e) => {
                     // A broken row (e.g. bad UTF-8 or quoting): skip it, say where.
                     self.bad_rows += 1;
-                    let line = e.position().map_or(0, |p| p.line());
+                    let line = match e.position().cloned() {
+                        Some(p) => self.line_of(&p),
+                        None => 0,
+                    };
                     // A read error ends the file: report it once, then stop.
                     self.done = matches!(e.kind(), csv::ErrorKind::Io(_));
-                    return Some(Err(BadRow { path: self.path.clone(), line, message: e.to_string() }));
+                    return Some(Err(BadRow { path: self.path.clone(), line, message: e.to_string(), time: None }));
                 }
             }
+            // Where the row starts; its line is worked out only if it is bad.
+            let start = self.record.position().cloned();
             if self.record.iter().all(|f| f.is_empty()) {
                 continue;
             }
             self.rows += 1;
-            let line = self.record.position().map_or(0, |p| p.line());
             let checked = self.parse_record().and_then(|c| {
                 c.check_prices().map_err(|e| e.to_string())?;
                 match self.last {
@@ -294,19 +395,25 @@ impl Iterator for CsvCandles {
             return Some(match checked {
                 Ok(c) => {
                     self.last = Some(c.time);
+                    // The empty lines it passed are in its line count now.
+                    if !self.rdr.get_ref().blank.is_empty() {
+                        let end = self.rdr.position().byte();
+                        self.rdr.get_mut().blank_between(end, end);
+                    }
                     Ok(c)
                 }
                 Err(message) => {
                     self.bad_rows += 1;
-                    Err(BadRow { path: self.path.clone(), line, message })
+                    let line = start.map_or(0, |p| self.line_of(&p));
+                    Err(BadRow { path: self.path.clone(), line, message, time: self.row_time() })
                 }
             });
         }
     }
 }
 
-/// Infers the timeframe from the most common gap between the first rows.
-pub fn infer_timeframe(path: &Path) -> Option<Timeframe> {
+/// The most common gap in seconds between the candles of the first rows.
+fn usual_gap(path: &Path) -> Option<i64> {
     let instrument = Instrument::new("XXX_YYY").ok()?;
     let rows = CsvCandles::open(path, instrument, Timeframe::H1).ok()?;
     let times: Vec<i64> = rows.filter_map(Result::ok).take(200).map(|c| c.time.0).collect();
@@ -318,7 +425,30 @@ pub fn infer_timeframe(path: &Path) -> Option<Timeframe> {
             best = (chunk.len(), Some(chunk[0]));
         }
     }
-    best.1.and_then(Timeframe::from_seconds)
+    best.1
+}
+
+/// Infers the timeframe from the most common gap between the first rows.
+pub fn infer_timeframe(path: &Path) -> Option<Timeframe> {
+    usual_gap(path).and_then(Timeframe::from_seconds)
+}
+
+/// When the candles of `input` are mostly spaced otherwise than its
+/// timeframe (a `--timeframe`, a name or a default the data contradicts),
+/// what to tell the user, without the fix (the caller knows which applies):
+/// every indicator period and signal would silently mean something else.
+pub fn spacing_contradiction(input: &CsvInput) -> Option<String> {
+    let gap = usual_gap(&input.path)?;
+    if gap == input.timeframe.seconds() {
+        return None;
+    }
+    let spacing = humantime::format_duration(std::time::Duration::from_secs(gap.unsigned_abs()));
+    let known = Timeframe::from_seconds(gap).map(|t| format!(" ({t})")).unwrap_or_default();
+    Some(format!(
+        "{}: its candles are mostly {spacing}{known} apart, but they are read as {} candles",
+        input.path.display(),
+        input.timeframe
+    ))
 }
 
 /// A CSV input resolved to files with their series.
@@ -329,14 +459,43 @@ pub struct CsvInput {
     pub timeframe: Timeframe,
 }
 
-/// Resolves a file or a directory of `INSTRUMENT.csv` files. `instrument` and
-/// `timeframe` are explicit choices (flags); otherwise they come from the file
-/// name, then (timeframe only) from the data, then from `fallback`.
+/// How a CSV feed's file with no pair in its name gets one.
+const FEED_FIX: &str = "rename it, or make its pair the only one in market.instruments";
+/// How `replay`'s or `backtest`'s file with no pair in its name gets one.
+const HISTORY_FIX: &str = "give its pair with --instrument (e.g. --instrument EUR_USD), or rename it";
+
+/// Resolves a CSV feed's file or directory of `INSTRUMENT.csv` files.
+/// `instrument` and `timeframe` are explicit choices; otherwise they come
+/// from the file name, then (timeframe only) from the data, then from
+/// `fallback`. `fallback`'s instrument is for a single file whose name has
+/// none: a choice the user made (the config's only instrument), never a
+/// guess among several.
 pub fn resolve(
     path: &Path,
     instrument: Option<Instrument>,
     timeframe: Option<Timeframe>,
     fallback: (Option<Instrument>, Timeframe),
+) -> Result<Vec<CsvInput>, CsvError> {
+    resolve_with(path, instrument, timeframe, fallback, FEED_FIX)
+}
+
+/// Resolves `replay`'s and `backtest`'s inputs: a file's pair comes from
+/// its name or `--instrument`, never from the config's list.
+pub fn resolve_history(
+    path: &Path,
+    instrument: Option<Instrument>,
+    timeframe: Option<Timeframe>,
+    default_timeframe: Timeframe,
+) -> Result<Vec<CsvInput>, CsvError> {
+    resolve_with(path, instrument, timeframe, (None, default_timeframe), HISTORY_FIX)
+}
+
+fn resolve_with(
+    path: &Path,
+    instrument: Option<Instrument>,
+    timeframe: Option<Timeframe>,
+    fallback: (Option<Instrument>, Timeframe),
+    fix: &'static str,
 ) -> Result<Vec<CsvInput>, CsvError> {
     let shown = path.display().to_string();
     let files: Vec<PathBuf> = if path.is_dir() {
@@ -365,13 +524,45 @@ pub fn resolve(
                 (Some(i), None) => i,
                 (None, None) => match fallback.0 {
                     Some(i) if !in_dir => i,
-                    _ => return Err(CsvError::NoInstrument { path: f.display().to_string() }),
+                    // In a directory a name is the only way (a flag or the
+                    // config's one pair would be one pair for every file).
+                    _ if in_dir && fix == FEED_FIX => {
+                        let fix = "rename it: in a directory, each file's name gives its pair";
+                        return Err(CsvError::NoInstrument { path: f.display().to_string(), fix });
+                    }
+                    _ => return Err(CsvError::NoInstrument { path: f.display().to_string(), fix }),
                 },
             };
             let timeframe =
                 timeframe.or_else(|| timeframe_from_path(&f)).or_else(|| infer_timeframe(&f)).unwrap_or(fallback.1);
             Ok(CsvInput { path: f, instrument, timeframe })
         })
+        .collect()
+}
+
+/// The config's CSV source checked the way the feed will open it (a
+/// `config::Check` for `config check`): the path exists, names a pair, and
+/// each file has the columns. A run finds the same when its feed starts.
+pub fn config_problems(c: &crate::config::Config) -> Vec<(String, String)> {
+    let m = &c.market;
+    if m.source != crate::config::SourceKind::Csv || m.csv.path.trim().is_empty() {
+        return Vec::new();
+    }
+    let key = "market.csv.path".to_string();
+    let inputs = match CsvFeed::new(c) {
+        Ok(feed) => feed.inputs,
+        Err(CsvError::Io { path, source }) => {
+            let message = format!(
+                "cannot read {path}: {source}: name an existing CSV file, or a directory of INSTRUMENT.csv files (a relative path is read from the directory pipwatch runs in)"
+            );
+            return vec![(key, message)];
+        }
+        Err(e) => return vec![(key, e.to_string())],
+    };
+    inputs
+        .iter()
+        .filter_map(|i| CsvCandles::open(&i.path, i.instrument, i.timeframe).err())
+        .map(|e| (key.clone(), e.to_string()))
         .collect()
 }
 
@@ -385,8 +576,22 @@ pub struct CsvFeed {
 impl CsvFeed {
     pub fn new(config: &crate::config::Config) -> Result<Self, CsvError> {
         let m = &config.market;
-        let fallback = (m.instruments.first().copied(), m.timeframes.first().copied().unwrap_or(Timeframe::H4));
+        // A file named for no pair is the configured pair's only when the
+        // config names one: the first of several (the defaults' EUR_USD)
+        // would be a guess.
+        let only = match m.instruments.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        };
+        let fallback = (only, m.timeframes.first().copied().unwrap_or(Timeframe::H4));
         let inputs = resolve(Path::new(&m.csv.path), None, None, fallback)?;
+        for input in &inputs {
+            if let Some(said) = spacing_contradiction(input) {
+                tracing::warn!(
+                    "{said}: a timeframe token in the file name (e.g. EUR_USD_H1.csv) says which they are, or check the file"
+                );
+            }
+        }
         Ok(CsvFeed { inputs, candle_every: m.csv.candle_every.0 })
     }
 
@@ -399,12 +604,17 @@ impl CsvFeed {
             MarketEvent::Status(FeedStatus { source: "csv".into(), state, message: Some(message) })
         };
         let mut readers = Vec::new();
+        let mut bad = Vec::new();
         for input in &self.inputs {
             let mut r = CsvCandles::open(&input.path, input.instrument, input.timeframe)?;
-            let head = next_good(&mut r);
+            let head = next_good(&mut r, &mut bad);
             readers.push((head, r));
         }
         let _ = ctx.tx.blocking_send(status(FeedState::Live, format!("{} file(s)", readers.len())));
+        let mut rejected = Rejections::default();
+        if !rejected.send(&ctx, &mut bad) {
+            return Ok(());
+        }
         let (mut sent, mut skipped) = (0u64, 0u64);
         // NOTE: a k-way merge by time keeps the feed chronological across files.
         while let Some(idx) =
@@ -415,7 +625,10 @@ impl CsvFeed {
             }
             let (head, reader) = &mut readers[idx];
             let Some(candle) = head.take() else { break };
-            *head = next_good(reader);
+            *head = next_good(reader, &mut bad);
+            if !rejected.send(&ctx, &mut bad) {
+                return Ok(());
+            }
             if ctx.resume.get(&candle.key()).is_some_and(|last| candle.time <= last.time) {
                 skipped += 1;
                 continue;
@@ -428,6 +641,11 @@ impl CsvFeed {
                 std::thread::sleep(self.candle_every);
             }
         }
+        for (_, r) in &readers {
+            if r.rows == r.bad_rows {
+                tracing::warn!(file = %r.path(), "no candles read (the file has a header only, or every row was rejected)");
+            }
+        }
         let bad: u64 = readers.iter().map(|(_, r)| r.bad_rows).sum();
         let message = format!("end of history: {sent} candles sent, {skipped} already applied, {bad} bad rows skipped");
         tracing::info!(sent, skipped, bad_rows = bad, "csv feed finished");
@@ -436,20 +654,75 @@ impl CsvFeed {
     }
 }
 
-/// The next good candle of a reader; bad rows are logged (the first few per
-/// file in full, then a count) and skipped.
-fn next_good(r: &mut CsvCandles) -> Option<Candle> {
+/// A bad row on its way to the engine task as a `rejected` event.
+struct BadFeedRow {
+    key: crate::types::SeriesKey,
+    row: BadRow,
+}
+
+/// The next good candle of a reader. Bad rows are logged (the first few in
+/// full, then a count), skipped, and put in `bad` for their `rejected`
+/// events; a row whose time cannot be read takes the time of the good
+/// candle before it (or after it, at the start of a file), which is where
+/// it sits in the series.
+fn next_good(r: &mut CsvCandles, bad: &mut Vec<BadFeedRow>) -> Option<Candle> {
+    let key = crate::types::SeriesKey { instrument: r.instrument, timeframe: r.timeframe };
+    let before = bad.len();
+    let previous = r.last_time();
+    let mut next = None;
     for row in r.by_ref() {
         match row {
-            Ok(c) => return Some(c),
-            Err(bad) => {
+            Ok(c) => {
+                next = Some(c);
+                break;
+            }
+            Err(row) => {
                 if bad_rows_logged() {
-                    tracing::warn!(file = %bad.path, line = bad.line, problem = %bad.message, "bad CSV row skipped");
+                    tracing::warn!(file = %row.path, line = row.line, problem = %row.message, "bad CSV row skipped");
                 }
+                bad.push(BadFeedRow { key, row });
             }
         }
     }
-    None
+    for b in &mut bad[before..] {
+        b.row.time = b.row.time.or(previous).or(next.map(|c| c.time));
+    }
+    next
+}
+
+/// Each series' count of rows rejected so far (a `rejected` record carries
+/// the series' running total, as the engine's do).
+#[derive(Default)]
+struct Rejections {
+    counts: std::collections::HashMap<crate::types::SeriesKey, u64>,
+}
+
+impl Rejections {
+    /// Sends `bad` as `rejected` events, emptying it; false when the engine
+    /// has gone. A row at or before where the series resumes was reported
+    /// by the run that applied the candles around it, and is not again.
+    fn send(&mut self, ctx: &super::SourceCtx, bad: &mut Vec<BadFeedRow>) -> bool {
+        for BadFeedRow { key, row } in bad.drain(..) {
+            let time = row.time.unwrap_or(Ts(0));
+            if ctx.resume.get(&key).is_some_and(|last| time <= last.time) {
+                continue;
+            }
+            let count = self.counts.entry(key).or_default();
+            *count += 1;
+            let event = crate::event::Rejected {
+                instrument: key.instrument,
+                timeframe: key.timeframe,
+                time,
+                // Where the row is, so it can be found and fixed.
+                reason: format!("{}:{}: {}", row.path, row.line, row.message),
+                count: *count,
+            };
+            if ctx.tx.blocking_send(super::MarketEvent::Rejected(event)).is_err() {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 fn bad_rows_logged() -> bool {
@@ -533,6 +806,64 @@ mod tests {
             ]
         );
         assert_eq!(got.iter().filter(|r| r.is_ok()).count(), 2);
+    }
+
+    fn bad_lines(text: &str) -> Vec<u64> {
+        rows(text).iter().filter_map(|r| r.as_ref().err().map(|e| e.line)).collect()
+    }
+
+    /// The line of a bad row is the line it is on, whatever ends the lines
+    /// and however many empty lines come before it.
+    #[test]
+    fn bad_rows_are_named_by_their_own_line() {
+        let good = |h: u32| format!("2024-01-01 {h:02}:00:00,1.1,1.2,1.0,1.1");
+        let bad = |h: u32| format!("2024-01-01 {h:02}:00:00,1.1,1.0,1.2,1.1");
+        // Line 1 the header, 2 good, 3 bad, 4 bad, 5 good, 6 bad.
+        let lines = ["time,open,high,low,close".to_string(), good(0), bad(1), bad(2), good(3), bad(4)];
+        for end in ["\n", "\r\n"] {
+            assert_eq!(bad_lines(&(lines.join(end) + end)), vec![3, 4, 6], "lines ending {end:?}");
+            // No line end after the last row.
+            assert_eq!(bad_lines(&lines.join(end)), vec![3, 4, 6], "lines ending {end:?}, none at the end");
+        }
+        // Empty lines (skipped, but they are lines): 1 header, 2 good,
+        // 3 empty, 4 bad, 5 and 6 empty, 7 good, 8 bad.
+        let text = format!("time,open,high,low,close\n{}\n\n{}\n\n\n{}\n{}\n", good(0), bad(1), good(3), bad(4));
+        assert_eq!(bad_lines(&text), vec![4, 8]);
+        assert_eq!(bad_lines(&text.replace('\n', "\r\n")), vec![4, 8]);
+        // Spaces only, and an empty line right after the header.
+        let text = format!("time,open,high,low,close\n\n  \n{}\n{}\n", good(0), bad(1));
+        assert_eq!(bad_lines(&text), vec![5]);
+    }
+
+    #[test]
+    fn an_empty_file_is_said_to_be_empty() {
+        let i = Instrument::new("EUR_USD").unwrap_or_else(|e| panic!("{e}"));
+        for text in ["", "\n", "\r\n\r\n", " \n\n"] {
+            let err = CsvCandles::from_reader(Box::new(std::io::Cursor::new(text)), "x.csv".into(), i, Timeframe::H1)
+                .err()
+                .map(|e| e.to_string());
+            assert_eq!(
+                err.as_deref(),
+                Some(
+                    "x.csv: the file is empty: expected a header row (e.g. time,open,high,low,close) and a candle a row"
+                ),
+                "{text:?}"
+            );
+        }
+        let err = CsvCandles::from_reader(
+            Box::new(std::io::Cursor::new("  \ntime,open,high,low,close\n")),
+            "x.csv".into(),
+            i,
+            Timeframe::H1,
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some(
+                "x.csv: the first line is empty: the header row (e.g. time,open,high,low,close) must be the first line"
+            )
+        );
     }
 
     #[test]

@@ -375,7 +375,7 @@ mod tests {
                     candles.push((candle, phase));
                 }
                 Some(MarketEvent::Quote(q)) => quotes.push(q),
-                Some(MarketEvent::Status(_)) => {}
+                Some(MarketEvent::Status(_) | MarketEvent::Rejected(_)) => {}
                 None => break,
             }
         }

@@ -23,6 +23,9 @@ pub enum MarketEvent {
     Candle { candle: Candle, phase: Phase },
     Quote(Quote),
     Status(FeedStatus),
+    // Data the source itself could not make a candle of (a CSV row that
+    // does not read): published as it is, like the engine's rejections.
+    Rejected(crate::event::Rejected),
 }
 
 /// What a source gets to run with.

@@ -11,6 +11,7 @@ pub mod discord;
 pub mod embed;
 pub mod limits;
 mod routing;
+pub mod test_message;
 
 pub use routing::{SIGNAL_PRIORITY, SignalRoutes, config_problems, priority};
 

@@ -83,6 +83,13 @@ pub const NOT_CONNECTED: &str = "not connected: nothing was sent; try again once
 /// The footer's answer to `p` on an instance with no notification routes.
 pub const NO_ROUTES: &str = "nothing to pause: no notification routes ([[notify.routes]] in the config)";
 
+/// The footer's answer to `a` when no alert is active.
+pub const NO_ALERTS: &str = "no alerts to acknowledge";
+
+/// How long a footer note stays: long enough to read, short enough that the
+/// footer's own contents (the theme's name) come back. A key clears it sooner.
+pub const NOTICE_SECS: i64 = 5;
+
 /// What a key did, for the loop to act on.
 #[derive(Debug, PartialEq)]
 pub enum Action {
@@ -114,8 +121,12 @@ pub struct App {
     pub now: Ts,
     /// Where the server listens, shown in the footer.
     pub server: Option<String>,
-    /// A message for the footer (e.g. a theme that failed to load).
+    /// A message for the footer (e.g. a theme that failed to load); see
+    /// [`App::note`] and [`App::tick`] for how long it stays.
     pub notice: Option<String>,
+    /// When `notice` was first on screen (stamped at the next tick when it
+    /// was set directly).
+    pub notice_since: Option<Ts>,
     /// Attached: the connection to the instance on screen.
     pub link: Option<Link>,
     pub keys: KeyMap,
@@ -194,6 +205,7 @@ impl App {
             now,
             server: None,
             notice: None,
+            notice_since: None,
             link: None,
             keys: KeyMap::default(),
             history: std::collections::VecDeque::new(),
@@ -209,6 +221,32 @@ impl App {
             self.history.push_back((h.system.cpu, h.system.net_rx_per_s + h.system.net_tx_per_s));
         }
         self.view.apply(env);
+    }
+
+    /// Shows `text` in the footer for [`NOTICE_SECS`] or until the next key.
+    pub fn note(&mut self, text: impl Into<String>) {
+        self.notice = Some(text.into());
+        self.notice_since = Some(self.now);
+    }
+
+    /// The clock moved on: a note that has been read long enough goes.
+    pub fn tick(&mut self, now: Ts) {
+        self.now = now;
+        match (&self.notice, self.notice_since) {
+            (None, _) => self.notice_since = None,
+            (Some(_), None) => self.notice_since = Some(now),
+            (Some(_), Some(since)) if now.0 - since.0 >= NOTICE_SECS => {
+                self.notice = None;
+                self.notice_since = None;
+            }
+            (Some(_), Some(_)) => {}
+        }
+    }
+
+    /// The signal selected in the feed (as filtered), if any.
+    pub fn selected_signal(&self) -> Option<&crate::event::Signal> {
+        let filter = self.filter;
+        self.view.signals.iter().map(|v| &v.signal).filter(|s| filter.passes(s)).nth(self.signal_selected)
     }
 
     /// A new state of the link to the instance. A link that stays down
@@ -234,8 +272,20 @@ impl App {
     }
 
     pub fn key(&mut self, code: crossterm::event::KeyCode, ctrl: bool) -> Action {
-        use crossterm::event::KeyCode as K;
         let keys = self.keys.clone();
+        // A key means the note was seen: it gives the footer back (a key
+        // that has news of its own sets a new one below).
+        let noted = self.notice.take().is_some();
+        self.notice_since = None;
+        let action = self.act(code, ctrl, &keys);
+        match action {
+            Action::None if noted => Action::Redraw,
+            action => action,
+        }
+    }
+
+    fn act(&mut self, code: crossterm::event::KeyCode, ctrl: bool, keys: &KeyMap) -> Action {
+        use crossterm::event::KeyCode as K;
         match code {
             K::Char('c') if ctrl => Action::Quit,
             K::Char('z') if ctrl => Action::Suspend,
@@ -271,23 +321,37 @@ impl App {
             // Without routes there is no queue to pause, and a pause would
             // show nowhere: said rather than seeming to do nothing.
             K::Char(c) if c == keys.pause && self.view.queue.is_none() => {
-                self.notice = Some(NO_ROUTES.into());
+                self.note(NO_ROUTES);
                 Action::Redraw
             }
             K::Char(c) if c == keys.pause => Action::Pause(!self.paused()),
             K::Char(c) if c == keys.ack => {
                 let new: Vec<_> =
                     self.view.alerts.iter().filter(|a| a.state == crate::event::AlertState::Raised).cloned().collect();
-                if new.is_empty() { Action::None } else { Action::Ack(new) }
+                if !new.is_empty() {
+                    return Action::Ack(new);
+                }
+                // Said, or the key would seem to do nothing.
+                match self.view.alerts.len() {
+                    0 => self.note(NO_ALERTS),
+                    n => self.note(format!("no new alerts: the {n} active already acknowledged")),
+                }
+                Action::Redraw
             }
             K::Char(c) if c == keys.logs => {
                 self.logs = !self.logs;
                 Action::Redraw
             }
             K::Char(c) if c == keys.filter => {
+                // The pair is the one selected in the focused panel: the
+                // Pairs row, or the signal's pair when the feed has focus.
+                let pair = match self.focus {
+                    Focus::Pairs => self.view.pairs.get(self.selected).map(|p| p.instrument),
+                    Focus::Signals => self.selected_signal().map(|s| s.instrument),
+                };
                 self.filter = match self.filter {
-                    FeedFilter::All => match self.view.pairs.get(self.selected) {
-                        Some(p) => FeedFilter::Pair(p.instrument),
+                    FeedFilter::All => match pair {
+                        Some(i) => FeedFilter::Pair(i),
                         None => FeedFilter::Side(crate::types::Side::Buy),
                     },
                     FeedFilter::Pair(_) => FeedFilter::Side(crate::types::Side::Buy),
@@ -303,7 +367,7 @@ impl App {
                 let next = names[(at + 1) % names.len()];
                 match Theme::load(next) {
                     Ok(t) => self.theme = t,
-                    Err(e) => self.notice = Some(e),
+                    Err(e) => self.note(e),
                 }
                 Action::Redraw
             }

@@ -81,7 +81,9 @@ pub async fn run(
     let (theme, warning) = choose_theme(theme.or_else(|| Some(console.theme.clone())));
     let mut app = App::new(session.label.clone(), theme, Ts::now());
     app.keys = app::KeyMap::from_config(&console.keys);
-    app.notice = warning;
+    if let Some(w) = warning {
+        app.note(w);
+    }
     app.server = session.server.take();
     app.view = std::mem::take(&mut session.view);
     if let Some(link) = session.link {
@@ -195,7 +197,7 @@ async fn ui_loop(
                 None => return Ok(()),
             },
             _ = clock.tick() => {
-                app.now = Ts::now();
+                app.tick(Ts::now());
                 // tui-logger's hot buffer holds 1000 records: empty it in time.
                 tui_logger::move_events();
                 dirty = true;
@@ -242,7 +244,7 @@ async fn on_key(
         // Not queued for later: a pause or an ack that lands minutes after
         // the key would surprise.
         Action::Pause(_) | Action::Ack(_) if app.link_down() => {
-            app.notice = Some(app::NOT_CONNECTED.into());
+            app.note(app::NOT_CONNECTED);
             Flow::Draw { now: true }
         }
         Action::Pause(p) => {
@@ -352,7 +354,7 @@ fn take(app: &mut App, m: Incoming) -> bool {
             false
         }
         Incoming::Notice(n) => {
-            app.notice = Some(n);
+            app.note(n);
             false
         }
     }

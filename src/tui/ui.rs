@@ -341,9 +341,26 @@ fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
         return;
     }
     let title = format!(" Pairs ({}) ", app.view.pairs.len());
-    let block =
+    let mut block =
         Block::bordered().title(Span::styled(title, t.title)).border_style(if focused { t.accent } else { t.border });
+    // Rows the panel has no room for are said on its lower border, or a
+    // small terminal would hide a pair without a trace.
+    if let Some(more) = more_rows(first, visible, app.view.pairs.len()) {
+        block = block.title_bottom(Line::from(Span::styled(more, t.muted)).right_aligned());
+    }
     f.render_widget(Grid { header: &header, header_style: t.muted, rows, widths: &widths, style: t.text, block }, area);
+}
+
+/// " 2 more ↓ (j/k) ": the rows of a list of `len` that a panel showing
+/// `visible` from `first` leaves out, above and below, if any.
+fn more_rows(first: usize, visible: usize, len: usize) -> Option<String> {
+    let below = len.saturating_sub(first + visible);
+    match (first, below) {
+        (0, 0) => None,
+        (0, b) => Some(format!(" +{b} more ↓ (j/k) ")),
+        (a, 0) => Some(format!(" +{a} more ↑ (j/k) ")),
+        (a, b) => Some(format!(" +{a} ↑ +{b} ↓ (j/k) ")),
+    }
 }
 
 /// One pair's row; `show` is (slow MA, ATR, last signal, record, sparkline).
@@ -811,10 +828,8 @@ fn draw_detail(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect) {
     let (lo, hi) = all.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
     let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
     let pad = ((hi - lo) * 0.05).max(i.pip());
-    // Names padded to one width: the legend clears only the cells its text
-    // covers, and the plot would show through after a shorter name.
-    let series = |name: &str, marker, graph_type, style, data| {
-        Dataset::default().name(format!("{name:<5}")).marker(marker).graph_type(graph_type).style(style).data(data)
+    let series = |name: &'static str, marker, graph_type, style, data| {
+        Dataset::default().name(name).marker(marker).graph_type(graph_type).style(style).data(data)
     };
     let datasets = vec![
         series("close", Marker::Braille, GraphType::Line, t.text, &closes),
@@ -823,7 +838,30 @@ fn draw_detail(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect) {
         series("buy", Marker::Block, GraphType::Scatter, t.up, &buys),
         series("sell", Marker::Block, GraphType::Scatter, t.down, &sells),
     ];
+    // The legend goes on the lower border: inside the plot, in any corner,
+    // it hides candles (top right: the newest, the ones a trader came for).
+    // A narrow chart's border has room for the names only.
+    let full = chart_area.width >= 44;
+    let mut legend = vec![Span::raw(" ")];
+    for (n, (mark, name, style)) in [
+        ("─ ", "close", t.text),
+        ("─ ", "fast", t.accent),
+        ("─ ", "slow", t.warning),
+        ("█ ", "buy", t.up),
+        ("█ ", "sell", t.down),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if n > 0 {
+            legend.push(Span::raw(if full { "  " } else { " " }));
+        }
+        legend.push(Span::styled(if full { format!("{mark}{name}") } else { name.to_string() }, style));
+    }
+    legend.push(Span::raw(" "));
+    let legend = Line::from(legend);
     let chart = Chart::new(datasets)
+        .legend_position(None)
         .block(
             Block::bordered()
                 .title(Span::styled(
@@ -836,6 +874,7 @@ fn draw_detail(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect) {
                     ),
                     t.title,
                 ))
+                .title_bottom(legend)
                 .border_style(t.accent),
         )
         .x_axis(Axis::default().bounds([0.0, (closes.len().max(2) - 1) as f64]).style(t.muted))
