@@ -325,6 +325,21 @@ pub struct SystemSample {
     pub process_rss: u64,
     pub uptime_secs: u64,
     pub load: [f64; 3],
+    /// This process for `/metrics`, in the names Prometheus users know
+    /// (`process_cpu_seconds_total`, `process_open_fds`, ...). Absent from
+    /// the records of older versions, hence the defaults.
+    #[serde(default)]
+    pub process: ProcessFigures,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessFigures {
+    pub cpu_seconds: f64,
+    pub virtual_memory: u64,
+    pub open_fds: u64,
+    pub max_fds: u64,
+    /// Unix seconds.
+    pub start_time: i64,
 }
 
 impl SystemSample {

@@ -12,8 +12,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::event::{DeliveryState, Event};
+use crate::event::{AlertState, DeliveryState, Event, FeedState, SystemSample};
+use crate::health::Status;
 use crate::time::Ts;
+use crate::types::Severity;
 use crate::types::{Instrument, Timeframe};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +52,73 @@ struct PriorityLabels {
     priority: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SeverityLabels {
+    severity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeedLabels {
+    source: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoadLabels {
+    period: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The host and this process, set from each health sample.
+#[derive(Default)]
+struct SystemGauges {
+    cpu: FloatGauge,
+    memory_used: Gauge,
+    memory_total: Gauge,
+    swap_used: Gauge,
+    swap_total: Gauge,
+    disk_used: Gauge,
+    disk_total: Gauge,
+    load: Family<LoadLabels, FloatGauge>,
+    net_rx: Gauge,
+    net_tx: Gauge,
+    market_open: Gauge,
+    process_rss: Gauge,
+    process_virtual: Gauge,
+    process_cpu: Counter<f64, AtomicU64>,
+    process_open_fds: Gauge,
+    process_max_fds: Gauge,
+    process_start: Gauge,
+}
+
+const FEED_STATES: [FeedState; 5] =
+    [FeedState::WarmingUp, FeedState::Live, FeedState::Retrying, FeedState::Finished, FeedState::Failed];
+
+fn feed_state_name(s: FeedState) -> &'static str {
+    match s {
+        FeedState::WarmingUp => "warming_up",
+        FeedState::Live => "live",
+        FeedState::Retrying => "retrying",
+        FeedState::Finished => "finished",
+        FeedState::Failed => "failed",
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 pub struct Metrics {
     registry: Registry,
     candles: Family<SeriesLabels, Counter>,
@@ -73,6 +142,16 @@ pub struct Metrics {
     delivery_latency: Family<RouteLabels, Histogram>,
     /// The notifier's 429 counts are totals; the counter takes the increase.
     seen_429: Mutex<HashMap<String, u64>>,
+    system: SystemGauges,
+    last_candle: Family<SeriesLabels, Gauge>,
+    /// Active alerts by id, so a resolution or an acknowledgement that
+    /// arrives twice never counts an alert twice.
+    alerts: Mutex<HashMap<String, Severity>>,
+    active_alerts: Family<SeverityLabels, Gauge>,
+    health: Family<StatusLabels, Gauge>,
+    feed_state: Family<FeedLabels, Gauge>,
+    /// The last feed's labels, set back to 0 when its state changes.
+    feed_last: Mutex<Option<FeedLabels>>,
 }
 
 fn new_latency_histogram() -> hdrhistogram::Histogram<u64> {
@@ -98,7 +177,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("pipwatch");
+        let mut root = Registry::default();
         let m = Metrics {
             candles: Family::default(),
             series: Mutex::default(),
@@ -119,8 +198,17 @@ impl Metrics {
             // 10 ms to ~82 s: Discord round trips, waits for rate limits, outages.
             delivery_latency: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.01, 2.0, 14))),
             seen_429: Mutex::default(),
+            system: SystemGauges::default(),
+            last_candle: Family::default(),
+            alerts: Mutex::default(),
+            active_alerts: Family::default(),
+            health: Family::default(),
+            feed_state: Family::default(),
+            feed_last: Mutex::default(),
             registry: Registry::default(),
         };
+        register_process(&mut root, &m.system);
+        let registry = root.sub_registry_with_prefix("pipwatch");
         registry.register("candles", "Closed candles applied", m.candles.clone());
         registry.register("signals", "Signals committed", m.signals.clone());
         registry.register("rejected_candles", "Candles rejected as bad data", m.rejected.clone());
@@ -155,7 +243,99 @@ impl Metrics {
             "From a candle's arrival to its signal being committed",
             m.signal_latency.clone(),
         );
-        Metrics { registry, ..m }
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        registry.register("build_info", "The running version (always 1)", build);
+        registry.register(
+            "last_candle_timestamp_seconds",
+            "Unix time at which the last applied candle of a series closed",
+            m.last_candle.clone(),
+        );
+        registry.register("active_alerts", "Alerts raised and not yet resolved, by severity", m.active_alerts.clone());
+        registry.register(
+            "health_status",
+            "The overall status of /health: 1 for the current one of healthy, degraded, unhealthy",
+            m.health.clone(),
+        );
+        registry.register(
+            "feed_state",
+            "The market feed's state: 1 for the current one of warming_up, live, retrying, finished, failed",
+            m.feed_state.clone(),
+        );
+        register_host(registry, &m.system);
+        for period in ["1m", "5m", "15m"] {
+            drop(m.system.load.get_or_create(&LoadLabels { period: period.into() }));
+        }
+        for s in [Severity::Info, Severity::Warning, Severity::Critical] {
+            drop(m.active_alerts.get_or_create(&SeverityLabels { severity: s.as_str().into() }));
+        }
+        m.set_health(Status::Healthy);
+        Metrics { registry: root, ..m }
+    }
+
+    /// The overall status, one-hot, as `/health` judged it at this scrape.
+    pub fn set_health(&self, status: Status) {
+        for (s, name) in
+            [(Status::Healthy, "healthy"), (Status::Degraded, "degraded"), (Status::Unhealthy, "unhealthy")]
+        {
+            self.health.get_or_create(&StatusLabels { status: name.into() }).set(i64::from(s == status));
+        }
+    }
+
+    fn observe_system(&self, s: &SystemSample, market_open: bool) {
+        let g = &self.system;
+        g.cpu.set(f64::from(s.cpu) / 100.0);
+        g.memory_used.set(to_i64(s.memory_used));
+        g.memory_total.set(to_i64(s.memory_total));
+        g.swap_used.set(to_i64(s.swap_used));
+        g.swap_total.set(to_i64(s.swap_total));
+        g.disk_used.set(to_i64(s.disk_used));
+        g.disk_total.set(to_i64(s.disk_total));
+        for (period, v) in [("1m", s.load[0]), ("5m", s.load[1]), ("15m", s.load[2])] {
+            g.load.get_or_create(&LoadLabels { period: period.into() }).set(v);
+        }
+        g.net_rx.set(to_i64(s.net_rx_per_s));
+        g.net_tx.set(to_i64(s.net_tx_per_s));
+        g.market_open.set(i64::from(market_open));
+        g.process_rss.set(to_i64(s.process_rss));
+        g.process_virtual.set(to_i64(s.process.virtual_memory));
+        // A counter only rises: it takes the increase since the last sample.
+        let delta = s.process.cpu_seconds - g.process_cpu.get();
+        if delta > 0.0 {
+            g.process_cpu.inc_by(delta);
+        }
+        g.process_open_fds.set(to_i64(s.process.open_fds));
+        g.process_max_fds.set(to_i64(s.process.max_fds));
+        g.process_start.set(s.process.start_time);
+    }
+
+    fn observe_alert(&self, a: &crate::event::Alert) {
+        let mut alerts = self.alerts.lock().unwrap_or_else(|p| p.into_inner());
+        match a.state {
+            AlertState::Raised | AlertState::Acknowledged => alerts.insert(a.id.clone(), a.severity),
+            AlertState::Resolved => alerts.remove(&a.id),
+        };
+        for sev in [Severity::Info, Severity::Warning, Severity::Critical] {
+            let n = alerts.values().filter(|s| **s == sev).count();
+            self.active_alerts.get_or_create(&SeverityLabels { severity: sev.as_str().into() }).set(n as i64);
+        }
+    }
+
+    fn observe_feed(&self, f: &crate::event::FeedStatus) {
+        let mut last = self.feed_last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref().is_none_or(|l| l.source != f.source) {
+            // Every state of a new source at 0, so a rule on one state sees it from the start.
+            for st in FEED_STATES {
+                let l = FeedLabels { source: f.source.clone(), state: feed_state_name(st).into() };
+                self.feed_state.get_or_create(&l).set(0);
+            }
+        }
+        if let Some(old) = last.take() {
+            self.feed_state.get_or_create(&old).set(0);
+        }
+        let l = FeedLabels { source: f.source.clone(), state: feed_state_name(f.state).into() };
+        self.feed_state.get_or_create(&l).set(1);
+        *last = Some(l);
     }
 
     /// Creates every series, signal side, route and priority the config
@@ -187,6 +367,7 @@ impl Metrics {
             drop(self.rate_limited.get_or_create(&l));
             drop(self.route_depth.get_or_create(&l));
             drop(self.oldest_pending.get_or_create(&l));
+            drop(self.delivery_latency.get_or_create(&l));
             for outcome in ["delivered", "failed", "dead"] {
                 drop(
                     self.notifications
@@ -252,7 +433,10 @@ impl Metrics {
                     TradeLabels { instrument: t.instrument.to_string(), exit_reason: t.exit_reason.as_str().into() };
                 self.trades.get_or_create(&l).inc();
             }
-            Event::Quote(_) | Event::Feed(_) | Event::Alert(_) | Event::Health(_) => {}
+            Event::Health(h) => self.observe_system(&h.system, h.market_open),
+            Event::Alert(a) => self.observe_alert(a),
+            Event::Feed(f) => self.observe_feed(f),
+            Event::Quote(_) => {}
         }
     }
 
@@ -301,11 +485,123 @@ impl Metrics {
                 // The next candle is due one timeframe after the last close.
                 let lag = (now.0 - closed.0 - tf.seconds()).max(0);
                 self.feed_lag.get_or_create(&l).set(lag as f64);
+                self.last_candle.get_or_create(&l).set(closed.0);
             }
         }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The standard process family, unprefixed: what the client libraries of
+/// Prometheus export, so existing dashboards and rules find them.
+fn register_process(root: &mut Registry, g: &SystemGauges) {
+    root.register("process_resident_memory_bytes", "Resident memory size in bytes", g.process_rss.clone());
+    root.register("process_virtual_memory_bytes", "Virtual memory size in bytes", g.process_virtual.clone());
+    root.register("process_cpu_seconds", "Total user and system CPU time spent in seconds", g.process_cpu.clone());
+    root.register("process_open_fds", "Number of open file descriptors", g.process_open_fds.clone());
+    root.register("process_max_fds", "Maximum number of open file descriptors", g.process_max_fds.clone());
+    root.register(
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds",
+        g.process_start.clone(),
+    );
+}
+
+fn register_host(registry: &mut Registry, g: &SystemGauges) {
+    registry.register("host_cpu_ratio", "CPU in use on the host, all cores, 0 to 1", g.cpu.clone());
+    registry.register("host_memory_used_bytes", "Host memory in use", g.memory_used.clone());
+    registry.register("host_memory_total_bytes", "Host memory in all", g.memory_total.clone());
+    registry.register("host_swap_used_bytes", "Host swap in use", g.swap_used.clone());
+    registry.register("host_swap_total_bytes", "Host swap in all", g.swap_total.clone());
+    registry.register(
+        "data_disk_used_bytes",
+        "Used bytes of the data directory's filesystem (as df counts them)",
+        g.disk_used.clone(),
+    );
+    registry.register(
+        "data_disk_total_bytes",
+        "Used plus available bytes of the data directory's filesystem (as df counts them)",
+        g.disk_total.clone(),
+    );
+    registry.register("host_load", "Host load average by period (1m, 5m, 15m)", g.load.clone());
+    registry.register(
+        "host_network_receive_bytes_per_second",
+        "Bytes received on all interfaces, per second over the last sample",
+        g.net_rx.clone(),
+    );
+    registry.register(
+        "host_network_transmit_bytes_per_second",
+        "Bytes sent on all interfaces, per second over the last sample",
+        g.net_tx.clone(),
+    );
+    registry.register(
+        "market_open",
+        "1 while the FX market's week is open (always for the demo market)",
+        g.market_open.clone(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Alert, FeedStatus};
+
+    fn line(m: &Metrics, key: &str) -> Option<String> {
+        m.render(Ts(0)).lines().find(|l| l.starts_with(key)).map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+    }
+
+    fn alert(id: &str, severity: Severity, state: AlertState) -> Event {
+        Event::Alert(Alert {
+            id: id.into(),
+            check: "disk".into(),
+            severity,
+            state,
+            title: "t".into(),
+            message: "m".into(),
+            time: Ts(1),
+        })
+    }
+
+    #[test]
+    fn active_alerts_count_each_alert_once_until_it_resolves() {
+        let m = Metrics::new();
+        m.observe(&alert("disk:1", Severity::Critical, AlertState::Raised));
+        m.observe(&alert("disk:1", Severity::Critical, AlertState::Acknowledged));
+        m.observe(&alert("cpu:1", Severity::Warning, AlertState::Raised));
+        assert_eq!(line(&m, "pipwatch_active_alerts{severity=\"critical\"}").as_deref(), Some("1"));
+        assert_eq!(line(&m, "pipwatch_active_alerts{severity=\"warning\"}").as_deref(), Some("1"));
+        m.observe(&alert("disk:1", Severity::Critical, AlertState::Resolved));
+        m.observe(&alert("disk:1", Severity::Critical, AlertState::Resolved));
+        assert_eq!(line(&m, "pipwatch_active_alerts{severity=\"critical\"}").as_deref(), Some("0"));
+        assert_eq!(line(&m, "pipwatch_active_alerts{severity=\"warning\"}").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn the_feed_state_and_the_health_status_are_one_hot() {
+        let m = Metrics::new();
+        for state in [FeedState::WarmingUp, FeedState::Live, FeedState::Retrying] {
+            m.observe(&Event::Feed(FeedStatus { source: "oanda".into(), state, message: None }));
+        }
+        assert_eq!(line(&m, "pipwatch_feed_state{source=\"oanda\",state=\"retrying\"}").as_deref(), Some("1"));
+        assert_eq!(line(&m, "pipwatch_feed_state{source=\"oanda\",state=\"live\"}").as_deref(), Some("0"));
+        assert_eq!(line(&m, "pipwatch_feed_state{source=\"oanda\",state=\"failed\"}").as_deref(), Some("0"));
+        m.set_health(Status::Degraded);
+        assert_eq!(line(&m, "pipwatch_health_status{status=\"degraded\"}").as_deref(), Some("1"));
+        assert_eq!(line(&m, "pipwatch_health_status{status=\"healthy\"}").as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn process_cpu_seconds_only_rise() {
+        let m = Metrics::new();
+        let mut s = SystemSample::default();
+        s.process.cpu_seconds = 2.5;
+        m.observe_system(&s, true);
+        s.process.cpu_seconds = 1.0;
+        m.observe_system(&s, true);
+        assert_eq!(line(&m, "process_cpu_seconds_total").as_deref(), Some("2.5"));
+        assert_eq!(line(&m, "pipwatch_market_open").as_deref(), Some("1"));
     }
 }

@@ -108,6 +108,7 @@ fn events() -> Vec<Event> {
             process_rss: 40 << 20,
             uptime_secs: 3600,
             load: [0.1, 0.2, 0.3],
+            ..SystemSample::default()
         },
         latency: Latency { p50: 0.8, p95: 1.9, p99: 3.2, count: 10 },
         ws_clients: 2,

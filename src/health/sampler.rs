@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::event::ProcessFigures;
 pub use crate::event::SystemSample;
 use sysinfo::{CpuRefreshKind, Disks, Networks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
@@ -66,6 +67,13 @@ impl Sampler {
             process_rss: process.map_or(0, |p| p.memory()),
             uptime_secs: self.started.elapsed().as_secs(),
             load: [load.one, load.five, load.fifteen],
+            process: process.map_or_else(ProcessFigures::default, |p| ProcessFigures {
+                cpu_seconds: p.accumulated_cpu_time() as f64 / 1000.0,
+                virtual_memory: p.virtual_memory(),
+                open_fds: p.open_files().map_or(0, |n| n as u64),
+                max_fds: p.open_files_limit().map_or(0, |n| n as u64),
+                start_time: i64::try_from(p.start_time()).unwrap_or(0),
+            }),
         }
     }
 
@@ -110,6 +118,14 @@ mod tests {
         assert!(x.disk_total > 0, "the data directory's filesystem was not found");
         assert!(!x.cpus.is_empty());
         assert!(x.process_rss > 0);
+        #[cfg(target_os = "linux")]
+        {
+            // The test harness holds at least stdin, stdout and stderr.
+            assert!(x.process.open_fds >= 3 && x.process.max_fds >= x.process.open_fds, "{:?}", x.process);
+            let now = chrono::Utc::now().timestamp();
+            assert!((now - 86_400..=now).contains(&x.process.start_time), "{:?}", x.process);
+            assert!(x.process.virtual_memory >= x.process_rss);
+        }
         assert!((0.0..=100.0).contains(&x.memory_pct()));
     }
 

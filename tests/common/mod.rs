@@ -49,3 +49,46 @@ pub fn of_type<'a>(records: &'a [serde_json::Value], t: &str) -> Vec<&'a serde_j
     records.iter().filter(|r| r["type"] == t).collect()
 }
 pub mod discord;
+
+/// A child process killed and reaped when dropped, so a failing test never
+/// leaves it running.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `pipwatch headless` on a free port with `config` and `data`: the guard,
+/// the server's address, and its log lines as they come.
+pub fn headless(config: &Path, data: &Path) -> (Running, String, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = pipwatch_std()
+        .args(["headless", "-c"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start pipwatch headless");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let run = Running(child);
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (log_tx, log_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("server listening")
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(a) = v["fields"]["addr"].as_str()
+            {
+                let _ = addr_tx.send(a.to_string());
+            }
+            let _ = log_tx.send(line);
+        }
+    });
+    let addr = addr_rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the server did not start");
+    (run, addr, log_rx)
+}
