@@ -40,8 +40,8 @@ pub async fn local(config: &Config, data_dir: &Path, theme: Option<String>) -> R
     // are printed normally.
     // First: a signal while the instance starts stops it cleanly.
     let shutdown = CancellationToken::new();
-    crate::shutdown::on_signals(shutdown.clone(), None);
-    let opts = crate::instance::Options { server: true, server_optional: true };
+    crate::shutdown::on_signals(shutdown.clone(), None, crate::shutdown::Hangup::Stop);
+    let opts = crate::instance::Options { server: true, server_optional: true, reload: None };
     let mut instance = Instance::start(config, data_dir, opts).await?;
     let Some((view, events)) = instance.take_feed() else {
         // A fresh instance always has its feed; nothing to show without it.
@@ -129,7 +129,7 @@ pub async fn attach(
     let url = &crate::client::normalize(url)?;
     let first = remote::connect(url, token.as_deref()).await?;
     let shutdown = CancellationToken::new();
-    crate::shutdown::on_signals(shutdown.clone(), None);
+    crate::shutdown::on_signals(shutdown.clone(), None, crate::shutdown::Hangup::Stop);
     let (tx, incoming) = mpsc::channel(4096);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let follower = tokio::spawn(remote::follow(first, url.to_string(), token, tx, cmd_rx, shutdown.clone()));

@@ -19,6 +19,8 @@ pub enum Command {
     Ack {
         alert: String,
     },
+    /// Read the config again (as SIGHUP does for headless).
+    Reload,
 }
 
 impl Command {
@@ -28,6 +30,7 @@ impl Command {
             Command::Pause => "pause",
             Command::Resume => "resume",
             Command::Ack { .. } => "ack",
+            Command::Reload => "reload",
         }
     }
 }
@@ -39,6 +42,8 @@ pub enum Refused {
     NoNotifier,
     #[error("no active alert '{0}'")]
     NoSuchAlert(String),
+    #[error("this instance does not reload its config (a console's: restart it to take up a new config)")]
+    NoReload,
 }
 
 /// Carries out commands against the instance's hub and notifier.
@@ -46,11 +51,17 @@ pub enum Refused {
 pub struct Control {
     hub: Arc<Hub>,
     notifier: Option<NotifierHandle>,
+    reload: Option<tokio::sync::mpsc::Sender<()>>,
 }
 
 impl Control {
     pub fn new(hub: Arc<Hub>, notifier: Option<NotifierHandle>) -> Control {
-        Control { hub, notifier }
+        Control { hub, notifier, reload: None }
+    }
+
+    /// Reload requests go to the instance by `requests`.
+    pub fn with_reload(self, requests: tokio::sync::mpsc::Sender<()>) -> Control {
+        Control { reload: Some(requests), ..self }
     }
 
     /// Whether commands can change anything here (a server without a
@@ -73,6 +84,14 @@ impl Control {
                 a.state = AlertState::Acknowledged;
                 self.hub.publish(Event::Alert(a));
                 Ok(())
+            }
+            Command::Reload => {
+                let requests = self.reload.as_ref().ok_or(Refused::NoReload)?;
+                // Full: a reload is already waiting, and it will read the newest file.
+                match requests.try_send(()) {
+                    Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(())) => Ok(()),
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => Err(Refused::NoReload),
+                }
             }
         }
     }
@@ -102,6 +121,20 @@ mod tests {
         assert_eq!(hub.read(|v| v.alert("disk:1").map(|a| a.state)), Some(AlertState::Acknowledged));
         assert_eq!(control.apply(&Command::Ack { alert: "cpu:9".into() }), Err(Refused::NoSuchAlert("cpu:9".into())));
         assert_eq!(control.apply(&Command::Pause), Err(Refused::NoNotifier));
+        assert_eq!(control.apply(&Command::Reload), Err(Refused::NoReload));
         assert!(!control.active());
+    }
+
+    #[test]
+    fn a_reload_is_handed_to_the_instance_and_a_burst_is_one() {
+        let hub = Arc::new(Hub::new(16));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let control = Control::new(hub, None).with_reload(tx);
+        assert_eq!(control.apply(&Command::Reload), Ok(()));
+        assert_eq!(control.apply(&Command::Reload), Ok(()));
+        assert_eq!(rx.try_recv(), Ok(()));
+        assert!(rx.try_recv().is_err(), "two requests before a reload make one");
+        drop(rx);
+        assert_eq!(control.apply(&Command::Reload), Err(Refused::NoReload));
     }
 }

@@ -17,13 +17,25 @@ pub struct Options {
     pub candles: bool,
     /// Open the HTTP/WebSocket port (`--no-server` turns it off).
     pub server: bool,
+    /// Reads the config again on SIGHUP or `{"op":"reload"}`.
+    pub reloader: Option<crate::instance::reload::Reloader>,
 }
 
 pub async fn run(config: &Config, data_dir: &Path, opts: Options) -> Result<EngineStats, InstanceError> {
     // First: a signal while the instance starts stops it cleanly.
     let shutdown = CancellationToken::new();
-    crate::shutdown::on_signals(shutdown.clone(), opts.run_for);
-    let instance_opts = crate::instance::Options { server: opts.server, server_optional: false };
+    let reload = opts.reloader.map(crate::instance::Reloading::new);
+    // In a terminal a hangup is that terminal closing (a dropped SSH
+    // session): stop, or the process outlives the session it belongs to.
+    // As a service (systemd, nohup with a log file, docker), SIGHUP is the
+    // convention for "read your config again".
+    let in_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let hangup = match &reload {
+        Some(r) if !in_terminal => crate::shutdown::Hangup::Reload(r.requests.clone()),
+        _ => crate::shutdown::Hangup::Stop,
+    };
+    crate::shutdown::on_signals(shutdown.clone(), opts.run_for, hangup);
+    let instance_opts = crate::instance::Options { server: opts.server, server_optional: false, reload };
     let mut instance = Instance::start(config, data_dir, instance_opts).await?;
     let printer_stop = CancellationToken::new();
     let printer =

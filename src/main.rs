@@ -53,6 +53,22 @@ fn load_config_with(
     Ok(loaded)
 }
 
+/// Reads the config again as this process first read it (the same file,
+/// environment and flags), for a reload; warnings go to the log.
+fn reloader(cli: &Cli) -> pipwatch::instance::reload::Reloader {
+    let file = cli.config.clone();
+    let source = cli.source.clone();
+    std::sync::Arc::new(move || {
+        let mut opts = LoadOptions::from_process(file.clone(), source.clone());
+        opts.checks = pipwatch::config_checks();
+        let loaded = config::load(&opts).map_err(|e| e.to_string())?;
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(loaded.config)
+    })
+}
+
 /// The async runtime every long-running mode shares: two workers, as the
 /// machines this runs on (and the engine) need no more.
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -120,7 +136,13 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
             if let Some(welcome) = first_run(&data_dir(), &loaded.config) {
                 tracing::info!("{welcome}");
             }
-            let opts = headless::Options { run_for: args.run_for, candles: args.candles, server: !args.no_server };
+            let reloader = reloader(cli);
+            let opts = headless::Options {
+                run_for: args.run_for,
+                candles: args.candles,
+                server: !args.no_server,
+                reloader: Some(reloader),
+            };
             let result = runtime()?.block_on(headless::run(&loaded.config, &data_dir(), opts));
             finish(result, |e| e.is_bad_input())
         }
@@ -287,7 +309,7 @@ fn run_tail(args: &pipwatch::cli::TailArgs) -> Result<ExitCode, ExitCode> {
     };
     let result = runtime()?.block_on(async {
         let stop = tokio_util::sync::CancellationToken::new();
-        pipwatch::shutdown::on_signals(stop.clone(), None);
+        pipwatch::shutdown::on_signals(stop.clone(), None, pipwatch::shutdown::Hangup::Stop);
         let mut out = std::io::stdout();
         pipwatch::tail::run(&opts, &mut out, stop).await
     });

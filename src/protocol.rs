@@ -123,6 +123,8 @@ pub enum ClientFrame {
     Ack {
         alert: String,
     },
+    /// Read the config again (headless instances; needs the token when one is set).
+    Reload,
 }
 
 impl ClientFrame {

@@ -19,11 +19,20 @@ fn hangup_ignored() -> bool {
         .is_none_or(|mask| mask & 1 != 0)
 }
 
+/// What SIGHUP means to a front end.
+pub enum Hangup {
+    /// The terminal hung up (the console; headless in a terminal): stop.
+    Stop,
+    /// A service's "read your config again" (headless without a terminal:
+    /// systemd's `ExecReload`, `kill -HUP`): each one is sent here.
+    Reload(tokio::sync::mpsc::Sender<()>),
+}
+
 /// Cancels `token` on SIGINT, SIGTERM, a hangup (unless ignored) or after `run_for`.
 /// The handlers are installed before this returns (not in the task it
 /// spawns): a signal that arrives right after, while the instance starts,
 /// stops it cleanly instead of killing it with the signal's default action.
-pub fn on_signals(token: CancellationToken, run_for: Option<Duration>) {
+pub fn on_signals(token: CancellationToken, run_for: Option<Duration>, on_hangup: Hangup) {
     #[cfg(unix)]
     let installed = {
         use tokio::signal::unix::{SignalKind, signal};
@@ -53,7 +62,23 @@ pub fn on_signals(token: CancellationToken, run_for: Option<Duration>) {
                     None => std::future::pending().await,
                 }
             };
-            (wait(interrupt), wait(term), wait(hangup))
+            let hangup = async move {
+                let Some(mut s) = hangup else { return std::future::pending().await };
+                match on_hangup {
+                    Hangup::Stop => {
+                        s.recv().await;
+                    }
+                    Hangup::Reload(requests) => loop {
+                        s.recv().await;
+                        tracing::info!("SIGHUP: reloading the config");
+                        // Full: a reload is already waiting and will read the newest file.
+                        if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = requests.try_send(()) {
+                            return std::future::pending().await;
+                        }
+                    },
+                }
+            };
+            (wait(interrupt), wait(term), hangup)
         };
         #[cfg(not(unix))]
         let (interrupt, term, hangup) = (

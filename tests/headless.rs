@@ -556,24 +556,57 @@ fn exit_within(child: &mut std::process::Child, limit: Duration) -> Option<std::
     None
 }
 
-/// A dropped SSH session hangs up the terminal: headless stops as cleanly as
-/// on SIGTERM. Under `nohup` the hangup is ignored, as nohup promises.
+/// A dropped SSH session hangs up the terminal: headless in a terminal stops
+/// as cleanly as on SIGTERM. Without a terminal (a service) SIGHUP reloads
+/// the config and it goes on; under `nohup` the hangup is ignored, as nohup
+/// promises.
 #[test]
-fn a_hangup_stops_cleanly_unless_nohup_ignores_it() {
+fn a_hangup_stops_it_in_a_terminal_reloads_a_service_and_nohup_ignores_it() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = fast_demo(dir.path());
-    let kill = |child: &std::process::Child, sig: &str| {
-        assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+    let kill = |pid: u32, sig: &str| {
+        assert!(std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
     };
 
-    let mut cmd = pipwatch_std();
-    cmd.args(["headless", "--data-dir"]).arg(dir.path().join("a")).arg("-c").arg(&cfg);
+    // In a terminal: `script` gives it a pty for stdin, stdout and stderr,
+    // and copies what it writes to our pipe.
+    let bin = assert_cmd::cargo::cargo_bin("pipwatch");
+    let inner = format!(
+        "exec '{}' headless --data-dir '{}' -c '{}'",
+        bin.display(),
+        dir.path().join("t").display(),
+        cfg.display()
+    );
+    // script copies the terminal to its stdout; `started` reads stderr.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "exec script -qefc \"$1\" /dev/null >&2", "sh", &inner])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PIPWATCH_LOG", "info,sled=warn")
+        .env(common::ANY_PORT.0, common::ANY_PORT.1)
+        .stdin(Stdio::null());
     let mut run = started(cmd);
-    kill(&run.child, "-HUP");
-    let exit = exit_within(&mut run.child, Duration::from_secs(10)).expect("SIGHUP did not stop headless");
+    // pipwatch is script's child (the shell exec'd it).
+    let out = std::process::Command::new("pgrep").args(["-P", &run.child.id().to_string()]).output().unwrap();
+    let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("pipwatch under script");
+    kill(pid, "-HUP");
+    let exit =
+        exit_within(&mut run.child, Duration::from_secs(10)).expect("SIGHUP did not stop headless in a terminal");
     let rest = run.rest();
     assert!(exit.success(), "{exit:?}: {rest}");
     assert!(rest.contains("the terminal hung up (SIGHUP); stopping") && rest.contains("engine stopped"), "{rest}");
+
+    // A service (stderr is a pipe): reloads, and goes on.
+    let mut cmd = pipwatch_std();
+    cmd.args(["headless", "--data-dir"]).arg(dir.path().join("a")).arg("-c").arg(&cfg);
+    let mut run = started(cmd);
+    kill(run.child.id(), "-HUP");
+    assert_eq!(exit_within(&mut run.child, Duration::from_secs(2)), None, "SIGHUP stopped a service");
+    kill(run.child.id(), "-TERM");
+    let exit = exit_within(&mut run.child, Duration::from_secs(10)).expect("SIGTERM did not stop headless");
+    let rest = run.rest();
+    assert!(exit.success(), "{exit:?}");
+    assert!(rest.contains("SIGHUP: reloading the config") && rest.contains("config reloaded"), "{rest}");
 
     let mut cmd = std::process::Command::new("nohup");
     cmd.arg(assert_cmd::cargo::cargo_bin("pipwatch"))
@@ -586,9 +619,9 @@ fn a_hangup_stops_cleanly_unless_nohup_ignores_it() {
         .arg("-c")
         .arg(&cfg);
     let mut run = started(cmd);
-    kill(&run.child, "-HUP");
+    kill(run.child.id(), "-HUP");
     assert_eq!(exit_within(&mut run.child, Duration::from_secs(2)), None, "nohup's ignored hangup stopped it");
-    kill(&run.child, "-TERM");
+    kill(run.child.id(), "-TERM");
     let exit = exit_within(&mut run.child, Duration::from_secs(10)).expect("SIGTERM did not stop headless");
     assert!(exit.success(), "{exit:?}");
 }

@@ -176,7 +176,8 @@ struct Task {
     hub: Arc<Hub>,
     notifier: Option<NotifierHandle>,
     metrics: Option<Arc<Metrics>>,
-    routes: SignalRoutes,
+    /// As the notifier had them at the start of this batch (a reload may change them).
+    routes: Arc<SignalRoutes>,
     stats: EngineStats,
     pruning: Option<tokio::task::JoinHandle<()>>,
     since_prune: usize,
@@ -196,6 +197,9 @@ impl Task {
     /// flushed once, and only then published with everything else.
     async fn batch(&mut self, batch: &mut Vec<MarketEvent>) -> Result<(), EngineError> {
         let received = std::time::Instant::now();
+        if let Some(n) = &self.notifier {
+            self.routes = n.signal_routes();
+        }
         let mut pending: Vec<(Prepared, Option<Queued>)> = Vec::new();
         for me in batch.drain(..) {
             match me {
@@ -378,13 +382,15 @@ async fn turn(
     let engine = restore(&store, &config.strategy.set(), &mut stats)?;
     let mut source = start_source(config, &engine, &shutdown)?;
     tracing::info!(source = source.name, restored = stats.restored, "engine started");
+    let routes =
+        notifier.as_ref().map_or_else(|| Arc::new(SignalRoutes::new(&config.notify.routes)), |n| n.signal_routes());
     let mut task = Task {
         engine,
         store: store.clone(),
         hub,
         notifier,
         metrics,
-        routes: SignalRoutes::new(&config.notify.routes),
+        routes,
         stats,
         pruning: None,
         since_prune: 0,

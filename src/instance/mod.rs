@@ -14,6 +14,7 @@
 
 pub mod engine;
 mod keep;
+pub mod reload;
 pub mod restore;
 
 use std::path::{Path, PathBuf};
@@ -56,13 +57,30 @@ impl InstanceError {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// Open the HTTP/WebSocket port (`--no-server` turns it off).
     pub server: bool,
     /// Go on without the port if it cannot be had (the console: another
     /// instance may hold it). Headless exists to serve, so there it is an error.
     pub server_optional: bool,
+    /// How to read the config again on SIGHUP or `{"op":"reload"}`, and the
+    /// channel those requests come by (made before the instance, so a SIGHUP
+    /// while it starts waits for it). None: this instance does not reload.
+    pub reload: Option<Reloading>,
+}
+
+pub struct Reloading {
+    pub reloader: reload::Reloader,
+    pub requests: tokio::sync::mpsc::Sender<()>,
+    pub received: tokio::sync::mpsc::Receiver<()>,
+}
+
+impl Reloading {
+    pub fn new(reloader: reload::Reloader) -> Reloading {
+        // A few requests in a row are one reload: the config is read when it is done.
+        let (requests, received) = tokio::sync::mpsc::channel(1);
+        Reloading { reloader, requests, received }
+    }
 }
 
 /// Seqs an unclean stop may have published past its last mark: the mark is
@@ -87,6 +105,9 @@ pub struct Instance {
     /// Subscribed before any part started; handed to the front end once.
     feed: Option<(View, Subscription)>,
     tasks: Tasks,
+    reload: Option<Reloading>,
+    /// The alert of the last refused reload, resolved by the next good one.
+    refused: Option<crate::event::Alert>,
 }
 
 /// The parts' tasks, each with the token that stops it.
@@ -140,8 +161,12 @@ impl Instance {
             config.notify.routes.iter().map(|r| r.name.as_str()),
         );
         let server_stop = CancellationToken::new();
+        let mut control = Control::new(hub.clone(), Some(handle.clone()));
+        if let Some(r) = &opts.reload {
+            control = control.with_reload(r.requests.clone());
+        }
         let server = match opts.server {
-            true => start_server(config, &hub, &handle, &metrics, &server_stop, opts.server_optional).await?,
+            true => start_server(config, &hub, control, &metrics, &server_stop, opts.server_optional).await?,
             false => None,
         };
         // Started once the server listens: the queue status it publishes at
@@ -149,22 +174,7 @@ impl Instance {
         // it would be shown no queue at all.
         let notifier_task = stoppable(|stop| notifier.run(stop));
         let liveness = crate::health::liveness::Liveness::new();
-        let health = stoppable(|stop| {
-            crate::health::task::run(
-                crate::health::task::Ctx {
-                    health: config.health.clone(),
-                    data_dir: data_dir.to_path_buf(),
-                    hub: hub.clone(),
-                    notifier: Some(handle.clone()),
-                    metrics: metrics.clone(),
-                    series: configured_series(config),
-                    pace: crate::health::task::Pace::from_config(config),
-                    store: Some(store.clone()),
-                    liveness: Some(liveness.clone()),
-                },
-                stop,
-            )
-        });
+        let health = spawn_health(config, data_dir, &hub, &handle, &metrics, &store, &liveness);
         // Under systemd (Type=notify): the store is open and the port bound.
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         Ok(Instance {
@@ -178,6 +188,8 @@ impl Instance {
             server,
             feed,
             tasks: Tasks { health, notifier: notifier_task, server: server_stop, bars, marker },
+            reload: opts.reload,
+            refused: None,
         })
     }
 
@@ -193,7 +205,11 @@ impl Instance {
 
     /// The command path for a front end in this process.
     pub fn control(&self) -> Control {
-        Control::new(self.hub.clone(), Some(self.notifier.clone()))
+        let control = Control::new(self.hub.clone(), Some(self.notifier.clone()));
+        match &self.reload {
+            Some(r) => control.with_reload(r.requests.clone()),
+            None => control,
+        }
     }
 
     /// Where the server listens, if it does.
@@ -208,7 +224,7 @@ impl Instance {
     /// Runs the engine until `shutdown` (or until it fails), then stops
     /// every part in order. A feed that runs out (the end of a CSV) leaves
     /// the rest serving until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<EngineStats, InstanceError> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<EngineStats, InstanceError> {
         let parts = engine::Parts {
             liveness: self.liveness.clone(),
             store: self.store.clone(),
@@ -216,13 +232,29 @@ impl Instance {
             notifier: Some(self.notifier.clone()),
             metrics: Some(self.metrics.clone()),
         };
-        let result = engine::run(&self.config, parts, shutdown.clone()).await;
+        // The engine keeps the config it started with; a reload changes the rest.
+        let engine_config = self.config.clone();
+        let engine = engine::run(&engine_config, parts, shutdown.clone());
+        tokio::pin!(engine);
+        let mut requests =
+            self.reload.as_mut().map(|r| std::mem::replace(&mut r.received, tokio::sync::mpsc::channel(1).1));
+        let result = loop {
+            tokio::select! {
+                r = &mut engine => break r,
+                Some(()) = next_request(&mut requests) => self.reload().await,
+            }
+        };
         // The console, the server, the notifier's queue and the health checks all still serve.
         if let Ok(stats) = &result
             && stats.source_finished
         {
             tracing::info!("the market feed has no more candles; still running until stopped");
-            shutdown.cancelled().await;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    Some(()) = next_request(&mut requests) => self.reload().await,
+                }
+            }
         }
         let stopped = self.stop().await;
         // The engine's own error first: a refused write it met says more than
@@ -230,6 +262,87 @@ impl Instance {
         let stats = result?;
         stopped?;
         Ok(stats)
+    }
+
+    /// Reads the config again and takes up what may change while running
+    /// (see `reload`). A config that does not validate is refused: its
+    /// problems go to the log and an alert, and the running one stays.
+    async fn reload(&mut self) {
+        let Some(reloader) = self.reload.as_ref().map(|r| r.reloader.clone()) else { return };
+        tracing::info!("reloading the config");
+        let new = match reloader() {
+            Ok(c) => c,
+            Err(problems) => return self.refuse(problems).await,
+        };
+        let plan = reload::plan(&self.config, &new);
+        for key in &plan.needs_restart {
+            tracing::warn!(key, "{key} changed: it takes effect at the next start; the running value stays");
+        }
+        if plan.notify {
+            let next = match Notifier::new(&plan.merged, self.store.clone(), self.hub.clone()) {
+                Ok(n) => n,
+                Err(e) => return self.refuse(e.to_string()).await,
+            };
+            // The old notifier finishes a request in flight; what it has not
+            // sent is in the outbox, where the new one finds it.
+            self.tasks.notifier.1.cancel();
+            let grace = self.config.notify.timeout.0 + Duration::from_secs(1);
+            if tokio::time::timeout(grace, &mut self.tasks.notifier.0).await.is_err() {
+                tracing::warn!("the old notifier did not stop in time; it was left to finish");
+            }
+            self.notifier.replace(&next);
+            self.metrics.prepare(Vec::new(), plan.merged.notify.routes.iter().map(|r| r.name.as_str()));
+            self.tasks.notifier = stoppable(|stop| next.run(stop));
+        }
+        if plan.health {
+            self.tasks.health.1.cancel();
+            let _ = (&mut self.tasks.health.0).await;
+            self.tasks.health = spawn_health(
+                &plan.merged,
+                &self.data_dir,
+                &self.hub,
+                &self.notifier,
+                &self.metrics,
+                &self.store,
+                &self.liveness,
+            );
+        }
+        if let Some(mut alert) = self.refused.take() {
+            alert.state = crate::event::AlertState::Resolved;
+            alert.time = crate::time::Ts::now();
+            alert.message = "the config was reloaded".into();
+            if let Err(e) = self.notifier.raise(alert).await {
+                tracing::warn!(error = %e, "the refused reload's alert could not be resolved");
+            }
+        }
+        let applied = plan.applied();
+        self.config = plan.merged;
+        let restart = plan.needs_restart.join(", ");
+        match applied.is_empty() {
+            true => {
+                tracing::info!(needs_restart = %restart, "config reloaded: nothing that can change while running changed")
+            }
+            false => tracing::info!(applied = %applied.join(", "), needs_restart = %restart, "config reloaded"),
+        }
+    }
+
+    async fn refuse(&mut self, problems: String) {
+        tracing::error!(problems = %problems, "the config was not reloaded: it is not valid; the running one stays");
+        let now = crate::time::Ts::now();
+        let alert = crate::event::Alert {
+            // One episode until a reload succeeds: a second refusal updates it.
+            id: self.refused.as_ref().map_or_else(|| format!("config:{}", now.0), |a| a.id.clone()),
+            check: "config".into(),
+            severity: crate::types::Severity::Warning,
+            state: crate::event::AlertState::Raised,
+            title: "config reload refused".into(),
+            message: format!("the running config stays: {problems}"),
+            time: now,
+        };
+        self.refused = Some(alert.clone());
+        if let Err(e) = self.notifier.raise(alert).await {
+            tracing::warn!(error = %e, "the refused reload's alert could not be queued");
+        }
     }
 
     async fn stop(self) -> Result<(), InstanceError> {
@@ -288,16 +401,46 @@ fn new_hub(config: &Config, store: &Store, metrics: &Arc<Metrics>) -> Result<Hub
         .with_restored(restored))
 }
 
+/// The next reload request; never, for an instance that does not reload.
+async fn next_request(requests: &mut Option<tokio::sync::mpsc::Receiver<()>>) -> Option<()> {
+    match requests {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn spawn_health(
+    config: &Config,
+    data_dir: &Path,
+    hub: &Arc<Hub>,
+    notifier: &NotifierHandle,
+    metrics: &Arc<Metrics>,
+    store: &Arc<Store>,
+    liveness: &crate::health::liveness::Liveness,
+) -> (tokio::task::JoinHandle<()>, CancellationToken) {
+    let ctx = crate::health::task::Ctx {
+        health: config.health.clone(),
+        data_dir: data_dir.to_path_buf(),
+        hub: hub.clone(),
+        notifier: Some(notifier.clone()),
+        metrics: metrics.clone(),
+        series: configured_series(config),
+        pace: crate::health::task::Pace::from_config(config),
+        store: Some(store.clone()),
+        liveness: Some(liveness.clone()),
+    };
+    stoppable(|stop| crate::health::task::run(ctx, stop))
+}
+
 async fn start_server(
     config: &Config,
     hub: &Arc<Hub>,
-    notifier: &NotifierHandle,
+    control: Control,
     metrics: &Arc<Metrics>,
     stop: &CancellationToken,
     optional: bool,
 ) -> Result<Option<server::Handle>, InstanceError> {
     let options = server::Options::from_config(config);
-    let control = Control::new(hub.clone(), Some(notifier.clone()));
     match server::start(options, hub.clone(), control, metrics.clone(), stop.clone()).await {
         Ok(s) => Ok(Some(s)),
         Err(e) if optional => {

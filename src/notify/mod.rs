@@ -81,6 +81,7 @@ struct Shared {
     discord: Discord,
     limits: Limits,
     routes: Vec<RouteRt>,
+    signal_routes: Arc<SignalRoutes>,
     stats: Mutex<Vec<RouteStats>>,
     paused: watch::Sender<bool>,
     settings: Settings,
@@ -98,10 +99,12 @@ fn unix_now() -> f64 {
     chrono::Utc::now().timestamp_millis() as f64 / 1000.0
 }
 
-/// What the rest of pipwatch holds to talk to the notifier.
+/// What the rest of pipwatch holds to talk to the notifier. A reload
+/// replaces the notifier behind it (`replace`): every clone then talks to
+/// the new one.
 #[derive(Clone)]
 pub struct NotifierHandle {
-    shared: Arc<Shared>,
+    current: Arc<std::sync::RwLock<Arc<Shared>>>,
 }
 
 /// The notifier, configured and not yet running.
@@ -158,6 +161,7 @@ impl Notifier {
                 hub,
                 discord,
                 limits: Limits::default(),
+                signal_routes: Arc::new(SignalRoutes::new(&n.routes)),
                 routes,
                 stats: Mutex::new(stats),
                 // A pause is the user's and outlives a restart: a crash
@@ -171,7 +175,7 @@ impl Notifier {
     }
 
     pub fn handle(&self) -> NotifierHandle {
-        NotifierHandle { shared: self.shared.clone() }
+        NotifierHandle { current: Arc::new(std::sync::RwLock::new(self.shared.clone())) }
     }
 
     /// Runs one task per route and the status publisher until `shutdown`.
@@ -209,44 +213,62 @@ impl Notifier {
 }
 
 impl NotifierHandle {
+    fn shared(&self) -> Arc<Shared> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// From now on this handle and its clones talk to `next` (a reload's
+    /// notifier). The old one's tasks are stopped by whoever ran them.
+    pub fn replace(&self, next: &Notifier) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.shared.clone();
+    }
+
+    /// Which routes take signals and outcomes, as the current config says:
+    /// the engine asks before each batch it commits.
+    pub fn signal_routes(&self) -> Arc<SignalRoutes> {
+        self.shared().signal_routes.clone()
+    }
+
     /// These (message id, route) entries were just committed and flushed:
     /// noted for their delivery latency, and the routes woken.
     pub fn queued(&self, entries: &[(String, String)]) {
-        self.shared.note_queued(entries.iter().cloned());
+        self.shared().note_queued(entries.iter().cloned());
         self.wake();
     }
 
     /// New outbox entries were committed: look now rather than at the next timer.
     pub fn wake(&self) {
-        for r in &self.shared.routes {
+        let shared = self.shared();
+        for r in &shared.routes {
             r.wake.notify_one();
         }
-        self.shared.changed.notify_one();
+        shared.changed.notify_one();
     }
 
     /// Pausing keeps everything queued and sends nothing until resumed.
     /// Kept in the store (durable with its next flush), so a restart keeps it.
     pub fn set_paused(&self, paused: bool) {
-        self.shared.paused.send_replace(paused);
+        let shared = self.shared();
+        shared.paused.send_replace(paused);
         tracing::info!(paused, "notifications {}", if paused { "paused" } else { "resumed" });
-        if let Err(e) = self.shared.store.set_notifications_paused(paused) {
+        if let Err(e) = shared.store.set_notifications_paused(paused) {
             tracing::warn!(error = %e, "the pause holds until pipwatch stops, but could not be kept for the next start");
         }
-        self.shared.changed.notify_one();
+        shared.changed.notify_one();
     }
 
     pub fn paused(&self) -> bool {
-        *self.shared.paused.borrow()
+        *self.shared().paused.borrow()
     }
 
     /// The queue status as of now (read from the outbox, not a cached copy).
     pub fn status(&self) -> Result<QueueStatus, StoreError> {
-        self.shared.status()
+        self.shared().status()
     }
 
     /// Publishes an alert and queues it durably for every route that takes it.
     pub async fn raise(&self, alert: Alert) -> Result<(), StoreError> {
-        self.shared.raise(alert, None).await
+        self.shared().raise(alert, None).await
     }
 }
 

@@ -452,6 +452,7 @@ fn answer(shared: &Shared, filter: &mut Filter, raw: &str) -> Frame {
         ClientFrame::Pause => Command::Pause,
         ClientFrame::Resume => Command::Resume,
         ClientFrame::Ack { alert } => Command::Ack { alert },
+        ClientFrame::Reload => Command::Reload,
     };
     match shared.control.apply(&command) {
         Ok(()) => {

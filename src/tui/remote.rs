@@ -32,6 +32,7 @@ pub fn frame_of(c: Command) -> ClientFrame {
         Command::Pause => ClientFrame::Pause,
         Command::Resume => ClientFrame::Resume,
         Command::Ack { alert } => ClientFrame::Ack { alert },
+        Command::Reload => ClientFrame::Reload,
     }
 }
 

@@ -1,0 +1,121 @@
+//! Reloading a running headless instance: SIGHUP (as systemd's
+//! `ExecReload` sends it) and `{"op":"reload"}` take up new routes and
+//! thresholds at once, name what waits for a restart, and refuse a config
+//! that does not validate with an alert, keeping the running one.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::config_file;
+
+const START: &str = "[market.demo]\ncandle_every = \"100ms\"\n";
+const ROUTE: &str = "[[notify.routes]]\nname = \"late\"\nwebhook = \"http://127.0.0.1:9/api/webhooks/1/x\"\n";
+
+/// Waits for a log line containing `text`, at most 15 s; the lines seen.
+fn wait_for(logs: &std::sync::mpsc::Receiver<String>, text: &str) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = String::new();
+    while let Ok(line) = logs.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if line.contains(text) {
+            return Ok(line);
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    Err(format!("no log line with {text:?}; saw:\n{seen}"))
+}
+
+fn get(rt: &tokio::runtime::Runtime, url: &str) -> String {
+    rt.block_on(async { reqwest::get(url).await?.text().await }).unwrap()
+}
+
+fn hup(pid: u32) {
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
+}
+
+#[test]
+fn sighup_takes_up_new_routes_names_restart_changes_and_refuses_a_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(dir.path(), "c.toml", START);
+    let (mut run, addr, logs) = common::headless(&cfg, &dir.path().join("data"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    wait_for(&logs, "engine started").unwrap();
+    assert!(!get(&rt, &format!("http://{addr}/metrics")).contains("route=\"late\""));
+
+    // A new route and a new strategy: the route at once, the strategy named.
+    std::fs::write(&cfg, format!("{START}{ROUTE}[strategy]\nfast = 5\n")).unwrap();
+    hup(run.0.id());
+    let line = wait_for(&logs, "config reloaded").unwrap();
+    assert!(line.contains("\"applied\":\"notify\"") && line.contains("\"needs_restart\":\"strategy\""), "{line}");
+    let metrics = get(&rt, &format!("http://{addr}/metrics"));
+    assert!(metrics.contains("pipwatch_route_queue_depth{route=\"late\"}"), "{metrics}");
+    // Signals from now on are queued for it (the route takes them at once).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let health: serde_json::Value = serde_json::from_str(&get(&rt, &format!("http://{addr}/health"))).unwrap();
+        let checks = health["checks"].as_array().unwrap();
+        if checks.iter().any(|c| c["name"] == "route:late") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new route never showed in /health: {health}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A config that does not validate: refused, with an alert; still running.
+    std::fs::write(&cfg, format!("{START}{ROUTE}[strategy]\nfats = 5\n")).unwrap();
+    hup(run.0.id());
+    let line = wait_for(&logs, "the config was not reloaded").unwrap();
+    assert!(line.contains("fats"), "the problem is named: {line}");
+    let health = get(&rt, &format!("http://{addr}/health"));
+    assert!(health.contains("config reload refused"), "{health}");
+    assert!(health.contains("route:late"), "the running routes stay: {health}");
+    assert!(run.0.try_wait().unwrap().is_none(), "a refused reload stopped it");
+
+    // Fixed: the next reload resolves the alert.
+    std::fs::write(&cfg, format!("{START}{ROUTE}")).unwrap();
+    hup(run.0.id());
+    wait_for(&logs, "config reloaded").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&rt, &format!("http://{addr}/health")).contains("config reload refused") {
+        assert!(Instant::now() < deadline, "the refused reload's alert did not resolve");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(run);
+}
+
+#[test]
+fn a_reload_frame_reloads_and_needs_the_token() {
+    use futures_util::{SinkExt, StreamExt};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(dir.path(), "c.toml", &format!("{START}[server]\ntoken = \"s3cret\"\n"));
+    let (run, addr, logs) = common::headless(&cfg, &dir.path().join("data"));
+    std::fs::write(&cfg, format!("{START}{ROUTE}[server]\ntoken = \"s3cret\"\n")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let replies = rt.block_on(async {
+        let mut replies = Vec::new();
+        for token in ["wrong", "s3cret"] {
+            let url = format!("ws://{addr}/ws?token={token}");
+            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
+                replies.push("refused".to_string());
+                continue;
+            };
+            ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"op":"reload"}"#)).await.unwrap();
+            loop {
+                let frame = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+                let Ok(text) = frame.to_text() else { continue };
+                let v: serde_json::Value = serde_json::from_str(text).unwrap();
+                if v["type"] == "ok" || v["type"] == "error" {
+                    replies.push(v.to_string());
+                    break;
+                }
+            }
+        }
+        replies
+    });
+    assert_eq!(replies[0], "refused", "a wrong token is turned away");
+    assert!(replies[1].contains(r#""op":"reload""#) && replies[1].contains(r#""type":"ok""#), "{replies:?}");
+    let line = wait_for(&logs, "config reloaded").unwrap();
+    assert!(line.contains("\"applied\":\"notify\""), "{line}");
+    drop(run);
+}
