@@ -341,6 +341,34 @@ async fn read(
     }
 }
 
+/// Sends one command frame and returns the server's answer to it: `Ok(message)`
+/// for an `ok` frame (its message, or ""), `Err(Refused)` for an `error`.
+/// What else the server sends meanwhile (hello, snapshot, events) is skipped.
+pub async fn command(opts: &Options, frame: &ClientFrame) -> Result<String, ClientError> {
+    use futures_util::{SinkExt, StreamExt};
+    let url = opts.url.clone();
+    let mut ws = connect(opts, None).await?;
+    let lost = |message: String| ClientError::Connect { url: url.clone(), message };
+    ws.send(tungstenite::Message::text(frame.to_json())).await.map_err(|e| lost(reason(&e)))?;
+    let answer = async {
+        while let Some(msg) = ws.next().await {
+            let msg = msg.map_err(|e| lost(reason(&e)))?;
+            let Ok(text) = msg.to_text() else { continue };
+            match ServerFrame::parse(text) {
+                Ok(ServerFrame::Frame(Frame::Ok { message, .. })) => return Ok(message.unwrap_or_default()),
+                Ok(ServerFrame::Frame(Frame::Error { message })) => return Err(ClientError::Refused(message)),
+                _ => {}
+            }
+        }
+        Err(lost("the connection closed before an answer".into()))
+    };
+    let result = tokio::time::timeout(std::time::Duration::from_secs(30), answer)
+        .await
+        .unwrap_or_else(|_| Err(lost("no answer within 30 s".into())));
+    let _ = ws.close(None).await;
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

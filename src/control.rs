@@ -44,6 +44,12 @@ pub enum Refused {
     NoSuchAlert(String),
     #[error("this instance does not reload its config (a console's: restart it to take up a new config)")]
     NoReload,
+    #[error("this instance has no store to read the dead list from")]
+    NoStore,
+    #[error("purge needs ids, --route, or --all")]
+    PurgeWhat,
+    #[error("{0}")]
+    Dead(String),
 }
 
 /// Carries out commands against the instance's hub and notifier.
@@ -52,11 +58,47 @@ pub struct Control {
     hub: Arc<Hub>,
     notifier: Option<NotifierHandle>,
     reload: Option<tokio::sync::mpsc::Sender<()>>,
+    store: Option<Arc<crate::store::Store>>,
 }
 
 impl Control {
     pub fn new(hub: Arc<Hub>, notifier: Option<NotifierHandle>) -> Control {
-        Control { hub, notifier, reload: None }
+        Control { hub, notifier, reload: None, store: None }
+    }
+
+    /// The dead list is read and changed in `store` (the instance's own).
+    pub fn with_store(self, store: Arc<crate::store::Store>) -> Control {
+        Control { store: Some(store), ..self }
+    }
+
+    /// `pipwatch dead` through the instance that holds the data directory:
+    /// the same words as the command line prints. A retry wakes the notifier,
+    /// so what is queued again goes out now.
+    pub fn dead(
+        &self,
+        action: crate::protocol::DeadAction,
+        filter: &crate::cli::DeadFilter,
+        all: bool,
+        json: bool,
+    ) -> Result<String, Refused> {
+        use crate::protocol::DeadAction;
+        let store = self.store.as_ref().ok_or(Refused::NoStore)?;
+        if action == DeadAction::Purge && !all && filter.route.is_none() && filter.ids.is_empty() {
+            return Err(Refused::PurgeWhat);
+        }
+        let mut out = Vec::new();
+        let done = match action {
+            DeadAction::List => crate::dead::list(store, filter, json, &mut out).map(drop),
+            DeadAction::Retry => crate::dead::retry(store, filter, &mut out).map(drop),
+            DeadAction::Purge => crate::dead::purge(store, filter, &mut out).map(drop),
+        };
+        done.map_err(|e| Refused::Dead(e.to_string()))?;
+        if action == DeadAction::Retry
+            && let Some(n) = &self.notifier
+        {
+            n.wake();
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// Reload requests go to the instance by `requests`.

@@ -112,26 +112,30 @@ pub fn list(store: &Store, filter: &DeadFilter, json: bool, out: &mut impl Write
     Ok(rows.len())
 }
 
-pub async fn retry(store: &Store, filter: &DeadFilter, out: &mut impl Write) -> Result<usize, DeadError> {
+// Retry and purge flush before they answer, so what they say is durable. The
+// flush blocks (an fsync, about a millisecond): these are an admin's rare
+// commands, run from the command line or from a server's client task.
+
+pub fn retry(store: &Store, filter: &DeadFilter, out: &mut impl Write) -> Result<usize, DeadError> {
     let keys: Vec<OutboxKey> = selected(store, filter)?.into_iter().map(|(k, _)| k).collect();
     let n = store.revive(&keys, Ts::now())?;
-    store.flush().await?;
+    store.flush_blocking()?;
     if n == 0 {
         writeln!(out, "no notification on the dead list{}: nothing queued again", describe(filter))?;
         return Ok(0);
     }
     writeln!(
         out,
-        "{n} notification(s){} queued again; a running `pipwatch` (console or headless) delivers them",
+        "{n} notification(s){} queued again; a running `pipwatch` (console or headless) delivers them now",
         describe(filter)
     )?;
     Ok(n)
 }
 
-pub async fn purge(store: &Store, filter: &DeadFilter, out: &mut impl Write) -> Result<usize, DeadError> {
+pub fn purge(store: &Store, filter: &DeadFilter, out: &mut impl Write) -> Result<usize, DeadError> {
     let keys: Vec<OutboxKey> = selected(store, filter)?.into_iter().map(|(k, _)| k).collect();
     let n = store.purge(&keys)?;
-    store.flush().await?;
+    store.flush_blocking()?;
     if n == 0 {
         writeln!(out, "no notification on the dead list{}: nothing deleted", describe(filter))?;
         return Ok(0);

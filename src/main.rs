@@ -340,6 +340,63 @@ fn run_notify_test(cli: &Cli, route: Option<&str>) -> Result<ExitCode, ExitCode>
     })
 }
 
+/// `pipwatch dead` while an instance holds the data directory: the same
+/// command, carried out by that instance through its server (the config's
+/// `server.listen`, with its token).
+fn dead_remote(cli: &Cli, cmd: &DeadCommand, dir: &str) -> ExitCode {
+    use pipwatch::protocol::{ClientFrame, DeadAction};
+    let config = match load_config(cli, None, Vec::new()) {
+        Ok(l) => l.config,
+        Err(code) => return code,
+    };
+    let frame = match cmd {
+        DeadCommand::List { filter, json } => ClientFrame::Dead {
+            action: DeadAction::List,
+            route: filter.route.clone(),
+            ids: filter.ids.clone(),
+            all: false,
+            json: *json,
+        },
+        DeadCommand::Retry { filter } => ClientFrame::Dead {
+            action: DeadAction::Retry,
+            route: filter.route.clone(),
+            ids: filter.ids.clone(),
+            all: false,
+            json: false,
+        },
+        DeadCommand::Purge { filter, all } => ClientFrame::Dead {
+            action: DeadAction::Purge,
+            route: filter.route.clone(),
+            ids: filter.ids.clone(),
+            all: *all,
+            json: false,
+        },
+    };
+    let token = Some(config.server.token.expose().to_string()).filter(|t| !t.is_empty());
+    let opts = pipwatch::client::Options { url: config.server.listen.clone(), token, ..Default::default() };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(FAILED, format!("cannot start the async runtime: {e}")),
+    };
+    match rt.block_on(pipwatch::client::command(&opts, &frame)) {
+        Ok(text) => match std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()) {
+            Err(e) if !closed_pipe(&e) => fail(FAILED, format!("cannot write the list: {e}")),
+            _ => ExitCode::SUCCESS,
+        },
+        Err(pipwatch::client::ClientError::Refused(why)) => {
+            fail(FAILED, format!("the running instance refused: {why}"))
+        }
+        Err(e) => fail(
+            FAILED,
+            format!(
+                "the data directory {dir} is in use by a running pipwatch, and it could not be asked through its server ({e}). \
+                 Run this where that instance's config is (-c), or stop it (Ctrl-C, SIGTERM or `systemctl stop`), \
+                 run this again, then start it: nothing queued is lost while it is stopped"
+            ),
+        ),
+    }
+}
+
 fn run_dead(cli: &Cli, cmd: &DeadCommand) -> ExitCode {
     logging::init(LogMode::Plain, "warn,sled=warn");
     let data_dir = cli.data_dir.clone().unwrap_or_else(config::default_data_dir);
@@ -354,27 +411,16 @@ fn run_dead(cli: &Cli, cmd: &DeadCommand) -> ExitCode {
         Ok((store, _)) => store,
         // The generic advice (attach, or another --data-dir) is no help
         // here: the dead list lives in that very directory.
-        Err(pipwatch::store::StoreError::Locked { dir }) => {
-            return fail(
-                FAILED,
-                format!(
-                    "the data directory {dir} is in use by a running pipwatch, and `pipwatch dead` needs it to itself. \
-                     Stop that instance (Ctrl-C, SIGTERM or `systemctl stop`), run this again, then start it: \
-                     nothing queued is lost while it is stopped"
-                ),
-            );
-        }
+        // A running instance holds it: ask that instance (same command path
+        // as the console's commands), through its server.
+        Err(pipwatch::store::StoreError::Locked { dir }) => return dead_remote(cli, cmd, &dir),
         Err(e) => return fail(FAILED, e),
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => return fail(FAILED, format!("cannot start the async runtime: {e}")),
     };
     let mut out = std::io::stdout().lock();
     let result = match cmd {
         DeadCommand::List { filter, json } => dead::list(&store, filter, *json, &mut out),
-        DeadCommand::Retry { filter } => rt.block_on(dead::retry(&store, filter, &mut out)),
-        DeadCommand::Purge { filter, .. } => rt.block_on(dead::purge(&store, filter, &mut out)),
+        DeadCommand::Retry { filter } => dead::retry(&store, filter, &mut out),
+        DeadCommand::Purge { filter, .. } => dead::purge(&store, filter, &mut out),
     };
     match result {
         Ok(_) => ExitCode::SUCCESS,

@@ -44,6 +44,9 @@ pub enum Frame {
         op: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         alert: Option<String>,
+        /// What the command has to say (`dead`: the list, or what it did).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
     },
     Pong,
     Subscribed {
@@ -125,6 +128,28 @@ pub enum ClientFrame {
     },
     /// Read the config again (headless instances; needs the token when one is set).
     Reload,
+    /// `pipwatch dead list|retry|purge` against a running instance, which
+    /// holds the data directory.
+    Dead {
+        action: DeadAction,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ids: Vec<String>,
+        /// `purge` with neither ids nor a route needs this, as on the command line.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        all: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeadAction {
+    List,
+    Retry,
+    Purge,
 }
 
 impl ClientFrame {
@@ -137,6 +162,24 @@ impl ClientFrame {
 mod tests {
     use super::*;
     use crate::event::{Event, FeedState, FeedStatus};
+
+    #[test]
+    fn command_frames_keep_their_wire_shape() {
+        let dead = ClientFrame::Dead {
+            action: DeadAction::Purge,
+            route: None,
+            ids: vec!["x".into()],
+            all: false,
+            json: false,
+        };
+        assert_eq!(dead.to_json(), r#"{"op":"dead","action":"purge","ids":["x"]}"#);
+        let parsed: ClientFrame = serde_json::from_str(r#"{"op":"dead","action":"list","json":true}"#).unwrap();
+        assert_eq!(
+            parsed,
+            ClientFrame::Dead { action: DeadAction::List, route: None, ids: vec![], all: false, json: true }
+        );
+        assert_eq!(ClientFrame::Reload.to_json(), r#"{"op":"reload"}"#);
+    }
 
     /// The wire shapes as DESIGN.md and the clients in the field know them.
     #[test]
@@ -155,7 +198,7 @@ mod tests {
         assert_eq!(Frame::Pong.to_json(), r#"{"type":"pong"}"#);
         assert_eq!(Frame::error("no").to_json(), r#"{"type":"error","message":"no"}"#);
         assert_eq!(
-            Frame::Ok { op: "ack".into(), alert: Some("a".into()) }.to_json(),
+            Frame::Ok { op: "ack".into(), alert: Some("a".into()), message: None }.to_json(),
             r#"{"type":"ok","op":"ack","alert":"a"}"#
         );
         let view = View { seq: 7, ..Default::default() };

@@ -119,3 +119,53 @@ fn a_reload_frame_reloads_and_needs_the_token() {
     assert!(line.contains("\"applied\":\"notify\""), "{line}");
     drop(run);
 }
+
+/// `pipwatch dead list|retry|purge` while headless holds the data
+/// directory: carried out by that instance through its server.
+#[test]
+fn dead_commands_work_against_a_running_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Every delivery fails at once and is given up after one attempt.
+    let cfg = config_file(dir.path(), "c.toml", &format!("{START}[notify]\nmax_attempts = 1\n{ROUTE}"));
+    let (run, addr, _logs) = common::headless(&cfg, &data);
+    // The CLI finds the instance at server.listen: point it at the one running.
+    let dead = |args: &[&str]| {
+        let out = common::pipwatch_std()
+            .env("PIPWATCH_SERVER__LISTEN", format!("\"{addr}\""))
+            .args(["dead"])
+            .args(args)
+            .arg("-c")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let (ok, text) = dead(&["list", "--json"]);
+        assert!(ok, "{text}");
+        let rows: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        if !rows.is_empty() {
+            break rows;
+        }
+        assert!(Instant::now() < deadline, "nothing reached the dead list: {text}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(listed.iter().all(|r| r["route"] == "late"), "{listed:?}");
+
+    let (ok, text) = dead(&["retry", "--route", "late"]);
+    assert!(ok && text.contains("queued again"), "{text}");
+    let (ok, text) = dead(&["purge", "--route", "nosuch"]);
+    assert!(ok && text.contains("nothing deleted"), "{text}");
+    let (ok, text) = dead(&["purge", "--all"]);
+    assert!(ok && (text.contains("deleted")), "{text}");
+    drop(run);
+
+    // Stopped: the same commands open the store themselves.
+    let (ok, text) = dead(&["list"]);
+    assert!(ok, "{text}");
+}

@@ -161,7 +161,7 @@ impl Instance {
             config.notify.routes.iter().map(|r| r.name.as_str()),
         );
         let server_stop = CancellationToken::new();
-        let mut control = Control::new(hub.clone(), Some(handle.clone()));
+        let mut control = Control::new(hub.clone(), Some(handle.clone())).with_store(store.clone());
         if let Some(r) = &opts.reload {
             control = control.with_reload(r.requests.clone());
         }
@@ -205,7 +205,7 @@ impl Instance {
 
     /// The command path for a front end in this process.
     pub fn control(&self) -> Control {
-        let control = Control::new(self.hub.clone(), Some(self.notifier.clone()));
+        let control = Control::new(self.hub.clone(), Some(self.notifier.clone())).with_store(self.store.clone());
         match &self.reload {
             Some(r) => control.with_reload(r.requests.clone()),
             None => control,

@@ -453,6 +453,13 @@ fn answer(shared: &Shared, filter: &mut Filter, raw: &str) -> Frame {
         ClientFrame::Resume => Command::Resume,
         ClientFrame::Ack { alert } => Command::Ack { alert },
         ClientFrame::Reload => Command::Reload,
+        ClientFrame::Dead { action, route, ids, all, json } => {
+            let filter = crate::cli::DeadFilter { route, ids };
+            return match shared.control.dead(action, &filter, all, json) {
+                Ok(message) => Frame::Ok { op: "dead".into(), alert: None, message: Some(message) },
+                Err(e) => Frame::error(e.to_string()),
+            };
+        }
     };
     match shared.control.apply(&command) {
         Ok(()) => {
@@ -460,7 +467,7 @@ fn answer(shared: &Shared, filter: &mut Filter, raw: &str) -> Frame {
                 Command::Ack { alert } => Some(alert.clone()),
                 _ => None,
             };
-            Frame::Ok { op: command.op().to_string(), alert }
+            Frame::Ok { op: command.op().to_string(), alert, message: None }
         }
         Err(e) => Frame::error(e.to_string()),
     }
