@@ -272,7 +272,7 @@ fn sigterm_stops_cleanly_and_a_second_instance_is_refused() {
     assert_eq!(dead.status.code(), Some(1));
     let msg = String::from_utf8_lossy(&dead.stderr);
     assert!(msg.contains(&format!("the data directory {} is in use by a running pipwatch", data.display())), "{msg}");
-    assert!(msg.contains("Stop that instance") && !msg.contains("--data-dir"), "{msg}");
+    assert!(msg.contains("could not be asked through its server") && msg.contains("stop it (Ctrl-C"), "{msg}");
 
     let status = std::process::Command::new("kill").args(["-TERM", &run.child.id().to_string()]).status().unwrap();
     assert!(status.success());
