@@ -105,7 +105,10 @@ pub struct Instance {
     /// Subscribed before any part started; handed to the front end once.
     feed: Option<(View, Subscription)>,
     tasks: Tasks,
-    reload: Option<Reloading>,
+    /// How to reread the config, and the sender commands use; the receiver
+    /// is `run`'s (taken there).
+    reload: Option<(reload::Reloader, tokio::sync::mpsc::Sender<()>)>,
+    reload_requests: Option<tokio::sync::mpsc::Receiver<()>>,
     /// The alert of the last refused reload, resolved by the next good one.
     refused: Option<crate::event::Alert>,
 }
@@ -188,7 +191,8 @@ impl Instance {
             server,
             feed,
             tasks: Tasks { health, notifier: notifier_task, server: server_stop, bars, marker },
-            reload: opts.reload,
+            reload: opts.reload.as_ref().map(|r| (r.reloader.clone(), r.requests.clone())),
+            reload_requests: opts.reload.map(|r| r.received),
             refused: None,
         })
     }
@@ -207,7 +211,7 @@ impl Instance {
     pub fn control(&self) -> Control {
         let control = Control::new(self.hub.clone(), Some(self.notifier.clone())).with_store(self.store.clone());
         match &self.reload {
-            Some(r) => control.with_reload(r.requests.clone()),
+            Some((_, requests)) => control.with_reload(requests.clone()),
             None => control,
         }
     }
@@ -236,8 +240,7 @@ impl Instance {
         let engine_config = self.config.clone();
         let engine = engine::run(&engine_config, parts, shutdown.clone());
         tokio::pin!(engine);
-        let mut requests =
-            self.reload.as_mut().map(|r| std::mem::replace(&mut r.received, tokio::sync::mpsc::channel(1).1));
+        let mut requests = self.reload_requests.take();
         let result = loop {
             tokio::select! {
                 r = &mut engine => break r,
@@ -268,7 +271,7 @@ impl Instance {
     /// (see `reload`). A config that does not validate is refused: its
     /// problems go to the log and an alert, and the running one stays.
     async fn reload(&mut self) {
-        let Some(reloader) = self.reload.as_ref().map(|r| r.reloader.clone()) else { return };
+        let Some(reloader) = self.reload.as_ref().map(|(r, _)| r.clone()) else { return };
         tracing::info!("reloading the config");
         let new = match reloader() {
             Ok(c) => c,
