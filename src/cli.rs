@@ -271,13 +271,4 @@ pub enum DeadCommand {
     },
 }
 
-/// Which dead notifications a command applies to (for list and retry, no filter means all).
-#[derive(Debug, Args, Default, Clone)]
-pub struct DeadFilter {
-    /// Only the notifications of this route (a `[[notify.routes]]` name).
-    #[arg(long, value_name = "NAME")]
-    pub route: Option<String>,
-    /// Only these signal or alert ids, e.g. EUR_USD:H4:2024-01-02T08:00:00Z:buy.
-    #[arg(value_name = "ID")]
-    pub ids: Vec<String>,
-}
+pub use crate::dead::DeadFilter;

@@ -77,7 +77,7 @@ impl Control {
     pub fn dead(
         &self,
         action: crate::protocol::DeadAction,
-        filter: &crate::cli::DeadFilter,
+        filter: &crate::dead::DeadFilter,
         all: bool,
         json: bool,
     ) -> Result<String, Refused> {

@@ -1,12 +1,24 @@
-//! `pipwatch dead list|retry|purge`: the notifications given up on.
+//! `pipwatch dead list|retry|purge`: the notifications given up on. The
+//! command line runs these on a store it opens; a running instance runs them
+//! for a client (`control::Control::dead`), so they sit below both.
 
 use std::io::Write;
 
 use serde::Serialize;
 
-use crate::cli::DeadFilter;
 use crate::store::{DeadEntry, Message, OutboxKey, Priority, Store, StoreError};
 use crate::time::Ts;
+
+/// Which dead notifications a command applies to (for list and retry, no filter means all).
+#[derive(Debug, clap::Args, Default, Clone)]
+pub struct DeadFilter {
+    /// Only the notifications of this route (a `[[notify.routes]]` name).
+    #[arg(long, value_name = "NAME")]
+    pub route: Option<String>,
+    /// Only these signal or alert ids, e.g. EUR_USD:H4:2024-01-02T08:00:00Z:buy.
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeadError {

@@ -13,7 +13,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::event::{AlertState, DeliveryState, Event, FeedState, SystemSample};
-use crate::health::Status;
 use crate::time::Ts;
 use crate::types::Severity;
 use crate::types::{Instrument, Timeframe};
@@ -114,6 +113,8 @@ fn feed_state_name(s: FeedState) -> &'static str {
         FeedState::Failed => "failed",
     }
 }
+
+const HEALTH_STATES: [&str; 3] = ["healthy", "degraded", "unhealthy"];
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -269,16 +270,16 @@ impl Metrics {
         for s in [Severity::Info, Severity::Warning, Severity::Critical] {
             drop(m.active_alerts.get_or_create(&SeverityLabels { severity: s.as_str().into() }));
         }
-        m.set_health(Status::Healthy);
+        m.set_health("healthy");
         Metrics { registry: root, ..m }
     }
 
-    /// The overall status, one-hot, as `/health` judged it at this scrape.
-    pub fn set_health(&self, status: Status) {
-        for (s, name) in
-            [(Status::Healthy, "healthy"), (Status::Degraded, "degraded"), (Status::Unhealthy, "unhealthy")]
-        {
-            self.health.get_or_create(&StatusLabels { status: name.into() }).set(i64::from(s == status));
+    /// The overall status, one-hot, as `/health` judged it at this scrape
+    /// (`healthy`, `degraded` or `unhealthy`; metrics sit below health, so
+    /// they take its name).
+    pub fn set_health(&self, status: &str) {
+        for name in HEALTH_STATES {
+            self.health.get_or_create(&StatusLabels { status: name.into() }).set(i64::from(name == status));
         }
     }
 
@@ -588,7 +589,7 @@ mod tests {
         assert_eq!(line(&m, "pipwatch_feed_state{source=\"oanda\",state=\"retrying\"}").as_deref(), Some("1"));
         assert_eq!(line(&m, "pipwatch_feed_state{source=\"oanda\",state=\"live\"}").as_deref(), Some("0"));
         assert_eq!(line(&m, "pipwatch_feed_state{source=\"oanda\",state=\"failed\"}").as_deref(), Some("0"));
-        m.set_health(Status::Degraded);
+        m.set_health("degraded");
         assert_eq!(line(&m, "pipwatch_health_status{status=\"degraded\"}").as_deref(), Some("1"));
         assert_eq!(line(&m, "pipwatch_health_status{status=\"healthy\"}").as_deref(), Some("0"));
     }

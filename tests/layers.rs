@@ -16,14 +16,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["config"]),
     ("inputs and storage", &["market", "store", "metrics", "restore"]),
     ("delivery and checks", &["notify", "health"]),
-    ("commands and serving", &["control", "server"]),
+    ("commands and serving", &["dead", "control", "server"]),
     ("the instance and the client", &["instance", "client"]),
     (
         "front ends",
-        &[
-            "headless", "console", "tui", "tail", "dead", "replay", "backtest", "cli", "logging", "shutdown", "sweep",
-            "status",
-        ],
+        &["headless", "console", "tui", "tail", "replay", "backtest", "cli", "logging", "shutdown", "sweep", "status"],
     ),
 ];
 

@@ -32,6 +32,17 @@ pub enum Status {
     Unhealthy,
 }
 
+impl Status {
+    /// As it is written in `/health` and in `pipwatch_health_status{status}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::Degraded => "degraded",
+            Status::Unhealthy => "unhealthy",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Check {
     pub name: String,

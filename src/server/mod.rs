@@ -296,7 +296,7 @@ async fn health_handler(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
     // The status as /health would answer now, so the two never disagree.
-    shared.metrics.set_health(shared.hub.read(health::evaluate).status);
+    shared.metrics.set_health(shared.hub.read(health::evaluate).status.as_str());
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         shared.metrics.render(Ts::now()),

@@ -454,7 +454,7 @@ fn answer(shared: &Shared, filter: &mut Filter, raw: &str) -> Frame {
         ClientFrame::Ack { alert } => Command::Ack { alert },
         ClientFrame::Reload => Command::Reload,
         ClientFrame::Dead { action, route, ids, all, json } => {
-            let filter = crate::cli::DeadFilter { route, ids };
+            let filter = crate::dead::DeadFilter { route, ids };
             return match shared.control.dead(action, &filter, all, json) {
                 Ok(message) => Frame::Ok { op: "dead".into(), alert: None, message: Some(message) },
                 Err(e) => Frame::error(e.to_string()),
