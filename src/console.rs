@@ -35,13 +35,21 @@ impl ConsoleError {
 }
 
 /// The console over an instance running in this process.
-pub async fn local(config: &Config, data_dir: &Path, theme: Option<String>) -> Result<(), ConsoleError> {
+pub async fn local(
+    config: &Config,
+    data_dir: &Path,
+    theme: Option<String>,
+    reloader: Option<crate::instance::reload::Reloader>,
+) -> Result<(), ConsoleError> {
     // Errors before the screen opens (a locked data directory, a taken port)
     // are printed normally.
     // First: a signal while the instance starts stops it cleanly.
     let shutdown = CancellationToken::new();
     crate::shutdown::on_signals(shutdown.clone(), None, crate::shutdown::Hangup::Stop);
-    let opts = crate::instance::Options { server: true, server_optional: true, reload: None };
+    // The console's own instance reloads by its key or `{"op":"reload"}`, not
+    // by SIGHUP: that is a closing terminal here, and it stops the console.
+    let reload = reloader.map(crate::instance::Reloading::new);
+    let opts = crate::instance::Options { server: true, server_optional: true, reload };
     let mut instance = Instance::start(config, data_dir, opts).await?;
     let Some((view, events)) = instance.take_feed() else {
         // A fresh instance always has its feed; nothing to show without it.
@@ -49,6 +57,7 @@ pub async fn local(config: &Config, data_dir: &Path, theme: Option<String>) -> R
     };
     let server = instance.server_addr().map(|a| a.to_string());
     let control = instance.control();
+    let settings = instance.console_settings();
 
     let (incoming, forward) = forward(events, 4096);
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
@@ -62,6 +71,7 @@ pub async fn local(config: &Config, data_dir: &Path, theme: Option<String>) -> R
         commands: cmd_tx,
         server,
         link: None,
+        settings: Some(settings),
         done: Some(Box::pin(async move {
             let _ = ended_rx.await;
         })),
@@ -140,6 +150,8 @@ pub async fn attach(
         commands: cmd_tx,
         server: None,
         link: Some(tui::app::LinkState::Connecting),
+        // The keys are this terminal's own config, read at start; `r` reloads the server's.
+        settings: None,
         done: None,
     };
     let result = tui::run(session, theme, console, &shutdown).await;

@@ -5,7 +5,42 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
+
+/// The installed filter and the mode's default, so `[log] level` can be
+/// applied after the config is read, and again on every reload.
+struct Installed {
+    handle: reload::Handle<EnvFilter, Registry>,
+    default: String,
+    /// `PIPWATCH_LOG` / `RUST_LOG` was set: it wins over the config.
+    from_env: Option<String>,
+}
+
+static INSTALLED: std::sync::OnceLock<Installed> = std::sync::OnceLock::new();
+
+/// What [`set_level`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LevelChange {
+    /// The filter now in force.
+    Set(String),
+    /// The environment's filter stays (it wins over the config).
+    KeptEnv(String),
+    /// No registry of ours is installed (a second registry in tests).
+    NotInstalled,
+}
+
+/// Applies `[log] level` (`None`: the mode's default) to the running
+/// process, unless `PIPWATCH_LOG`/`RUST_LOG` set the filter.
+pub fn set_level(level: Option<&str>) -> Result<LevelChange, String> {
+    let Some(installed) = INSTALLED.get() else { return Ok(LevelChange::NotInstalled) };
+    if let Some(env) = &installed.from_env {
+        return Ok(LevelChange::KeptEnv(env.clone()));
+    }
+    let wanted = level.unwrap_or(&installed.default);
+    let filter = EnvFilter::try_new(wanted).map_err(|e| format!("log.level '{wanted}': {e}"))?;
+    installed.handle.reload(filter).map_err(|e| format!("the log filter could not be changed: {e}"))?;
+    Ok(LevelChange::Set(wanted.to_string()))
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogMode {
@@ -20,11 +55,12 @@ pub enum LogMode {
 
 /// `PIPWATCH_LOG` (or `RUST_LOG`) overrides the default filter, e.g. `debug,sled=warn`.
 pub fn init(mode: LogMode, default_filter: &str) {
-    let filter = std::env::var("PIPWATCH_LOG")
+    let from_env = std::env::var("PIPWATCH_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(default_filter));
+        .filter(|f| EnvFilter::try_new(f).is_ok());
+    let filter = EnvFilter::new(from_env.as_deref().unwrap_or(default_filter));
+    let (filter, handle) = reload::Layer::new(filter);
     let json =
         (mode == LogMode::Json).then(|| fmt::layer().json().with_writer(std::io::stderr).with_current_span(false));
     // Colour only for a person at a terminal: redirected, escape codes would
@@ -44,6 +80,9 @@ pub fn init(mode: LogMode, default_filter: &str) {
     // try_init: a second call (tests) keeps the first registry instead of panicking.
     let installed =
         tracing_subscriber::registry().with(filter).with(json).with(plain).with(file).with(console).try_init();
+    if installed.is_ok() {
+        let _ = INSTALLED.set(Installed { handle, default: default_filter.to_string(), from_env });
+    }
     if is_console && installed.is_ok() {
         // Not `init_logger`: its thread wakes every 10 ms, which was 40% of an
         // idle console's CPU. The console moves the records itself

@@ -88,6 +88,18 @@ fn finish<T, E: std::fmt::Display>(result: Result<T, E>, bad_input: impl Fn(&E) 
     }
 }
 
+/// `[log] level`, once the config is read (the logs before it use the mode's default).
+fn apply_log_level(config: &config::Config) {
+    let Some(level) = config.log.level.as_deref() else { return };
+    match logging::set_level(Some(level)) {
+        Ok(logging::LevelChange::KeptEnv(env)) => {
+            tracing::info!(filter = %env, "PIPWATCH_LOG/RUST_LOG sets the log filter; log.level is not used")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(&cli) {
@@ -115,7 +127,9 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
                 eprintln!("{welcome}");
                 tracing::info!("{welcome}");
             }
-            let result = runtime()?.block_on(pipwatch::console::local(&loaded.config, &data_dir, theme));
+            apply_log_level(&loaded.config);
+            let reloader = Some(reloader(cli));
+            let result = runtime()?.block_on(pipwatch::console::local(&loaded.config, &data_dir, theme, reloader));
             finish(result, |e| e.is_bad_input())
         }
         Some(Command::Attach(args)) => {
@@ -133,6 +147,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, ExitCode> {
         Some(Command::Headless(args)) => {
             logging::init(LogMode::Json, "info,sled=warn");
             let loaded = load_config(cli, None, Vec::new())?;
+            apply_log_level(&loaded.config);
             if let Some(welcome) = first_run(&data_dir(), &loaded.config) {
                 tracing::info!("{welcome}");
             }

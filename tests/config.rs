@@ -297,3 +297,18 @@ fn environment_mistakes_are_named_with_a_hint() {
     let loaded = load(&opts(Some(p), &quiet)).unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 }
+
+#[test]
+fn the_log_level_is_a_filter_and_a_misspelt_level_is_named() {
+    let err = error("[log]\nlevel = \"infi\"\n", &[]);
+    assert!(err.contains("log.level = 'infi': 'infi' is not a level or TARGET=LEVEL"), "{err}");
+    assert!(err.contains("FILE:2"), "the line is named: {err}");
+    let err = error("[log]\nlevel = \"info,sled=loud\"\n", &[]);
+    assert!(err.contains("'sled=loud' is not a level"), "{err}");
+    for good in ["debug", "info,sled=warn", "warn,pipwatch::notify=debug", "OFF"] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, &format!("[log]\nlevel = \"{good}\"\n"));
+        let c = load(&opts(Some(p), &[])).unwrap().config;
+        assert_eq!(c.log.level.as_deref(), Some(good));
+    }
+}

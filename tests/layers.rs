@@ -11,17 +11,14 @@ use std::path::Path;
 /// Each top-level module's layer, lowest first. A module may import its own
 /// layer or lower ones.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("vocabulary", &["time", "types", "event", "view", "hub", "net", "protocol"]),
+    ("vocabulary", &["time", "types", "event", "view", "hub", "net", "protocol", "logging"]),
     ("engine", &["engine"]),
     ("config", &["config"]),
     ("inputs and storage", &["market", "store", "metrics", "restore"]),
     ("delivery and checks", &["notify", "health"]),
     ("commands and serving", &["dead", "control", "server"]),
     ("the instance and the client", &["instance", "client"]),
-    (
-        "front ends",
-        &["headless", "console", "tui", "tail", "replay", "backtest", "cli", "logging", "shutdown", "sweep", "status"],
-    ),
+    ("front ends", &["headless", "console", "tui", "tail", "replay", "backtest", "cli", "shutdown", "sweep", "status"]),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

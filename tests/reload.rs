@@ -67,7 +67,15 @@ fn sighup_takes_up_new_routes_names_restart_changes_and_refuses_a_bad_config() {
     hup(run.0.id());
     let line = wait_for(&logs, "the config was not reloaded").unwrap();
     assert!(line.contains("fats"), "the problem is named: {line}");
-    let health = get(&rt, &format!("http://{addr}/health"));
+    // The alert is raised after the log line: asked until it is there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let health = get(&rt, &format!("http://{addr}/health"));
+        if health.contains("config reload refused") || Instant::now() > deadline {
+            break health;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(health.contains("config reload refused"), "{health}");
     assert!(health.contains("route:late"), "the running routes stay: {health}");
     assert!(run.0.try_wait().unwrap().is_none(), "a refused reload stopped it");
@@ -174,4 +182,57 @@ fn dead_commands_work_against_a_running_instance() {
     // Stopped: the same commands open the store themselves.
     let (ok, text) = dead(&["list"]);
     assert!(ok, "{text}");
+}
+
+/// Which of `texts` each line that holds one of them holds, in order, until
+/// `last` is seen (at most 15 s).
+fn sequence(logs: &std::sync::mpsc::Receiver<String>, texts: &[&str], last: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = Vec::new();
+    while let Ok(line) = logs.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if let Some(t) = texts.iter().find(|t| line.contains(*t)) {
+            seen.push(if line.contains(last) { line.clone() } else { t.to_string() });
+        }
+        if line.contains(last) {
+            break;
+        }
+    }
+    seen
+}
+
+/// The instance's own line (the signal handler's says "SIGHUP: reloading the config").
+const RELOADING: &str = r#""message":"reloading the config""#;
+
+#[test]
+fn a_reload_changes_the_log_level_and_the_environment_wins_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let level = |l: &str| format!("{START}[log]\nlevel = \"{l}\"\n");
+    let cfg = config_file(dir.path(), "c.toml", &level("info"));
+    let mut cmd = common::pipwatch_std();
+    cmd.env_remove("PIPWATCH_LOG").args(["headless", "-c"]).arg(&cfg).arg("--data-dir").arg(dir.path().join("data"));
+    let (run, logs, _) = common::logged(cmd);
+    wait_for(&logs, "engine started").unwrap();
+
+    // To warn: the reload starts at info (seen), and its end is at warn (not seen).
+    std::fs::write(&cfg, level("warn")).unwrap();
+    hup(run.0.id());
+    wait_for(&logs, RELOADING).unwrap();
+    // The reload has read the file long before this; the next SIGHUP waits for it to end.
+    std::thread::sleep(Duration::from_secs(1));
+    // Back to info, with a route so this reload's line is told from the last one's.
+    std::fs::write(&cfg, format!("{}{ROUTE}", level("info"))).unwrap();
+    hup(run.0.id());
+    let seen = sequence(&logs, &[RELOADING, "config reloaded"], "config reloaded");
+    assert_eq!(seen.len(), 1, "at warn, neither the start of this reload nor the end of the last is logged: {seen:?}");
+    assert!(seen[0].contains("\"applied\":\"notify, log\""), "{seen:?}");
+    drop(run);
+
+    // PIPWATCH_LOG is the operator's word: log.level = "error" does not hide info.
+    let data = dir.path().join("data2");
+    std::fs::write(&cfg, level("error")).unwrap();
+    let (run, _addr, logs) = common::headless(&cfg, &data);
+    let line = wait_for(&logs, "log.level is not used").unwrap();
+    assert!(line.contains("info,sled=warn"), "{line}");
+    wait_for(&logs, "engine started").unwrap();
+    drop(run);
 }

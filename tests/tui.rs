@@ -1243,3 +1243,34 @@ fn the_signal_feed_shows_each_trades_outcome() {
     // At 80 columns the outcome gives way.
     assert!(!format!("{}", render(&a, 80, 24).backend()).contains("+2.0R"));
 }
+
+/// `r` re-reads the config of the console's own instance: new keys work at
+/// once and the old ones stop (the help overlay shows which is which).
+#[test]
+fn the_reload_key_takes_up_new_console_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[server]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let session = Session::new("pipwatch-reload");
+    let bin = assert_cmd::cargo::cargo_bin("pipwatch");
+    let cmd = format!(
+        "env -i PATH=\"$PATH\" TERM=xterm-256color {} -c {} --data-dir {}; sleep 30",
+        bin.display(),
+        cfg.display(),
+        dir.path().join("data").display(),
+    );
+    tmux(&["new-session", "-d", "-s", &session, "-x", "160", "-y", "40", &cmd]);
+    wait_for_pane(&session, &["Pairs (7)"], "");
+    std::fs::write(&cfg, "[server]\nlisten = \"127.0.0.1:0\"\n[console.keys]\nhelp = \"H\"\n").unwrap();
+    tmux(&["send-keys", "-t", &session, "r"]);
+    wait_for_pane(&session, &["console settings reloaded"], "");
+    tmux(&["send-keys", "-t", &session, "H"]);
+    let help = wait_for_pane(&session, &["this help"], "");
+    assert!(help.contains("H") && help.contains("reload the config"), "{help}");
+    tmux(&["send-keys", "-t", &session, "Escape"]);
+    wait_for_pane(&session, &["Pairs (7)"], "this help");
+    // `?` no longer opens it: once the theme key after it has been taken
+    // (the footer names the next theme), no help is on the screen.
+    tmux(&["send-keys", "-t", &session, "?", "t"]);
+    wait_for_pane(&session, &["theme light"], "this help");
+}

@@ -554,6 +554,7 @@ fn validate(c: &Config, src: &Source<'_>, opts: &LoadOptions, problems: &mut Vec
     validate_server(c, src, problems);
     validate_health(c, src, problems);
     validate_console(c, src, problems);
+    validate_log(c, src, problems);
     for check in checks {
         for (key, message) in check(c) {
             problems.push(src.problem(&key, message));
@@ -758,6 +759,35 @@ fn validate_console(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
             ),
         }
     }
+}
+
+fn validate_log(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
+    if let Some(level) = &c.log.level
+        && let Err(e) = log_filter(level)
+    {
+        problems.push(src.problem(
+            "log.level",
+            format!(
+                "{e}; use a level (off, error, warn, info, debug, trace) or TARGET=LEVEL pairs, e.g. info,sled=warn"
+            ),
+        ));
+    }
+}
+
+/// Stricter than tracing's own parser, which takes a misspelt level
+/// (`infi`) as a target name and quietly logs nothing of it.
+fn log_filter(filter: &str) -> Result<(), String> {
+    let is_level = |l: &str| l.trim().parse::<tracing_subscriber::filter::LevelFilter>().is_ok();
+    for directive in filter.split(',').map(str::trim) {
+        let level = match directive.rsplit_once('=') {
+            Some((target, level)) if !target.trim().is_empty() => level,
+            _ => directive,
+        };
+        if directive.is_empty() || !is_level(level) {
+            return Err(format!("'{directive}' is not a level or TARGET=LEVEL"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter).map(|_| ()).map_err(|e| e.to_string())
 }
 
 fn unset_reported(problems: &[Problem], key: &str) -> bool {

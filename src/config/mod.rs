@@ -28,6 +28,19 @@ pub struct Config {
     pub server: Server,
     pub health: Health,
     pub console: Console,
+    pub log: Log,
+}
+
+/// `[log]`: what the long-running modes (the console's log file, headless's
+/// stderr) write. `PIPWATCH_LOG` / `RUST_LOG` win over it, so an operator's
+/// one-off `PIPWATCH_LOG=debug` is never undone by the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    /// A tracing filter: `info`, `debug`, `info,pipwatch::notify=debug`.
+    /// Unset: the mode's own default (`info,sled=warn`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
 }
 
 impl Config {
@@ -76,18 +89,30 @@ pub struct Keys {
     pub filter: String,
     pub logs: String,
     pub theme: String,
+    /// Re-read the config (the console's own instance: routes, thresholds,
+    /// log level, these keys).
+    pub reload: String,
 }
 
 impl Default for Keys {
     fn default() -> Self {
         let k = |c: &str| c.to_string();
-        Keys { quit: k("q"), help: k("?"), pause: k("p"), ack: k("a"), filter: k("f"), logs: k("l"), theme: k("t") }
+        Keys {
+            quit: k("q"),
+            help: k("?"),
+            pause: k("p"),
+            ack: k("a"),
+            filter: k("f"),
+            logs: k("l"),
+            theme: k("t"),
+            reload: k("r"),
+        }
     }
 }
 
 impl Keys {
     /// (name, key) for each configurable action.
-    pub fn all(&self) -> [(&'static str, &str); 7] {
+    pub fn all(&self) -> [(&'static str, &str); 8] {
         [
             ("quit", &self.quit),
             ("help", &self.help),
@@ -96,6 +121,7 @@ impl Keys {
             ("filter", &self.filter),
             ("logs", &self.logs),
             ("theme", &self.theme),
+            ("reload", &self.reload),
         ]
     }
 }

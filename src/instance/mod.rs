@@ -111,6 +111,8 @@ pub struct Instance {
     reload_requests: Option<tokio::sync::mpsc::Receiver<()>>,
     /// The alert of the last refused reload, resolved by the next good one.
     refused: Option<crate::event::Alert>,
+    /// `[console]` as last reloaded, for a console in this process.
+    console: tokio::sync::watch::Sender<crate::config::Console>,
 }
 
 /// The parts' tasks, each with the token that stops it.
@@ -194,6 +196,7 @@ impl Instance {
             reload: opts.reload.as_ref().map(|r| (r.reloader.clone(), r.requests.clone())),
             reload_requests: opts.reload.map(|r| r.received),
             refused: None,
+            console: tokio::sync::watch::Sender::new(config.console.clone()),
         })
     }
 
@@ -214,6 +217,11 @@ impl Instance {
             Some((_, requests)) => control.with_reload(requests.clone()),
             None => control,
         }
+    }
+
+    /// `[console]` now and after each reload that changes it.
+    pub fn console_settings(&self) -> tokio::sync::watch::Receiver<crate::config::Console> {
+        self.console.subscribe()
     }
 
     /// Where the server listens, if it does.
@@ -309,6 +317,18 @@ impl Instance {
                 &self.store,
                 &self.liveness,
             );
+        }
+        if plan.log {
+            match crate::logging::set_level(plan.merged.log.level.as_deref()) {
+                Ok(crate::logging::LevelChange::KeptEnv(env)) => {
+                    tracing::warn!(filter = %env, "log.level changed, but PIPWATCH_LOG/RUST_LOG set the filter and wins")
+                }
+                Ok(_) => {}
+                Err(e) => return self.refuse(e).await,
+            }
+        }
+        if plan.console {
+            self.console.send_replace(plan.merged.console.clone());
         }
         if let Some(mut alert) = self.refused.take() {
             alert.state = crate::event::AlertState::Resolved;

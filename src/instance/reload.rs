@@ -1,8 +1,8 @@
 //! Reloading the config of a running instance (SIGHUP, `{"op":"reload"}`):
 //! what may change while running, and what waits for the next start.
 //!
-//! Routes and the rest of `[notify]`, the health thresholds and the console's
-//! keys take effect at once: the notifier and the health checks are replaced
+//! Routes and the rest of `[notify]`, the health thresholds, the log level
+//! and the console's keys and theme take effect at once: the notifier and the health checks are replaced
 //! (the outbox is durable, so nothing queued is lost; alert episodes live in
 //! the view and the store, so none is raised twice). The market, the
 //! strategy and the server are what the engine's state and the clients'
@@ -25,18 +25,19 @@ pub struct Plan {
     pub notify: bool,
     pub health: bool,
     pub console: bool,
+    pub log: bool,
     /// The sections that changed but wait for a restart, by their keys.
     pub needs_restart: Vec<&'static str>,
 }
 
 impl Plan {
     pub fn changed(&self) -> bool {
-        self.notify || self.health || self.console
+        self.notify || self.health || self.console || self.log
     }
 
     /// The sections taken up, for the log and the reply.
     pub fn applied(&self) -> Vec<&'static str> {
-        [(self.notify, "notify"), (self.health, "health"), (self.console, "console")]
+        [(self.notify, "notify"), (self.health, "health"), (self.console, "console"), (self.log, "log")]
             .into_iter()
             .filter_map(|(on, name)| on.then_some(name))
             .collect()
@@ -64,7 +65,9 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
     merged.notify = new.notify.clone();
     merged.health = new.health.clone();
     merged.console = new.console.clone();
+    merged.log = new.log.clone();
     Plan {
+        log: running.log != new.log,
         notify: running.notify != new.notify,
         health: running.health != new.health,
         console: running.console != new.console,
@@ -91,17 +94,18 @@ mod tests {
         let running = config("[market]\ninstruments = [\"EUR_USD\"]\n");
         let new = config(
             "[market]\ninstruments = [\"EUR_USD\", \"GBP_USD\"]\n[strategy]\nfast = 5\n\
-             [health]\ncpu_warning = 50.0\n\
+             [health]\ncpu_warning = 50.0\n[log]\nlevel = \"debug\"\n\
              [[notify.routes]]\nname = \"a\"\nwebhook = \"https://discord.com/api/webhooks/1/x\"\n",
         );
         let p = plan(&running, &new);
-        assert_eq!(p.applied(), vec!["notify", "health"]);
+        assert_eq!(p.applied(), vec!["notify", "health", "log"]);
         assert_eq!(p.needs_restart, vec!["market.instruments", "strategy"]);
         // The running market and strategy stay; the new routes and thresholds are taken.
         assert_eq!(p.merged.market, running.market);
         assert_eq!(p.merged.strategy, running.strategy);
         assert_eq!(p.merged.notify.routes.len(), 1);
         assert_eq!(p.merged.health.cpu_warning, 50.0);
+        assert_eq!(p.merged.log.level.as_deref(), Some("debug"));
         assert!(p.changed());
     }
 

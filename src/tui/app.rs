@@ -102,6 +102,8 @@ pub enum Action {
     Ack(Vec<crate::event::Alert>),
     /// Ctrl-Z: give the terminal back and stop until `fg`.
     Suspend,
+    /// Re-read the instance's config.
+    Reload,
 }
 
 pub struct App {
@@ -147,6 +149,7 @@ pub struct KeyMap {
     pub filter: char,
     pub logs: char,
     pub theme: char,
+    pub reload: char,
 }
 
 impl Default for KeyMap {
@@ -167,6 +170,7 @@ impl KeyMap {
             filter: c(&k.filter, 'f'),
             logs: c(&k.logs, 'l'),
             theme: c(&k.theme, 't'),
+            reload: c(&k.reload, 'r'),
         }
     }
 
@@ -182,6 +186,7 @@ impl KeyMap {
             (self.pause.to_string(), "pause or resume notifications"),
             (self.ack.to_string(), "acknowledge the active alerts"),
             (self.theme.to_string(), "next colour theme"),
+            (self.reload.to_string(), "reload the config (routes, keys, log level)"),
             ("Esc".into(), "close an overlay or a detail view"),
             ("Ctrl-C / Ctrl-Z".into(), "quit / suspend (fg resumes)"),
             (self.logs.to_string(), "log panel (also in pipwatch.log)"),
@@ -290,6 +295,10 @@ impl App {
             K::Char('c') if ctrl => Action::Quit,
             K::Char('z') if ctrl => Action::Suspend,
             K::Char(c) if c == keys.quit => Action::Quit,
+            K::Char(c) if c == keys.reload => {
+                self.note("reloading the config…");
+                Action::Reload
+            }
             K::Char(c) if c == keys.help => {
                 self.help = !self.help;
                 Action::Redraw

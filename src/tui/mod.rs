@@ -67,6 +67,8 @@ pub struct Session {
     pub server: Option<String>,
     /// The link's state at start (attached consoles).
     pub link: Option<app::LinkState>,
+    /// `[console]` after each reload of the instance's config.
+    pub settings: Option<tokio::sync::watch::Receiver<crate::config::Console>>,
     pub done: Option<Done>,
 }
 
@@ -78,6 +80,8 @@ pub async fn run(
     console: &crate::config::Console,
     shutdown: &CancellationToken,
 ) -> Result<(), TuiError> {
+    // `--theme` is for this session: a reload does not undo it.
+    let fixed_theme = theme.is_some();
     let (theme, warning) = choose_theme(theme.or_else(|| Some(console.theme.clone())));
     let mut app = App::new(session.label.clone(), theme, Ts::now());
     app.keys = app::KeyMap::from_config(&console.keys);
@@ -89,7 +93,44 @@ pub async fn run(
     if let Some(link) = session.link {
         app.set_link(link, None);
     }
-    with_terminal(&mut app, &mut session.incoming, &session.commands, shutdown, session.done.take()).await
+    let mut settings = Settings { updates: session.settings.take(), fixed_theme };
+    with_terminal(&mut app, &mut session.incoming, &session.commands, &mut settings, shutdown, session.done.take())
+        .await
+}
+
+/// Where reloaded `[console]` settings come from.
+struct Settings {
+    updates: Option<tokio::sync::watch::Receiver<crate::config::Console>>,
+    fixed_theme: bool,
+}
+
+impl Settings {
+    async fn changed(&mut self) -> Option<crate::config::Console> {
+        match self.updates.as_mut() {
+            Some(rx) => match rx.changed().await {
+                Ok(()) => Some(rx.borrow_and_update().clone()),
+                Err(_) => {
+                    self.updates = None;
+                    std::future::pending().await
+                }
+            },
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Takes up a reloaded `[console]`: the keys, and the theme unless `--theme` chose one.
+fn apply_settings(app: &mut App, console: &crate::config::Console, fixed_theme: bool) {
+    app.keys = app::KeyMap::from_config(&console.keys);
+    if !fixed_theme {
+        let (theme, warning) = choose_theme(Some(console.theme.clone()));
+        app.theme = theme;
+        if let Some(w) = warning {
+            app.note(w);
+            return;
+        }
+    }
+    app.note("console settings reloaded (keys, theme)".to_string());
 }
 
 fn choose_theme(theme: Option<String>) -> (Theme, Option<String>) {
@@ -104,6 +145,7 @@ async fn with_terminal(
     app: &mut App,
     incoming: &mut tokio::sync::mpsc::Receiver<Incoming>,
     commands: &tokio::sync::mpsc::Sender<Command>,
+    settings: &mut Settings,
     shutdown: &CancellationToken,
     done: Option<Done>,
 ) -> Result<(), TuiError> {
@@ -115,7 +157,7 @@ async fn with_terminal(
         std::process::exit(1);
     }));
     let mut terminal = ratatui::try_init()?;
-    let result = ui_loop(&mut terminal, app, incoming, commands, shutdown, done).await;
+    let result = ui_loop(&mut terminal, app, incoming, commands, settings, shutdown, done).await;
     ratatui::restore();
     result
 }
@@ -125,6 +167,7 @@ async fn ui_loop(
     app: &mut App,
     incoming: &mut tokio::sync::mpsc::Receiver<Incoming>,
     commands: &tokio::sync::mpsc::Sender<Command>,
+    settings: &mut Settings,
     shutdown: &CancellationToken,
     mut done: Option<Done>,
 ) -> Result<(), TuiError> {
@@ -214,6 +257,10 @@ async fn ui_loop(
                 dirty = true;
                 urgent = true;
             }
+            Some(console) = settings.changed() => {
+                apply_settings(app, &console, settings.fixed_theme);
+                dirty = true;
+            }
             _ = tokio::time::sleep_until(next_frame), if dirty => {}
             _ = shutdown.cancelled() => return Ok(()),
             _ = feed_done => return Ok(()),
@@ -243,12 +290,16 @@ async fn on_key(
         Action::Redraw => Flow::Draw { now: true },
         // Not queued for later: a pause or an ack that lands minutes after
         // the key would surprise.
-        Action::Pause(_) | Action::Ack(_) if app.link_down() => {
+        Action::Pause(_) | Action::Ack(_) | Action::Reload if app.link_down() => {
             app.note(app::NOT_CONNECTED);
             Flow::Draw { now: true }
         }
         Action::Pause(p) => {
             let _ = commands.send(if p { Command::Pause } else { Command::Resume }).await;
+            Flow::Draw { now: true }
+        }
+        Action::Reload => {
+            let _ = commands.send(Command::Reload).await;
             Flow::Draw { now: true }
         }
         Action::Ack(alerts) => {

@@ -64,16 +64,21 @@ impl Drop for Running {
 /// `pipwatch headless` on a free port with `config` and `data`: the guard,
 /// the server's address, and its log lines as they come.
 pub fn headless(config: &Path, data: &Path) -> (Running, String, std::sync::mpsc::Receiver<String>) {
+    let mut cmd = pipwatch_std();
+    cmd.args(["headless", "-c"]).arg(config).arg("--data-dir").arg(data);
+    let (run, log_rx, addr_rx) = logged(cmd);
+    let addr = addr_rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the server did not start");
+    (run, addr, log_rx)
+}
+
+/// Starts `cmd` with stdout dropped: the guard, its stderr lines as they
+/// come, and the server's address once it logs one.
+pub fn logged(
+    mut cmd: std::process::Command,
+) -> (Running, std::sync::mpsc::Receiver<String>, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead;
-    let mut child = pipwatch_std()
-        .args(["headless", "-c"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start pipwatch headless");
+    let mut child =
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("start pipwatch");
     let stderr = child.stderr.take().expect("piped stderr");
     let run = Running(child);
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -89,6 +94,5 @@ pub fn headless(config: &Path, data: &Path) -> (Running, String, std::sync::mpsc
             let _ = log_tx.send(line);
         }
     });
-    let addr = addr_rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the server did not start");
-    (run, addr, log_rx)
+    (run, log_rx, addr_rx)
 }
