@@ -55,7 +55,7 @@ impl Backtest<'_> {
                 return Ok(Flow::Next);
             }
             events.clear();
-            let outcome = engine.apply_into(candle, Phase::Live, &mut events);
+            let outcome = engine.apply_signals_into(candle, Phase::Live, &mut events);
             if !outcome.accepted {
                 return Ok(Flow::Next);
             }

@@ -97,6 +97,44 @@ pub struct Signal {
 }
 
 impl Signal {
+    /// Writes this signal as the `signal` JSON line's object, byte for byte
+    /// what serde writes for `Event::Signal` (a property test holds it): a
+    /// replay of years of candles writes tens of thousands.
+    pub fn write_json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        use serde_json::ser::{CompactFormatter, Formatter};
+        let num = |out: &mut dyn std::io::Write, v: f64| match v.is_finite() {
+            true => CompactFormatter.write_f64(out, v),
+            false => out.write_all(b"null"),
+        };
+        let text = |out: &mut dyn std::io::Write, v: &str| serde_json::to_writer(out, v).map_err(std::io::Error::other);
+        let mut time = [0u8; 20];
+        out.write_all(b"{\"type\":\"signal\",\"id\":")?;
+        text(out, &self.id)?;
+        out.write_all(b",\"instrument\":\"")?;
+        out.write_all(self.instrument.as_str().as_bytes())?;
+        out.write_all(b"\",\"timeframe\":\"")?;
+        out.write_all(self.timeframe.as_str().as_bytes())?;
+        out.write_all(b"\",\"time\":\"")?;
+        out.write_all(self.time.format_into(&mut time).as_bytes())?;
+        out.write_all(b"\",\"side\":\"")?;
+        out.write_all(self.side.as_str().as_bytes())?;
+        out.write_all(b"\",\"price\":")?;
+        num(out, self.price)?;
+        out.write_all(b",\"fast\":")?;
+        num(out, self.fast)?;
+        out.write_all(b",\"slow\":")?;
+        num(out, self.slow)?;
+        out.write_all(b",\"atr\":")?;
+        num(out, self.atr)?;
+        out.write_all(b",\"stop_loss\":")?;
+        num(out, self.stop_loss)?;
+        out.write_all(b",\"take_profit\":")?;
+        num(out, self.take_profit)?;
+        out.write_all(b",\"strategy\":")?;
+        text(out, &self.strategy)?;
+        out.write_all(b"}")
+    }
+
     pub fn make_id(instrument: Instrument, timeframe: Timeframe, time: Ts, side: Side) -> String {
         format!("{instrument}:{timeframe}:{time}:{side}")
     }
@@ -415,6 +453,30 @@ mod tests {
             let mut ours = Vec::new();
             c.write_json(&mut ours).unwrap();
             let want = serde_json::to_string(&Event::Candle(c)).unwrap();
+            prop_assert_eq!(String::from_utf8(ours).unwrap(), want);
+        }
+
+        #[test]
+        fn signal_json_is_what_serde_writes(
+            name in prop::sample::select(vec!["EUR_USD", "USD_JPY", "XAU_USD"]),
+            tf in prop::sample::select(Timeframe::ALL.to_vec()),
+            time in -2_000_000_000i64..4_000_000_000,
+            buy: bool,
+            (price_, fast, slow) in (price(), price(), price()),
+            atr in prop_oneof![price(), Just(f64::NAN), Just(f64::NEG_INFINITY)],
+            (stop_loss, take_profit) in (price(), price()),
+            strategy in prop_oneof![Just("sma 10/20".to_string()), "\\PC{0,12}"],
+        ) {
+            let side = if buy { Side::Buy } else { Side::Sell };
+            let instrument = Instrument::new(name).unwrap();
+            let s = Signal {
+                id: Signal::make_id(instrument, tf, Ts(time), side),
+                instrument, timeframe: tf, time: Ts(time), side,
+                price: price_, fast, slow, atr, stop_loss, take_profit, strategy,
+            };
+            let mut ours = Vec::new();
+            s.write_json(&mut ours).unwrap();
+            let want = serde_json::to_string(&Event::Signal(s)).unwrap();
             prop_assert_eq!(String::from_utf8(ours).unwrap(), want);
         }
     }

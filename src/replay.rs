@@ -63,6 +63,7 @@ fn write_event(out: &mut impl Write, e: &Event) -> io::Result<()> {
     match e {
         // One per candle with --indicators: the hot path.
         Event::Candle(c) => c.write_json(out)?,
+        Event::Signal(s) => s.write_json(out)?,
         e => serde_json::to_writer(&mut *out, e).map_err(io::Error::other)?,
     }
     out.write_all(b"\n")
@@ -88,7 +89,7 @@ pub(crate) fn drive(
     // Every file's header first: a file that cannot be read fails the run
     // before it prints anything, not after the files before it.
     for input in inputs {
-        CsvCandles::open(&input.path, input.instrument, input.timeframe)?;
+        CsvCandles::open_with(&input.path, input.instrument, input.timeframe, 1)?;
     }
     summary.files = inputs.len();
     let total: u64 = inputs.iter().filter_map(|i| std::fs::metadata(&i.path).ok()).map(|m| m.len()).sum();
@@ -118,7 +119,7 @@ pub(crate) fn drive(
                 break 'files;
             }
             if let Some(bar) = &bar
-                && rows.rows % 65_536 == 0
+                && candles % 65_536 == 0
             {
                 bar.set_position(done_bytes + rows.byte_position());
                 bar.set_message(format!("{} candles, {} signals", summary.candles, summary.signals));
@@ -146,7 +147,10 @@ impl Replay<'_> {
         let indicators = self.indicators;
         drive(self.inputs, self.progress, on_bad_row, &mut summary, &mut |candle, summary| {
             events.clear();
-            let outcome = engine.apply_into(candle, Phase::Live, &mut events);
+            let outcome = match indicators {
+                true => engine.apply_into(candle, Phase::Live, &mut events),
+                false => engine.apply_signals_into(candle, Phase::Live, &mut events),
+            };
             summary.candles += u64::from(outcome.accepted);
             summary.signals += u64::from(outcome.signal);
             for e in &events {

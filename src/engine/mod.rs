@@ -126,23 +126,38 @@ impl Engine {
     /// or a `rejected` record when the candle is refused.
     #[inline]
     pub fn apply_into(&mut self, candle: &Candle, phase: Phase, out: &mut Vec<Event>) -> Outcome {
+        self.step(candle, phase, out, true)
+    }
+
+    /// As [`Engine::apply_into`], without the `candle` record: for history
+    /// read for its signals alone, where a record a candle would be built
+    /// only to be dropped.
+    #[inline]
+    pub fn apply_signals_into(&mut self, candle: &Candle, phase: Phase, out: &mut Vec<Event>) -> Outcome {
+        self.step(candle, phase, out, false)
+    }
+
+    #[inline(always)]
+    fn step(&mut self, candle: &Candle, phase: Phase, out: &mut Vec<Event>, records: bool) -> Outcome {
         let slot = self.slot(candle.key());
         let state = &mut self.states[slot];
         match state.step(candle) {
             Ok(cross) => {
                 let (fast, slow, atr) = state.values();
-                out.push(Event::Candle(CandleRecord {
-                    instrument: candle.instrument,
-                    timeframe: candle.timeframe,
-                    time: candle.time,
-                    open: candle.open,
-                    high: candle.high,
-                    low: candle.low,
-                    close: candle.close,
-                    fast,
-                    slow,
-                    atr,
-                }));
+                if records {
+                    out.push(Event::Candle(CandleRecord {
+                        instrument: candle.instrument,
+                        timeframe: candle.timeframe,
+                        time: candle.time,
+                        open: candle.open,
+                        high: candle.high,
+                        low: candle.low,
+                        close: candle.close,
+                        fast,
+                        slow,
+                        atr,
+                    }));
+                }
                 let mut signal = false;
                 if let (Some(side), Phase::Live, Some(fast), Some(slow), Some(atr)) = (cross, phase, fast, slow, atr) {
                     let (stop_loss, take_profit) = strategy::stops(side, candle.close, atr, &state.params);

@@ -14,6 +14,11 @@ use std::path::{Path, PathBuf};
 
 use csv::ByteRecord;
 
+mod blocks;
+mod parallel;
+use blocks::{Blocks, Next};
+use parallel::{Chunk, Parallel};
+
 use crate::time::Ts;
 use crate::types::{BadCandle, Candle, Instrument, Timeframe};
 
@@ -143,8 +148,45 @@ pub fn parse_time(s: &[u8]) -> Option<Ts> {
     None
 }
 
+/// The day of the last time parsed: rows of hourly candles share their
+/// date 24 at a time, and the calendar arithmetic was a tenth of a replay.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DayCache {
+    date: [u8; 10],
+    /// Days since the epoch of `date`.
+    days: i64,
+}
+
+/// [`parse_time`] with the day of `cache` for a row of the same date in the
+/// fixed-width formats (`YYYY-MM-DD HH:MM:SS[Z]`, `DD.MM.YYYY HH:MM:SS[.fff]`);
+/// the same result for every input.
+#[inline]
+pub(crate) fn parse_time_cached(s: &[u8], cache: &mut DayCache) -> Option<Ts> {
+    let s = s.trim_ascii();
+    let n = s.len();
+    let iso = n >= 19 && s[4] == b'-' && s[7] == b'-' && (s[10] == b' ' || s[10] == b'T');
+    let dukascopy = n >= 19 && s[2] == b'.' && s[5] == b'.' && s[10] == b' ';
+    let fixed = (iso && (n == 19 || (n == 20 && s[19] == b'Z')))
+        || (dukascopy && (n == 19 || (s[19] == b'.' && s[20..].iter().all(u8::is_ascii_digit))));
+    if !fixed || s[13] != b':' || s[16] != b':' {
+        return parse_time(s);
+    }
+    let (h, mi, se) = (digits::<2>(&s[11..13])?, digits::<2>(&s[14..16])?, digits::<2>(&s[17..19])?);
+    let secs = i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(se);
+    if s[..10] == cache.date {
+        if h > 23 || mi > 59 || se > 60 {
+            return None;
+        }
+        return Some(Ts(cache.days * 86_400 + secs));
+    }
+    let t = parse_time(s)?;
+    cache.date.copy_from_slice(&s[..10]);
+    cache.days = (t.0 - secs).div_euclid(86_400);
+    Some(t)
+}
+
 fn parse_f64(field: &[u8]) -> Option<f64> {
-    std::str::from_utf8(field).ok()?.trim().parse::<f64>().ok()
+    blocks::decimal(field).or_else(|| std::str::from_utf8(field).ok()?.trim().parse::<f64>().ok())
 }
 
 /// The instrument a file name starts with: `EUR_USD.csv`, `EUR_USD_H1_2017_ask.csv`, `EURUSD.csv`.
@@ -222,15 +264,45 @@ impl<R: Read> Read for Lines<R> {
     }
 }
 
+/// Where the rows come from: the fast reader while the file has no quotes,
+/// the csv crate's from the first quote on (or for a reader that is not a
+/// file).
+enum Reader {
+    Fast(Blocks),
+    Parallel(Box<InParallel>),
+    Csv {
+        rdr: Box<csv::Reader<Lines<Box<dyn Read + Send>>>>,
+        /// Lines and bytes of the file before the csv reader's first byte.
+        lines_before: u64,
+        bytes_before: u64,
+    },
+}
+
+/// A large file's rows, parsed by several threads.
+struct InParallel {
+    chunks: Parallel,
+    current: Option<parallel::Rows>,
+    /// The next candle and bad row of `current`.
+    candle: usize,
+    bad: usize,
+    /// Lines of the file before `current`, and its bytes through `current`.
+    lines_before: u64,
+    bytes: u64,
+}
+
+/// Files from this size on are parsed by every core.
+pub const PARALLEL_FROM: u64 = 16 << 20;
+
 /// Reads one CSV file as candles of one series.
 pub struct CsvCandles {
     path: String,
-    rdr: csv::Reader<Lines<Box<dyn Read + Send>>>,
+    reader: Reader,
     cols: Columns,
     record: ByteRecord,
     instrument: Instrument,
     timeframe: Timeframe,
     last: Option<Ts>,
+    days: DayCache,
     done: bool,
     pub rows: u64,
     pub bad_rows: u64,
@@ -239,30 +311,78 @@ pub struct CsvCandles {
 /// One item per data row: a candle, or the bad row that was skipped.
 pub type Row = Result<Candle, BadRow>;
 
+fn csv_reader(reader: Box<dyn Read + Send>, has_headers: bool) -> csv::Reader<Lines<Box<dyn Read + Send>>> {
+    // Records end at a line feed only: with the default (CR, LF or CRLF), a
+    // CRLF file's records end at the CR, and the parser counts the LF as the
+    // start of the next record, after noting its line: one line short. The
+    // CR is then a field's trailing space, which `trim` removes.
+    csv::ReaderBuilder::new()
+        .has_headers(has_headers)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_reader(Lines::new(reader))
+}
+
 impl CsvCandles {
+    /// A file, read by the fast reader after its header; by every core
+    /// when it is large ([`PARALLEL_FROM`]).
     pub fn open(path: &Path, instrument: Instrument, timeframe: Timeframe) -> Result<Self, CsvError> {
-        let shown = path.display().to_string();
-        let file = File::open(path).map_err(|source| CsvError::Io { path: shown.clone(), source })?;
-        Self::from_reader(Box::new(std::io::BufReader::with_capacity(1 << 16, file)), shown, instrument, timeframe)
+        let large = std::fs::metadata(path).is_ok_and(|m| m.len() >= PARALLEL_FROM);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Self::open_with(path, instrument, timeframe, if large { cores } else { 1 })
     }
 
+    /// A file, read after its header by the fast reader (`threads` 1) or by
+    /// that many parsing threads.
+    pub fn open_with(
+        path: &Path,
+        instrument: Instrument,
+        timeframe: Timeframe,
+        threads: usize,
+    ) -> Result<Self, CsvError> {
+        let shown = path.display().to_string();
+        let io = |source| CsvError::Io { path: shown.clone(), source };
+        let file = File::open(path).map_err(io)?;
+        let mut candles = Self::from_reader(
+            Box::new(std::io::BufReader::with_capacity(1 << 12, file)),
+            shown.clone(),
+            instrument,
+            timeframe,
+        )?;
+        // The header is the csv crate's (its rules for a first line are
+        // the reference); the rows after it are read again, from where it ended.
+        let header_end = candles.byte_position();
+        let mut file = File::open(path).map_err(io)?;
+        let mut head = vec![0; usize::try_from(header_end).unwrap_or(usize::MAX)];
+        file.read_exact(&mut head).map_err(io)?;
+        let line = 1 + memchr::memchr_iter(b'\n', &head).count() as u64;
+        candles.reader = match threads {
+            0 | 1 => Reader::Fast(Blocks::new(Box::new(file), header_end, line)),
+            n => {
+                let shape =
+                    parallel::Shape { path: candles.path.as_str().into(), cols: candles.cols, instrument, timeframe };
+                Reader::Parallel(Box::new(InParallel {
+                    chunks: Parallel::start(Box::new(file), shape, n),
+                    current: None,
+                    candle: 0,
+                    bad: 0,
+                    lines_before: line - 1,
+                    bytes: header_end,
+                }))
+            }
+        };
+        Ok(candles)
+    }
+
+    /// Any reader, read by the csv crate.
     pub fn from_reader(
         reader: Box<dyn Read + Send>,
         path: String,
         instrument: Instrument,
         timeframe: Timeframe,
     ) -> Result<Self, CsvError> {
-        // Records end at a line feed only: with the default (CR, LF or
-        // CRLF), a CRLF file's records end at the CR, and the parser counts
-        // the LF as the start of the next record, after noting its line: one
-        // line short. The CR is then a field's trailing space, which `trim`
-        // removes.
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .flexible(true)
-            .trim(csv::Trim::All)
-            .terminator(csv::Terminator::Any(b'\n'))
-            .from_reader(Lines::new(reader));
+        let mut rdr = csv_reader(reader, true);
         let header = rdr.byte_headers().map_err(|source| CsvError::Csv { path: path.clone(), source })?.clone();
         if header.iter().all(<[u8]>::is_empty) && header.len() <= 1 {
             // Nothing but empty lines (or nothing at all) is an empty file;
@@ -278,12 +398,13 @@ impl CsvCandles {
         let cols = find_columns(&header, &path)?;
         Ok(CsvCandles {
             path,
-            rdr,
+            reader: Reader::Csv { rdr: Box::new(rdr), lines_before: 0, bytes_before: 0 },
             cols,
             record: ByteRecord::new(),
             instrument,
             timeframe,
             last: None,
+            days: DayCache::default(),
             done: false,
             rows: 0,
             bad_rows: 0,
@@ -296,14 +417,11 @@ impl CsvCandles {
 
     /// Bytes consumed so far, for progress bars.
     pub fn byte_position(&self) -> u64 {
-        self.rdr.position().byte()
-    }
-
-    /// The line a record read from `start` begins on: the parser's own
-    /// count, plus the empty lines it skipped before the record.
-    fn line_of(&mut self, start: &csv::Position) -> u64 {
-        let end = self.rdr.position().byte();
-        start.line() + self.rdr.get_mut().blank_between(start.byte(), end)
+        match &self.reader {
+            Reader::Fast(b) => b.position(),
+            Reader::Parallel(p) => p.bytes,
+            Reader::Csv { rdr, bytes_before, .. } => bytes_before + rdr.position().byte(),
+        }
     }
 
     /// The time of the last good candle, if there was one.
@@ -311,49 +429,208 @@ impl CsvCandles {
         self.last
     }
 
-    /// The current record's time, if it can be read (for a bad row's report).
-    fn row_time(&self) -> Option<Ts> {
-        let r = &self.record;
-        match self.cols.time {
-            TimeCols::One(c) => parse_time(r.get(c)?),
-            TimeCols::DateAndTime(d, t) => parse_time(&[r.get(d)?, b" ", r.get(t)?].concat()),
+    /// The next record: its line, with its fields in `self.record` (the
+    /// csv crate) or the fast reader; None at the end; a broken record
+    /// (the csv crate's error) as a bad row.
+    fn next_record(&mut self) -> Option<Result<(u64, bool), BadRow>> {
+        loop {
+            match &mut self.reader {
+                Reader::Parallel(_) => unreachable!("rows of a parallel reader come from next_parallel"),
+                Reader::Fast(blocks) => match blocks.next_line() {
+                    Ok(Next::Line(line)) => return Some(Ok((line, true))),
+                    Ok(Next::End) => return None,
+                    Ok(Next::Quoted(line, bytes)) => {
+                        let bytes_before = blocks.position();
+                        let Reader::Fast(blocks) = std::mem::replace(
+                            &mut self.reader,
+                            Reader::Fast(Blocks::new(Box::new(std::io::empty()), 0, 0)),
+                        ) else {
+                            unreachable!("matched above")
+                        };
+                        let (_, rest) = blocks.into_rest();
+                        let src: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(bytes).chain(rest));
+                        self.reader =
+                            Reader::Csv { rdr: Box::new(csv_reader(src, false)), lines_before: line - 1, bytes_before };
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        let line = blocks.line();
+                        return Some(Err(BadRow { path: self.path.clone(), line, message: e.to_string(), time: None }));
+                    }
+                },
+                Reader::Csv { rdr, lines_before, .. } => {
+                    let lines_before = *lines_before;
+                    match rdr.read_byte_record(&mut self.record) {
+                        Ok(false) => return None,
+                        Ok(true) => {
+                            let line = self.record.position().map_or(0, |p| {
+                                let (start, end) = (p.byte(), rdr.position().byte());
+                                p.line() + rdr.get_mut().blank_between(start, end)
+                            });
+                            // The empty lines it passed are in its line count now.
+                            if !rdr.get_ref().blank.is_empty() {
+                                let end = rdr.position().byte();
+                                rdr.get_mut().blank_between(end, end);
+                            }
+                            return Some(Ok((line + lines_before, false)));
+                        }
+                        Err(e) => {
+                            // A broken row (e.g. bad UTF-8 or quoting): skip it, say where.
+                            let line = match e.position().cloned() {
+                                Some(p) => {
+                                    let end = rdr.position().byte();
+                                    p.line() + rdr.get_mut().blank_between(p.byte(), end) + lines_before
+                                }
+                                None => 0,
+                            };
+                            // A read error ends the file: report it once, then stop.
+                            self.done = matches!(e.kind(), csv::ErrorKind::Io(_));
+                            return Some(Err(BadRow {
+                                path: self.path.clone(),
+                                line,
+                                message: e.to_string(),
+                                time: None,
+                            }));
+                        }
+                    }
+                }
+            }
         }
     }
 
-    fn parse_record(&self) -> Result<Candle, String> {
-        let r = &self.record;
-        let field = |i: usize, name: &str| r.get(i).ok_or_else(|| format!("the row has no '{name}' field"));
-        let time = match self.cols.time {
-            TimeCols::One(c) => {
-                let raw = field(c, "time")?;
-                parse_time(raw)
-                    .ok_or_else(|| format!("'{}' is not a time ({TIME_FORMATS})", String::from_utf8_lossy(raw)))?
-            }
-            TimeCols::DateAndTime(d, t) => {
-                let joined = [field(d, "date")?, b" ", field(t, "time")?].concat();
-                parse_time(&joined)
-                    .ok_or_else(|| format!("'{}' is not a time ({TIME_FORMATS})", String::from_utf8_lossy(&joined)))?
-            }
-        };
-        let num = |i: usize, name: &str| -> Result<f64, String> {
-            let raw = field(i, name)?;
-            parse_f64(raw).ok_or_else(|| format!("{name} '{}' is not a number", String::from_utf8_lossy(raw)))
-        };
-        let volume = match self.cols.volume {
-            Some(v) => num(v, "volume")?,
-            None => 0.0,
-        };
-        Ok(Candle {
-            instrument: self.instrument,
-            timeframe: self.timeframe,
-            time,
-            open: num(self.cols.open, "open")?,
-            high: num(self.cols.high, "high")?,
-            low: num(self.cols.low, "low")?,
-            close: num(self.cols.close, "close")?,
-            volume,
-        })
+    fn is_blank(&self, fast: bool) -> bool {
+        match (&self.reader, fast) {
+            (Reader::Fast(b), true) => (0..b.field_count()).all(|i| b.field(i).is_none_or(<[u8]>::is_empty)),
+            _ => self.record.iter().all(<[u8]>::is_empty),
+        }
     }
+
+    /// The current record's time, if it can be read (for a bad row's report).
+    fn row_time(&self, fast: bool) -> Option<Ts> {
+        match (&self.reader, fast) {
+            (Reader::Fast(b), true) => row_time(self.cols, |i| b.field(i)),
+            _ => row_time(self.cols, |i| self.record.get(i)),
+        }
+    }
+
+    #[inline]
+    fn parse_record(&mut self, fast: bool) -> Result<Candle, String> {
+        let days = &mut self.days;
+        match (&self.reader, fast) {
+            (Reader::Fast(b), true) => parse_fields(self.cols, self.instrument, self.timeframe, days, |i| b.field(i)),
+            _ => parse_fields(self.cols, self.instrument, self.timeframe, days, |i| self.record.get(i)),
+        }
+    }
+}
+
+impl CsvCandles {
+    /// The next row of a parallel reader: the workers' rows in order, with
+    /// the check that needs the row before (time after the last).
+    fn next_parallel(&mut self) -> Option<Row> {
+        loop {
+            let Reader::Parallel(p) = &mut self.reader else { return self.next() };
+            if let Some(rows) = &mut p.current {
+                if let Some((at, _)) = rows.bad.get(p.bad)
+                    && *at == p.candle
+                {
+                    let mut bad = rows.bad[p.bad].1.clone();
+                    p.bad += 1;
+                    bad.line += p.lines_before;
+                    self.bad_rows += 1;
+                    return Some(Err(bad));
+                }
+                if let Some(c) = rows.candles.get(p.candle) {
+                    let line = u64::from(rows.lines_of[p.candle]) + p.lines_before;
+                    p.candle += 1;
+                    if let Some(last) = self.last
+                        && c.time <= last
+                    {
+                        self.bad_rows += 1;
+                        let message = BadCandle::NotAfter { time: c.time, last }.to_string();
+                        return Some(Err(BadRow { path: self.path.clone(), line, message, time: Some(c.time) }));
+                    }
+                    self.last = Some(c.time);
+                    return Some(Ok(*c));
+                }
+                p.lines_before += rows.lines;
+                if let Some(rows) = p.current.take() {
+                    p.chunks.give_back(rows);
+                }
+            }
+            match p.chunks.next_chunk() {
+                Some(Chunk::Rows(rows)) => {
+                    self.rows += rows.rows;
+                    p.bytes += rows.bytes;
+                    p.candle = 0;
+                    p.bad = 0;
+                    p.current = Some(rows);
+                }
+                Some(Chunk::Quoted(bytes, rest)) => {
+                    let src: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(bytes).chain(rest));
+                    let (lines_before, bytes_before) = (p.lines_before, p.bytes);
+                    self.reader = Reader::Csv { rdr: Box::new(csv_reader(src, false)), lines_before, bytes_before };
+                    return self.next();
+                }
+                Some(Chunk::Failed(e)) => {
+                    self.done = true;
+                    self.bad_rows += 1;
+                    let line = p.lines_before + 1;
+                    return Some(Err(BadRow { path: self.path.clone(), line, message: e.to_string(), time: None }));
+                }
+                None => return None,
+            }
+        }
+    }
+}
+
+fn row_time<'a>(cols: Columns, field: impl Fn(usize) -> Option<&'a [u8]>) -> Option<Ts> {
+    match cols.time {
+        TimeCols::One(c) => parse_time(field(c)?),
+        TimeCols::DateAndTime(d, t) => parse_time(&[field(d)?, b" ", field(t)?].concat()),
+    }
+}
+
+/// A row's fields as a candle (generic over where the fields are, so each
+/// reader gets its own inlined copy).
+#[inline(always)]
+fn parse_fields<'a>(
+    cols: Columns,
+    instrument: Instrument,
+    timeframe: Timeframe,
+    days: &mut DayCache,
+    get: impl Fn(usize) -> Option<&'a [u8]>,
+) -> Result<Candle, String> {
+    let field = |i: usize, name: &str| get(i).ok_or_else(|| format!("the row has no '{name}' field"));
+    let time = match cols.time {
+        TimeCols::One(c) => {
+            let raw = field(c, "time")?;
+            parse_time_cached(raw, days)
+                .ok_or_else(|| format!("'{}' is not a time ({TIME_FORMATS})", String::from_utf8_lossy(raw)))?
+        }
+        TimeCols::DateAndTime(d, t) => {
+            let joined = [field(d, "date")?, b" ", field(t, "time")?].concat();
+            parse_time(&joined)
+                .ok_or_else(|| format!("'{}' is not a time ({TIME_FORMATS})", String::from_utf8_lossy(&joined)))?
+        }
+    };
+    let num = |i: usize, name: &str| -> Result<f64, String> {
+        let raw = field(i, name)?;
+        parse_f64(raw).ok_or_else(|| format!("{name} '{}' is not a number", String::from_utf8_lossy(raw)))
+    };
+    let volume = match cols.volume {
+        Some(v) => num(v, "volume")?,
+        None => 0.0,
+    };
+    Ok(Candle {
+        instrument,
+        timeframe,
+        time,
+        open: num(cols.open, "open")?,
+        high: num(cols.high, "high")?,
+        low: num(cols.low, "low")?,
+        close: num(cols.close, "close")?,
+        volume,
+    })
 }
 
 impl Iterator for CsvCandles {
@@ -363,29 +640,22 @@ impl Iterator for CsvCandles {
         if self.done {
             return None;
         }
+        if let Reader::Parallel(_) = self.reader {
+            return self.next_parallel();
+        }
         loop {
-            match self.rdr.read_byte_record(&mut self.record) {
-                Ok(false) => return None,
-                Ok(true) => {}
-                Err(e) => {
-                    // A broken row (e.g. bad UTF-8 or quoting): skip it, say where.
+            let (line, fast) = match self.next_record()? {
+                Ok(at) => at,
+                Err(bad) => {
                     self.bad_rows += 1;
-                    let line = match e.position().cloned() {
-                        Some(p) => self.line_of(&p),
-                        None => 0,
-                    };
-                    // A read error ends the file: report it once, then stop.
-                    self.done = matches!(e.kind(), csv::ErrorKind::Io(_));
-                    return Some(Err(BadRow { path: self.path.clone(), line, message: e.to_string(), time: None }));
+                    return Some(Err(bad));
                 }
-            }
-            // Where the row starts; its line is worked out only if it is bad.
-            let start = self.record.position().cloned();
-            if self.record.iter().all(|f| f.is_empty()) {
+            };
+            if self.is_blank(fast) {
                 continue;
             }
             self.rows += 1;
-            let checked = self.parse_record().and_then(|c| {
+            let checked = self.parse_record(fast).and_then(|c| {
                 c.check_prices().map_err(|e| e.to_string())?;
                 match self.last {
                     Some(last) if c.time <= last => Err(BadCandle::NotAfter { time: c.time, last }.to_string()),
@@ -395,17 +665,11 @@ impl Iterator for CsvCandles {
             return Some(match checked {
                 Ok(c) => {
                     self.last = Some(c.time);
-                    // The empty lines it passed are in its line count now.
-                    if !self.rdr.get_ref().blank.is_empty() {
-                        let end = self.rdr.position().byte();
-                        self.rdr.get_mut().blank_between(end, end);
-                    }
                     Ok(c)
                 }
                 Err(message) => {
                     self.bad_rows += 1;
-                    let line = start.map_or(0, |p| self.line_of(&p));
-                    Err(BadRow { path: self.path.clone(), line, message, time: self.row_time() })
+                    Err(BadRow { path: self.path.clone(), line, message, time: self.row_time(fast) })
                 }
             });
         }
@@ -415,7 +679,7 @@ impl Iterator for CsvCandles {
 /// The most common gap in seconds between the candles of the first rows.
 fn usual_gap(path: &Path) -> Option<i64> {
     let instrument = Instrument::new("XXX_YYY").ok()?;
-    let rows = CsvCandles::open(path, instrument, Timeframe::H1).ok()?;
+    let rows = CsvCandles::open_with(path, instrument, Timeframe::H1, 1).ok()?;
     let times: Vec<i64> = rows.filter_map(Result::ok).take(200).map(|c| c.time.0).collect();
     let mut gaps: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).filter(|g| *g > 0).collect();
     gaps.sort_unstable();
@@ -561,7 +825,7 @@ pub fn config_problems(c: &crate::config::Config) -> Vec<(String, String)> {
     };
     inputs
         .iter()
-        .filter_map(|i| CsvCandles::open(&i.path, i.instrument, i.timeframe).err())
+        .filter_map(|i| CsvCandles::open_with(&i.path, i.instrument, i.timeframe, 1).err())
         .map(|e| (key.clone(), e.to_string()))
         .collect()
 }
@@ -606,7 +870,7 @@ impl CsvFeed {
         let mut readers = Vec::new();
         let mut bad = Vec::new();
         for input in &self.inputs {
-            let mut r = CsvCandles::open(&input.path, input.instrument, input.timeframe)?;
+            let mut r = CsvCandles::open_with(&input.path, input.instrument, input.timeframe, 1)?;
             let head = next_good(&mut r, &mut bad);
             readers.push((head, r));
         }
@@ -757,6 +1021,38 @@ mod tests {
 
     fn ts(s: &str) -> Option<String> {
         parse_time(s.as_bytes()).map(|t| t.to_string())
+    }
+
+    #[test]
+    fn the_day_cache_changes_no_time() {
+        let mut cache = DayCache::default();
+        let inputs = [
+            "2017-01-02 22:00:00",
+            "2017-01-02 23:00:00",
+            "2017-01-02 23:59:60",
+            "2017-01-02 24:00:00",
+            "2017-01-02T01:00:00Z",
+            "2017-01-02 01:00:0x",
+            "2017-01-03 00:00:00",
+            "02.01.2017 22:00:00.000",
+            "02.01.2017 23:00:00",
+            "02.01.2017 23:00:00.x",
+            "2017-01-02",
+            "1483394400",
+            "2017-01-03 00:00:00",
+            "2017-01-03T00:00:00+02:00",
+            "2017-02-30 00:00:00",
+            "2017-02-30 01:00:00",
+        ];
+        for round in 0..2 {
+            for s in inputs {
+                assert_eq!(
+                    parse_time_cached(s.as_bytes(), &mut cache),
+                    parse_time(s.as_bytes()),
+                    "{s} (round {round})"
+                );
+            }
+        }
     }
 
     #[test]
