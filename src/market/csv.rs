@@ -341,6 +341,19 @@ impl CsvCandles {
         timeframe: Timeframe,
         threads: usize,
     ) -> Result<Self, CsvError> {
+        Self::open_chunked(path, instrument, timeframe, threads, parallel::CHUNK)
+    }
+
+    /// As [`CsvCandles::open_with`], cutting the file into chunks of about
+    /// `chunk` bytes for the threads (tests cut small files small).
+    #[doc(hidden)]
+    pub fn open_chunked(
+        path: &Path,
+        instrument: Instrument,
+        timeframe: Timeframe,
+        threads: usize,
+        chunk: usize,
+    ) -> Result<Self, CsvError> {
         let shown = path.display().to_string();
         let io = |source| CsvError::Io { path: shown.clone(), source };
         let file = File::open(path).map_err(io)?;
@@ -363,7 +376,7 @@ impl CsvCandles {
                 let shape =
                     parallel::Shape { path: candles.path.as_str().into(), cols: candles.cols, instrument, timeframe };
                 Reader::Parallel(Box::new(InParallel {
-                    chunks: Parallel::start(Box::new(file), shape, n),
+                    chunks: Parallel::start(Box::new(file), shape, n, chunk),
                     current: None,
                     candle: 0,
                     bad: 0,

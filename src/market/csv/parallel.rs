@@ -18,7 +18,7 @@ use crate::types::{Candle, Instrument, Timeframe};
 
 /// Bytes a chunk is cut at (the next line feed after): big enough that the
 /// hand-offs cost nothing, small enough that all cores start at once.
-const CHUNK: usize = 256 << 10;
+pub(super) const CHUNK: usize = 256 << 10;
 
 enum Job {
     Rows(Vec<u8>),
@@ -66,7 +66,7 @@ pub(super) struct Parallel {
 
 impl Parallel {
     /// Starts the reader and `workers` parsers on `src` (the file after its header).
-    pub(super) fn start(src: Box<dyn Read + Send>, shape: Shape, workers: usize) -> Parallel {
+    pub(super) fn start(src: Box<dyn Read + Send>, shape: Shape, workers: usize, chunk: usize) -> Parallel {
         let workers = workers.max(1);
         let mut jobs = Vec::with_capacity(workers);
         let mut results = Vec::with_capacity(workers);
@@ -84,7 +84,7 @@ impl Parallel {
             results.push(result_rx);
             spent.push(spent_tx);
         }
-        std::thread::spawn(move || cut(src, &jobs, buf_rx));
+        std::thread::spawn(move || cut(src, &jobs, buf_rx, chunk.max(1)));
         Parallel { results, spent, next: 0 }
     }
 
@@ -104,7 +104,7 @@ impl Parallel {
 
 /// The reader: chunks of whole lines, dealt round robin. Ends when the
 /// file does, or when the consumer has gone (a send fails).
-fn cut(mut src: Box<dyn Read + Send>, jobs: &[SyncSender<Job>], spare: Receiver<Vec<u8>>) {
+fn cut(mut src: Box<dyn Read + Send>, jobs: &[SyncSender<Job>], spare: Receiver<Vec<u8>>, chunk: usize) {
     let mut carry = Vec::new();
     let mut k = 0usize;
     let mut send = |job: Job| {
@@ -122,8 +122,8 @@ fn cut(mut src: Box<dyn Read + Send>, jobs: &[SyncSender<Job>], spare: Receiver<
             }
             Err(_) => std::mem::take(&mut carry),
         };
-        buf.reserve(CHUNK);
-        let want = buf.len() + CHUNK;
+        buf.reserve(chunk);
+        let want = buf.len() + chunk;
         let mut eof = false;
         while buf.len() < want {
             match (&mut src).take((want - buf.len()) as u64).read_to_end(&mut buf) {
