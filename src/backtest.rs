@@ -41,15 +41,53 @@ pub struct Report {
 }
 
 impl Backtest<'_> {
+    /// Every input's trades and their figures. Several series are tested on
+    /// every core; the report is the same (it is ordered by exit time).
     pub fn run(self, on_bad_row: &mut dyn FnMut(&BadRow)) -> Result<Report, ReplayError> {
         let started = Instant::now();
+        let groups = crate::replay::by_series(self.inputs);
+        let workers = crate::replay::workers_for(groups.len());
+        let mut read = Summary::default();
+        let mut trades = Vec::new();
+        if workers > 1 {
+            let work = |files: &[CsvInput], stop: &std::sync::atomic::AtomicBool| {
+                let mut bad = Vec::new();
+                let mut read = Summary::default();
+                let made = self.trades(files, 1, &mut |b| bad.push(b.clone()), &mut read, Some(stop))?;
+                Ok(crate::replay::Done { made, read, bad })
+            };
+            let mut take = |made: Vec<Trade>| {
+                trades.extend(made);
+                Ok(Flow::Next)
+            };
+            crate::replay::in_parallel(&groups, workers, self.progress, on_bad_row, &mut read, &work, &mut take)?;
+        } else {
+            trades = self.trades(self.inputs, 0, on_bad_row, &mut read, None)?;
+        }
+        read.elapsed = started.elapsed();
+        Ok(report(trades, read))
+    }
+
+    /// The trades of `inputs` read in turn (closed, then each series'
+    /// still-open one).
+    fn trades(
+        &self,
+        inputs: &[CsvInput],
+        threads: usize,
+        on_bad_row: &mut dyn FnMut(&BadRow),
+        read: &mut Summary,
+        stop: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<Vec<Trade>, ReplayError> {
         let mut engine = Engine::new(self.strategies.clone());
         let mut books: BTreeMap<SeriesKey, (Book, Option<crate::types::Candle>)> = BTreeMap::new();
         let mut trades = Vec::new();
-        let mut read = Summary::default();
         let mut events = Vec::with_capacity(4);
         let (from, to) = (self.from.unwrap_or(Ts(i64::MIN)), self.to.unwrap_or(Ts(i64::MAX)));
-        drive(self.inputs, self.progress, on_bad_row, &mut read, &mut |candle, read| {
+        let progress = self.progress && stop.is_none();
+        drive(inputs, progress, threads, on_bad_row, read, &mut |candle, read| {
+            if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+                return Ok(Flow::Stop);
+            }
             if candle.time > to {
                 // Past the range: not applied (another file may still be in it).
                 return Ok(Flow::Next);
@@ -78,8 +116,7 @@ impl Backtest<'_> {
             let rules = Rules { fill: self.fill, spread: self.spread_pips * pip };
             trades.extend(book.mark_open(last, &rules, pip));
         }
-        read.elapsed = started.elapsed();
-        Ok(report(trades, read))
+        Ok(trades)
     }
 }
 

@@ -82,6 +82,8 @@ pub(crate) enum Flow {
 pub(crate) fn drive(
     inputs: &[CsvInput],
     progress: bool,
+    // 1 on a worker that is one of several (every core is busy already); 0: a large file uses every core.
+    threads: usize,
     on_bad_row: &mut dyn FnMut(&BadRow),
     summary: &mut Summary,
     each: &mut dyn FnMut(&crate::types::Candle, &mut Summary) -> Result<Flow, ReplayError>,
@@ -103,7 +105,10 @@ pub(crate) fn drive(
     });
     let mut done_bytes = 0u64;
     'files: for input in inputs {
-        let mut rows = CsvCandles::open(&input.path, input.instrument, input.timeframe)?;
+        let mut rows = match threads {
+            0 => CsvCandles::open(&input.path, input.instrument, input.timeframe)?,
+            n => CsvCandles::open_with(&input.path, input.instrument, input.timeframe, n)?,
+        };
         let mut candles = 0u64;
         while let Some(row) = rows.next() {
             let candle = match row {
@@ -119,7 +124,7 @@ pub(crate) fn drive(
                 break 'files;
             }
             if let Some(bar) = &bar
-                && candles % 65_536 == 0
+                && candles.is_multiple_of(65_536)
             {
                 bar.set_position(done_bytes + rows.byte_position());
                 bar.set_message(format!("{} candles, {} signals", summary.candles, summary.signals));
@@ -136,16 +141,201 @@ pub(crate) fn drive(
     Ok(())
 }
 
+/// The inputs by series, in the order each series first appears: a
+/// series' files are one history (read in turn, through one engine state),
+/// different series are independent work.
+pub(crate) fn by_series(inputs: &[CsvInput]) -> Vec<Vec<CsvInput>> {
+    let mut groups: Vec<Vec<CsvInput>> = Vec::new();
+    for input in inputs {
+        match groups.iter_mut().find(|g| g[0].instrument == input.instrument && g[0].timeframe == input.timeframe) {
+            Some(g) => g.push(input.clone()),
+            None => groups.push(vec![input.clone()]),
+        }
+    }
+    groups
+}
+
+/// Workers for independent series: every core, when there is more than one series.
+pub(crate) fn workers_for(groups: usize) -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from).min(groups)
+}
+
+/// One series' files, read by a worker until done or told to stop.
+pub(crate) type Work<'a, T> =
+    dyn Fn(&[CsvInput], &std::sync::atomic::AtomicBool) -> Result<Done<T>, ReplayError> + Sync + 'a;
+
+/// What a worker made of one series.
+pub(crate) struct Done<T> {
+    pub made: T,
+    pub read: Summary,
+    pub bad: Vec<BadRow>,
+}
+
+/// Runs `work` on each series on its own worker (one file at a time each,
+/// `workers` at once), and hands the results to `take` in the series'
+/// order, with their bad rows to `on_bad_row` first: the output is the same
+/// whatever finishes first. `take` may stop the run (a closed stdout);
+/// the workers then stop at their next candle.
+pub(crate) fn in_parallel<T: Send>(
+    groups: &[Vec<CsvInput>],
+    workers: usize,
+    progress: bool,
+    on_bad_row: &mut dyn FnMut(&BadRow),
+    summary: &mut Summary,
+    work: &Work<'_, T>,
+    take: &mut dyn FnMut(T) -> Result<Flow, ReplayError>,
+) -> Result<(), ReplayError> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    for input in groups.iter().flatten() {
+        CsvCandles::open_with(&input.path, input.instrument, input.timeframe, 1)?;
+    }
+    summary.files = groups.iter().map(Vec::len).sum();
+    let size =
+        |g: &[CsvInput]| -> u64 { g.iter().filter_map(|i| std::fs::metadata(&i.path).ok()).map(|m| m.len()).sum() };
+    let bar = progress.then(|| {
+        let bar = ProgressBar::new(groups.iter().map(|g| size(g)).sum());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {bar:40} {bytes}/{total_bytes} {msg} ({eta} left)")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Done<T>, ReplayError>)>();
+    std::thread::scope(|scope| {
+        for _ in 0..workers.max(1) {
+            let tx = tx.clone();
+            let (next, stop) = (&next, &stop);
+            scope.spawn(move || {
+                loop {
+                    let g = next.fetch_add(1, Ordering::Relaxed);
+                    if g >= groups.len() || stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if tx.send((g, work(&groups[g], stop))).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut wanted = 0;
+        let mut result = Ok(());
+        for (g, done) in rx.iter() {
+            waiting.insert(g, done);
+            while let Some(done) = waiting.remove(&wanted) {
+                if let Some(bar) = &bar {
+                    bar.inc(size(&groups[wanted]));
+                }
+                wanted += 1;
+                if result.is_err() || stop.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let step = done.and_then(|d| {
+                    for b in &d.bad {
+                        on_bad_row(b);
+                    }
+                    summary.candles += d.read.candles;
+                    summary.signals += d.read.signals;
+                    summary.bad_rows += d.read.bad_rows;
+                    summary.empty.extend(d.read.empty);
+                    take(d.made)
+                });
+                match step {
+                    Ok(Flow::Next) => {}
+                    Ok(Flow::Stop) => stop.store(true, Ordering::Relaxed),
+                    Err(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        result = Err(e);
+                    }
+                }
+                if let Some(bar) = &bar {
+                    bar.set_message(format!("{} candles, {} signals", summary.candles, summary.signals));
+                }
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        result
+    })
+}
+
 impl Replay<'_> {
     /// Runs every input in order; `on_bad_row` hears each skipped row.
-    /// A closed stdout (e.g. `| head`) ends the replay quietly.
+    /// A closed stdout (e.g. `| head`) ends the replay quietly. Several
+    /// series are replayed on every core, their records written series by
+    /// series in the order of the inputs.
     pub fn run(self, out: &mut impl Write, on_bad_row: &mut dyn FnMut(&BadRow)) -> Result<Summary, ReplayError> {
+        let groups = by_series(self.inputs);
+        let workers = workers_for(groups.len());
+        if workers > 1 {
+            return self.run_parallel(&groups, workers, out, on_bad_row);
+        }
+        self.run_in_turn(out, on_bad_row)
+    }
+
+    fn run_parallel(
+        &self,
+        groups: &[Vec<CsvInput>],
+        workers: usize,
+        out: &mut impl Write,
+        on_bad_row: &mut dyn FnMut(&BadRow),
+    ) -> Result<Summary, ReplayError> {
         let started = Instant::now();
-        let mut engine = Engine::new(self.strategies);
         let mut summary = Summary::default();
+        let indicators = self.indicators;
+        let work = |files: &[CsvInput], stop: &std::sync::atomic::AtomicBool| {
+            let mut bytes = Vec::new();
+            let mut bad = Vec::new();
+            let mut read = Summary::default();
+            let one = Replay { inputs: files, strategies: self.strategies.clone(), indicators, progress: false };
+            one.each_candle(&mut bytes, &mut |b| bad.push(b.clone()), &mut read, Some(stop))?;
+            Ok(Done { made: bytes, read, bad })
+        };
+        in_parallel(groups, workers, self.progress, on_bad_row, &mut summary, &work, &mut |bytes: Vec<u8>| match out
+            .write_all(&bytes)
+        {
+            Ok(()) => Ok(Flow::Next),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Flow::Stop),
+            Err(e) => Err(e.into()),
+        })?;
+        match out.flush() {
+            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(e.into()),
+            _ => {}
+        }
+        summary.elapsed = started.elapsed();
+        Ok(summary)
+    }
+
+    fn run_in_turn(self, out: &mut impl Write, on_bad_row: &mut dyn FnMut(&BadRow)) -> Result<Summary, ReplayError> {
+        let started = Instant::now();
+        let mut summary = Summary::default();
+        self.each_candle(out, on_bad_row, &mut summary, None)?;
+        match out.flush() {
+            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(e.into()),
+            _ => {}
+        }
+        summary.elapsed = started.elapsed();
+        Ok(summary)
+    }
+
+    /// The engine over every input in turn, its records written to `out`.
+    fn each_candle(
+        &self,
+        out: &mut impl Write,
+        on_bad_row: &mut dyn FnMut(&BadRow),
+        summary: &mut Summary,
+        stop: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<(), ReplayError> {
+        let mut engine = Engine::new(self.strategies.clone());
         let mut events = Vec::with_capacity(4);
         let indicators = self.indicators;
-        drive(self.inputs, self.progress, on_bad_row, &mut summary, &mut |candle, summary| {
+        let threads = if stop.is_some() { 1 } else { 0 };
+        let progress = self.progress && stop.is_none();
+        drive(self.inputs, progress, threads, on_bad_row, summary, &mut |candle, summary| {
             events.clear();
             let outcome = match indicators {
                 true => engine.apply_into(candle, Phase::Live, &mut events),
@@ -167,14 +357,11 @@ impl Replay<'_> {
                     }
                 }
             }
+            if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+                return Ok(Flow::Stop);
+            }
             Ok(Flow::Next)
-        })?;
-        match out.flush() {
-            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(e.into()),
-            _ => {}
-        }
-        summary.elapsed = started.elapsed();
-        Ok(summary)
+        })
     }
 }
 

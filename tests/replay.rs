@@ -337,3 +337,52 @@ fn a_file_without_candles_is_warned_about() {
         }
     }
 }
+
+/// A directory of several pairs is replayed on every core; what it prints
+/// is each file's own replay, file after file, and its bad rows keep their
+/// files' lines. Two years of one pair are one history (read in turn).
+#[test]
+fn a_directory_replays_in_parallel_as_each_file_alone_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(data_file()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let part = |from: usize, to: usize| format!("{}\n{}\n", lines[0], lines[from..to].join("\n"));
+    let files = [
+        ("AUD_USD.csv", part(1, 3000)),
+        ("EUR_GBP.csv", format!("{}bad row\n{}", part(1, 2000), &part(2000, 4000)[lines[0].len() + 1..])),
+        ("EUR_USD_H1_1.csv", part(1, 3000)),
+        ("EUR_USD_H1_2.csv", part(3000, 6225)),
+        ("USD_JPY.csv", part(100, 6225)),
+    ];
+    for (name, body) in &files {
+        std::fs::write(dir.path().join(name), body).unwrap();
+    }
+    for args in [vec!["replay"], vec!["replay", "--indicators"]] {
+        let all = pipwatch().args(&args).arg("--timeframe").arg("H1").arg(dir.path()).output().unwrap();
+        assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
+        let mut alone = Vec::new();
+        let mut warnings = String::new();
+        // The two EUR_USD files in turn, as one history: a directory of just them.
+        let eur = tempfile::tempdir().unwrap();
+        for (name, body) in &files[2..4] {
+            std::fs::write(eur.path().join(name), body).unwrap();
+        }
+        let singles: Vec<std::path::PathBuf> = vec![
+            dir.path().join("AUD_USD.csv"),
+            dir.path().join("EUR_GBP.csv"),
+            eur.path().to_path_buf(),
+            dir.path().join("USD_JPY.csv"),
+        ];
+        for path in singles {
+            let one = pipwatch().args(&args).arg("--timeframe").arg("H1").arg(&path).output().unwrap();
+            assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+            alone.extend(one.stdout);
+            warnings.push_str(&String::from_utf8_lossy(&one.stderr));
+        }
+        assert!(!alone.is_empty());
+        assert!(all.stdout == alone, "{args:?}: the directory's output is not each file's in order");
+        let stderr = String::from_utf8_lossy(&all.stderr);
+        assert!(stderr.contains("EUR_GBP.csv:2001: ") && warnings.contains("EUR_GBP.csv:2001: "), "{stderr}");
+        assert!(stderr.contains("from 5 files") && stderr.contains("1 rejected row"), "{stderr}");
+    }
+}
