@@ -78,49 +78,101 @@ impl Backtest<'_> {
         read: &mut Summary,
         stop: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<Vec<Trade>, ReplayError> {
-        let mut engine = Engine::new(self.strategies.clone());
-        let mut books: BTreeMap<SeriesKey, (Book, Option<crate::types::Candle>)> = BTreeMap::new();
-        let mut trades = Vec::new();
-        let mut events = Vec::with_capacity(4);
-        let (from, to) = (self.from.unwrap_or(Ts(i64::MIN)), self.to.unwrap_or(Ts(i64::MAX)));
+        let engine = Engine::new(self.strategies.clone());
+        let mut tester = Tester::new(engine, self.fill, self.spread_pips, self.from, self.to);
         let progress = self.progress && stop.is_none();
         drive(inputs, progress, threads, on_bad_row, read, &mut |candle, read| {
             if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
                 return Ok(Flow::Stop);
             }
-            if candle.time > to {
-                // Past the range: not applied (another file may still be in it).
-                return Ok(Flow::Next);
-            }
-            events.clear();
-            let outcome = engine.apply_signals_into(candle, Phase::Live, &mut events);
-            if !outcome.accepted {
-                return Ok(Flow::Next);
-            }
-            read.candles += 1;
-            read.signals += u64::from(outcome.signal);
-            let signal = events.iter().find_map(|e| match e {
-                Event::Signal(s) if s.time >= from => Some(s),
-                _ => None,
-            });
-            let (book, last) = books.entry(candle.key()).or_default();
-            let pip = candle.instrument.pip();
-            let rules = Rules { fill: self.fill, spread: self.spread_pips * pip };
-            trades.extend(book.on_candle(candle, signal, &rules, pip));
-            *last = Some(*candle);
+            tester.on_candle(candle, read);
             Ok(Flow::Next)
         })?;
-        for (book, last) in books.values() {
-            let Some(last) = last else { continue };
-            let pip = last.instrument.pip();
-            let rules = Rules { fill: self.fill, spread: self.spread_pips * pip };
-            trades.extend(book.mark_open(last, &rules, pip));
-        }
-        Ok(trades)
+        Ok(tester.finish())
     }
 }
 
-fn report(trades: Vec<Trade>, read: Summary) -> Report {
+/// The engine and each series' paper trade over candles in order: one
+/// backtest, whether its candles come from a file (`backtest`) or from
+/// memory (each combination of a sweep).
+pub(crate) struct Tester {
+    engine: Engine,
+    /// Each series' book, its last candle and its pip, in the order first
+    /// seen; `at` is the last one used (history comes a series at a time,
+    /// and a sweep runs this per candle per combination).
+    books: Vec<(SeriesKey, Book, Option<crate::types::Candle>, f64)>,
+    at: usize,
+    events: Vec<Event>,
+    fill: Fill,
+    spread_pips: f64,
+    from: Ts,
+    to: Ts,
+    trades: Vec<Trade>,
+}
+
+impl Tester {
+    pub(crate) fn new(engine: Engine, fill: Fill, spread_pips: f64, from: Option<Ts>, to: Option<Ts>) -> Tester {
+        Tester {
+            engine,
+            books: Vec::new(),
+            at: 0,
+            events: Vec::with_capacity(4),
+            fill,
+            spread_pips,
+            from: from.unwrap_or(Ts(i64::MIN)),
+            to: to.unwrap_or(Ts(i64::MAX)),
+            trades: Vec::new(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn on_candle(&mut self, candle: &crate::types::Candle, read: &mut Summary) {
+        if candle.time > self.to {
+            // Past the range: not applied (another file may still be in it).
+            return;
+        }
+        self.events.clear();
+        let outcome = self.engine.apply_signals_into(candle, Phase::Live, &mut self.events);
+        if !outcome.accepted {
+            return;
+        }
+        read.candles += 1;
+        read.signals += u64::from(outcome.signal);
+        let from = self.from;
+        let signal = self.events.iter().find_map(|e| match e {
+            Event::Signal(s) if s.time >= from => Some(s),
+            _ => None,
+        });
+        let key = candle.key();
+        if self.books.get(self.at).is_none_or(|b| b.0 != key) {
+            self.at = match self.books.iter().position(|b| b.0 == key) {
+                Some(at) => at,
+                None => {
+                    self.books.push((key, Book::default(), None, candle.instrument.pip()));
+                    self.books.len() - 1
+                }
+            };
+        }
+        let (_, book, last, pip) = &mut self.books[self.at];
+        let rules = Rules { fill: self.fill, spread: self.spread_pips * *pip };
+        book.on_candle_into(candle, signal, &rules, *pip, &mut self.trades);
+        *last = Some(*candle);
+    }
+
+    /// The closed trades, then each series' open one marked at its last candle.
+    pub(crate) fn finish(mut self) -> Vec<Trade> {
+        // By series, as the report lists open trades.
+        self.books.sort_by_key(|b| b.0);
+        for (_, book, last, pip) in &self.books {
+            let Some(last) = last else { continue };
+            let rules = Rules { fill: self.fill, spread: self.spread_pips * pip };
+            self.trades.extend(book.mark_open(last, &rules, *pip));
+        }
+        self.trades
+    }
+}
+
+pub(crate) fn report(trades: Vec<Trade>, read: Summary) -> Report {
     let mut per: BTreeMap<SeriesKey, Tally> = BTreeMap::new();
     let mut total = Tally::default();
     // In exit order, so drawdowns and streaks are as they happened.

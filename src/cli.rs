@@ -121,18 +121,115 @@ pub struct HistoryArgs {
     /// Timeframe (default: from the file name, else inferred from the data).
     #[arg(long)]
     pub timeframe: Option<Timeframe>,
-    /// Moving-average kind.
-    #[arg(long, value_enum)]
-    pub ma: Option<MaArg>,
-    /// Fast MA period.
-    #[arg(long)]
-    pub fast: Option<u32>,
-    /// Slow MA period.
-    #[arg(long)]
-    pub slow: Option<u32>,
-    /// ATR period.
-    #[arg(long)]
-    pub atr: Option<u32>,
+    /// Moving-average kind: sma or ema (backtest: a list, `sma,ema`, sweeps both).
+    #[arg(long, value_name = "MA")]
+    pub ma: Option<Values<MaKind>>,
+    /// Fast MA period (backtest: a range `5..50:5` or a list `5,10,20` sweeps).
+    #[arg(long, value_name = "N")]
+    pub fast: Option<Values<u32>>,
+    /// Slow MA period (backtest: a range or a list sweeps; only fast < slow is run).
+    #[arg(long, value_name = "N")]
+    pub slow: Option<Values<u32>>,
+    /// ATR period (backtest: a range or a list sweeps).
+    #[arg(long, value_name = "N")]
+    pub atr: Option<Values<u32>>,
+}
+
+/// A parameter's values: one (`10`), a list (`5,10,20`), or an inclusive
+/// range with a step (`5..50:5`). More than one makes `backtest` a sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Values<T>(pub Vec<T>);
+
+impl<T: Copy> Values<T> {
+    /// The only value, when there is one.
+    pub fn single(&self) -> Option<T> {
+        match self.0.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+}
+
+/// Most values a parameter may take in one sweep.
+const MOST_VALUES: usize = 1000;
+
+fn list<T>(s: &str, one: impl Fn(&str) -> Result<T, String>) -> Result<Values<T>, String> {
+    let values = s.split(',').map(|v| one(v.trim())).collect::<Result<Vec<T>, String>>()?;
+    Ok(Values(values))
+}
+
+/// `START..END:STEP` as its parts, when `s` is one.
+fn range_parts(s: &str) -> Option<(&str, &str, &str)> {
+    let (start, rest) = s.split_once("..")?;
+    let (end, step) = rest.split_once(':').unwrap_or((rest, "1"));
+    Some((start.trim(), end.trim(), step.trim()))
+}
+
+impl std::str::FromStr for Values<u32> {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let period = |v: &str| -> Result<u32, String> {
+            match v.parse::<u32>() {
+                Ok(n) if (1..=1000).contains(&n) => Ok(n),
+                _ => Err(format!("'{v}' is not a period: a whole number of candles, 1 to 1000")),
+            }
+        };
+        let Some((start, end, step)) = range_parts(s) else { return list(s, period) };
+        let (start, end) = (period(start)?, period(end)?);
+        let step = step
+            .parse::<u32>()
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| format!("'{step}' is not a step: a whole number above 0"))?;
+        if start > end {
+            return Err(format!("{start}..{end}: the range runs backwards; write the smaller first"));
+        }
+        Ok(Values((start..=end).step_by(step as usize).collect()))
+    }
+}
+
+impl std::str::FromStr for Values<f64> {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let multiple = |v: &str| -> Result<f64, String> {
+            match v.parse::<f64>() {
+                Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+                _ => Err(format!("'{v}' is not a multiple of the ATR: a number above 0, e.g. 1.5")),
+            }
+        };
+        let Some((start, end, step)) = range_parts(s) else { return list(s, multiple) };
+        let (start, end) = (multiple(start)?, multiple(end)?);
+        let step = step
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .ok_or_else(|| format!("'{step}' is not a step: a number above 0"))?;
+        if start > end {
+            return Err(format!("{start}..{end}: the range runs backwards; write the smaller first"));
+        }
+        let mut values = Vec::new();
+        // By count, not by adding the step up: 0.1 added ten times is not 1.0.
+        // Rounded to 10 decimals so 1.5..3:0.5 gives 1.5, 2, 2.5, 3 exactly.
+        let n = ((end - start) / step + 1e-9).floor() as usize;
+        if n >= MOST_VALUES {
+            return Err(format!("{s}: more than {MOST_VALUES} values; use a larger step"));
+        }
+        for i in 0..=n {
+            values.push(((start + i as f64 * step) * 1e10).round() / 1e10);
+        }
+        Ok(Values(values))
+    }
+}
+
+impl std::str::FromStr for Values<MaKind> {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        list(s, |v| match v.to_ascii_lowercase().as_str() {
+            "sma" => Ok(MaKind::Sma),
+            "ema" => Ok(MaKind::Ema),
+            _ => Err(format!("'{v}' is not a moving average: sma or ema")),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -154,12 +251,21 @@ fn parse_day(s: &str) -> Result<crate::time::Ts, String> {
 pub struct BacktestArgs {
     #[command(flatten)]
     pub history: HistoryArgs,
-    /// Stop loss in ATRs (strategy.sl_mult).
-    #[arg(long)]
-    pub sl: Option<f64>,
-    /// Take profit in ATRs (strategy.tp_mult).
-    #[arg(long)]
-    pub tp: Option<f64>,
+    /// Stop loss in ATRs (strategy.sl_mult); a range `1..3:0.5` or a list sweeps.
+    #[arg(long, value_name = "ATRS")]
+    pub sl: Option<Values<f64>>,
+    /// Take profit in ATRs (strategy.tp_mult); a range or a list sweeps.
+    #[arg(long, value_name = "ATRS")]
+    pub tp: Option<Values<f64>>,
+    /// A sweep's measure for ranking its combinations.
+    #[arg(long, value_enum, default_value = "expectancy-r")]
+    pub rank: RankArg,
+    /// A sweep ranks only combinations with at least this many closed trades.
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    pub min_trades: u64,
+    /// How many of a sweep's best combinations the table lists.
+    #[arg(long, default_value_t = 15, value_name = "N")]
+    pub top: usize,
     /// Where a signal's trade is entered: its candle's close, or the next candle's open.
     #[arg(long, value_enum, default_value = "close")]
     pub fill: FillArg,
@@ -178,6 +284,21 @@ pub struct BacktestArgs {
     pub format: Option<FormatArg>,
 }
 
+/// What a sweep ranks by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RankArg {
+    /// The mean R per trade.
+    #[value(name = "expectancy-r", alias = "expectancy_r")]
+    ExpectancyR,
+    /// The sum of R.
+    R,
+    /// R won over R lost.
+    #[value(name = "profit-factor", alias = "profit_factor")]
+    ProfitFactor,
+    /// Van Tharp's system quality number.
+    Sqn,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FillArg {
     Close,
@@ -189,21 +310,6 @@ pub enum FormatArg {
     Table,
     Json,
     Csv,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum MaArg {
-    Sma,
-    Ema,
-}
-
-impl From<MaArg> for MaKind {
-    fn from(m: MaArg) -> Self {
-        match m {
-            MaArg::Sma => MaKind::Sma,
-            MaArg::Ema => MaKind::Ema,
-        }
-    }
 }
 
 #[derive(Debug, Args)]

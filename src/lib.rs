@@ -54,6 +54,7 @@ pub mod server;
 pub mod shutdown;
 pub mod status;
 pub mod store;
+pub mod sweep;
 pub mod tail;
 pub mod time;
 pub mod tui;

@@ -468,12 +468,13 @@ fn history(
     args: &HistoryArgs,
     mut flags: Vec<(String, toml::Value, String)>,
 ) -> Result<(Loaded, Vec<csv::CsvInput>), ExitCode> {
-    if let Some(ma) = args.ma {
-        let kind: pipwatch::engine::MaKind = ma.into();
+    // One value is the strategy's, checked with the config; several are a
+    // sweep's axis (each value was checked when the flag was read).
+    if let Some(kind) = args.ma.as_ref().and_then(|v| v.single()) {
         flags.push(("strategy.ma".to_string(), toml::Value::String(kind.to_string()), format!("--ma {kind}")));
     }
-    for (key, v) in [("fast", args.fast), ("slow", args.slow), ("atr", args.atr)] {
-        if let Some(v) = v {
+    for (key, v) in [("fast", &args.fast), ("slow", &args.slow), ("atr", &args.atr)] {
+        if let Some(v) = v.as_ref().and_then(|v| v.single()) {
             flags.push((format!("strategy.{key}"), toml::Value::Integer(i64::from(v)), format!("--{key} {v}")));
         }
     }
@@ -524,6 +525,15 @@ fn warn_empty(summary: &replay::Summary) {
 
 fn run_replay(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode, ExitCode> {
     logging::init(LogMode::Plain, "warn,sled=warn");
+    let h = &args.history;
+    let several = [h.fast.as_ref(), h.slow.as_ref(), h.atr.as_ref()].into_iter().flatten().any(|v| v.0.len() > 1)
+        || h.ma.as_ref().is_some_and(|v| v.0.len() > 1);
+    if several {
+        return Err(fail(
+            BAD_INPUT,
+            "replay runs one strategy: give one value per parameter (a range or a list sweeps in `pipwatch backtest`)",
+        ));
+    }
     let (loaded, inputs) = history(cli, &args.history, Vec::new())?;
     let run = replay::Replay {
         inputs: &inputs,
@@ -540,12 +550,85 @@ fn run_replay(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode, ExitCode> {
     Ok(finish(result, |e| matches!(e, replay::ReplayError::Csv(_))))
 }
 
+/// `backtest` with a range or a list on a parameter: every combination.
+fn run_sweep(
+    args: &BacktestArgs,
+    inputs: &[csv::CsvInput],
+    axes: pipwatch::sweep::Axes,
+    fill: pipwatch::engine::trade::Fill,
+) -> Result<ExitCode, ExitCode> {
+    use pipwatch::cli::{FormatArg, RankArg};
+    use pipwatch::sweep::Rank;
+    let combinations = axes.combinations().len();
+    if combinations == 0 {
+        return Err(fail(BAD_INPUT, "no combination has fast below slow: widen --fast or --slow"));
+    }
+    if !(args.spread.is_finite() && args.spread >= 0.0) {
+        return Err(fail(BAD_INPUT, format!("--spread {}: give the spread in pips, 0 or more", args.spread)));
+    }
+    let progress = std::io::stderr().is_terminal();
+    if progress {
+        eprintln!("sweeping {combinations} combinations");
+    }
+    let sweep =
+        pipwatch::sweep::Sweep { inputs, axes, fill, spread_pips: args.spread, from: args.from, to: args.to, progress };
+    let results = match sweep.run(&mut bad_rows()) {
+        Ok(r) => r,
+        Err(e @ replay::ReplayError::Csv(_)) => return Err(fail(BAD_INPUT, e)),
+        Err(e) => return Err(fail(FAILED, e)),
+    };
+    let stdout = std::io::stdout();
+    let tty = stdout.is_terminal();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let rank = match args.rank {
+        RankArg::ExpectancyR => Rank::ExpectancyR,
+        RankArg::R => Rank::R,
+        RankArg::ProfitFactor => Rank::ProfitFactor,
+        RankArg::Sqn => Rank::Sqn,
+    };
+    let written = match args.format.unwrap_or(if tty { FormatArg::Table } else { FormatArg::Json }) {
+        FormatArg::Json => results.write_json(&mut out),
+        FormatArg::Csv => results.write_csv(&mut out),
+        FormatArg::Table => {
+            let fill =
+                if fill == pipwatch::engine::trade::Fill::Close { "the signal's close" } else { "the next open" };
+            let options = pipwatch::sweep::table::Options {
+                rank,
+                min_trades: args.min_trades,
+                top: args.top,
+                width: if tty { crossterm::terminal::size().map(|(w, _)| usize::from(w)).unwrap_or(80) } else { 80 },
+                colour: tty && !logging::no_color(),
+                assumptions: format!("entries at {fill}, spread {} pips", args.spread),
+            };
+            pipwatch::sweep::table::write(&results, &options, &mut out)
+        }
+    };
+    let written = written.and_then(|()| std::io::Write::flush(&mut out));
+    if let Err(e) = written
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(fail(FAILED, format!("cannot write the sweep: {e}")));
+    }
+    let r = &results.read;
+    warn_empty(r);
+    let secs = r.elapsed.as_secs_f64();
+    let work = combinations as f64 * r.candles as f64;
+    eprintln!(
+        "swept {combinations} combinations over {} candles from {} file(s) in {secs:.3}s ({:.1} M combination-candles/s), {} rejected rows",
+        r.candles,
+        r.files,
+        if secs > 0.0 { work / secs / 1e6 } else { 0.0 },
+        r.bad_rows
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_backtest(cli: &Cli, args: &BacktestArgs) -> Result<ExitCode, ExitCode> {
     use pipwatch::cli::{FillArg, FormatArg};
     logging::init(LogMode::Plain, "warn,sled=warn");
     let mut flags = Vec::new();
-    for (key, v, flag) in [("sl_mult", args.sl, "--sl"), ("tp_mult", args.tp, "--tp")] {
-        if let Some(v) = v {
+    for (key, v, flag) in [("sl_mult", &args.sl, "--sl"), ("tp_mult", &args.tp, "--tp")] {
+        if let Some(v) = v.as_ref().and_then(|v| v.single()) {
             flags.push((format!("strategy.{key}"), toml::Value::Float(v), format!("{flag} {v}")));
         }
     }
@@ -563,6 +646,19 @@ fn run_backtest(cli: &Cli, args: &BacktestArgs) -> Result<ExitCode, ExitCode> {
         FillArg::Close => pipwatch::engine::trade::Fill::Close,
         FillArg::NextOpen => pipwatch::engine::trade::Fill::NextOpen,
     };
+    let base = strategies.default;
+    let h = &args.history;
+    let axes = pipwatch::sweep::Axes {
+        ma: h.ma.as_ref().map_or(vec![base.ma], |v| v.0.clone()),
+        fast: h.fast.as_ref().map_or(vec![base.fast], |v| v.0.clone()),
+        slow: h.slow.as_ref().map_or(vec![base.slow], |v| v.0.clone()),
+        atr: h.atr.as_ref().map_or(vec![base.atr], |v| v.0.clone()),
+        sl: args.sl.as_ref().map_or(vec![base.sl_mult], |v| v.0.clone()),
+        tp: args.tp.as_ref().map_or(vec![base.tp_mult], |v| v.0.clone()),
+    };
+    if axes.is_sweep() {
+        return run_sweep(args, &inputs, axes, fill);
+    }
     let run = backtest::Backtest {
         inputs: &inputs,
         strategies: strategies.clone(),

@@ -50,6 +50,9 @@ pub struct Engine {
     labels: Vec<String>,
     // Replay feeds long runs of one series: skip the hash lookup for them.
     last_slot: usize,
+    /// Signals without their id and strategy label (no allocation): for a
+    /// sweep, which adds up its trades and never shows a signal.
+    bare: bool,
 }
 
 impl Engine {
@@ -61,13 +64,27 @@ impl Engine {
             index: HashMap::new(),
             labels: Vec::new(),
             last_slot: usize::MAX,
+            bare: false,
         }
     }
 
+    /// An engine whose signals carry no id and no strategy label.
+    pub fn bare(strategies: StrategySet) -> Self {
+        Engine { bare: true, ..Engine::new(strategies) }
+    }
+
+    #[inline(always)]
     fn slot(&mut self, key: SeriesKey) -> usize {
-        if self.last_slot < self.keys.len() && self.keys[self.last_slot] == key {
+        if let Some(k) = self.keys.get(self.last_slot)
+            && *k == key
+        {
             return self.last_slot;
         }
+        self.find_slot(key)
+    }
+
+    #[inline(never)]
+    fn find_slot(&mut self, key: SeriesKey) -> usize {
         let slot = match self.index.get(&key) {
             Some(&s) => s,
             None => {
@@ -161,8 +178,15 @@ impl Engine {
                 let mut signal = false;
                 if let (Some(side), Phase::Live, Some(fast), Some(slow), Some(atr)) = (cross, phase, fast, slow, atr) {
                     let (stop_loss, take_profit) = strategy::stops(side, candle.close, atr, &state.params);
+                    let (id, strategy) = match self.bare {
+                        true => (String::new(), String::new()),
+                        false => (
+                            Signal::make_id(candle.instrument, candle.timeframe, candle.time, side),
+                            self.labels[slot].clone(),
+                        ),
+                    };
                     out.push(Event::Signal(Signal {
-                        id: Signal::make_id(candle.instrument, candle.timeframe, candle.time, side),
+                        id,
                         instrument: candle.instrument,
                         timeframe: candle.timeframe,
                         time: candle.time,
@@ -173,7 +197,7 @@ impl Engine {
                         atr,
                         stop_loss,
                         take_profit,
-                        strategy: self.labels[slot].clone(),
+                        strategy,
                     }));
                     signal = true;
                 }

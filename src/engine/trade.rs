@@ -154,6 +154,21 @@ impl Book {
     /// or one reversed, and never both for one trade).
     pub fn on_candle(&mut self, candle: &Candle, signal: Option<&Signal>, rules: &Rules, pip: f64) -> Vec<Trade> {
         let mut closed = Vec::new();
+        self.on_candle_into(candle, signal, rules, pip, &mut closed);
+        closed
+    }
+
+    /// [`Book::on_candle`], appending what closed to `closed`: a backtest
+    /// calls this once per candle per combination.
+    #[inline]
+    pub fn on_candle_into(
+        &mut self,
+        candle: &Candle,
+        signal: Option<&Signal>,
+        rules: &Rules,
+        pip: f64,
+        closed: &mut Vec<Trade>,
+    ) {
         if let Some(t) = self.open.as_mut() {
             if !t.entered {
                 let half = rules.spread / 2.0;
@@ -178,7 +193,6 @@ impl Book {
             }
             self.open = Some(open(s, rules));
         }
-        closed
     }
 
     /// The trade still open at the end of the data, marked at `last`'s close

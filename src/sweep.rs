@@ -1,0 +1,331 @@
+//! `pipwatch backtest --fast 5..50:5 --slow 10..200:10 ...`: every
+//! combination of the strategy's parameters over the same candles, read and
+//! parsed once, each combination on whichever core is free.
+//!
+//! Each combination is a backtest through the same code as `backtest`
+//! (`backtest::Tester`: the engine and the trade rules), so its figures are
+//! the ones a single `backtest` with those parameters prints (a test holds
+//! it). What stays in memory is the candles, and per combination in flight
+//! its engine state and its trades until they are added up.
+
+use std::io::{self, Write};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::backtest::{Tester, report};
+use crate::engine::trade::{Fill, Summary as Figures};
+use crate::engine::{MaKind, StrategyParams, StrategySet};
+use crate::market::csv::{BadRow, CsvInput};
+use crate::replay::{Flow, ReplayError, Summary, drive};
+use crate::time::Ts;
+use crate::types::Candle;
+
+/// The values each parameter takes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Axes {
+    pub ma: Vec<MaKind>,
+    pub fast: Vec<u32>,
+    pub slow: Vec<u32>,
+    pub atr: Vec<u32>,
+    pub sl: Vec<f64>,
+    pub tp: Vec<f64>,
+}
+
+impl Axes {
+    /// Every combination with fast < slow, in the order of the axes
+    /// (ma, fast, slow, atr, sl, tp).
+    pub fn combinations(&self) -> Vec<StrategyParams> {
+        let mut all = Vec::new();
+        for &ma in &self.ma {
+            for &fast in &self.fast {
+                for &slow in self.slow.iter().filter(|s| **s > fast) {
+                    for &atr in &self.atr {
+                        for &sl_mult in &self.sl {
+                            for &tp_mult in &self.tp {
+                                all.push(StrategyParams { ma, fast, slow, atr, sl_mult, tp_mult });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// More than one value somewhere: a sweep, not a single backtest.
+    pub fn is_sweep(&self) -> bool {
+        [self.ma.len(), self.fast.len(), self.slow.len(), self.atr.len(), self.sl.len(), self.tp.len()]
+            .iter()
+            .any(|n| *n > 1)
+    }
+}
+
+pub struct Sweep<'a> {
+    pub inputs: &'a [CsvInput],
+    pub axes: Axes,
+    pub fill: Fill,
+    pub spread_pips: f64,
+    pub from: Option<Ts>,
+    pub to: Option<Ts>,
+    pub progress: bool,
+}
+
+/// One combination and its figures over every input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub params: StrategyParams,
+    pub figures: Figures,
+}
+
+/// What a sweep found, in the order of [`Axes::combinations`].
+#[derive(Debug)]
+pub struct Results {
+    pub outcomes: Vec<Outcome>,
+    pub read: Summary,
+}
+
+impl Sweep<'_> {
+    pub fn run(&self, on_bad_row: &mut dyn FnMut(&BadRow)) -> Result<Results, ReplayError> {
+        let started = std::time::Instant::now();
+        let combinations = self.axes.combinations();
+        // The candles, once, file by file as a backtest reads them.
+        let mut files: Vec<Vec<Candle>> = Vec::with_capacity(self.inputs.len());
+        let mut read = Summary::default();
+        for input in self.inputs {
+            let mut candles = Vec::new();
+            drive(std::slice::from_ref(input), self.progress, 0, on_bad_row, &mut read, &mut |c, _| {
+                candles.push(*c);
+                Ok(Flow::Next)
+            })?;
+            files.push(candles);
+        }
+        read.files = self.inputs.len();
+        let bar = self.progress.then(|| {
+            let bar = indicatif::ProgressBar::new(combinations.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} combinations ({eta} left)")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        let counted = std::sync::Mutex::new(None::<Summary>);
+        let outcomes: Vec<Outcome> = combinations
+            .par_iter()
+            .map(|&params| {
+                let strategies = StrategySet { default: params, overrides: Default::default() };
+                // Figures only: no signal or trade here is ever shown.
+                let engine = crate::engine::Engine::bare(strategies);
+                let mut tester = Tester::new(engine, self.fill, self.spread_pips, self.from, self.to);
+                let mut seen = Summary::default();
+                for c in files.iter().flatten() {
+                    tester.on_candle(c, &mut seen);
+                }
+                let figures = report(tester.finish(), Summary::default()).total;
+                if let Ok(mut first) = counted.lock()
+                    && first.is_none()
+                {
+                    *first = Some(seen);
+                }
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                }
+                Outcome { params, figures }
+            })
+            .collect();
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        // Candles the engine took (the same for every combination).
+        if let Some(seen) = counted.into_inner().ok().flatten() {
+            read.candles = seen.candles;
+        }
+        read.elapsed = started.elapsed();
+        Ok(Results { outcomes, read })
+    }
+}
+
+/// What a sweep ranks by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rank {
+    ExpectancyR,
+    R,
+    ProfitFactor,
+    Sqn,
+}
+
+impl Rank {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rank::ExpectancyR => "expectancy_r",
+            Rank::R => "r",
+            Rank::ProfitFactor => "profit_factor",
+            Rank::Sqn => "sqn",
+        }
+    }
+
+    /// The measure of `f`; None when it has none (no trades; no spread in R).
+    /// A profit factor with no losing trade is infinite: nothing beats it.
+    pub fn of(self, f: &Figures) -> Option<f64> {
+        if f.trades == 0 {
+            return None;
+        }
+        match self {
+            Rank::ExpectancyR => Some(f.expectancy_r),
+            Rank::R => Some(f.r),
+            Rank::ProfitFactor => Some(f.profit_factor.unwrap_or(f64::INFINITY)),
+            Rank::Sqn => f.sqn,
+        }
+    }
+}
+
+impl Results {
+    /// The combinations with at least `min_trades` closed trades, best
+    /// first by `rank` (ties in the order of the axes).
+    pub fn ranked(&self, rank: Rank, min_trades: u64) -> Vec<&Outcome> {
+        let mut kept: Vec<(&Outcome, f64)> = self
+            .outcomes
+            .iter()
+            .filter(|o| o.figures.trades >= min_trades)
+            .filter_map(|o| rank.of(&o.figures).map(|v| (o, v)))
+            .collect();
+        kept.sort_by(|a, b| b.1.total_cmp(&a.1));
+        kept.into_iter().map(|(o, _)| o).collect()
+    }
+
+    /// One `sweep` record per combination, as JSON lines.
+    pub fn write_json(&self, out: &mut impl Write) -> io::Result<()> {
+        for o in &self.outcomes {
+            serde_json::to_writer(&mut *out, &Record::new(o)).map_err(io::Error::other)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    /// One row per combination.
+    pub fn write_csv(&self, out: &mut impl Write) -> io::Result<()> {
+        writeln!(
+            out,
+            "ma,fast,slow,atr,sl,tp,trades,wins,win_rate,pips,r,expectancy_r,profit_factor,sqn,max_drawdown_r"
+        )?;
+        let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+        for o in &self.outcomes {
+            let (p, f) = (&o.params, &o.figures);
+            writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                p.ma,
+                p.fast,
+                p.slow,
+                p.atr,
+                p.sl_mult,
+                p.tp_mult,
+                f.trades,
+                f.wins,
+                f.win_rate,
+                f.pips,
+                f.r,
+                f.expectancy_r,
+                opt(f.profit_factor),
+                opt(f.sqn),
+                f.max_drawdown_r
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ma: MaKind,
+    fast: u32,
+    slow: u32,
+    atr: u32,
+    sl: f64,
+    tp: f64,
+    trades: u64,
+    wins: u64,
+    win_rate: f64,
+    pips: f64,
+    r: f64,
+    expectancy_r: f64,
+    profit_factor: Option<f64>,
+    sqn: Option<f64>,
+    max_drawdown_r: f64,
+    #[serde(skip)]
+    _o: std::marker::PhantomData<&'a ()>,
+}
+
+impl Record<'_> {
+    fn new(o: &Outcome) -> Record<'_> {
+        let (p, f) = (&o.params, &o.figures);
+        Record {
+            kind: "sweep",
+            ma: p.ma,
+            fast: p.fast,
+            slow: p.slow,
+            atr: p.atr,
+            sl: p.sl_mult,
+            tp: p.tp_mult,
+            trades: f.trades,
+            wins: f.wins,
+            win_rate: f.win_rate,
+            pips: f.pips,
+            r: f.r,
+            expectancy_r: f.expectancy_r,
+            profit_factor: f.profit_factor,
+            sqn: f.sqn,
+            max_drawdown_r: f.max_drawdown_r,
+            _o: std::marker::PhantomData,
+        }
+    }
+}
+
+pub mod table;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn axes() -> Axes {
+        Axes {
+            ma: vec![MaKind::Sma],
+            fast: vec![5, 10, 20],
+            slow: vec![10, 20],
+            atr: vec![14],
+            sl: vec![1.5],
+            tp: vec![3.0],
+        }
+    }
+
+    #[test]
+    fn only_fast_below_slow_is_combined() {
+        let pairs: Vec<(u32, u32)> = axes().combinations().iter().map(|p| (p.fast, p.slow)).collect();
+        assert_eq!(pairs, vec![(5, 10), (5, 20), (10, 20)]);
+        assert!(axes().is_sweep());
+        let one = Axes { fast: vec![5], slow: vec![10], ..axes() };
+        assert!(!one.is_sweep());
+    }
+
+    #[test]
+    fn ranking_skips_thin_and_undefined_combinations() {
+        let f =
+            |trades, expectancy_r, profit_factor| Figures { trades, expectancy_r, profit_factor, ..Figures::default() };
+        let p = StrategyParams::default();
+        let results = Results {
+            outcomes: vec![
+                Outcome { params: p, figures: f(50, 0.1, Some(1.2)) },
+                Outcome { params: p, figures: f(5, 9.0, None) },
+                Outcome { params: p, figures: f(40, 0.3, Some(1.1)) },
+                Outcome { params: p, figures: f(0, 0.0, None) },
+            ],
+            read: Summary::default(),
+        };
+        let e: Vec<f64> = results.ranked(Rank::ExpectancyR, 30).iter().map(|o| o.figures.expectancy_r).collect();
+        assert_eq!(e, vec![0.3, 0.1]);
+        let pf: Vec<u64> = results.ranked(Rank::ProfitFactor, 1).iter().map(|o| o.figures.trades).collect();
+        assert_eq!(pf, vec![5, 50, 40], "no losing trade is the best profit factor; no trade has none");
+    }
+}
