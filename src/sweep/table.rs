@@ -109,7 +109,7 @@ fn heatmap(results: &Results, o: &Options, out: &mut impl Write) -> io::Result<(
     // Values when they fit the terminal, shades when they do not.
     let label = 5;
     let wide = label + slows.len() * 7 <= o.width;
-    let cell_width = if wide { 7 } else { 2 };
+    let cell_width = if wide { 7 } else { 3 };
     writeln!(
         out,
         "{} by fast (rows) and slow (columns), the best over the other parameters{}:",
@@ -121,7 +121,7 @@ fn heatmap(results: &Results, o: &Options, out: &mut impl Write) -> io::Result<(
         if wide {
             write!(out, "{s:>7}")?;
         } else {
-            write!(out, "{:>2}", s % 100)?;
+            write!(out, "{s:>3}")?;
         }
     }
     writeln!(out)?;
@@ -139,7 +139,7 @@ fn heatmap(results: &Results, o: &Options, out: &mut impl Write) -> io::Result<(
                 }
                 Some(v) => {
                     let shade = SHADES[((level(*v) * 4.0).round()) as usize];
-                    format!("{shade}{shade}")
+                    format!(" {shade}{shade}")
                 }
             };
             match (o.colour, best.get(&(*f, *s))) {
@@ -155,9 +155,6 @@ fn heatmap(results: &Results, o: &Options, out: &mut impl Write) -> io::Result<(
             }
         }
         writeln!(out)?;
-    }
-    if !wide {
-        writeln!(out, "(columns: slow mod 100, {} to {})", slows[0], slows[slows.len() - 1])?;
     }
     writeln!(out, "A blank cell: no combination there has {} closed trades.", o.min_trades)
 }

@@ -1,0 +1,90 @@
+//! `pipwatch backtest` with ranges and lists: a sweep, through the binary,
+//! on the shipped EUR/USD history.
+
+mod common;
+
+use common::{data_file, json_lines, of_type, pipwatch};
+
+fn run(args: &[&str]) -> (Vec<serde_json::Value>, String) {
+    let out = pipwatch().arg("backtest").arg(data_file()).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    (json_lines(&out.stdout), stderr)
+}
+
+/// Each combination's record holds the figures a single backtest of that
+/// combination prints as its total: the sweep is not a second engine.
+#[test]
+fn every_combination_is_what_a_single_backtest_of_it_says() {
+    let (records, stderr) = run(&[
+        "--format", "json", "--ma", "sma,ema", "--fast", "5..15:5", "--slow", "10,20,40", "--atr", "10,14", "--sl", "1..2:1",
+        "--tp", "3", "--fill", "next-open", "--spread", "0.8",
+    ]);
+    // fast < slow: (5,10) (5,20) (5,40) (10,20) (10,40) (15,20) (15,40), × 2 MAs × 2 ATRs × 2 stops.
+    assert_eq!(records.len(), 7 * 2 * 2 * 2, "{stderr}");
+    assert!(stderr.contains("swept 56 combinations over 6225 candles"), "{stderr}");
+    let keys = [
+        "trades", "wins", "win_rate", "pips", "r", "expectancy_r", "profit_factor", "sqn", "max_drawdown_r",
+    ];
+    // Every fifth, to keep the test short; the first and last among them.
+    for (n, rec) in records.iter().enumerate().filter(|(n, _)| n % 5 == 0 || *n == records.len() - 1) {
+        assert_eq!(rec["type"], "sweep");
+        let s = |k: &str| rec[k].to_string();
+        let (single, _) = run(&[
+            "--format", "json", "--ma", rec["ma"].as_str().unwrap(), "--fast", &s("fast"), "--slow", &s("slow"), "--atr",
+            &s("atr"), "--sl", &s("sl"), "--tp", &s("tp"), "--fill", "next-open", "--spread", "0.8",
+        ]);
+        let total = of_type(&single, "summary").into_iter().find(|r| r["instrument"] == "ALL").unwrap().clone();
+        for k in keys {
+            assert_eq!(rec[k], total[k], "combination {n} ({rec}): {k}");
+        }
+        assert!(rec["trades"].as_u64().unwrap() > 0, "{rec}");
+    }
+}
+
+#[test]
+fn the_table_ranks_and_draws_a_heatmap_and_csv_has_a_row_each() {
+    let out = pipwatch()
+        .arg("backtest")
+        .arg(data_file())
+        .args(["--format", "table", "--fast", "5..20:5", "--slow", "10..60:10", "--rank", "sqn", "--min-trades", "10", "--top", "3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("Best 3 by sqn (at least 10 closed trades"), "{text}");
+    assert!(text.contains("sqn by fast (rows) and slow (columns)"), "{text}");
+    // Ranked: the SQN column of the three rows falls.
+    let rows: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("ma ")).skip(1).take(3).collect();
+    let sqn: Vec<f64> = rows.iter().map(|l| l.split_whitespace().nth(11).unwrap().parse().unwrap()).collect();
+    assert!(sqn.windows(2).all(|w| w[0] >= w[1]), "{rows:?}");
+    // No colour when not a terminal: the shades say the levels.
+    assert!(!text.contains('\x1b') && text.contains('█'), "{text}");
+
+    let out = pipwatch().arg("backtest").arg(data_file()).args(["--format", "csv", "--tp", "2,3,4"]).output().unwrap();
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(csv.starts_with("ma,fast,slow,atr,sl,tp,trades,"), "{csv}");
+}
+
+#[test]
+fn bad_ranges_are_named_and_replay_does_not_sweep() {
+    for (args, said) in [
+        (vec!["--fast", "50..5:5"], "the range runs backwards"),
+        (vec!["--fast", "5..50:0"], "'0' is not a step"),
+        (vec!["--slow", "0,10"], "'0' is not a period"),
+        (vec!["--sl", "0.5..x"], "'x' is not a multiple of the ATR"),
+        (vec!["--ma", "sma,wma"], "'wma' is not a moving average"),
+    ] {
+        let out = pipwatch().arg("backtest").arg(data_file()).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+    }
+    let out = pipwatch().arg("backtest").arg(data_file()).args(["--fast", "30,40", "--slow", "10,20"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no combination has fast below slow"));
+    let out = pipwatch().arg("replay").arg(data_file()).args(["--fast", "5..10:5"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("replay runs one strategy"));
+}
