@@ -189,7 +189,7 @@ pub(crate) fn report(trades: Vec<Trade>, read: Summary) -> Report {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Record<'a> {
-    Trade(&'a Trade),
+    // A trade is written by `Trade::write_json`, as serde would write `Trade(&Trade)` here.
     Summary {
         instrument: &'a str,
         /// None for the total over several timeframes.
@@ -208,7 +208,8 @@ impl Report {
             out.write_all(b"\n")
         };
         for t in self.in_order() {
-            line(out, &Record::Trade(t))?;
+            t.write_json("trade", out)?;
+            out.write_all(b"\n")?;
         }
         for (k, f) in &self.series {
             let summary = Record::Summary {

@@ -49,11 +49,6 @@ impl CandleRecord {
     /// instruments and timeframes and the time are plain ASCII (validated),
     /// so they need no escaping; numbers use serde_json's own formatter.
     pub fn write_json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        use serde_json::ser::{CompactFormatter, Formatter};
-        let num = |out: &mut dyn std::io::Write, v: Option<f64>| match v {
-            Some(v) if v.is_finite() => CompactFormatter.write_f64(out, v),
-            _ => out.write_all(b"null"),
-        };
         let mut time = [0u8; 20];
         out.write_all(b"{\"type\":\"candle\",\"instrument\":\"")?;
         out.write_all(self.instrument.as_str().as_bytes())?;
@@ -62,19 +57,19 @@ impl CandleRecord {
         out.write_all(b"\",\"time\":\"")?;
         out.write_all(self.time.format_into(&mut time).as_bytes())?;
         out.write_all(b"\",\"open\":")?;
-        num(out, Some(self.open))?;
+        json_f64(out, self.open)?;
         out.write_all(b",\"high\":")?;
-        num(out, Some(self.high))?;
+        json_f64(out, self.high)?;
         out.write_all(b",\"low\":")?;
-        num(out, Some(self.low))?;
+        json_f64(out, self.low)?;
         out.write_all(b",\"close\":")?;
-        num(out, Some(self.close))?;
+        json_f64(out, self.close)?;
         out.write_all(b",\"fast\":")?;
-        num(out, self.fast)?;
+        json_opt(out, self.fast)?;
         out.write_all(b",\"slow\":")?;
-        num(out, self.slow)?;
+        json_opt(out, self.slow)?;
         out.write_all(b",\"atr\":")?;
-        num(out, self.atr)?;
+        json_opt(out, self.atr)?;
         out.write_all(b"}")
     }
 }
@@ -101,15 +96,9 @@ impl Signal {
     /// what serde writes for `Event::Signal` (a property test holds it): a
     /// replay of years of candles writes tens of thousands.
     pub fn write_json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        use serde_json::ser::{CompactFormatter, Formatter};
-        let num = |out: &mut dyn std::io::Write, v: f64| match v.is_finite() {
-            true => CompactFormatter.write_f64(out, v),
-            false => out.write_all(b"null"),
-        };
-        let text = |out: &mut dyn std::io::Write, v: &str| serde_json::to_writer(out, v).map_err(std::io::Error::other);
         let mut time = [0u8; 20];
         out.write_all(b"{\"type\":\"signal\",\"id\":")?;
-        text(out, &self.id)?;
+        json_str(out, &self.id)?;
         out.write_all(b",\"instrument\":\"")?;
         out.write_all(self.instrument.as_str().as_bytes())?;
         out.write_all(b"\",\"timeframe\":\"")?;
@@ -119,19 +108,19 @@ impl Signal {
         out.write_all(b"\",\"side\":\"")?;
         out.write_all(self.side.as_str().as_bytes())?;
         out.write_all(b"\",\"price\":")?;
-        num(out, self.price)?;
+        json_f64(out, self.price)?;
         out.write_all(b",\"fast\":")?;
-        num(out, self.fast)?;
+        json_f64(out, self.fast)?;
         out.write_all(b",\"slow\":")?;
-        num(out, self.slow)?;
+        json_f64(out, self.slow)?;
         out.write_all(b",\"atr\":")?;
-        num(out, self.atr)?;
+        json_f64(out, self.atr)?;
         out.write_all(b",\"stop_loss\":")?;
-        num(out, self.stop_loss)?;
+        json_f64(out, self.stop_loss)?;
         out.write_all(b",\"take_profit\":")?;
-        num(out, self.take_profit)?;
+        json_f64(out, self.take_profit)?;
         out.write_all(b",\"strategy\":")?;
-        text(out, &self.strategy)?;
+        json_str(out, &self.strategy)?;
         out.write_all(b"}")
     }
 
@@ -186,6 +175,86 @@ pub struct Trade {
     pub bars: u32,
     pub mae_r: f64,
     pub mfe_r: f64,
+}
+
+impl Trade {
+    /// Writes this trade as a JSON object tagged `"type":"<kind>"`, byte for
+    /// byte what serde writes for the same tagged record (a property test
+    /// holds it): a backtest of years writes tens of thousands.
+    pub fn write_json(&self, kind: &str, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let mut time = [0u8; 20];
+        out.write_all(b"{\"type\":")?;
+        json_str(out, kind)?;
+        out.write_all(b",\"id\":")?;
+        json_str(out, &self.id)?;
+        out.write_all(b",\"instrument\":\"")?;
+        out.write_all(self.instrument.as_str().as_bytes())?;
+        out.write_all(b"\",\"timeframe\":\"")?;
+        out.write_all(self.timeframe.as_str().as_bytes())?;
+        out.write_all(b"\",\"side\":\"")?;
+        out.write_all(self.side.as_str().as_bytes())?;
+        out.write_all(b"\",\"entry_time\":\"")?;
+        out.write_all(self.entry_time.format_into(&mut time).as_bytes())?;
+        out.write_all(b"\",\"entry\":")?;
+        json_f64(out, self.entry)?;
+        out.write_all(b",\"stop_loss\":")?;
+        json_f64(out, self.stop_loss)?;
+        out.write_all(b",\"take_profit\":")?;
+        json_f64(out, self.take_profit)?;
+        out.write_all(b",\"exit_time\":\"")?;
+        out.write_all(self.exit_time.format_into(&mut time).as_bytes())?;
+        out.write_all(b"\",\"exit\":")?;
+        json_f64(out, self.exit)?;
+        out.write_all(b",\"exit_reason\":\"")?;
+        out.write_all(self.exit_reason.as_str().as_bytes())?;
+        out.write_all(if self.gap { b"\",\"gap\":true,\"pips\":" } else { b"\",\"gap\":false,\"pips\":" })?;
+        json_f64(out, self.pips)?;
+        out.write_all(b",\"r\":")?;
+        json_f64(out, self.r)?;
+        out.write_all(b",\"bars\":")?;
+        out.write_all(itoa_u32(self.bars, &mut [0u8; 10]))?;
+        out.write_all(b",\"mae_r\":")?;
+        json_f64(out, self.mae_r)?;
+        out.write_all(b",\"mfe_r\":")?;
+        json_f64(out, self.mfe_r)?;
+        out.write_all(b"}")
+    }
+}
+
+/// A number as serde_json writes it (null when not finite). Generic, not
+/// `dyn`: the hand-written records call it per field on their hot path.
+#[inline]
+fn json_f64<W: std::io::Write + ?Sized>(out: &mut W, v: f64) -> std::io::Result<()> {
+    use serde_json::ser::{CompactFormatter, Formatter};
+    match v.is_finite() {
+        true => CompactFormatter.write_f64(out, v),
+        false => out.write_all(b"null"),
+    }
+}
+
+#[inline]
+fn json_opt<W: std::io::Write + ?Sized>(out: &mut W, v: Option<f64>) -> std::io::Result<()> {
+    match v {
+        Some(v) => json_f64(out, v),
+        None => out.write_all(b"null"),
+    }
+}
+
+fn json_str<W: std::io::Write + ?Sized>(out: &mut W, v: &str) -> std::io::Result<()> {
+    serde_json::to_writer(out, v).map_err(std::io::Error::other)
+}
+
+/// `n` in decimal, in `buf`.
+fn itoa_u32(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
 }
 
 /// A candle the engine refused, with why. `count` is the series' running total.
@@ -453,6 +522,31 @@ mod tests {
             let mut ours = Vec::new();
             c.write_json(&mut ours).unwrap();
             let want = serde_json::to_string(&Event::Candle(c)).unwrap();
+            prop_assert_eq!(String::from_utf8(ours).unwrap(), want);
+        }
+
+        #[test]
+        fn trade_json_is_what_serde_writes(
+            tf in prop::sample::select(Timeframe::ALL.to_vec()),
+            (entry_time, exit_time) in (-2_000_000_000i64..4_000_000_000, -2_000_000_000i64..4_000_000_000),
+            buy: bool,
+            gap: bool,
+            reason in prop::sample::select(vec![ExitReason::Target, ExitReason::Stop, ExitReason::Reversed, ExitReason::Open]),
+            (entry, stop_loss, take_profit, exit) in (price(), price(), price(), price()),
+            (pips, r) in (prop_oneof![price(), Just(f64::NAN)], prop_oneof![price(), Just(-1.0)]),
+            bars: u32,
+            (mae_r, mfe_r) in (price(), price()),
+            id in "\\PC{0,30}",
+        ) {
+            let t = Trade {
+                id, instrument: Instrument::new("EUR_USD").unwrap(), timeframe: tf,
+                side: if buy { Side::Buy } else { Side::Sell },
+                entry_time: Ts(entry_time), entry, stop_loss, take_profit, exit_time: Ts(exit_time), exit,
+                exit_reason: reason, gap, pips, r, bars, mae_r, mfe_r,
+            };
+            let mut ours = Vec::new();
+            t.write_json("trade", &mut ours).unwrap();
+            let want = serde_json::to_string(&Event::Outcome(t.clone())).unwrap().replacen("\"outcome\"", "\"trade\"", 1);
             prop_assert_eq!(String::from_utf8(ours).unwrap(), want);
         }
 

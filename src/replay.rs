@@ -59,10 +59,46 @@ pub struct Replay<'a> {
     pub progress: bool,
 }
 
+/// A record's bytes on the stack: its many short pieces are copied with
+/// their lengths known where they are written (fixed moves, not a call to
+/// memmove each), and the output sees one write per record.
+struct Line {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl Write for Line {
+    #[inline(always)]
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.write_all(b)?;
+        Ok(b.len())
+    }
+
+    #[inline(always)]
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        let end = self.len + b.len();
+        let Some(to) = self.buf.get_mut(self.len..end) else {
+            return Err(io::Error::other("a record longer than 512 bytes"));
+        };
+        to.copy_from_slice(b);
+        self.len = end;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 fn write_event(out: &mut impl Write, e: &Event) -> io::Result<()> {
     match e {
         // One per candle with --indicators: the hot path.
-        Event::Candle(c) => c.write_json(out)?,
+        Event::Candle(c) => {
+            let mut line = Line { buf: [0; 512], len: 0 };
+            c.write_json(&mut line)?;
+            line.write_all(b"\n")?;
+            return out.write_all(&line.buf[..line.len]);
+        }
         Event::Signal(s) => s.write_json(out)?,
         e => serde_json::to_writer(&mut *out, e).map_err(io::Error::other)?,
     }

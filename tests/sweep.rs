@@ -17,22 +17,52 @@ fn run(args: &[&str]) -> (Vec<serde_json::Value>, String) {
 #[test]
 fn every_combination_is_what_a_single_backtest_of_it_says() {
     let (records, stderr) = run(&[
-        "--format", "json", "--ma", "sma,ema", "--fast", "5..15:5", "--slow", "10,20,40", "--atr", "10,14", "--sl", "1..2:1",
-        "--tp", "3", "--fill", "next-open", "--spread", "0.8",
+        "--format",
+        "json",
+        "--ma",
+        "sma,ema",
+        "--fast",
+        "5..15:5",
+        "--slow",
+        "10,20,40",
+        "--atr",
+        "10,14",
+        "--sl",
+        "1..2:1",
+        "--tp",
+        "3",
+        "--fill",
+        "next-open",
+        "--spread",
+        "0.8",
     ]);
     // fast < slow: (5,10) (5,20) (5,40) (10,20) (10,40) (15,20) (15,40), × 2 MAs × 2 ATRs × 2 stops.
     assert_eq!(records.len(), 7 * 2 * 2 * 2, "{stderr}");
     assert!(stderr.contains("swept 56 combinations over 6225 candles"), "{stderr}");
-    let keys = [
-        "trades", "wins", "win_rate", "pips", "r", "expectancy_r", "profit_factor", "sqn", "max_drawdown_r",
-    ];
+    let keys = ["trades", "wins", "win_rate", "pips", "r", "expectancy_r", "profit_factor", "sqn", "max_drawdown_r"];
     // Every fifth, to keep the test short; the first and last among them.
     for (n, rec) in records.iter().enumerate().filter(|(n, _)| n % 5 == 0 || *n == records.len() - 1) {
         assert_eq!(rec["type"], "sweep");
         let s = |k: &str| rec[k].to_string();
         let (single, _) = run(&[
-            "--format", "json", "--ma", rec["ma"].as_str().unwrap(), "--fast", &s("fast"), "--slow", &s("slow"), "--atr",
-            &s("atr"), "--sl", &s("sl"), "--tp", &s("tp"), "--fill", "next-open", "--spread", "0.8",
+            "--format",
+            "json",
+            "--ma",
+            rec["ma"].as_str().unwrap(),
+            "--fast",
+            &s("fast"),
+            "--slow",
+            &s("slow"),
+            "--atr",
+            &s("atr"),
+            "--sl",
+            &s("sl"),
+            "--tp",
+            &s("tp"),
+            "--fill",
+            "next-open",
+            "--spread",
+            "0.8",
         ]);
         let total = of_type(&single, "summary").into_iter().find(|r| r["instrument"] == "ALL").unwrap().clone();
         for k in keys {
@@ -47,7 +77,20 @@ fn the_table_ranks_and_draws_a_heatmap_and_csv_has_a_row_each() {
     let out = pipwatch()
         .arg("backtest")
         .arg(data_file())
-        .args(["--format", "table", "--fast", "5..20:5", "--slow", "10..60:10", "--rank", "sqn", "--min-trades", "10", "--top", "3"])
+        .args([
+            "--format",
+            "table",
+            "--fast",
+            "5..20:5",
+            "--slow",
+            "10..60:10",
+            "--rank",
+            "sqn",
+            "--min-trades",
+            "10",
+            "--top",
+            "3",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -81,7 +124,8 @@ fn bad_ranges_are_named_and_replay_does_not_sweep() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(said), "{args:?}: {stderr}");
     }
-    let out = pipwatch().arg("backtest").arg(data_file()).args(["--fast", "30,40", "--slow", "10,20"]).output().unwrap();
+    let out =
+        pipwatch().arg("backtest").arg(data_file()).args(["--fast", "30,40", "--slow", "10,20"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no combination has fast below slow"));
     let out = pipwatch().arg("replay").arg(data_file()).args(["--fast", "5..10:5"]).output().unwrap();
