@@ -108,6 +108,10 @@ pub(crate) struct Tester {
     from: Ts,
     to: Ts,
     trades: Vec<Trade>,
+    /// Adding each closed trade up as it closes, instead of keeping it: one
+    /// series' trades close in time order, which is the order the figures
+    /// are added up in, so a sweep of one series keeps no trades at all.
+    tally: Option<Tally>,
 }
 
 impl Tester {
@@ -122,6 +126,21 @@ impl Tester {
             from: from.unwrap_or(Ts(i64::MIN)),
             to: to.unwrap_or(Ts(i64::MAX)),
             trades: Vec::new(),
+            tally: None,
+        }
+    }
+
+    /// A tester of one series that adds its trades up as they close.
+    pub(crate) fn tallying(mut self) -> Tester {
+        self.tally = Some(Tally::default());
+        self
+    }
+
+    /// The figures of the closed trades: [`report`]'s total.
+    pub(crate) fn figures(self) -> Figures {
+        match self.tally {
+            Some(t) => t.summary(),
+            None => report(self.finish(), Summary::default()).total,
         }
     }
 
@@ -157,6 +176,11 @@ impl Tester {
         let rules = Rules { fill: self.fill, spread: self.spread_pips * *pip };
         book.on_candle_into(candle, signal, &rules, *pip, &mut self.trades);
         *last = Some(*candle);
+        if let Some(tally) = &mut self.tally {
+            for t in self.trades.drain(..) {
+                tally.add(&t);
+            }
+        }
     }
 
     /// The closed trades, then each series' open one marked at its last candle.

@@ -6,14 +6,15 @@
 //! (`backtest::Tester`: the engine and the trade rules), so its figures are
 //! the ones a single `backtest` with those parameters prints (a test holds
 //! it). What stays in memory is the candles, and per combination in flight
-//! its engine state and its trades until they are added up.
+//! its engine state and its running figures (over several series, its
+//! trades until they are added up in exit order).
 
 use std::io::{self, Write};
 
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::backtest::{Tester, report};
+use crate::backtest::Tester;
 use crate::engine::trade::{Fill, Summary as Figures};
 use crate::engine::{MaKind, StrategyParams, StrategySet};
 use crate::market::csv::{BadRow, CsvInput};
@@ -101,6 +102,9 @@ impl Sweep<'_> {
             files.push(candles);
         }
         read.files = self.inputs.len();
+        // One series: each combination adds its trades up as they close.
+        let one_series =
+            self.inputs.windows(2).all(|w| (w[0].instrument, w[0].timeframe) == (w[1].instrument, w[1].timeframe));
         let bar = self.progress.then(|| {
             let bar = indicatif::ProgressBar::new(combinations.len() as u64);
             bar.set_style(
@@ -117,11 +121,14 @@ impl Sweep<'_> {
                 // Figures only: no signal or trade here is ever shown.
                 let engine = crate::engine::Engine::bare(strategies);
                 let mut tester = Tester::new(engine, self.fill, self.spread_pips, self.from, self.to);
+                if one_series {
+                    tester = tester.tallying();
+                }
                 let mut seen = Summary::default();
                 for c in files.iter().flatten() {
                     tester.on_candle(c, &mut seen);
                 }
-                let figures = report(tester.finish(), Summary::default()).total;
+                let figures = tester.figures();
                 if let Ok(mut first) = counted.lock()
                     && first.is_none()
                 {

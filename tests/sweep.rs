@@ -132,3 +132,40 @@ fn bad_ranges_are_named_and_replay_does_not_sweep() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("replay runs one strategy"));
 }
+
+/// Over a directory of two pairs a combination's figures are the total of a
+/// single backtest of the directory (its trades added up in exit order
+/// across the pairs).
+#[test]
+fn a_sweep_over_several_pairs_is_the_single_backtests_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(data_file()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(dir.path().join("EUR_USD.csv"), lines[..4000].join("\n")).unwrap();
+    let mut second = vec![lines[0]];
+    second.extend(&lines[2000..]);
+    std::fs::write(dir.path().join("GBP_USD.csv"), second.join("\n")).unwrap();
+    let sweep = pipwatch()
+        .arg("backtest")
+        .arg(dir.path())
+        .args(["--format", "json", "--timeframe", "H1", "--fast", "5,10", "--slow", "20"])
+        .output()
+        .unwrap();
+    assert!(sweep.status.success(), "{}", String::from_utf8_lossy(&sweep.stderr));
+    let records = json_lines(&sweep.stdout);
+    assert_eq!(records.len(), 2);
+    for rec in &records {
+        let single = pipwatch()
+            .arg("backtest")
+            .arg(dir.path())
+            .args(["--format", "json", "--timeframe", "H1", "--fast", &rec["fast"].to_string(), "--slow", "20"])
+            .output()
+            .unwrap();
+        let single = json_lines(&single.stdout);
+        let total = of_type(&single, "summary").into_iter().find(|r| r["instrument"] == "ALL").unwrap().clone();
+        for k in ["trades", "wins", "pips", "r", "expectancy_r", "profit_factor", "sqn", "max_drawdown_r"] {
+            assert_eq!(rec[k], total[k], "{k}: {rec}");
+        }
+        assert!(total["trades"].as_u64().unwrap() > 100, "{total}");
+    }
+}
