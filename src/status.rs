@@ -98,9 +98,13 @@ pub fn lines(r: &Report) -> String {
     for c in &r.checks {
         out.push_str(&format!("{:<9} {:<width$}  {}\n", word(c.status), c.name, c.message));
     }
+    let name = match r.source.as_deref() {
+        Some("demo") => "pipwatch (DEMO market: simulated prices, not a live instance)",
+        _ => "pipwatch",
+    };
     let overall = match r.status {
-        Status::Healthy => "pipwatch is healthy".to_string(),
-        s => format!("pipwatch is {}: {}", word(s).to_lowercase(), r.reasons.join("; ")),
+        Status::Healthy => format!("{name} is healthy"),
+        s => format!("{name} is {}: {}", word(s).to_lowercase(), r.reasons.join("; ")),
     };
     out.push_str(&overall);
     out

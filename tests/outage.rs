@@ -170,12 +170,24 @@ fn status_says_healthy_and_unreachable_with_their_exit_codes() {
     let socket_path = dir.path().join("notify.sock");
     let _socket = UnixDatagram::bind(&socket_path).unwrap();
     let (run, addr) = start(&cfg, &dir.path().join("data"), &socket_path);
-    let status = common::pipwatch().args(["status", &addr]).output().unwrap();
-    let lines = String::from_utf8_lossy(&status.stdout).to_string();
+    // Asked until the feed has said what it is (a moment after the start).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (status, lines) = loop {
+        let status = common::pipwatch().args(["status", &addr]).output().unwrap();
+        let lines = String::from_utf8_lossy(&status.stdout).to_string();
+        if lines.contains("demo") || std::time::Instant::now() > deadline {
+            break (status, lines);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let json = common::pipwatch().args(["status", "--json", &addr]).output().unwrap();
     stop(run);
     assert_eq!(status.status.code(), Some(0), "{lines}");
     assert!(lines.lines().any(|l| l.starts_with("ok") && l.contains("feed")), "{lines}");
-    assert!(lines.ends_with("pipwatch is healthy\n"), "{lines}");
+    // A demo never passes for a live instance.
+    assert!(lines.ends_with("pipwatch (DEMO market: simulated prices, not a live instance) is healthy\n"), "{lines}");
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["source"], "demo", "{v}");
 
     let gone = common::pipwatch().args(["status", "127.0.0.1:9"]).output().unwrap();
     assert_eq!(gone.status.code(), Some(3));

@@ -53,6 +53,10 @@ pub struct Check {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub status: Status,
+    /// The market source (`demo`, `csv`, `oanda`) once the feed has said:
+    /// a demo must never pass for a live instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// The messages of the checks that are not healthy.
     pub reasons: Vec<String>,
     pub checks: Vec<Check>,
@@ -150,7 +154,8 @@ pub fn evaluate(view: &View) -> Report {
     }
     let status = checks.iter().map(|c| c.status).max().unwrap_or(Status::Healthy);
     let reasons = checks.iter().filter(|c| c.status != Status::Healthy).map(|c| c.message.clone()).collect();
-    Report { status, reasons, checks }
+    let source = view.feed.as_ref().map(|f| f.source.clone());
+    Report { status, source, reasons, checks }
 }
 
 #[cfg(test)]
