@@ -552,7 +552,8 @@ fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
     tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &cmd]);
     let wait_for = |what: &str| wait_for_pane(&session, &[what], "");
     let screen = wait_for("Pairs (7)");
-    assert!(screen.contains("pipwatch") && screen.contains("DEMO"), "{screen}");
+    // The time-lapse says how fast it runs (the default: an H4 candle a second).
+    assert!(screen.contains("DEMO ×14,400"), "{screen}");
     tmux(&["send-keys", "-t", &session, "?"]);
     wait_for("this help");
     tmux(&["send-keys", "-t", &session, "q"]);

@@ -43,10 +43,35 @@ pub fn attach_label(url: &str) -> String {
 
 pub fn mode_label(c: &Config) -> String {
     match c.market.source {
-        SourceKind::Demo => "DEMO".into(),
+        SourceKind::Demo => match demo_speed(c) {
+            Some(x) => format!("DEMO ×{}", thousands(x)),
+            None => "DEMO".into(),
+        },
         SourceKind::Oanda => "LIVE OANDA".into(),
         SourceKind::Csv => "CSV".into(),
     }
+}
+
+/// How many times faster than real time the demo's candles come: one candle
+/// of the finest timeframe per `market.demo.candle_every` (H4 every second:
+/// 14,400). None when it is not paced.
+pub fn demo_speed(c: &Config) -> Option<u64> {
+    let finest = c.market.timeframes.iter().map(|t| t.seconds()).min()?;
+    let every = c.market.demo.candle_every.0.as_secs_f64();
+    (every > 0.0).then(|| (finest as f64 / every).round() as u64)
+}
+
+/// `14400` as `14,400`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
 }
 
 /// Resolves when what feeds the console has stopped for good (the
@@ -408,5 +433,25 @@ fn take(app: &mut App, m: Incoming) -> bool {
             app.note(n);
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_label_says_how_fast_its_time_runs() {
+        let mut c = Config::default();
+        assert_eq!(mode_label(&c), "DEMO ×14,400", "the default: one H4 candle a second");
+        c.market.timeframes = vec![crate::types::Timeframe::H4, crate::types::Timeframe::M15];
+        c.market.demo.candle_every = crate::config::Dur(std::time::Duration::from_millis(100));
+        assert_eq!(mode_label(&c), "DEMO ×9,000", "the finest timeframe sets the pace");
+        c.market.demo.candle_every = crate::config::Dur(std::time::Duration::ZERO);
+        assert_eq!(mode_label(&c), "DEMO");
+        assert_eq!(
+            (thousands(7), thousands(1000), thousands(1234567)),
+            ("7".into(), "1,000".into(), "1,234,567".into())
+        );
     }
 }

@@ -178,6 +178,17 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
     // The link to a remote instance; why it is down goes in the footer,
     // where there is room for it.
     let mut mode = vec![Span::styled(app.mode.clone(), t.header)];
+    // A demo is a time-lapse: its own clock (the newest candle's time) next
+    // to the label, so dates in the feed that run ahead of today make sense.
+    let demo = app.view.feed.as_ref().is_some_and(|f| f.source == "demo");
+    let demo_clock =
+        app.view.pairs.iter().filter_map(|p| p.candle.map(|c| c.time)).max().filter(|_| demo).map(|newest| {
+            let mut buf = [0u8; 20];
+            let at = newest.format_into(&mut buf);
+            // An attached console's label names the server, not the demo.
+            let prefix = if app.mode.starts_with("DEMO") { "" } else { "demo " };
+            format!("{prefix}{} {}", &at[..10], &at[11..16])
+        });
     if let Some(link) = &app.link {
         let style = if link_down { t.warning } else { t.header };
         mode.push(Span::styled(format!(" ({})", link.state.label()), style));
@@ -188,6 +199,10 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
         one(" pipwatch ".into(), t.header.add_modifier(ratatui::style::Modifier::BOLD), 0),
         Seg { spans: mode, keep: if link_down { 8 } else { 4 } },
     ];
+    // Given up right after the title.
+    if let Some(clock) = demo_clock {
+        segs.push(one(clock, t.header, 1));
+    }
     // The feed and the market of an instance out of reach are not known.
     if !link_down {
         segs.push(one(feed, t.header, 5));
