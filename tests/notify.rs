@@ -488,8 +488,14 @@ async fn a_closed_trade_edits_its_signals_message_in_place() {
     let s2 = signal(2);
     let stored = rig.store.signal(&s0.id).unwrap().unwrap();
     assert_eq!(stored.receipts.first().and_then(|r| r.message_id.clone()), Some(message.clone()), "{stored:?}");
-    rig.store.enqueue(&[edit("signals", closed(&s0, pipwatch::event::ExitReason::Target, 2.0))]).unwrap();
-    rig.store.enqueue(&[edit("signals", closed(&s2, pipwatch::event::ExitReason::Stop, -1.0))]).unwrap();
+    // Queued together (one write): two separate writes could each be taken
+    // up by a notifier that is running, and then go as two PATCHes.
+    rig.store
+        .enqueue(&[
+            edit("signals", closed(&s0, pipwatch::event::ExitReason::Target, 2.0)),
+            edit("signals", closed(&s2, pipwatch::event::ExitReason::Stop, -1.0)),
+        ])
+        .unwrap();
     rig.store.flush().await.unwrap();
     rig.handle.wake();
     until(Duration::from_secs(10), "the edits sent", || rig.pending() == 0).await;
