@@ -130,7 +130,11 @@ fn a_webhook_outage_is_degraded_not_a_restart_loop() {
     let status = common::pipwatch().args(["status", &addr]).output().unwrap();
     let lines = String::from_utf8_lossy(&status.stdout);
     assert_eq!(status.status.code(), Some(1), "{lines}");
-    assert!(lines.contains("DEGRADED") && lines.contains("pipwatch is degraded:"), "{lines}");
+    assert!(
+        lines.contains("DEGRADED")
+            && lines.contains("pipwatch (DEMO market: simulated prices, not a live instance) is degraded:"),
+        "{lines}"
+    );
     let json = common::pipwatch().args(["status", "--json", &format!("ws://{addr}/ws")]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!((json.status.code(), v["status"].as_str()), (Some(1), Some("degraded")));
