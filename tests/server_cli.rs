@@ -80,6 +80,8 @@ fn stop_and_read_signals(mut child: Child, logs: std::thread::JoinHandle<String>
 struct Tail {
     child: Child,
     lines: std::thread::JoinHandle<Vec<String>>,
+    /// A message per line as it comes.
+    seen: std::sync::mpsc::Receiver<()>,
 }
 
 impl Tail {
@@ -91,8 +93,22 @@ impl Tail {
             .spawn()
             .unwrap();
         let out = child.stdout.take().unwrap();
-        let lines = std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect());
-        Tail { child, lines }
+        let (tx, seen) = std::sync::mpsc::channel();
+        let lines = std::thread::spawn(move || {
+            BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .inspect(|_| {
+                    let _ = tx.send(());
+                })
+                .collect()
+        });
+        Tail { child, lines, seen }
+    }
+
+    /// Waits for its first record, at most `limit`.
+    fn first_record(&self, limit: Duration) {
+        let _ = self.seen.recv_timeout(limit);
     }
 
     /// Ctrl-C: it must exit 0. Returns its records and its stderr.
@@ -552,8 +568,9 @@ fn tail_takes_an_address_as_a_user_writes_it() {
     for url in [addr.clone(), format!("http://{addr}"), format!("ws://{addr}/"), format!("ws://{addr}/ws")] {
         let tail = Tail::start(&url);
         let started = Instant::now();
-        // A signal every few candles of 20 ms: one comes within seconds.
-        std::thread::sleep(Duration::from_millis(1500));
+        // A signal every few candles of 20 ms: one comes within seconds (a
+        // loaded machine may take longer; no wait is a fixed guess).
+        tail.first_record(Duration::from_secs(20));
         let (records, err) = tail.stop();
         assert!(!records.is_empty(), "{url}: nothing in {:?}: {err}", started.elapsed());
         assert!(records.iter().all(|r| r["type"] == "signal"), "{url}: {records:?}");
