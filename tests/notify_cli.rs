@@ -50,16 +50,19 @@ async fn killed_with_a_full_outbox_it_redelivers_everything_on_restart() {
 
     let (cfg2, data2, hook2) = (cfg.clone(), data.clone(), hook.clone());
     let seen = tokio::task::spawn_blocking(move || {
-        let mut child = pipwatch_std()
-            .args(["headless", "-c"])
-            .arg(&cfg2)
-            .arg("--data-dir")
-            .arg(&data2)
-            .env("HOOK", &hook2)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        // Killed when dropped, also when an assertion below fails.
+        let mut child = common::Running(
+            pipwatch_std()
+                .args(["headless", "-c"])
+                .arg(&cfg2)
+                .arg("--data-dir")
+                .arg(&data2)
+                .env("HOOK", &hook2)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         let stdout = child.stdout.take().unwrap();
         let mut seen = Vec::new();
         let start = Instant::now();

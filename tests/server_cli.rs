@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{config_file, json_lines, pipwatch, pipwatch_std};
+use common::{Running, config_file, json_lines, pipwatch, pipwatch_std};
 
 fn fast_demo(dir: &std::path::Path) -> std::path::PathBuf {
     config_file(
@@ -20,11 +20,14 @@ fn fast_demo(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 /// Starts headless and returns it with the address its server listens on.
-fn headless(dir: &std::path::Path) -> (Child, String, std::thread::JoinHandle<String>) {
+fn headless(dir: &std::path::Path) -> (Running, String, std::thread::JoinHandle<String>) {
     headless_with(dir, &fast_demo(dir))
 }
 
-fn headless_with(dir: &std::path::Path, config: &std::path::Path) -> (Child, String, std::thread::JoinHandle<String>) {
+fn headless_with(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+) -> (Running, String, std::thread::JoinHandle<String>) {
     headless_on(dir, config, "127.0.0.1:0")
 }
 
@@ -32,7 +35,8 @@ fn headless_on(
     dir: &std::path::Path,
     config: &std::path::Path,
     listen: &str,
-) -> (Child, String, std::thread::JoinHandle<String>) {
+) -> (Running, String, std::thread::JoinHandle<String>) {
+    // Killed when dropped: a failing assertion must not leave it running.
     let mut child = pipwatch_std()
         .env("PIPWATCH_SERVER__LISTEN", format!("\"{listen}\""))
         .args(["headless", "-c"])
@@ -58,6 +62,7 @@ fn headless_on(
         }
         all
     });
+    let child = Running(child);
     let addr = rx.recv_timeout(Duration::from_secs(20)).expect("the server never said where it listens");
     (child, addr, logs)
 }
@@ -68,7 +73,7 @@ fn signal(child: &Child, sig: &str) {
 }
 
 /// Stops headless (SIGTERM) and returns the ids of the signals it printed.
-fn stop_and_read_signals(mut child: Child, logs: std::thread::JoinHandle<String>) -> Vec<String> {
+fn stop_and_read_signals(mut child: Running, logs: std::thread::JoinHandle<String>) -> Vec<String> {
     signal(&child, "-TERM");
     let mut out = Vec::new();
     child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
@@ -213,13 +218,15 @@ async fn tail_and_attach_connect_over_wss_and_name_an_untrusted_certificate() {
     std::fs::write(&other, stranger.cert.pem()).unwrap();
 
     // Trusting the proxy's certificate: events arrive over TLS.
-    let mut tail = pipwatch_std()
-        .args(["tail", &url, "--topics", "signal"])
-        .env("SSL_CERT_FILE", &trusted)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut tail = Running(
+        pipwatch_std()
+            .args(["tail", &url, "--topics", "signal"])
+            .env("SSL_CERT_FILE", &trusted)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
     let mut signals = Vec::new();
     while signals.len() < 3 {

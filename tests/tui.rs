@@ -627,6 +627,7 @@ fn attach_shows_a_dropped_link_and_comes_back_with_the_server() {
         "pipwatch.toml",
         "[[notify.routes]]\nname = \"signals\"\nwebhook = \"http://127.0.0.1:9/api/webhooks/1/x\"\n",
     );
+    // Killed when dropped: a failing wait below must not leave it running.
     let serve = || {
         let child = common::pipwatch_std()
             .env("PIPWATCH_SERVER__LISTEN", format!("\"127.0.0.1:{port}\""))
@@ -638,6 +639,7 @@ fn attach_shows_a_dropped_link_and_comes_back_with_the_server() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        let child = common::Running(child);
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(start.elapsed() < Duration::from_secs(20), "the server never listened on {port}");
@@ -645,7 +647,7 @@ fn attach_shows_a_dropped_link_and_comes_back_with_the_server() {
         }
         child
     };
-    let stop = |mut child: std::process::Child| {
+    let stop = |mut child: common::Running| {
         let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
         assert!(ok.success());
         assert!(child.wait().unwrap().success());

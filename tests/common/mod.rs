@@ -61,6 +61,19 @@ impl Drop for Running {
     }
 }
 
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
 /// `pipwatch headless` on a free port with `config` and `data`: the guard,
 /// the server's address, and its log lines as they come.
 pub fn headless(config: &Path, data: &Path) -> (Running, String, std::sync::mpsc::Receiver<String>) {
