@@ -116,6 +116,12 @@ impl Tail {
         let _ = self.seen.recv_timeout(limit);
     }
 
+    /// Waits for a record after those printed so far, at most `limit`.
+    fn next_record(&self, limit: Duration) {
+        while self.seen.try_recv().is_ok() {}
+        let _ = self.seen.recv_timeout(limit);
+    }
+
     /// Ctrl-C: it must exit 0. Returns its records and its stderr.
     fn stop(mut self) -> (Vec<serde_json::Value>, String) {
         signal(&self.child, "-INT");
@@ -484,7 +490,10 @@ async fn tail_misses_nothing_across_a_restart_of_the_instance() {
     let before = stop_and_read_signals(first, logs);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (second, _, logs) = headless_on(dir.path(), &config, &listen);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Tail back in before the second stops (its retry can take seconds on a
+    // loaded machine): what it has not caught up with is then in its stream.
+    tail.next_record(Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let after = stop_and_read_signals(second, logs);
 
     let (tailed, tail_err) = tail.stop();
