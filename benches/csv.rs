@@ -3,8 +3,6 @@
 //! thread, on every core, and the csv crate's reader it replaced.
 //! Figures: BENCHMARKS.md.
 
-use std::io::Write;
-
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pipwatch::market::csv::CsvCandles;
 use pipwatch::types::{Instrument, Timeframe};
@@ -16,23 +14,7 @@ mod engine;
 fn bench_csv(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("EUR_USD_H1.csv");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
-    writeln!(f, "time,open,high,low,close,volume").expect("write");
-    for k in engine::candles(1_000_000) {
-        let t = chrono::DateTime::from_timestamp(k.time.0, 0).expect("time");
-        writeln!(
-            f,
-            "{},{:.5},{:.5},{:.5},{:.5},{:.1}",
-            t.format("%Y-%m-%d %H:%M:%S"),
-            k.open,
-            k.high.max(k.open),
-            k.low.min(k.open),
-            k.close,
-            k.volume
-        )
-        .expect("write");
-    }
-    drop(f);
+    engine::write_csv(&path, 1_000_000, "time,open,high,low,close,volume", "%Y-%m-%d %H:%M:%S");
     let bytes = std::fs::metadata(&path).expect("size").len();
     let i = Instrument::new("EUR_USD").expect("valid");
     let mut g = c.benchmark_group("csv");

@@ -41,15 +41,20 @@ pub fn candles(n: usize) -> Vec<Candle> {
 /// Writes `n` of these candles as a CSV in the Dukascopy format of the
 /// shipped data (the replay and backtest benches read it).
 pub fn write_dukascopy_csv(path: &std::path::Path, n: usize) {
+    write_csv(path, n, "Gmt time,Open,High,Low,Close,Volume", "%d.%m.%Y %H:%M:%S%.3f");
+}
+
+/// `n` candles as CSV with this header and time format (chrono's).
+pub fn write_csv(path: &std::path::Path, n: usize, header: &str, time_format: &str) {
     use std::io::Write;
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
-    writeln!(f, "Gmt time,Open,High,Low,Close,Volume").expect("write");
+    writeln!(f, "{header}").expect("write");
     for c in candles(n) {
         let t = chrono::DateTime::from_timestamp(c.time.0, 0).expect("time");
         writeln!(
             f,
             "{},{:.5},{:.5},{:.5},{:.5},{:.1}",
-            t.format("%d.%m.%Y %H:%M:%S%.3f"),
+            t.format(time_format),
             c.open,
             c.high.max(c.open),
             c.low.min(c.open),

@@ -259,7 +259,7 @@ pub struct BacktestArgs {
     pub tp: Option<Values<f64>>,
     /// A sweep's measure for ranking its combinations.
     #[arg(long, value_enum, default_value = "expectancy-r")]
-    pub rank: RankArg,
+    pub rank: crate::sweep::Rank,
     /// A sweep ranks only combinations with at least this many closed trades.
     #[arg(long, default_value_t = 30, value_name = "N")]
     pub min_trades: u64,
@@ -282,21 +282,6 @@ pub struct BacktestArgs {
     /// summaries, the default when piped) or csv (the trades).
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
-}
-
-/// What a sweep ranks by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RankArg {
-    /// The mean R per trade.
-    #[value(name = "expectancy-r", alias = "expectancy_r")]
-    ExpectancyR,
-    /// The sum of R.
-    R,
-    /// R won over R lost.
-    #[value(name = "profit-factor", alias = "profit_factor")]
-    ProfitFactor,
-    /// Van Tharp's system quality number.
-    Sqn,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

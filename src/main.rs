@@ -550,6 +550,15 @@ fn run_replay(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode, ExitCode> {
     Ok(finish(result, |e| matches!(e, replay::ReplayError::Csv(_))))
 }
 
+/// The end of writing `what` to stdout: a closed pipe (`| head`) is a
+/// normal end; any other error is said.
+fn written_out(written: std::io::Result<()>, what: &str) -> Result<(), ExitCode> {
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(fail(FAILED, format!("cannot write {what}: {e}"))),
+        _ => Ok(()),
+    }
+}
+
 /// `backtest` with a range or a list on a parameter: every combination.
 fn run_sweep(
     args: &BacktestArgs,
@@ -557,14 +566,10 @@ fn run_sweep(
     axes: pipwatch::sweep::Axes,
     fill: pipwatch::engine::trade::Fill,
 ) -> Result<ExitCode, ExitCode> {
-    use pipwatch::cli::{FormatArg, RankArg};
-    use pipwatch::sweep::Rank;
+    use pipwatch::cli::FormatArg;
     let combinations = axes.combinations().len();
     if combinations == 0 {
         return Err(fail(BAD_INPUT, "no combination has fast below slow: widen --fast or --slow"));
-    }
-    if !(args.spread.is_finite() && args.spread >= 0.0) {
-        return Err(fail(BAD_INPUT, format!("--spread {}: give the spread in pips, 0 or more", args.spread)));
     }
     let progress = std::io::stderr().is_terminal();
     if progress {
@@ -580,12 +585,7 @@ fn run_sweep(
     let stdout = std::io::stdout();
     let tty = stdout.is_terminal();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let rank = match args.rank {
-        RankArg::ExpectancyR => Rank::ExpectancyR,
-        RankArg::R => Rank::R,
-        RankArg::ProfitFactor => Rank::ProfitFactor,
-        RankArg::Sqn => Rank::Sqn,
-    };
+    let rank = args.rank;
     let written = match args.format.unwrap_or(if tty { FormatArg::Table } else { FormatArg::Json }) {
         FormatArg::Json => results.write_json(&mut out),
         FormatArg::Csv => results.write_csv(&mut out),
@@ -603,12 +603,7 @@ fn run_sweep(
             pipwatch::sweep::table::write(&results, &options, &mut out)
         }
     };
-    let written = written.and_then(|()| std::io::Write::flush(&mut out));
-    if let Err(e) = written
-        && e.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        return Err(fail(FAILED, format!("cannot write the sweep: {e}")));
-    }
+    written_out(written.and_then(|()| std::io::Write::flush(&mut out)), "the sweep")?;
     let r = &results.read;
     warn_empty(r);
     let secs = r.elapsed.as_secs_f64();
@@ -701,12 +696,7 @@ fn run_backtest(cli: &Cli, args: &BacktestArgs) -> Result<ExitCode, ExitCode> {
         }
     };
     // A closed pipe (`| head`) is a normal end.
-    let written = written.and_then(|()| std::io::Write::flush(&mut out));
-    if let Err(e) = written
-        && e.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        return Err(fail(FAILED, format!("cannot write the report: {e}")));
-    }
+    written_out(written.and_then(|()| std::io::Write::flush(&mut out)), "the report")?;
     let r = &report.read;
     warn_empty(r);
     eprintln!(

@@ -152,12 +152,18 @@ impl Sweep<'_> {
     }
 }
 
-/// What a sweep ranks by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a sweep ranks by (`--rank`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Rank {
+    /// The mean R per trade.
+    #[value(name = "expectancy-r", alias = "expectancy_r")]
     ExpectancyR,
+    /// The sum of R.
     R,
+    /// R won over R lost.
+    #[value(name = "profit-factor", alias = "profit_factor")]
     ProfitFactor,
+    /// Van Tharp's system quality number.
     Sqn,
 }
 
@@ -243,7 +249,7 @@ impl Results {
 }
 
 #[derive(Serialize)]
-struct Record<'a> {
+struct Record {
     #[serde(rename = "type")]
     kind: &'static str,
     ma: MaKind,
@@ -261,12 +267,10 @@ struct Record<'a> {
     profit_factor: Option<f64>,
     sqn: Option<f64>,
     max_drawdown_r: f64,
-    #[serde(skip)]
-    _o: std::marker::PhantomData<&'a ()>,
 }
 
-impl Record<'_> {
-    fn new(o: &Outcome) -> Record<'_> {
+impl Record {
+    fn new(o: &Outcome) -> Record {
         let (p, f) = (&o.params, &o.figures);
         Record {
             kind: "sweep",
@@ -285,7 +289,6 @@ impl Record<'_> {
             profit_factor: f.profit_factor,
             sqn: f.sqn,
             max_drawdown_r: f.max_drawdown_r,
-            _o: std::marker::PhantomData,
         }
     }
 }
