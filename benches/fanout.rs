@@ -284,11 +284,7 @@ async fn run(clients: usize, kind: Kind) {
     let size = |message: &str| {
         serde_json::to_vec(&pipwatch::event::Envelope {
             seq: 1000,
-            event: Event::Feed(FeedStatus {
-                source: "bench".into(),
-                state: FeedState::Live,
-                message: Some(message.to_string()),
-            }),
+            event: Event::Feed(FeedStatus::new("bench", FeedState::Live, Some(message.to_string()))),
         })
         .map(|v| v.len())
         .unwrap_or(0)
@@ -299,7 +295,7 @@ async fn run(clients: usize, kind: Kind) {
     for _ in 0..EVENTS {
         tick.tick().await;
         let message = format!("t={} {pad}", base.elapsed().as_micros());
-        let event = Event::Feed(FeedStatus { source: "bench".into(), state: FeedState::Live, message: Some(message) });
+        let event = Event::Feed(FeedStatus::new("bench", FeedState::Live, Some(message)));
         if queues.is_empty() {
             hub.publish(event);
         } else {

@@ -24,7 +24,7 @@ fn app() -> App {
         seq += 1;
         app.apply(&Envelope { seq, event });
     };
-    put(&mut app, Event::Feed(FeedStatus { source: "demo".into(), state: FeedState::Live, message: None }));
+    put(&mut app, Event::Feed(FeedStatus::new("demo", FeedState::Live, None)));
     let majors = ["EUR_USD", "GBP_USD", "USD_JPY", "USD_CHF", "AUD_USD", "USD_CAD", "NZD_USD"];
     for (n, name) in majors.iter().enumerate() {
         let i = Instrument::new(name).unwrap_or_else(|e| panic!("{e}"));

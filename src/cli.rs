@@ -21,7 +21,7 @@ pub struct Cli {
     /// Where the sled database lives (default: the platform data dir, e.g. ~/.local/share/pipwatch).
     #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
     pub data_dir: Option<PathBuf>,
-    /// Market source, overriding the config: demo | oanda | csv:PATH.
+    /// Market source, overriding the config: demo | demo:bundled (real EUR/USD history) | demo:DIR | oanda | csv:PATH.
     #[arg(long, global = true, value_name = "SOURCE", help_heading = GLOBAL)]
     pub source: Option<String>,
     #[command(subcommand)]

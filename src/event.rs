@@ -288,6 +288,15 @@ pub struct FeedStatus {
     pub state: FeedState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// A demo's pairs that play recorded history; the others are simulated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Instrument>,
+}
+
+impl FeedStatus {
+    pub fn new(source: impl Into<String>, state: FeedState, message: Option<String>) -> Self {
+        FeedStatus { source: source.into(), state, message, history: Vec::new() }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -476,6 +485,10 @@ pub struct HealthSample {
     /// stall limit (a stuck loop); absent while it turns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_stalled_secs: Option<u64>,
+    /// A demo's clock (its newest candle), so `tail` and an attached
+    /// console see the time-lapse's date beside the sample's real time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demo_clock: Option<Ts>,
 }
 
 /// An event with its place in the hub's order. Clients resume with `?since=seq`.

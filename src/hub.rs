@@ -207,7 +207,7 @@ mod tests {
     use crate::types::{Instrument, Side, Timeframe};
 
     fn feed(n: u64) -> Event {
-        Event::Feed(FeedStatus { source: "demo".into(), state: FeedState::Live, message: Some(n.to_string()) })
+        Event::Feed(FeedStatus::new("demo", FeedState::Live, Some(n.to_string())))
     }
 
     fn signal(n: i64) -> Event {

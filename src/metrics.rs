@@ -584,7 +584,7 @@ mod tests {
     fn the_feed_state_and_the_health_status_are_one_hot() {
         let m = Metrics::new();
         for state in [FeedState::WarmingUp, FeedState::Live, FeedState::Retrying] {
-            m.observe(&Event::Feed(FeedStatus { source: "oanda".into(), state, message: None }));
+            m.observe(&Event::Feed(FeedStatus::new("oanda", state, None)));
         }
         assert_eq!(line(&m, "pipwatch_feed_state{source=\"oanda\",state=\"retrying\"}").as_deref(), Some("1"));
         assert_eq!(line(&m, "pipwatch_feed_state{source=\"oanda\",state=\"live\"}").as_deref(), Some("0"));

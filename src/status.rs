@@ -99,8 +99,22 @@ pub fn lines(r: &Report) -> String {
         out.push_str(&format!("{:<9} {:<width$}  {}\n", word(c.status), c.name, c.message));
     }
     let name = match r.source.as_deref() {
-        Some("demo") => "pipwatch (DEMO market: simulated prices, not a live instance)",
-        _ => "pipwatch",
+        Some("demo") => {
+            let prices = match r.history.as_slice() {
+                [] => "simulated prices".to_string(),
+                pairs => {
+                    let names: Vec<&str> = pairs.iter().map(|i| i.as_str()).collect();
+                    format!("recorded history for {}, simulated prices otherwise", names.join(", "))
+                }
+            };
+            let clock = r.demo_clock.map_or(String::new(), |t| {
+                let mut buf = [0u8; 20];
+                let at = t.format_into(&mut buf);
+                format!(", demo clock {} {}", &at[..10], &at[11..16])
+            });
+            format!("pipwatch (DEMO market: {prices}{clock}; not a live instance)")
+        }
+        _ => "pipwatch".to_string(),
     };
     let overall = match r.status {
         Status::Healthy => format!("{name} is healthy"),

@@ -107,6 +107,15 @@ pub struct View {
 }
 
 impl View {
+    /// A demo's clock: its newest candle's time. A demo is a time-lapse, so
+    /// its dates run ahead of the wall clock (or, playing history, behind it).
+    pub fn demo_clock(&self) -> Option<crate::time::Ts> {
+        if self.feed.as_ref().is_none_or(|f| f.source != "demo") {
+            return None;
+        }
+        self.pairs.iter().filter_map(|p| p.candle.map(|c| c.time)).max()
+    }
+
     /// The pair's entry, made if it has none yet.
     pub fn pair_mut(&mut self, instrument: Instrument, timeframe: Timeframe) -> &mut PairView {
         let at = match self

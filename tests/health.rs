@@ -101,7 +101,7 @@ async fn a_stale_feed_alerts_once_through_the_outbox_and_resolves_once() {
         },
         stop.clone(),
     ));
-    hub.publish(Event::Feed(FeedStatus { source: "test".into(), state: FeedState::Live, message: None }));
+    hub.publish(Event::Feed(FeedStatus::new("test", FeedState::Live, None)));
     hub.publish(candle(i));
 
     // No candles: stale after 200 ms + 1 s, alerted after another 300 ms.
@@ -174,7 +174,7 @@ async fn the_heartbeat_pings_while_the_engine_loop_turns() {
     };
     until(Duration::from_secs(5), "three pings", || pings(&server) >= 3).await;
     // The world outside fails: still pinging, as a restart would not help.
-    hub.publish(Event::Feed(FeedStatus { source: "test".into(), state: FeedState::Failed, message: None }));
+    hub.publish(Event::Feed(FeedStatus::new("test", FeedState::Failed, None)));
     let before = pings(&server);
     until(Duration::from_secs(5), "pings after the outside failure", || pings(&server) >= before + 3).await;
     // The engine loop is gone: the pings stop, which is the alarm.
@@ -224,7 +224,7 @@ async fn an_open_alert_goes_on_across_a_restart_without_being_sent_again() {
             liveness: None,
         };
         let tasks = [tokio::spawn(notifier.run(stop.clone())), tokio::spawn(task::run(ctx, stop.clone()))];
-        hub.publish(Event::Feed(FeedStatus { source: "test".into(), state: FeedState::Live, message: None }));
+        hub.publish(Event::Feed(FeedStatus::new("test", FeedState::Live, None)));
         (store, hub, events, stop, tasks)
     };
     let alerts = |events: &mut Subscription| -> Vec<Alert> {

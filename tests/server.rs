@@ -112,7 +112,7 @@ fn signal(n: i64, instrument: &str) -> Event {
 }
 
 fn feed(state: FeedState, message: &str) -> Event {
-    Event::Feed(FeedStatus { source: "test".into(), state, message: Some(message.into()) })
+    Event::Feed(FeedStatus::new("test", state, Some(message.into())))
 }
 
 /// The next text frame as JSON (pings are answered by tungstenite).

@@ -23,7 +23,7 @@ use ratatui::style::Color;
 const NOW: i64 = 1_704_196_800; // 2024-01-02T12:00:00Z
 
 fn events() -> Vec<Event> {
-    let mut out = vec![Event::Feed(FeedStatus { source: "demo".into(), state: FeedState::Live, message: None })];
+    let mut out = vec![Event::Feed(FeedStatus::new("demo", FeedState::Live, None))];
     for (n, (name, base)) in [("EUR_USD", 1.1), ("GBP_USD", 1.27), ("USD_JPY", 141.2)].iter().enumerate() {
         let i = Instrument::new(name).unwrap();
         for k in 0..40 {
@@ -115,6 +115,7 @@ fn events() -> Vec<Event> {
         market_open: true,
         stale: Vec::new(),
         engine_stalled_secs: None,
+        demo_clock: None,
     }));
     out.push(Event::Alert(Alert {
         id: "disk:1".into(),
@@ -200,10 +201,7 @@ fn paused_notifications_show_in_the_header_at_every_width() {
         seq: n,
         event: Event::Queue(QueueStatus { paused: true, depth: Depths::default(), routes: Vec::new() }),
     });
-    a.apply(&Envelope {
-        seq: n + 1,
-        event: Event::Feed(FeedStatus { source: "demo".into(), state: FeedState::WarmingUp, message: None }),
-    });
+    a.apply(&Envelope { seq: n + 1, event: Event::Feed(FeedStatus::new("demo", FeedState::WarmingUp, None)) });
     for width in [60, 79, 80, 99, 100, 160] {
         let t = render(&a, width, 24);
         let buf = t.backend().buffer();
@@ -427,7 +425,7 @@ fn a_csv_history_has_no_market_hours_in_the_header() {
     let mut a = app("dark");
     let header = |a: &App| format!("{}", render(a, 120, 30).backend()).lines().next().unwrap_or_default().to_string();
     assert!(header(&a).contains("market open"), "{}", header(&a));
-    let csv = FeedStatus { source: "csv".into(), state: FeedState::Finished, message: None };
+    let csv = FeedStatus::new("csv", FeedState::Finished, None);
     a.apply(&Envelope { seq: 1000, event: Event::Feed(csv) });
     assert!(!header(&a).contains("market"), "{}", header(&a));
     assert!(header(&a).contains("feed finished"), "{}", header(&a));
@@ -551,7 +549,7 @@ fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
     );
     tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &cmd]);
     let wait_for = |what: &str| wait_for_pane(&session, &[what], "");
-    let screen = wait_for("Pairs (7)");
+    let screen = wait_for("Pairs (7");
     // The time-lapse says how fast it runs (the default: an H4 candle a second).
     assert!(screen.contains("DEMO ×14,400"), "{screen}");
     tmux(&["send-keys", "-t", &session, "?"]);
@@ -564,7 +562,7 @@ fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
     let pane = tmux(&["capture-pane", "-p", "-t", &session]);
     assert_eq!(std::fs::read_to_string(&exit_file).unwrap_or_default().trim(), "0");
     // The alternate screen is gone: none of the console is left on the pane.
-    assert!(!pane.contains("Pairs (7)") && !pane.contains("this help"), "{pane}");
+    assert!(!pane.contains("Pairs (7") && !pane.contains("this help"), "{pane}");
 }
 
 /// The console's log is a file per day, and old days are deleted: a data
@@ -589,7 +587,7 @@ fn the_console_log_rotates_daily_and_keeps_seven_days() {
         exit_file.display()
     );
     tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &cmd]);
-    wait_for_pane(&session, &["Pairs (7)"], "");
+    wait_for_pane(&session, &["Pairs (7"], "");
     tmux(&["send-keys", "-t", &session, "q"]);
     let start = Instant::now();
     while !exit_file.exists() && start.elapsed() < Duration::from_secs(20) {
@@ -659,7 +657,7 @@ fn attach_shows_a_dropped_link_and_comes_back_with_the_server() {
         bin.display()
     );
     tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &cmd]);
-    let pane = wait_for_pane(&session, &["(connected)", "Pairs (7)", "notify on"], "");
+    let pane = wait_for_pane(&session, &["(connected)", "Pairs (7", "notify on"], "");
     assert!(!pane.contains("link down"), "{pane}");
 
     stop(server);
@@ -712,7 +710,7 @@ fn the_console_shows_an_alert_kept_from_the_last_run_at_once() {
         data.display()
     );
     tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &cmd]);
-    wait_for_pane(&session, &["Pairs (7)", "warning the data directory's disk"], "");
+    wait_for_pane(&session, &["Pairs (7", "warning the data directory's disk"], "");
     tmux(&["send-keys", "-t", &session, "q"]);
 }
 
@@ -751,17 +749,17 @@ fn sigtstp_from_outside_gives_the_terminal_back_and_fg_redraws() {
     let run = format!("PIPWATCH_SERVER__LISTEN='\"127.0.0.1:0\"' {} --data-dir {}", bin.display(), data.display());
     tmux(&["send-keys", "-t", &session, &run, "Enter"]);
     let wait_for = |what: &[&str], absent: &str| wait_for_pane(&session, what, absent);
-    wait_for(&["Pairs (7)"], "");
+    wait_for(&["Pairs (7"], "");
     let pid = pid_with(&data.display().to_string()).expect("the console's pid");
     let sent = std::process::Command::new("kill").args(["-TSTP", &pid.to_string()]).status().unwrap();
     assert!(sent.success());
     // The shell's own screen, with the job stopped: the console left the
     // alternate screen first.
-    wait_for(&["Stopped"], "Pairs (7)");
+    wait_for(&["Stopped"], "Pairs (7");
     tmux(&["send-keys", "-t", &session, "fg", "Enter"]);
     // The whole screen, titles of every panel, not only the cells that
     // changed while it was stopped.
-    wait_for(&["Pairs (7)", "Signals", "Health"], "Stopped");
+    wait_for(&["Pairs (7", "Signals", "Health"], "Stopped");
     tmux(&["send-keys", "-t", &session, "q"]);
     let start = Instant::now();
     while pid_with(&data.display().to_string()).is_some() && start.elapsed() < Duration::from_secs(20) {
@@ -770,7 +768,7 @@ fn sigtstp_from_outside_gives_the_terminal_back_and_fg_redraws() {
     // `$?` of the job `fg` resumed: how the console exited.
     tmux(&["send-keys", "-t", &session, "echo EXIT=$?", "Enter"]);
     let pane = wait_for(&["EXIT="], "");
-    assert!(pane.contains("EXIT=0") && !pane.contains("Pairs (7)"), "{pane}");
+    assert!(pane.contains("EXIT=0") && !pane.contains("Pairs (7"), "{pane}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -884,7 +882,7 @@ fn the_log_panel_toggles() {
     assert!(!format!("{}", render(&a, 120, 40).backend()).contains("Logs (l closes)"));
     a.key(crossterm::event::KeyCode::Char('l'), false);
     let text = format!("{}", render(&a, 120, 40).backend());
-    assert!(text.contains("Logs (l closes)") && text.contains("Pairs (3)"), "{text}");
+    assert!(text.contains("Logs (l closes)") && text.contains("Pairs (3"), "{text}");
     // Too short a terminal for the panel: the footer says why nothing opened.
     let text = format!("{}", render(&a, 100, 18).backend());
     assert!(!text.contains("Logs (l closes)") && text.contains("logs need 19+ rows: see pipwatch.log"), "{text}");
@@ -1034,7 +1032,7 @@ async fn attach_that_falls_behind_ends_with_the_hubs_view() {
     for n in 0..3000 {
         let e = match n % 10 {
             0 => recorded[(n / 10) % recorded.len()].clone(),
-            _ => Event::Feed(FeedStatus { source: "demo".into(), state: FeedState::Live, message: Some(big.clone()) }),
+            _ => Event::Feed(FeedStatus::new("demo", FeedState::Live, Some(big.clone()))),
         };
         hub.publish(e);
         if n % 30 == 29 {
@@ -1263,7 +1261,7 @@ fn the_reload_key_takes_up_new_console_keys() {
         dir.path().join("data").display(),
     );
     tmux(&["new-session", "-d", "-s", &session, "-x", "160", "-y", "40", &cmd]);
-    wait_for_pane(&session, &["Pairs (7)"], "");
+    wait_for_pane(&session, &["Pairs (7"], "");
     std::fs::write(&cfg, "[server]\nlisten = \"127.0.0.1:0\"\n[console.keys]\nhelp = \"H\"\n").unwrap();
     tmux(&["send-keys", "-t", &session, "r"]);
     wait_for_pane(&session, &["console settings reloaded"], "");
@@ -1271,9 +1269,28 @@ fn the_reload_key_takes_up_new_console_keys() {
     let help = wait_for_pane(&session, &["this help"], "");
     assert!(help.contains("H") && help.contains("reload the config"), "{help}");
     tmux(&["send-keys", "-t", &session, "Escape"]);
-    wait_for_pane(&session, &["Pairs (7)"], "this help");
+    wait_for_pane(&session, &["Pairs (7"], "this help");
     // `?` no longer opens it: once the theme key after it has been taken
     // (the footer names the next theme), no help is on the screen.
     tmux(&["send-keys", "-t", &session, "?", "t"]);
     wait_for_pane(&session, &["theme light"], "this help");
+}
+
+/// A demo is a time-lapse: a pair's "last signal" age is reckoned on the
+/// demo's clock (its candles), not the wall clock far behind it, and the
+/// pairs panel says which pairs play history and which are simulated.
+#[test]
+fn a_demo_reckons_ages_on_its_clock_and_names_its_simulated_pairs() {
+    let mut a = App::new("DEMO".into(), Theme::load("dark").unwrap(), Ts(NOW - 400 * 86_400));
+    let mut events = events();
+    let mut feed = FeedStatus::new("demo", FeedState::Live, None);
+    feed.history = vec![Instrument::new("EUR_USD").unwrap()];
+    events[0] = Event::Feed(feed);
+    for (n, e) in events.into_iter().enumerate() {
+        a.apply(&Envelope { seq: n as u64 + 1, event: e });
+    }
+    let text = format!("{}", render(&a, 160, 48).backend());
+    assert!(text.contains("SELL 8h ago"), "{text}");
+    assert!(text.contains("Pairs (3) · history: EUR_USD · 2 simulated"), "{text}");
+    assert!(text.contains("DEMO ") && text.contains("2024-01-02 11:00"), "the demo clock: {text}");
 }

@@ -16,7 +16,7 @@ use crate::types::Instrument;
 pub struct LoadOptions {
     pub file: Option<PathBuf>,
     pub env: Vec<(String, String)>,
-    /// `--source demo|oanda|csv:PATH`.
+    /// `--source demo|demo:bundled|demo:DIR|oanda|csv:PATH`.
     pub source_flag: Option<String>,
     /// Other flags that set config keys: (dotted key, value, the flag as typed).
     pub flags: Vec<(String, Value, String)>,
@@ -363,16 +363,20 @@ fn apply_env(table: &mut Table, env: &[(String, String)], src: &mut Source<'_>) 
 fn apply_flags(table: &mut Table, opts: &LoadOptions, src: &mut Source<'_>) -> Result<(), ConfigError> {
     if let Some(flag) = &opts.source_flag {
         let (kind, path) = match flag.split_once(':') {
-            Some(("csv", p)) => ("csv", Some(p)),
+            Some(("csv", p)) => ("csv", Some(("csv", p))),
+            // `demo:bundled` or `demo:DIR`: what the demo plays.
+            Some(("demo", p)) => ("demo", Some(("demo", p))),
             _ => (flag.as_str(), None),
         };
         set_path(table, &["market".into(), "source".into()], Value::String(kind.into()))
             .map_err(|m| ConfigError::one("--source".into(), "market.source", m))?;
         src.set_by.insert("market.source".into(), format!("--source '{flag}'"));
-        if let Some(p) = path {
-            set_path(table, &["market".into(), "csv".into(), "path".into()], Value::String(p.into()))
-                .map_err(|m| ConfigError::one("--source".into(), "market.csv.path", m))?;
-            src.set_by.insert("market.csv.path".into(), format!("--source '{flag}'"));
+        if let Some((section, p)) = path {
+            let key = if section == "csv" { "path" } else { "history" };
+            let dotted = format!("market.{section}.{key}");
+            set_path(table, &["market".into(), section.into(), key.into()], Value::String(p.into()))
+                .map_err(|m| ConfigError::one("--source".into(), dotted.clone(), m))?;
+            src.set_by.insert(dotted, format!("--source '{flag}'"));
         }
     }
 
@@ -582,6 +586,12 @@ fn validate_market(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
     }
     if m.demo.candle_every.0 < std::time::Duration::from_millis(10) {
         problems.push(src.problem("market.demo.candle_every", "must be at least 10ms"));
+    }
+    if m.demo.history.trim().is_empty() {
+        problems.push(src.problem(
+            "market.demo.history",
+            "is empty: \"synthetic\", \"bundled\" or a directory of INSTRUMENT.csv files",
+        ));
     }
     match m.source {
         // History reads its own files: the configured source is not run.

@@ -177,11 +177,15 @@ impl Default for Market {
 pub struct Demo {
     pub seed: u64,
     pub candle_every: Dur,
+    /// What the demo plays: `synthetic` (a seeded random walk), `bundled`
+    /// (the EUR/USD history shipped in the binary), or a directory of
+    /// `INSTRUMENT.csv` files (with the bundled EUR/USD where it has none).
+    pub history: String,
 }
 
 impl Default for Demo {
     fn default() -> Self {
-        Demo { seed: 7, candle_every: Dur(Duration::from_secs(1)) }
+        Demo { seed: 7, candle_every: Dur(Duration::from_secs(1)), history: "synthetic".into() }
     }
 }
 

@@ -57,6 +57,12 @@ pub struct Report {
     /// a demo must never pass for a live instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// A demo's clock: the newest candle's time in the time-lapse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demo_clock: Option<crate::time::Ts>,
+    /// A demo's pairs that play recorded history (the others are simulated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<crate::types::Instrument>,
     /// The messages of the checks that are not healthy.
     pub reasons: Vec<String>,
     pub checks: Vec<Check>,
@@ -155,7 +161,8 @@ pub fn evaluate(view: &View) -> Report {
     let status = checks.iter().map(|c| c.status).max().unwrap_or(Status::Healthy);
     let reasons = checks.iter().filter(|c| c.status != Status::Healthy).map(|c| c.message.clone()).collect();
     let source = view.feed.as_ref().map(|f| f.source.clone());
-    Report { status, source, reasons, checks }
+    let history = view.feed.as_ref().map(|f| f.history.clone()).unwrap_or_default();
+    Report { status, source, demo_clock: view.demo_clock(), history, reasons, checks }
 }
 
 #[cfg(test)]
@@ -184,7 +191,7 @@ mod tests {
         });
         let r = evaluate(&v);
         assert_eq!((r.status, r.reasons.clone()), (Status::Degraded, vec!["route 'signals' is disabled: 404".into()]));
-        v.feed = Some(FeedStatus { source: "oanda".into(), state: FeedState::Failed, message: Some("401".into()) });
+        v.feed = Some(FeedStatus::new("oanda", FeedState::Failed, Some("401".into())));
         let r = evaluate(&v);
         assert_eq!(r.status, Status::Unhealthy);
         assert_eq!(r.reasons[0], "the oanda feed failed: 401");
@@ -214,6 +221,7 @@ mod tests {
             market_open: true,
             stale: Vec::new(),
             engine_stalled_secs: None,
+            demo_clock: None,
         };
         let mut v = View { health: Some(sample), ..View::default() };
         let named = |r: &Report, n: &str| r.checks.iter().find(|c| c.name == n).map(|c| (c.status, c.message.clone()));

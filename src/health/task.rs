@@ -321,8 +321,17 @@ impl Checks<'_> {
             // Ended: as stalled as it gets.
             None => Some(u64::MAX),
         });
-        let sample =
-            HealthSample { time: now, system: sys, latency, ws_clients, market_open, stale, engine_stalled_secs };
+        let demo_clock = self.view.demo_clock();
+        let sample = HealthSample {
+            time: now,
+            system: sys,
+            latency,
+            ws_clients,
+            market_open,
+            stale,
+            engine_stalled_secs,
+            demo_clock,
+        };
         (alerts, sample)
     }
 }

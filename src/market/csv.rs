@@ -877,9 +877,7 @@ impl CsvFeed {
         use crate::engine::Phase;
         use crate::event::{FeedState, FeedStatus};
 
-        let status = |state, message: String| {
-            MarketEvent::Status(FeedStatus { source: "csv".into(), state, message: Some(message) })
-        };
+        let status = |state, message: String| MarketEvent::Status(FeedStatus::new("csv", state, Some(message)));
         let mut readers = Vec::new();
         let mut bad = Vec::new();
         for input in &self.inputs {

@@ -6,6 +6,12 @@
 //! candle produces exactly the candles an uninterrupted run would have. A
 //! pair's timeframes share its walk: the longer ones are built from the
 //! steps of the finest.
+//!
+//! A pair with recorded history (`[market.demo] history`) plays its candles
+//! instead, at the same pace and with quotes between them, and goes on with
+//! the walk from its last close when they run out.
+
+pub mod history;
 
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
@@ -15,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{MarketEvent, MarketSource, SourceCtx, SourceFuture};
 use crate::engine::{Last, Phase};
-use crate::event::FeedState;
+use crate::event::{FeedState, FeedStatus};
 use crate::time::Ts;
 use crate::types::{Candle, Instrument, Quote, SeriesKey, round_price};
 
@@ -29,6 +35,7 @@ pub struct DemoSource {
     /// Time of the first warm-up candle for series without stored state;
     /// `None` = aligned to now, so the live candles end near the present.
     start: Option<Ts>,
+    histories: Vec<history::History>,
 }
 
 /// A typical price and daily volatility for the majors; others get a neutral walk.
@@ -93,7 +100,16 @@ pub fn next_candle(seed: u64, key: SeriesKey, time: Ts, prev_close: f64) -> (Can
 
 impl DemoSource {
     pub fn new(seed: u64, candle_every: Duration, start: Option<Ts>) -> Self {
-        DemoSource { seed, candle_every, start }
+        DemoSource { seed, candle_every, start, histories: Vec::new() }
+    }
+
+    /// Plays `histories` for their pairs. The simulated pairs start where
+    /// the earliest history does, so every pair of the demo is in one era.
+    pub fn with_histories(mut self, histories: Vec<history::History>) -> Self {
+        let first = histories.iter().filter_map(|h| h.candles.first().map(|c| c.time)).min();
+        self.start = self.start.or(first);
+        self.histories = histories;
+        self
     }
 }
 
@@ -109,14 +125,17 @@ struct Series {
 }
 
 impl Series {
-    /// Adds one step of the walk; returns this series' candle when the step
-    /// completes it.
-    fn push(&mut self, step: &Candle) -> Option<Candle> {
+    /// Adds one step of the walk; returns this series' candles the step
+    /// completes. `recorded` steps have gaps (weekends, missing hours): a
+    /// candle starts at any of its steps and ends at the first step of a
+    /// later one, as the market's own did.
+    fn push(&mut self, step: &Candle, recorded: bool) -> [Option<Candle>; 2] {
         let (s, base) = (self.key.timeframe.seconds(), step.timeframe.seconds());
         let time = Ts(step.time.0 - step.time.0.rem_euclid(s));
         if time < self.from {
-            return None;
+            return [None, None];
         }
+        let mut ended = None;
         match &mut self.forming {
             Some(c) if c.time == time => {
                 c.high = c.high.max(step.high);
@@ -124,13 +143,17 @@ impl Series {
                 c.close = step.close;
                 c.volume += step.volume;
             }
-            // Only from the first step of a candle: a part of one is never sent.
-            _ if step.time == time => {
+            // A walk's candle only from its first step: a part of one is never sent.
+            _ if recorded || step.time == time => {
+                if recorded {
+                    ended = self.forming.take();
+                }
                 self.forming = Some(Candle { timeframe: self.key.timeframe, time, ..*step });
             }
-            _ => return None,
+            _ => return [None, None],
         }
-        if step.time.0 + base == time.0 + s { self.forming.take() } else { None }
+        let complete = step.time.0 + base == time.0 + s;
+        [ended, if complete { self.forming.take() } else { None }]
     }
 }
 
@@ -146,6 +169,37 @@ struct Pair {
     /// The walk's step being formed live, and the path its quotes follow.
     forming: Option<(Candle, [f64; STEPS])>,
     series: Vec<Series>,
+    /// Recorded candles played instead of the walk, until they run out.
+    play: Option<Play>,
+}
+
+/// A pair's recorded candles and how far they have been played.
+struct Play {
+    candles: std::sync::Arc<[Candle]>,
+    next: usize,
+    /// The pair's pacing: its finest timeframe, one per `candle_every`.
+    pace: i64,
+}
+
+impl Play {
+    /// The candles the next tick plays: those of the next `pace` period
+    /// that has any, so a weekend or a gap in the file is not waited out.
+    fn period(&self) -> Option<(Ts, std::ops::Range<usize>)> {
+        let first = self.candles.get(self.next)?;
+        let start = first.time.0 - first.time.0.rem_euclid(self.pace);
+        let len = self.candles[self.next..].partition_point(|c| c.time.0 < start + self.pace);
+        Some((Ts(start), self.next..self.next + len))
+    }
+
+    /// The price `k` quarters into a period: a path through each candle's
+    /// open, its extremes (the nearer one first) and its close.
+    fn quote_at(&self, candles: std::ops::Range<usize>, k: usize) -> Option<f64> {
+        let path: Vec<f64> = self.candles[candles]
+            .iter()
+            .flat_map(|c| if c.close >= c.open { [c.low, c.high, c.close] } else { [c.high, c.low, c.close] })
+            .collect();
+        path.get(k * path.len() / QUOTES_PER_CANDLE).copied()
+    }
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -176,6 +230,15 @@ impl DemoSource {
             // Never skipped: every set of granularities has a walk (tested).
             let Some(tf) = walk_timeframe(&keys) else { continue };
             let step = tf.seconds();
+            if let Some(h) = self.histories.iter().find(|h| h.instrument == instrument) {
+                match recorded(ctx, h, &keys, step) {
+                    Ok(pair) => {
+                        pairs.push(pair);
+                        continue;
+                    }
+                    Err(why) => tracing::warn!("{instrument} is simulated: {why}"),
+                }
+            }
             // A pair with stored candles is where its walk got to, not at
             // the wall clock (the demo runs ahead of it): a timeframe
             // added since warms up to there, and does not catch up on
@@ -197,7 +260,7 @@ impl DemoSource {
                         None => {
                             // Warm up on history ending at the present, so the
                             // console shows defined indicators from the first frame.
-                            let warm = i64::from(ctx.strategies.for_instrument(instrument).warmup_candles()).max(60);
+                            let warm = warmup(ctx, instrument);
                             let from = self.start.map_or_else(|| Ts((here.0 / s - warm) * s), |t| Ts(t.0 / s * s));
                             Series { key, from, warm_until: Ts(from.0 + warm * s), forming: None }
                         }
@@ -212,24 +275,151 @@ impl DemoSource {
                 .find_map(|s| ctx.resume.get(&s.key).filter(|l| l.time.0 + s.key.timeframe.seconds() == start.0))
                 .map_or(profile(instrument).0, |l| l.close);
             let last = Last { time: Ts(start.0 - step), close };
-            pairs.push(Pair { walk: SeriesKey::new(instrument, tf), last, forming: None, series });
+            pairs.push(Pair { walk: SeriesKey::new(instrument, tf), last, forming: None, series, play: None });
         }
         pairs
     }
 }
 
+/// The warm-up candles of a series: as many as the strategy needs, at least 60.
+fn warmup(ctx: &SourceCtx, instrument: Instrument) -> i64 {
+    i64::from(ctx.strategies.for_instrument(instrument).warmup_candles()).max(60)
+}
+
+/// A pair that plays its history from where its series are (its start,
+/// or after their stored candles), paced by its finest timeframe `pace`.
+/// An error says why it cannot, and the pair is simulated instead.
+fn recorded(ctx: &SourceCtx, h: &history::History, keys: &[SeriesKey], pace: i64) -> Result<Pair, String> {
+    let data = h.timeframe.seconds();
+    if let Some(k) = keys.iter().find(|k| k.timeframe.seconds() % data != 0) {
+        return Err(format!("{} cannot be built from {}", k.timeframe, h.describe()));
+    }
+    let first = h.candles.first().ok_or_else(|| format!("{} has no candles", h.origin))?.time;
+    let warm = warmup(ctx, h.instrument);
+    let series: Vec<Series> = keys
+        .iter()
+        .map(|&key| {
+            let s = key.timeframe.seconds();
+            match ctx.resume.get(&key) {
+                Some(last) => {
+                    let from = Ts(last.time.0 + s);
+                    Series { key, from, warm_until: from, forming: None }
+                }
+                None => {
+                    let from = Ts(first.0 - first.0.rem_euclid(s));
+                    Series { key, from, warm_until: nth_period(&h.candles, s, warm), forming: None }
+                }
+            }
+        })
+        .collect();
+    let start = series.iter().map(|s| s.from).min().unwrap_or(first);
+    let next = h.candles.partition_point(|c| c.time < start);
+    if next == h.candles.len() {
+        let mut buf = [0u8; 20];
+        return Err(format!(
+            "its stored candles reach {}, past the end of {} (a new --data-dir plays it from the start)",
+            start.format_into(&mut buf),
+            h.describe()
+        ));
+    }
+    let close = next.checked_sub(1).map_or(h.candles[next].open, |i| h.candles[i].close);
+    Ok(Pair {
+        walk: SeriesKey::new(h.instrument, h.timeframe),
+        last: Last { time: Ts(start.0 - data), close },
+        forming: None,
+        series,
+        play: Some(Play { candles: h.candles.as_slice().into(), next, pace }),
+    })
+}
+
+/// The start of the `n`th period of `s` seconds (from 0) that has candles;
+/// past the last one when there are fewer.
+fn nth_period(candles: &[Candle], s: i64, n: i64) -> Ts {
+    let mut seen = 0;
+    let mut last = None;
+    for c in candles {
+        let period = c.time.0 - c.time.0.rem_euclid(s);
+        if last != Some(period) {
+            if seen == n {
+                return Ts(period);
+            }
+            seen += 1;
+            last = Some(period);
+        }
+    }
+    Ts(last.map_or(i64::MAX, |p| p + s))
+}
+
 /// The walk's next step to every series of the pair; false when the engine has gone.
 async fn step(ctx: &SourceCtx, pair: &mut Pair, candle: &Candle) -> bool {
     pair.last = Last { time: candle.time, close: candle.close };
+    let recorded = pair.play.is_some();
     for s in &mut pair.series {
-        if let Some(c) = s.push(candle) {
-            let phase = if c.time < s.warm_until { Phase::Warmup } else { Phase::Live };
-            if !ctx.send(MarketEvent::Candle { candle: c, phase }).await {
+        for c in s.push(candle, recorded).into_iter().flatten() {
+            if !send_candle(ctx, s, c).await {
                 return false;
             }
         }
     }
     true
+}
+
+async fn send_candle(ctx: &SourceCtx, s: &Series, c: Candle) -> bool {
+    let phase = if c.time < s.warm_until { Phase::Warmup } else { Phase::Live };
+    ctx.send(MarketEvent::Candle { candle: c, phase }).await
+}
+
+/// Plays the pair's next recorded candles: the next period's, or (`until`)
+/// all before a time. At their end the candles being built end with them,
+/// and the pair goes on with the walk from the last close. False when the
+/// engine has gone.
+async fn play(ctx: &SourceCtx, pair: &mut Pair, until: Option<Ts>) -> bool {
+    let Some(p) = &pair.play else { return true };
+    let candles = p.candles.clone();
+    let range = match until {
+        Some(t) => p.next..p.next + candles[p.next..].partition_point(|c| c.time < t),
+        None => match p.period() {
+            Some((_, r)) => r,
+            None => p.next..p.next,
+        },
+    };
+    for c in &candles[range.clone()] {
+        if !step(ctx, pair, c).await {
+            return false;
+        }
+    }
+    let Some(p) = &mut pair.play else { return true };
+    p.next = range.end;
+    if p.next < candles.len() {
+        return true;
+    }
+    let pace = p.pace;
+    for s in &mut pair.series {
+        if let Some(c) = s.forming.take()
+            && !send_candle(ctx, s, c).await
+        {
+            return false;
+        }
+    }
+    let tf = crate::types::Timeframe::ALL.iter().copied().find(|t| t.seconds() == pace).unwrap_or(pair.walk.timeframe);
+    pair.walk = SeriesKey::new(pair.walk.instrument, tf);
+    let at = pair.last.time.0;
+    pair.last = Last { time: Ts(at - at.rem_euclid(pace)), close: pair.last.close };
+    pair.play = None;
+    let mut buf = [0u8; 20];
+    tracing::info!(
+        "{}: the history ends at {}; the pair goes on simulated",
+        pair.walk.instrument,
+        pair.last.time.format_into(&mut buf)
+    );
+    true
+}
+
+/// The feed's state, naming the pairs that play history.
+async fn status(ctx: &SourceCtx, pairs: &[Pair], state: FeedState, message: Option<String>) -> bool {
+    let mut status = FeedStatus::new("demo", state, message);
+    status.history = pairs.iter().filter(|p| p.play.is_some()).map(|p| p.walk.instrument).collect();
+    ctx.send(MarketEvent::Status(status)).await
 }
 
 impl MarketSource for DemoSource {
@@ -240,12 +430,15 @@ impl MarketSource for DemoSource {
     fn run(self: Box<Self>, ctx: SourceCtx) -> SourceFuture {
         Box::pin(async move {
             let me = *self;
-            ctx.status("demo", FeedState::WarmingUp, None).await;
             let mut pairs = me.pairs(&ctx, Ts::now());
+            status(&ctx, &pairs, FeedState::WarmingUp, None).await;
             // Warm-up, and the steps a series behind the others missed, at once.
             for pair in &mut pairs {
                 let step_secs = pair.walk.timeframe.seconds();
                 let caught_up = pair.series.iter().map(|s| s.warm_until).max().unwrap_or(pair.last.time);
+                if pair.play.is_some() && !play(&ctx, pair, Some(caught_up)).await {
+                    return Ok(());
+                }
                 while pair.last.time.0 + step_secs < caught_up.0 {
                     let (c, _) = next_candle(me.seed, pair.walk, Ts(pair.last.time.0 + step_secs), pair.last.close);
                     if !step(&ctx, pair, &c).await {
@@ -255,13 +448,27 @@ impl MarketSource for DemoSource {
             }
             let every = humantime::format_duration(me.candle_every);
             let built = pairs.iter().find(|p| p.series.iter().any(|s| s.key != p.walk));
-            let message = match built {
+            let pace = match built {
                 None => format!("one candle every {every}"),
                 Some(p) => {
                     format!("one {} candle every {every}, the longer timeframes built from it", p.walk.timeframe)
                 }
             };
-            ctx.status("demo", FeedState::Live, Some(message)).await;
+            let message = |pairs: &[Pair]| {
+                let played: Vec<String> = me
+                    .histories
+                    .iter()
+                    .filter(|h| pairs.iter().any(|p| p.play.is_some() && p.walk.instrument == h.instrument))
+                    .map(history::History::describe)
+                    .collect();
+                match played.is_empty() {
+                    true => pace.clone(),
+                    false => format!("{pace}; playing {}; the other pairs are simulated", played.join(", ")),
+                }
+            };
+            if !status(&ctx, &pairs, FeedState::Live, Some(message(&pairs))).await {
+                return Ok(());
+            }
             let quote_every = me.candle_every / QUOTES_PER_CANDLE as u32;
             let mut tick = tokio::time::interval(quote_every.max(Duration::from_millis(1)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -272,15 +479,39 @@ impl MarketSource for DemoSource {
                     _ = tick.tick() => {}
                 }
                 phase += 1;
+                let mut ended = false;
                 for pair in &mut pairs {
-                    let (i, tf) = (pair.walk.instrument, pair.walk.timeframe.seconds());
+                    let i = pair.walk.instrument;
+                    let half_spread = 0.6 * i.pip();
+                    if let Some(p) = &pair.play {
+                        let k = phase % QUOTES_PER_CANDLE;
+                        if k != 0 {
+                            let Some((start, range)) = p.period() else { continue };
+                            let Some(at) = p.quote_at(range, k) else { continue };
+                            let q = Quote {
+                                instrument: i,
+                                time: Ts(start.0 + p.pace * k as i64 / QUOTES_PER_CANDLE as i64),
+                                bid: round_price(i, at - half_spread),
+                                ask: round_price(i, at + half_spread),
+                            };
+                            if !ctx.send(MarketEvent::Quote(q)).await {
+                                return Ok(());
+                            }
+                            continue;
+                        }
+                        if !play(&ctx, pair, None).await {
+                            return Ok(());
+                        }
+                        ended |= pair.play.is_none();
+                        continue;
+                    }
+                    let tf = pair.walk.timeframe.seconds();
                     let (next, path) = *pair.forming.get_or_insert_with(|| {
                         next_candle(me.seed, pair.walk, Ts(pair.last.time.0 + tf), pair.last.close)
                     });
                     if !phase.is_multiple_of(QUOTES_PER_CANDLE) {
                         // A live quote from the forming candle's path, with a realistic spread.
                         let at = path[(phase % QUOTES_PER_CANDLE) * STEPS / QUOTES_PER_CANDLE];
-                        let half_spread = 0.6 * i.pip();
                         let q = Quote {
                             instrument: i,
                             time: Ts(next.time.0 + tf * (phase % QUOTES_PER_CANDLE) as i64 / QUOTES_PER_CANDLE as i64),
@@ -296,6 +527,9 @@ impl MarketSource for DemoSource {
                     if !step(&ctx, pair, &next).await {
                         return Ok(());
                     }
+                }
+                if ended && !status(&ctx, &pairs, FeedState::Live, Some(message(&pairs))).await {
+                    return Ok(());
                 }
             }
         })
@@ -353,6 +587,15 @@ mod tests {
         live: usize,
         start: Option<Ts>,
     ) -> (Vec<(Candle, Phase)>, Vec<Quote>) {
+        run_source(DemoSource::new(7, Duration::from_millis(4), start), series, resume, live).await
+    }
+
+    async fn run_source(
+        source: DemoSource,
+        series: &[SeriesKey],
+        resume: HashMap<SeriesKey, Last>,
+        live: usize,
+    ) -> (Vec<(Candle, Phase)>, Vec<Quote>) {
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         let shutdown = tokio_util::sync::CancellationToken::new();
         let ctx = SourceCtx {
@@ -362,8 +605,7 @@ mod tests {
             resume,
             strategies: Default::default(),
         };
-        let source = Box::new(DemoSource::new(7, Duration::from_millis(4), start));
-        let task = tokio::spawn(source.run(ctx));
+        let task = tokio::spawn(Box::new(source).run(ctx));
         let (mut candles, mut quotes) = (Vec::new(), Vec::new());
         let mut counts: HashMap<SeriesKey, usize> = HashMap::new();
         while series.iter().any(|k| counts.get(k).copied().unwrap_or(0) < live) {
@@ -507,5 +749,100 @@ mod tests {
             c = next_candle(7, k, Ts(c.time.0 + 3600), c.close).0;
         }
         assert!((10..200).contains(&signals), "{signals} signals in 1000 candles");
+    }
+
+    fn bundled() -> (DemoSource, Vec<Candle>) {
+        let h = history::bundled().unwrap();
+        let candles = h.candles.clone();
+        (DemoSource::new(7, Duration::from_millis(4), None).with_histories(vec![h]), candles)
+    }
+
+    /// A pair with history plays the file's candles exactly, in order: the
+    /// first 60 as the warm-up, the rest live; then the walk goes on from
+    /// the last close, an hour later.
+    // Paced by tokio timers: a paused clock plays the year at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_history_plays_its_candles_exactly_then_the_walk_goes_on() {
+        let (source, file) = bundled();
+        let h1 = key("EUR_USD");
+        let (sent, quotes) = run_source(source, &[h1], HashMap::new(), file.len() - 60 + 2).await;
+        let played: Vec<Candle> = sent.iter().take(file.len()).map(|(c, _)| *c).collect();
+        assert_eq!(played, file);
+        assert!(sent[..60].iter().all(|(_, p)| *p == Phase::Warmup));
+        assert!(sent[60..].iter().all(|(_, p)| *p == Phase::Live));
+        let last = file[file.len() - 1];
+        let after = sent[file.len()].0;
+        assert_eq!((after.time, after.open), (Ts(last.time.0 + 3600), last.close), "the walk goes on from the history");
+        // Quotes come from inside the candles they precede.
+        let quote = quotes[quotes.len() / 2];
+        let candle = file.iter().find(|c| c.time.0 + 3600 > quote.time.0).unwrap();
+        let mid = (quote.bid + quote.ask) / 2.0;
+        assert!(mid >= candle.low - 1e-9 && mid <= candle.high + 1e-9, "{quote:?} outside {candle:?}");
+    }
+
+    /// H4 from recorded H1: each candle is its hours of the file, and a
+    /// candle cut short by the weekend ends with the market's last hour.
+    #[tokio::test(start_paused = true)]
+    async fn longer_timeframes_are_built_from_the_history_across_its_gaps() {
+        let (source, file) = bundled();
+        let h4 = SeriesKey::new(Instrument::new("EUR_USD").unwrap(), Timeframe::H4);
+        let mut expected: Vec<Candle> = Vec::new();
+        for c in &file {
+            let time = Ts(c.time.0 - c.time.0.rem_euclid(14_400));
+            match expected.last_mut() {
+                Some(e) if e.time == time => {
+                    e.high = e.high.max(c.high);
+                    e.low = e.low.min(c.low);
+                    e.close = c.close;
+                    e.volume += c.volume;
+                }
+                _ => expected.push(Candle { timeframe: Timeframe::H4, time, ..*c }),
+            }
+        }
+        let (sent, _) = run_source(source, &[h4], HashMap::new(), expected.len() - 60).await;
+        let built: Vec<Candle> = sent.iter().take(expected.len()).map(|(c, _)| *c).collect();
+        assert_eq!(built.len(), expected.len());
+        for (b, e) in built.iter().zip(&expected) {
+            assert_eq!((b.time, b.open, b.high, b.low, b.close), (e.time, e.open, e.high, e.low, e.close));
+            assert!((b.volume - e.volume).abs() <= 1e-6 * e.volume, "{b:?} vs {e:?}");
+        }
+        // The weekend cut the Friday candle short: it is there all the same.
+        let friday = built.iter().filter(|c| c.time.weekday() == 4).count();
+        assert!(friday > 40, "{friday} Friday H4 candles");
+    }
+
+    /// A restart part way through the history goes on after the stored
+    /// candle; stored candles past its end (a data directory of the
+    /// simulated demo) go on with the walk instead.
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_goes_on_in_the_history_or_past_it_with_the_walk() {
+        let h1 = key("EUR_USD");
+        let (source, file) = bundled();
+        let at = file[1000];
+        let resume: HashMap<SeriesKey, Last> = [(h1, Last { time: at.time, close: at.close })].into();
+        let (sent, _) = run_source(source, &[h1], resume, 5).await;
+        let next: Vec<Candle> = sent.iter().map(|(c, _)| *c).collect();
+        assert_eq!(next, file[1001..1006]);
+        assert!(sent.iter().all(|(_, p)| *p == Phase::Live));
+
+        let (source, _) = bundled();
+        let later = Ts(1_800_000_000);
+        let resume: HashMap<SeriesKey, Last> = [(h1, Last { time: later, close: 1.1 })].into();
+        let (sent, _) = run_source(source, &[h1], resume, 2).await;
+        assert_eq!(sent[0].0.time, Ts(later.0 + 3600));
+        assert_eq!(sent[0].0.open, 1.1);
+    }
+
+    /// A new demo's warm-up lies in the past and its time-lapse starts at
+    /// the wall clock: the first screen shows today's date.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_demo_warms_up_on_the_past_and_starts_now() {
+        let h4 = SeriesKey::new(Instrument::new("EUR_USD").unwrap(), Timeframe::H4);
+        let before = Ts::now();
+        let (sent, _) = run_from(&[h4], HashMap::new(), 1, None).await;
+        let first_live = sent.iter().find(|(_, p)| *p == Phase::Live).map(|(c, _)| c.time).unwrap();
+        assert!(sent.iter().filter(|(_, p)| *p == Phase::Warmup).all(|(c, _)| c.time < first_live));
+        assert!(sent[0].0.time <= before, "the first candle {:?} is after the wall clock {before:?}", sent[0].0.time);
+        assert!(first_live <= Ts::now() && first_live.0 > before.0 - 14_400, "{first_live:?} vs {before:?}");
     }
 }

@@ -46,7 +46,7 @@ impl SourceCtx {
     }
 
     pub async fn status(&self, source: &str, state: FeedState, message: Option<String>) -> bool {
-        self.send(MarketEvent::Status(FeedStatus { source: source.to_string(), state, message })).await
+        self.send(MarketEvent::Status(FeedStatus::new(source.to_string(), state, message))).await
     }
 }
 
@@ -77,7 +77,10 @@ pub trait MarketSource: Send {
 pub fn from_config(config: &Config) -> Result<Box<dyn MarketSource>, SourceError> {
     Ok(match config.market.source {
         SourceKind::Demo => {
-            Box::new(demo::DemoSource::new(config.market.demo.seed, config.market.demo.candle_every.0, None))
+            let d = &config.market.demo;
+            let histories = demo::history::load(&d.history, &config.market.instruments)
+                .map_err(|e| SourceError::Fatal(format!("market.demo.history: {e}")))?;
+            Box::new(demo::DemoSource::new(d.seed, d.candle_every.0, None).with_histories(histories))
         }
         // Name the key: the path may come from the built-in default.
         SourceKind::Csv => Box::new(csv::CsvFeed::new(config).map_err(|e| match e {

@@ -180,15 +180,13 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
     let mut mode = vec![Span::styled(app.mode.clone(), t.header)];
     // A demo is a time-lapse: its own clock (the newest candle's time) next
     // to the label, so dates in the feed that run ahead of today make sense.
-    let demo = app.view.feed.as_ref().is_some_and(|f| f.source == "demo");
-    let demo_clock =
-        app.view.pairs.iter().filter_map(|p| p.candle.map(|c| c.time)).max().filter(|_| demo).map(|newest| {
-            let mut buf = [0u8; 20];
-            let at = newest.format_into(&mut buf);
-            // An attached console's label names the server, not the demo.
-            let prefix = if app.mode.starts_with("DEMO") { "" } else { "demo " };
-            format!("{prefix}{} {}", &at[..10], &at[11..16])
-        });
+    let demo_clock = app.view.demo_clock().map(|newest| {
+        let mut buf = [0u8; 20];
+        let at = newest.format_into(&mut buf);
+        // An attached console's label names the server, not the demo.
+        let prefix = if app.mode.starts_with("DEMO") { "" } else { "demo " };
+        format!("{prefix}{} {}", &at[..10], &at[11..16])
+    });
     if let Some(link) = &app.link {
         let style = if link_down { t.warning } else { t.header };
         mode.push(Span::styled(format!(" ({})", link.state.label()), style));
@@ -355,7 +353,7 @@ fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
         );
         return;
     }
-    let title = format!(" Pairs ({}) ", app.view.pairs.len());
+    let title = pairs_title(app);
     let mut block =
         Block::bordered().title(Span::styled(title, t.title)).border_style(if focused { t.accent } else { t.border });
     // Rows the panel has no room for are said on its lower border, or a
@@ -364,6 +362,24 @@ fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
         block = block.title_bottom(Line::from(Span::styled(more, t.muted)).right_aligned());
     }
     f.render_widget(Grid { header: &header, header_style: t.muted, rows, widths: &widths, style: t.text, block }, area);
+}
+
+/// " Pairs (7) ", and in a demo which pairs are simulated and which play
+/// recorded history: a random walk must not pass for a market's past.
+fn pairs_title(app: &App) -> String {
+    let n = app.view.pairs.len();
+    let Some(feed) = app.view.feed.as_ref().filter(|f| f.source == "demo") else {
+        return format!(" Pairs ({n}) ");
+    };
+    if feed.history.is_empty() {
+        return format!(" Pairs ({n}, simulated) ");
+    }
+    let played = app.view.pairs.iter().filter(|p| feed.history.contains(&p.instrument)).count();
+    let names: Vec<&str> = feed.history.iter().map(|i| i.as_str()).collect();
+    match n - played {
+        0 => format!(" Pairs ({n}) · history: {} ", names.join(" ")),
+        rest => format!(" Pairs ({n}) · history: {} · {rest} simulated ", names.join(" ")),
+    }
 }
 
 /// " 2 more ↓ (j/k) ": the rows of a list of `len` that a panel showing

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 pub fn data_file() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/EUR_USD_H1_2017_ask.csv")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/EUR_USD_H1_2017_ask.csv")
 }
 
 /// The server's port for tests: any free one, so tests can run in parallel.
