@@ -171,6 +171,14 @@ struct Pair {
     series: Vec<Series>,
     /// Recorded candles played instead of the walk, until they run out.
     play: Option<Play>,
+    /// The periods a walk beside recorded history steps on (see `DemoSource::calendar`).
+    calendar: Option<std::sync::Arc<[Ts]>>,
+}
+
+impl Pair {
+    fn next_time(&self) -> Ts {
+        next_time(self.calendar.as_deref(), self.last.time, self.walk.timeframe.seconds())
+    }
 }
 
 /// A pair's recorded candles and how far they have been played.
@@ -230,8 +238,9 @@ impl DemoSource {
             // Never skipped: every set of granularities has a walk (tested).
             let Some(tf) = walk_timeframe(&keys) else { continue };
             let step = tf.seconds();
+            let calendar = self.calendar(step);
             if let Some(h) = self.histories.iter().find(|h| h.instrument == instrument) {
-                match recorded(ctx, h, &keys, step) {
+                match recorded(ctx, h, &keys, step, calendar.clone()) {
                     Ok(pair) => {
                         pairs.push(pair);
                         continue;
@@ -257,6 +266,15 @@ impl DemoSource {
                             let from = Ts(last.time.0 + s);
                             Series { key, from, warm_until: from, forming: None }
                         }
+                        // Beside recorded history, on its calendar: every pair
+                        // goes live at one time and keeps step with it.
+                        None if calendar.is_some() => {
+                            let days = calendar.as_deref().unwrap_or_default();
+                            let first = days.first().copied().unwrap_or(now);
+                            let from = Ts(first.0 - first.0.rem_euclid(s));
+                            let warm_until = nth_period(days.iter().copied(), s, warmup(ctx, instrument));
+                            Series { key, from, warm_until, forming: None }
+                        }
                         None => {
                             // Warm up on history ending at the present, so the
                             // console shows defined indicators from the first frame.
@@ -275,10 +293,38 @@ impl DemoSource {
                 .find_map(|s| ctx.resume.get(&s.key).filter(|l| l.time.0 + s.key.timeframe.seconds() == start.0))
                 .map_or(profile(instrument).0, |l| l.close);
             let last = Last { time: Ts(start.0 - step), close };
-            pairs.push(Pair { walk: SeriesKey::new(instrument, tf), last, forming: None, series, play: None });
+            pairs.push(Pair {
+                walk: SeriesKey::new(instrument, tf),
+                last,
+                forming: None,
+                series,
+                play: None,
+                calendar,
+            });
         }
         pairs
     }
+
+    /// The periods of `step` seconds the histories have candles in, for a
+    /// walk beside them to step on: it then skips their weekends too and
+    /// keeps the same date. None without history, or for a walk finer than
+    /// a history (its hours say nothing of the quarters between them).
+    fn calendar(&self, step: i64) -> Option<std::sync::Arc<[Ts]>> {
+        if self.histories.is_empty() || self.histories.iter().any(|h| step % h.timeframe.seconds() != 0) {
+            return None;
+        }
+        let mut days: Vec<Ts> =
+            self.histories.iter().flat_map(|h| &h.candles).map(|c| Ts(c.time.0 - c.time.0.rem_euclid(step))).collect();
+        days.sort_unstable();
+        days.dedup();
+        Some(days.into())
+    }
+}
+
+/// The walk's next step after `last`: the calendar's next period while
+/// there is one, else the next `step`.
+fn next_time(calendar: Option<&[Ts]>, last: Ts, step: i64) -> Ts {
+    calendar.and_then(|days| days.get(days.partition_point(|t| *t <= last)).copied()).unwrap_or(Ts(last.0 + step))
 }
 
 /// The warm-up candles of a series: as many as the strategy needs, at least 60.
@@ -289,7 +335,13 @@ fn warmup(ctx: &SourceCtx, instrument: Instrument) -> i64 {
 /// A pair that plays its history from where its series are (its start,
 /// or after their stored candles), paced by its finest timeframe `pace`.
 /// An error says why it cannot, and the pair is simulated instead.
-fn recorded(ctx: &SourceCtx, h: &history::History, keys: &[SeriesKey], pace: i64) -> Result<Pair, String> {
+fn recorded(
+    ctx: &SourceCtx,
+    h: &history::History,
+    keys: &[SeriesKey],
+    pace: i64,
+    calendar: Option<std::sync::Arc<[Ts]>>,
+) -> Result<Pair, String> {
     let data = h.timeframe.seconds();
     if let Some(k) = keys.iter().find(|k| k.timeframe.seconds() % data != 0) {
         return Err(format!("{} cannot be built from {}", k.timeframe, h.describe()));
@@ -307,7 +359,12 @@ fn recorded(ctx: &SourceCtx, h: &history::History, keys: &[SeriesKey], pace: i64
                 }
                 None => {
                     let from = Ts(first.0 - first.0.rem_euclid(s));
-                    Series { key, from, warm_until: nth_period(&h.candles, s, warm), forming: None }
+                    Series {
+                        key,
+                        from,
+                        warm_until: nth_period(h.candles.iter().map(|c| c.time), s, warm),
+                        forming: None,
+                    }
                 }
             }
         })
@@ -329,16 +386,17 @@ fn recorded(ctx: &SourceCtx, h: &history::History, keys: &[SeriesKey], pace: i64
         forming: None,
         series,
         play: Some(Play { candles: h.candles.as_slice().into(), next, pace }),
+        calendar,
     })
 }
 
 /// The start of the `n`th period of `s` seconds (from 0) that has candles;
 /// past the last one when there are fewer.
-fn nth_period(candles: &[Candle], s: i64, n: i64) -> Ts {
+fn nth_period(times: impl Iterator<Item = Ts>, s: i64, n: i64) -> Ts {
     let mut seen = 0;
     let mut last = None;
-    for c in candles {
-        let period = c.time.0 - c.time.0.rem_euclid(s);
+    for t in times {
+        let period = t.0 - t.0.rem_euclid(s);
         if last != Some(period) {
             if seen == n {
                 return Ts(period);
@@ -353,7 +411,8 @@ fn nth_period(candles: &[Candle], s: i64, n: i64) -> Ts {
 /// The walk's next step to every series of the pair; false when the engine has gone.
 async fn step(ctx: &SourceCtx, pair: &mut Pair, candle: &Candle) -> bool {
     pair.last = Last { time: candle.time, close: candle.close };
-    let recorded = pair.play.is_some();
+    // A walk on a calendar has gaps, as recorded candles do.
+    let recorded = pair.play.is_some() || pair.calendar.is_some();
     for s in &mut pair.series {
         for c in s.push(candle, recorded).into_iter().flatten() {
             if !send_candle(ctx, s, c).await {
@@ -434,13 +493,12 @@ impl MarketSource for DemoSource {
             status(&ctx, &pairs, FeedState::WarmingUp, None).await;
             // Warm-up, and the steps a series behind the others missed, at once.
             for pair in &mut pairs {
-                let step_secs = pair.walk.timeframe.seconds();
                 let caught_up = pair.series.iter().map(|s| s.warm_until).max().unwrap_or(pair.last.time);
                 if pair.play.is_some() && !play(&ctx, pair, Some(caught_up)).await {
                     return Ok(());
                 }
-                while pair.last.time.0 + step_secs < caught_up.0 {
-                    let (c, _) = next_candle(me.seed, pair.walk, Ts(pair.last.time.0 + step_secs), pair.last.close);
+                while pair.next_time() < caught_up {
+                    let (c, _) = next_candle(me.seed, pair.walk, pair.next_time(), pair.last.close);
                     if !step(&ctx, pair, &c).await {
                         return Ok(());
                     }
@@ -506,9 +564,9 @@ impl MarketSource for DemoSource {
                         continue;
                     }
                     let tf = pair.walk.timeframe.seconds();
-                    let (next, path) = *pair.forming.get_or_insert_with(|| {
-                        next_candle(me.seed, pair.walk, Ts(pair.last.time.0 + tf), pair.last.close)
-                    });
+                    let at = pair.next_time();
+                    let (next, path) =
+                        *pair.forming.get_or_insert_with(|| next_candle(me.seed, pair.walk, at, pair.last.close));
                     if !phase.is_multiple_of(QUOTES_PER_CANDLE) {
                         // A live quote from the forming candle's path, with a realistic spread.
                         let at = path[(phase % QUOTES_PER_CANDLE) * STEPS / QUOTES_PER_CANDLE];
@@ -844,5 +902,22 @@ mod tests {
         assert!(sent.iter().filter(|(_, p)| *p == Phase::Warmup).all(|(c, _)| c.time < first_live));
         assert!(sent[0].0.time <= before, "the first candle {:?} is after the wall clock {before:?}", sent[0].0.time);
         assert!(first_live <= Ts::now() && first_live.0 > before.0 - 14_400, "{first_live:?} vs {before:?}");
+    }
+
+    /// A simulated pair beside recorded history walks on the history's
+    /// calendar: the same hours (no weekend candles), live from the same
+    /// candle, so the demo has one date.
+    #[tokio::test(start_paused = true)]
+    async fn a_simulated_pair_beside_history_keeps_its_dates() {
+        let (source, file) = bundled();
+        let (eur, gbp) = (key("EUR_USD"), key("GBP_USD"));
+        let (sent, _) = run_source(source, &[eur, gbp], HashMap::new(), 500).await;
+        let times = |k: SeriesKey| -> Vec<Ts> { of(&sent, k).iter().map(|c| c.time).take(560).collect() };
+        assert_eq!(times(gbp), times(eur));
+        assert_eq!(times(eur), file.iter().map(|c| c.time).take(560).collect::<Vec<_>>());
+        let first_live =
+            |k: SeriesKey| sent.iter().find(|(c, p)| c.key() == k && *p == Phase::Live).map(|(c, _)| c.time);
+        assert_eq!(first_live(gbp), first_live(eur));
+        assert!(of(&sent, gbp).iter().all(|c| c.instrument == gbp.instrument && c.check_prices().is_ok()));
     }
 }
