@@ -155,6 +155,27 @@ fn status_names_the_history_and_the_demo_clock() {
                 text.contains("DEMO market: recorded history for EUR_USD") && text.contains("demo clock 2017-"),
                 "{text}"
             );
+            // `tail` carries the clock in every health record, beside the sample's real time.
+            let mut tail = Running(
+                pipwatch_std()
+                    .args(["tail", &format!("ws://{addr}/ws"), "--topics", "health"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            let stdout = tail.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                if let Some(Ok(line)) = BufReader::new(stdout).lines().next() {
+                    let _ = tx.send(line);
+                }
+            });
+            let line = rx.recv_timeout(Duration::from_secs(20)).expect("no health record from tail");
+            let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(record["type"], "health");
+            assert!(record["demo_clock"].as_str().is_some_and(|c| c.starts_with("2017-")), "{record}");
+            assert!(record["time"].as_str().is_some_and(|t| !t.starts_with("2017-")), "{record}");
             return;
         }
         assert!(Instant::now() < deadline, "no demo clock in status: {v}");

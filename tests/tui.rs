@@ -1294,3 +1294,23 @@ fn a_demo_reckons_ages_on_its_clock_and_names_its_simulated_pairs() {
     assert!(text.contains("Pairs (3) · history: EUR_USD · 2 simulated"), "{text}");
     assert!(text.contains("DEMO ") && text.contains("2024-01-02 11:00"), "the demo clock: {text}");
 }
+
+/// The header of a demo at the widths a terminal has: the time-lapse's
+/// speed and clock as long as there is room, the status always.
+#[test]
+fn a_demo_header_at_several_widths() {
+    let mut a = App::new("DEMO ×14,400".into(), Theme::load("dark").unwrap(), Ts(NOW));
+    for (n, e) in events().into_iter().enumerate() {
+        a.apply(&Envelope { seq: n as u64 + 1, event: e });
+    }
+    let headers: Vec<String> = [60u16, 80, 100, 120, 160]
+        .iter()
+        .map(|&w| {
+            let text = format!("{}", render(&a, w, 24).backend());
+            format!("{w:>3}: {}", text.lines().next().unwrap_or_default())
+        })
+        .collect();
+    insta::assert_snapshot!("demo_header_widths", headers.join("\n"));
+    assert!(headers.iter().all(|h| h.contains("DEGRADED")), "{headers:#?}");
+    assert!(headers[4].contains("DEMO ×14,400 │ 2024-01-02 11:00"), "{}", headers[4]);
+}

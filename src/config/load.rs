@@ -601,6 +601,17 @@ fn validate_market(c: &Config, src: &Source<'_>, problems: &mut Vec<Problem>) {
                 src.problem("market.csv.path", "is empty: name a CSV file or a directory of INSTRUMENT.csv files"),
             );
         }
+        SourceKind::Demo => {
+            let h = m.demo.history.trim();
+            if !matches!(h, "synthetic" | "bundled" | "") && !std::path::Path::new(h).exists() {
+                problems.push(src.problem(
+                    "market.demo.history",
+                    format!(
+                        "'{h}' does not exist: use \"synthetic\", \"bundled\" or a directory of INSTRUMENT.csv files"
+                    ),
+                ));
+            }
+        }
         SourceKind::Oanda => {
             check_url(&m.oanda.rest_url, "market.oanda.rest_url", src, problems);
             check_url(&m.oanda.stream_url, "market.oanda.stream_url", src, problems);

@@ -197,9 +197,10 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
         one(" pipwatch ".into(), t.header.add_modifier(ratatui::style::Modifier::BOLD), 0),
         Seg { spans: mode, keep: if link_down { 8 } else { 4 } },
     ];
-    // Given up right after the title.
+    // A demo's market is always open: its clock says more, and stays longer.
+    let demo = demo_clock.is_some();
     if let Some(clock) = demo_clock {
-        segs.push(one(clock, t.header, 1));
+        segs.push(one(clock, t.header, 2));
     }
     // The feed and the market of an instance out of reach are not known.
     if !link_down {
@@ -208,7 +209,12 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
     // Today's market hours say nothing about candles from a CSV history.
     let history = app.view.feed.as_ref().is_some_and(|f| f.source == "csv");
     if !link_down && !history {
-        segs.push(one(market.into(), t.header, if market_open { 2 } else { 6 }));
+        let keep = match (market_open, demo) {
+            (false, _) => 6,
+            (true, true) => 1,
+            (true, false) => 2,
+        };
+        segs.push(one(market.into(), t.header, keep));
     }
     segs.extend([
         one(clock, t.header, 3),
