@@ -15,7 +15,7 @@ use crate::event::{
 use crate::types::{Instrument, Quote, Timeframe};
 
 /// Recent closes kept per pair, for sparklines and the detail chart.
-pub const CLOSES_KEPT: usize = 120;
+pub const CLOSES_KEPT: usize = 240;
 /// Recent signals kept, newest first.
 pub const SIGNALS_KEPT: usize = 100;
 
@@ -66,6 +66,14 @@ impl PairView {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Bar {
     pub time: crate::time::Ts,
+    /// The candle's open, high and low, for the candlestick chart (0 in a
+    /// bar kept by a version that had closes only: drawn as its close).
+    #[serde(default)]
+    pub open: f64,
+    #[serde(default)]
+    pub high: f64,
+    #[serde(default)]
+    pub low: f64,
     pub close: f64,
     pub fast: Option<f64>,
     pub slow: Option<f64>,
@@ -156,7 +164,15 @@ impl View {
                 if p.bars.len() == CLOSES_KEPT {
                     p.bars.pop_front();
                 }
-                p.bars.push_back(Bar { time: c.time, close: c.close, fast: c.fast, slow: c.slow });
+                p.bars.push_back(Bar {
+                    time: c.time,
+                    open: c.open,
+                    high: c.high,
+                    low: c.low,
+                    close: c.close,
+                    fast: c.fast,
+                    slow: c.slow,
+                });
             }
             Event::Quote(q) => {
                 for p in self.pairs.iter_mut().filter(|p| p.instrument == q.instrument) {

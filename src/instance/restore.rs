@@ -94,7 +94,15 @@ pub fn keep_bars(store: &Store, view: &View) -> Result<(), StoreError> {
         .pairs
         .iter()
         .map(|p| {
-            let kept = p.bars.iter().map(|b| KeptBar { time: b.time, close: b.close, fast: b.fast, slow: b.slow });
+            let kept = p.bars.iter().map(|b| KeptBar {
+                time: b.time,
+                open: b.open,
+                high: b.high,
+                low: b.low,
+                close: b.close,
+                fast: b.fast,
+                slow: b.slow,
+            });
             (p.key(), kept.collect())
         })
         .collect();
@@ -102,7 +110,7 @@ pub fn keep_bars(store: &Store, view: &View) -> Result<(), StoreError> {
 }
 
 fn bar(b: KeptBar) -> Bar {
-    Bar { time: b.time, close: b.close, fast: b.fast, slow: b.slow }
+    Bar { time: b.time, open: b.open, high: b.high, low: b.low, close: b.close, fast: b.fast, slow: b.slow }
 }
 
 fn delivery(u: Unconfirmed) -> RouteDelivery {
@@ -265,7 +273,8 @@ mod tests {
         assert_eq!(pair(key).map(|p| p.bars.len()), Some(1), "no bars kept: the last candle's alone");
 
         // Bars kept at a stop come back when they end at the stored candle.
-        let bar = |t: i64, close| Bar { time: Ts(t), close, fast: None, slow: None };
+        let bar =
+            |t: i64, close| Bar { time: Ts(t), open: close, high: close, low: close, close, fast: None, slow: None };
         let kept = vec![bar(last.time.0 - 3600, 1.0), bar(last.time.0, last.close)];
         let keep = |bars: Vec<Bar>| {
             let mut v = View::default();

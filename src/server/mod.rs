@@ -172,6 +172,7 @@ pub async fn start(
         stopped: Default::default(),
     });
     let framing = tokio::spawn(frame_task(shared.clone(), hub.subscribe(), shutdown.clone()));
+    let (clients, max_clients) = (shared.clients.clone(), shared.opts.max_clients);
     let app = axum::Router::new()
         .route("/ws", get(ws::handler))
         .route("/health", get(health_handler))
@@ -190,6 +191,12 @@ pub async fn start(
         }
         // The framing task tells the clients to close as it stops.
         let _ = framing.await;
+        // Each client writes what it was sent before the close: wait for
+        // them (a while, not for a stuck one), or the process could end
+        // with the last events of a run unwritten, and a follower resuming
+        // on the next instance would never see them.
+        let all = u32::try_from(max_clients).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), clients.acquire_many(all)).await;
     });
     tracing::info!(%addr, "server listening: /ws, /health, /metrics");
     Ok(Handle { addr, task })
@@ -209,6 +216,9 @@ async fn frame_task(shared: Arc<Shared>, mut rx: Subscription, shutdown: Cancell
     ping.tick().await;
     loop {
         let received = tokio::select! {
+            // Events first: at a stop, the engine has ended, and every event
+            // it published is framed before the clients are told to close.
+            biased;
             r = rx.recv() => r,
             _ = ping.tick() => {
                 let _ = shared.tx.send(Arc::new(Out::Ping));

@@ -14,7 +14,10 @@ const SEQ_KEY: &str = "seq";
 const PAUSED_KEY: &str = "paused";
 /// In `meta`: each series' recent closes as the console last showed them
 /// (see `keep_bars`).
-const BARS_KEY: &str = "bars";
+/// Kept bars with their candles (open, high, low, close).
+const BARS_KEY: &str = "candles";
+/// Kept closes, as versions before the candlestick chart wrote them.
+const CLOSES_KEY: &str = "bars";
 
 impl Store {
     /// Whether notifications were left paused.
@@ -37,6 +40,7 @@ impl Store {
         let named: Vec<(String, &[KeptBar])> = bars.map(|(k, b)| (series_key(&k), b)).collect();
         let value = encode(&named).map_err(|e| self.encode_err(e))?;
         self.meta.insert(BARS_KEY, value).map_err(|e| self.err(e))?;
+        self.meta.remove(CLOSES_KEY).map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -103,8 +107,17 @@ impl Store {
     /// The recent closes `keep_bars` kept, by series (none if unreadable:
     /// they are for display only).
     pub fn kept_bars(&self) -> Result<std::collections::HashMap<SeriesKey, Vec<KeptBar>>, StoreError> {
-        let Some(v) = self.meta.get(BARS_KEY).map_err(|e| self.err(e))? else { return Ok(Default::default()) };
-        let named = decode::<Vec<(String, Vec<KeptBar>)>>(&v).unwrap_or_default();
+        let named = match self.meta.get(BARS_KEY).map_err(|e| self.err(e))? {
+            Some(v) => decode::<Vec<(String, Vec<KeptBar>)>>(&v).unwrap_or_default(),
+            None => match self.meta.get(CLOSES_KEY).map_err(|e| self.err(e))? {
+                Some(v) => decode::<Vec<(String, Vec<super::records::KeptClose>)>>(&v)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, bars)| (k, bars.into_iter().map(KeptBar::from).collect()))
+                    .collect(),
+                None => return Ok(Default::default()),
+            },
+        };
         Ok(named.into_iter().filter_map(|(k, b)| Some((parse_series_key(k.as_bytes())?, b))).collect())
     }
 }

@@ -174,9 +174,27 @@ struct StoredSignalV1 {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KeptBar {
     pub time: Ts,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
     pub close: f64,
     pub fast: Option<f64>,
     pub slow: Option<f64>,
+}
+
+/// A kept bar as versions before the candlestick chart stored it: the close only.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeptClose {
+    pub time: Ts,
+    pub close: f64,
+    pub fast: Option<f64>,
+    pub slow: Option<f64>,
+}
+
+impl From<KeptClose> for KeptBar {
+    fn from(b: KeptClose) -> Self {
+        KeptBar { time: b.time, open: b.close, high: b.close, low: b.close, close: b.close, fast: b.fast, slow: b.slow }
+    }
 }
 
 /// The one way a stored value is read: version 2 as itself, version 1 in its

@@ -134,7 +134,26 @@ pub struct App {
     pub keys: KeyMap,
     /// (CPU %, network bytes/s) of recent health samples, oldest first.
     pub history: std::collections::VecDeque<(f32, u64)>,
+    /// How the candle chart is zoomed and scrolled.
+    pub chart: ChartView,
 }
+
+/// The candle chart's zoom (columns per candle) and how far back it is scrolled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChartView {
+    pub zoom: u16,
+    /// Candles back from the newest.
+    pub offset: usize,
+}
+
+impl Default for ChartView {
+    fn default() -> Self {
+        ChartView { zoom: 1, offset: 0 }
+    }
+}
+
+/// Candles one press of a scroll key moves the chart.
+pub const SCROLL_STEP: usize = 8;
 
 /// Health samples kept for the sparklines.
 pub const HISTORY: usize = 120;
@@ -214,7 +233,32 @@ impl App {
             link: None,
             keys: KeyMap::default(),
             history: std::collections::VecDeque::new(),
+            chart: ChartView::default(),
         }
+    }
+
+    /// The pair selected in the pairs panel.
+    pub fn selected_pair(&self) -> Option<&crate::view::PairView> {
+        self.view.pairs.get(self.selected)
+    }
+
+    /// Scrolls the chart `by` candles back (negative: forward), within its bars.
+    fn scroll(&mut self, by: isize) {
+        let len = self.selected_pair().map_or(0, |p| p.bars.len());
+        self.chart.offset = (self.chart.offset as isize + by).clamp(0, len.saturating_sub(1) as isize) as usize;
+    }
+
+    /// Selects the same instrument's next (`by` 1) or previous timeframe.
+    fn switch_timeframe(&mut self, by: isize) {
+        let Some(p) = self.selected_pair() else { return };
+        let same: Vec<usize> =
+            (0..self.view.pairs.len()).filter(|&n| self.view.pairs[n].instrument == p.instrument).collect();
+        let Some(at) = same.iter().position(|&n| n == self.selected) else { return };
+        if same.len() < 2 {
+            self.note(format!("{} runs one timeframe ({})", p.instrument, p.timeframe));
+            return;
+        }
+        self.selected = same[(at as isize + by).rem_euclid(same.len() as isize) as usize];
     }
 
     pub fn apply(&mut self, env: &Envelope) {
@@ -347,7 +391,7 @@ impl App {
                 }
                 Action::Redraw
             }
-            K::Char(c) if c == keys.logs => {
+            K::Char(c) if c == keys.logs && !self.detail => {
                 self.logs = !self.logs;
                 Action::Redraw
             }
@@ -380,6 +424,40 @@ impl App {
                 }
                 Action::Redraw
             }
+            // The chart's keys, after the configurable ones so a user's binding wins.
+            K::Char('+' | '=') => {
+                self.chart.zoom = (self.chart.zoom + 1).min(super::candles::MAX_ZOOM);
+                Action::Redraw
+            }
+            K::Char('-') => {
+                self.chart.zoom = self.chart.zoom.saturating_sub(1).max(1);
+                Action::Redraw
+            }
+            K::Left | K::Char('h') => {
+                self.scroll(SCROLL_STEP as isize);
+                Action::Redraw
+            }
+            // `l` is the log panel's key; in the detail view it scrolls, as in a pager.
+            K::Right | K::Char('l') => {
+                self.scroll(-(SCROLL_STEP as isize));
+                Action::Redraw
+            }
+            K::Home => {
+                self.scroll(isize::MAX / 2);
+                Action::Redraw
+            }
+            K::End => {
+                self.chart.offset = 0;
+                Action::Redraw
+            }
+            K::Char(']') => {
+                self.switch_timeframe(1);
+                Action::Redraw
+            }
+            K::Char('[') => {
+                self.switch_timeframe(-1);
+                Action::Redraw
+            }
             _ => Action::None,
         }
     }
@@ -397,5 +475,9 @@ impl App {
             return;
         }
         *sel = (*sel as isize + by).clamp(0, len as isize - 1) as usize;
+        if self.focus == Focus::Pairs {
+            // Another pair's chart starts at its newest candles.
+            self.chart.offset = 0;
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! or a running one over its WebSocket (see `crate::console`).
 
 pub mod app;
+pub mod candles;
 pub mod grid;
 pub mod remote;
 pub mod theme;

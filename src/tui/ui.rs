@@ -17,6 +17,12 @@ use crate::view::PairView;
 
 pub const MIN_WIDTH: u16 = 60;
 pub const MIN_HEIGHT: u16 = 16;
+/// From this width the main screen shows the selected pair's chart beside the tables.
+pub const WIDE: u16 = 160;
+
+fn t_title(app: &App) -> Style {
+    app.theme.title
+}
 
 fn price(i: Instrument, p: f64) -> String {
     format!("{:.*}", i.decimals() as usize, p)
@@ -118,8 +124,30 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
         return;
     }
     let pairs_height = (app.view.pairs.len() as u16 + 3).clamp(5, body.height / 2 + 2);
+    if area.width >= WIDE {
+        // The tables on the left; the selected pair's candles beside them,
+        // over the queue and the health.
+        let chart_width = (body.width * 3 / 8).max(58);
+        let [left, right] = Layout::horizontal([Constraint::Min(0), Constraint::Length(chart_width)]).areas(body);
+        let [pairs, signals] = Layout::vertical([Constraint::Length(pairs_height), Constraint::Min(0)]).areas(left);
+        draw_pairs(f, app, pairs, true);
+        draw_signals(f, app, signals);
+        let [chart, queue, health] =
+            Layout::vertical([Constraint::Min(12), Constraint::Length(7), Constraint::Length(11)]).areas(right);
+        match app.selected_pair() {
+            Some(p) => draw_chart(f, app, p, chart, false),
+            None => f.render_widget(Block::bordered().title(Span::styled(" Chart ", t_title(app))), chart),
+        }
+        draw_queue(f, app, queue);
+        draw_health(f, app, health);
+        draw_footer(f, app, footer, logs_fit);
+        if app.help {
+            draw_help(f, app, area);
+        }
+        return;
+    }
     let [pairs, lower] = Layout::vertical([Constraint::Length(pairs_height), Constraint::Min(0)]).areas(body);
-    draw_pairs(f, app, pairs);
+    draw_pairs(f, app, pairs, false);
     let [signals, side] = Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(lower);
     draw_signals(f, app, signals);
     let [queue, health] = Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(side);
@@ -248,7 +276,7 @@ fn draw_header(f: &mut Frame<'_>, app: &App, area: Rect) {
 /// Pair table columns in the order they are dropped when space runs out
 /// (last first): (slow MA, ATR, last signal), each shown where it fits, and
 /// the room left for the sparkline of closes, if it has its minimum.
-fn pair_columns(width: u16) -> ((bool, bool, bool, bool), Option<usize>) {
+fn pair_columns(width: u16, chart_beside: bool) -> ((bool, bool, bool, bool), Option<usize>) {
     // Pair, TF, Price, Chg, Fast, Trend, inside the borders; each column
     // with the grid's one-cell gap.
     let mut used =
@@ -267,8 +295,10 @@ fn pair_columns(width: u16) -> ((bool, bool, bool, bool), Option<usize>) {
     // One cell short of the border, as the other columns keep one apart.
     let mut rest = usize::from(width).saturating_sub(used + 1);
     // The track record is dropped first, even before the sparkline: it
-    // shows only where the sparkline keeps its least room beside it.
-    let record = last && rest > SPARK_MIN + usize::from(W_RECORD);
+    // shows only where the sparkline keeps its least room beside it. With
+    // the chart beside the table, the closes are there: the record goes first.
+    let spark_room = if chart_beside { 0 } else { SPARK_MIN };
+    let record = last && rest > spark_room + usize::from(W_RECORD);
     if record {
         rest -= usize::from(W_RECORD) + 1;
     }
@@ -292,10 +322,10 @@ const SPARK_MIN: usize = 10;
 /// At most this many closes: half of those kept, the chart has them all.
 const SPARK_MAX: usize = 60;
 
-fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect) {
+fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect, chart_beside: bool) {
     let t = &app.theme;
     let focused = app.focus == Focus::Pairs;
-    let ((show_slow, show_atr, show_last, show_record), spark) = pair_columns(area.width);
+    let ((show_slow, show_atr, show_last, show_record), spark) = pair_columns(area.width, chart_beside);
     let show_spark = spark.is_some();
     let stale: Vec<(Instrument, crate::types::Timeframe)> = app
         .view
@@ -386,6 +416,71 @@ fn pairs_title(app: &App) -> String {
         0 => format!(" Pairs ({n}) · history: {} ", names.join(" ")),
         rest => format!(" Pairs ({n}) · history: {} · {rest} simulated ", names.join(" ")),
     }
+}
+
+/// The candles of the pair `p` with its averages, its latest trade's
+/// levels and its signals, in a bordered panel whose title says what is
+/// shown and how to move it.
+fn draw_chart(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect, focused: bool) {
+    use super::candles::{CandleChart, Palette, TradeLines};
+    let t = &app.theme;
+    let bars: Vec<crate::view::Bar> = p.bars.iter().copied().collect();
+    let mine = |s: &crate::event::Signal| s.instrument == p.instrument && s.timeframe == p.timeframe;
+    let signals: Vec<(Ts, Side)> =
+        app.view.signals.iter().map(|v| &v.signal).filter(|s| mine(s)).map(|s| (s.time, s.side)).collect();
+    // The newest trade: its levels from its entry to its exit, or on to now while open.
+    let trade = app.view.signals.iter().find(|v| mine(&v.signal)).map(|v| TradeLines {
+        entry_time: v.signal.time,
+        exit_time: v.outcome.as_ref().map(|o| o.exit_time),
+        entry: v.signal.price,
+        stop: v.signal.stop_loss,
+        target: v.signal.take_profit,
+    });
+    let palette = Palette {
+        up: t.up,
+        down: t.down,
+        text: t.text,
+        muted: t.muted,
+        fast: t.accent,
+        slow: t.warning,
+        last: t.selection,
+        mono: t.name == "mono",
+    };
+    let inner_width = area.width.saturating_sub(2);
+    let mut chart = CandleChart {
+        instrument: p.instrument,
+        bars: &bars,
+        signals: &signals,
+        trade,
+        last: p.quote.map(|q| (q.bid + q.ask) / 2.0),
+        zoom: app.chart.zoom,
+        offset: 0,
+        palette,
+    };
+    chart.offset = app.chart.offset.min(chart.max_offset(inner_width));
+    let shown = chart.capacity(inner_width).min(bars.len());
+    let back = if chart.offset > 0 { format!(", {} back", chart.offset) } else { String::new() };
+    let title = format!(" {} {} — {shown} of {} candles{back} ", p.instrument, p.timeframe, bars.len());
+    // The legend and the keys on the lower border: inside the plot they hide candles.
+    let legend = Line::from(vec![
+        Span::raw(" "),
+        Span::styled("• fast", t.accent),
+        Span::raw("  "),
+        Span::styled("· slow", t.warning),
+        Span::raw("  "),
+        Span::styled("▲ buy", t.up),
+        Span::raw("  "),
+        Span::styled("▼ sell", t.down),
+        Span::styled("  ┄ trade   +/- zoom  ←/→ scroll  [ ] timeframe ", t.muted),
+    ]);
+    let block = Block::bordered().title(Span::styled(title, t.title)).title_bottom(legend).border_style(if focused {
+        t.accent
+    } else {
+        t.border
+    });
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    f.render_widget(chart, inner);
 }
 
 /// " 2 more ↓ (j/k) ": the rows of a list of `len` that a panel showing
@@ -501,6 +596,9 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
     let wide = room >= 70;
     // Each signal's paper trade: dropped before the stop and target.
     let outcomes = room >= 92;
+    // How long ago, on the clock the signals' times are on.
+    let ages = room >= 112;
+    let clock = feed_clock(app);
     // A signal's date matters as much as its hour (an H4 feed spans days, a
     // CSV years): "12-29 08:00" where there is room for it, else the hour
     // for the newest signal's day and the date for older ones, as a mail
@@ -552,6 +650,10 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
                 }
                 col += 1;
             }
+            if ages {
+                row.push(col, t.muted, format_args!("{} ago", age(clock, s.time)));
+                col += 1;
+            }
             for delivery in &v.deliveries {
                 let (mark, st) = match delivery.state {
                     DeliveryState::Queued => ("…", t.muted),
@@ -593,6 +695,10 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
         widths.push(Constraint::Length(17));
         header.push("Trade");
     }
+    if ages {
+        widths.push(Constraint::Length(8));
+        header.push("Age");
+    }
     if sent {
         widths.push(Constraint::Min(6));
         header.push("Sent");
@@ -614,6 +720,17 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
             Grid { header: &header, header_style: t.muted, rows, widths: &widths, style: t.text, block },
             area,
         );
+    }
+}
+
+/// The time signals' ages are reckoned from: a demo's or a history's own
+/// clock (its newest candle), the wall clock for a live market.
+fn feed_clock(app: &App) -> Ts {
+    let live = app.view.feed.as_ref().is_some_and(|f| f.source == "oanda");
+    let newest = app.view.pairs.iter().filter_map(|p| p.candle.map(|c| c.time)).max();
+    match newest {
+        Some(t) if !live => t,
+        _ => app.now,
     }
 }
 
@@ -842,86 +959,10 @@ fn draw_help(f: &mut Frame<'_>, app: &App, area: Rect) {
 
 /// One pair: closes with both MAs and the pair's signals marked, and its values.
 fn draw_detail(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect) {
-    use ratatui::symbols::Marker;
-    use ratatui::widgets::{Axis, Chart, Dataset, GraphType};
     let t = &app.theme;
     let i = p.instrument;
     let [chart_area, values] = Layout::horizontal([Constraint::Min(30), Constraint::Length(34)]).areas(area);
-    let x = |n: usize| n as f64;
-    let closes: Vec<(f64, f64)> = p.bars.iter().enumerate().map(|(n, b)| (x(n), b.close)).collect();
-    let fast: Vec<(f64, f64)> = p.bars.iter().enumerate().filter_map(|(n, b)| b.fast.map(|v| (x(n), v))).collect();
-    let slow: Vec<(f64, f64)> = p.bars.iter().enumerate().filter_map(|(n, b)| b.slow.map(|v| (x(n), v))).collect();
-    let marks = |side: Side| -> Vec<(f64, f64)> {
-        app.view
-            .signals
-            .iter()
-            .map(|v| &v.signal)
-            .filter(|s| s.instrument == i && s.timeframe == p.timeframe && s.side == side)
-            .filter_map(|s| p.bars.iter().position(|b| b.time == s.time).map(|n| (x(n), s.price)))
-            .collect()
-    };
-    let (buys, sells) = (marks(Side::Buy), marks(Side::Sell));
-    let all = closes.iter().chain(&fast).chain(&slow).map(|&(_, v)| v);
-    let (lo, hi) = all.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
-    let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
-    let pad = ((hi - lo) * 0.05).max(i.pip());
-    let series = |name: &'static str, marker, graph_type, style, data| {
-        Dataset::default().name(name).marker(marker).graph_type(graph_type).style(style).data(data)
-    };
-    let datasets = vec![
-        series("close", Marker::Braille, GraphType::Line, t.text, &closes),
-        series("fast", Marker::Braille, GraphType::Line, t.accent, &fast),
-        series("slow", Marker::Braille, GraphType::Line, t.warning, &slow),
-        series("buy", Marker::Block, GraphType::Scatter, t.up, &buys),
-        series("sell", Marker::Block, GraphType::Scatter, t.down, &sells),
-    ];
-    // The legend goes on the lower border: inside the plot, in any corner,
-    // it hides candles (top right: the newest, the ones a trader came for).
-    // A narrow chart's border has room for the names only.
-    let full = chart_area.width >= 44;
-    let mut legend = vec![Span::raw(" ")];
-    for (n, (mark, name, style)) in [
-        ("─ ", "close", t.text),
-        ("─ ", "fast", t.accent),
-        ("─ ", "slow", t.warning),
-        ("█ ", "buy", t.up),
-        ("█ ", "sell", t.down),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        if n > 0 {
-            legend.push(Span::raw(if full { "  " } else { " " }));
-        }
-        legend.push(Span::styled(if full { format!("{mark}{name}") } else { name.to_string() }, style));
-    }
-    legend.push(Span::raw(" "));
-    let legend = Line::from(legend);
-    let chart = Chart::new(datasets)
-        .legend_position(None)
-        .block(
-            Block::bordered()
-                .title(Span::styled(
-                    format!(
-                        " {} {} — last {} candle{} ",
-                        i,
-                        p.timeframe,
-                        p.bars.len(),
-                        if p.bars.len() == 1 { "" } else { "s" }
-                    ),
-                    t.title,
-                ))
-                .title_bottom(legend)
-                .border_style(t.accent),
-        )
-        .x_axis(Axis::default().bounds([0.0, (closes.len().max(2) - 1) as f64]).style(t.muted))
-        .y_axis(
-            Axis::default()
-                .bounds([lo - pad, hi + pad])
-                .labels([Line::from(price(i, lo)), Line::from(price(i, hi))])
-                .style(t.muted),
-        );
-    f.render_widget(chart, chart_area);
+    draw_chart(f, app, p, chart_area, true);
 
     let row = |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<9}"), t.muted), Span::raw(v)]);
     let opt = |v: Option<f64>| v.map_or("—".to_string(), |v| price(i, v));
