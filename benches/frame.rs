@@ -29,17 +29,19 @@ fn app() -> App {
     for (n, name) in majors.iter().enumerate() {
         let i = Instrument::new(name).unwrap_or_else(|e| panic!("{e}"));
         for tf in [Timeframe::M15, Timeframe::H1, Timeframe::H4, Timeframe::D] {
-            for k in 0..120i64 {
+            // As many as the view keeps: the chart beside the tables draws them.
+            for k in 0..pipwatch::view::CLOSES_KEPT as i64 {
                 let close = 1.0 + 0.01 * ((k as f64 + n as f64) / 7.0).sin();
+                let open = 1.0 + 0.01 * ((k as f64 - 1.0 + n as f64) / 7.0).sin();
                 put(
                     &mut app,
                     Event::Candle(CandleRecord {
                         instrument: i,
                         timeframe: tf,
                         time: Ts(1_704_000_000 + k * tf.seconds()),
-                        open: close,
-                        high: close,
-                        low: close,
+                        open,
+                        high: open.max(close) + 0.0004,
+                        low: open.min(close) - 0.0004,
                         close,
                         fast: Some(close * 1.001),
                         slow: Some(close * 0.999),
@@ -110,9 +112,17 @@ fn app() -> App {
 fn bench(c: &mut Criterion) {
     let app = app();
     let mut terminal = Terminal::new(TestBackend::new(200, 50)).unwrap_or_else(|e| panic!("{e}"));
+    // From 160 columns the main screen has the selected pair's candle chart.
     c.bench_function("frame/28_pairs_200x50", |b| {
         b.iter(|| {
             terminal.draw(|f| ui::draw(f, black_box(&app))).unwrap_or_else(|e| panic!("{e}"));
+        })
+    });
+    let mut detail = app;
+    detail.detail = true;
+    c.bench_function("frame/detail_200x50", |b| {
+        b.iter(|| {
+            terminal.draw(|f| ui::draw(f, black_box(&detail))).unwrap_or_else(|e| panic!("{e}"));
         })
     });
 }
