@@ -1310,3 +1310,117 @@ fn a_demo_header_at_several_widths() {
     assert!(headers.iter().all(|h| h.contains("DEGRADED")), "{headers:#?}");
     assert!(headers[4].contains("DEMO ×14,400 │ 2024-01-02 11:00"), "{}", headers[4]);
 }
+
+fn press(a: &mut App, keys: &str) {
+    for c in keys.chars() {
+        a.key(crossterm::event::KeyCode::Char(c), false);
+    }
+}
+
+/// `/` filters the pairs and the feed by text (the pair, the side, the
+/// outcome); the titles say a filter is on, and Esc clears it.
+#[test]
+fn slash_filters_pairs_and_signals_by_text_and_esc_clears_it() {
+    use crossterm::event::KeyCode as K;
+    let mut a = app("dark");
+    press(&mut a, "/gbp");
+    assert!(a.typing);
+    // Typed, `q` is text, not quit.
+    assert_eq!(a.key(K::Char('q'), false), Action::Redraw);
+    a.key(K::Backspace, false);
+    a.key(K::Enter, false);
+    assert!(!a.typing && a.search == "gbp");
+    let text = format!("{}", render(&a, 120, 30).backend());
+    assert!(text.contains("Pairs (1 of 3) · /gbp"), "{text}");
+    assert!(text.contains("GBP_USD  H1") && !text.contains("EUR_USD  H1"), "{text}");
+    assert!(text.contains("no signal matches the filter (/ edits, Esc clears)"), "{text}");
+    // A side and an outcome match the feed's rows.
+    a.key(K::Esc, false);
+    press(&mut a, "/sell open");
+    a.key(K::Enter, false);
+    let text = format!("{}", render(&a, 120, 30).backend());
+    assert!(text.contains("Signals (1 of 2) · /sell open"), "{text}");
+    assert!(text.contains("SELL EUR_USD") && !text.contains("BUY  EUR_USD"), "{text}");
+    // Esc clears it; the next Esc closes nothing else.
+    a.key(K::Esc, false);
+    assert!(a.search.is_empty());
+    let text = format!("{}", render(&a, 120, 30).backend());
+    assert!(text.contains("Signals (2)") && text.contains("Pairs (3"), "{text}");
+    // While typing, the footer shows what is typed.
+    press(&mut a, "/eu");
+    let footer_line = format!("{}", render(&a, 120, 30).backend()).lines().last().unwrap_or_default().to_string();
+    assert!(footer_line.contains("/eu▏") && footer_line.contains("Esc clears"), "{footer_line}");
+}
+
+/// A click selects the row under it and focuses its panel; the wheel moves
+/// the selection of the panel under it, or scrolls the chart.
+#[test]
+fn the_mouse_selects_rows_and_the_wheel_scrolls() {
+    use crossterm::event::{MouseButton, MouseEventKind as M};
+    let mut a = app("dark");
+    let text = format!("{}", render(&a, 160, 48).backend());
+    let lines: Vec<&str> = text.lines().collect();
+    // The screen's row of GBP_USD (the backend's lines are quoted: one column in).
+    let gbp_row = lines.iter().position(|l| l.contains("│GBP_USD  H1")).unwrap() as u16;
+    assert_eq!(a.mouse(M::Down(MouseButton::Left), 5, gbp_row), Action::Redraw);
+    assert_eq!((a.focus, a.selected), (pipwatch::tui::app::Focus::Pairs, 1));
+    // The chart beside the tables follows.
+    let text = format!("{}", render(&a, 160, 48).backend());
+    assert!(text.contains("GBP_USD H1 — "), "{text}");
+    let signal_row = text.lines().position(|l| l.contains("│01-02 09:00 BUY")).unwrap() as u16;
+    a.mouse(M::Down(MouseButton::Left), 5, signal_row);
+    assert_eq!((a.focus, a.signal_selected), (pipwatch::tui::app::Focus::Signals, 1));
+    a.mouse(M::ScrollUp, 5, signal_row);
+    assert_eq!(a.signal_selected, 0);
+    // The wheel over the pairs moves that selection, and focuses the panel.
+    a.mouse(M::ScrollDown, 5, gbp_row);
+    assert_eq!((a.focus, a.selected), (pipwatch::tui::app::Focus::Pairs, 2));
+    // Over the chart (zoomed in, so not every candle fits) it scrolls back through the candles.
+    press(&mut a, "++");
+    let _ = render(&a, 160, 48);
+    let chart = a.areas.get().chart;
+    assert!(chart.width > 0, "the chart's place was noted");
+    a.mouse(M::ScrollUp, chart.x + 2, chart.y + 2);
+    assert_eq!(a.chart.offset, 2);
+    // A click outside every panel does nothing.
+    assert_eq!(a.mouse(M::Down(MouseButton::Left), 0, 0), Action::None);
+}
+
+/// The chart's keys: zoom, scroll within the candles kept, back to the
+/// newest, and the timeframe switch (one timeframe: said).
+#[test]
+fn the_chart_keys_zoom_scroll_and_switch_timeframes() {
+    use crossterm::event::KeyCode as K;
+    let mut a = app("dark");
+    a.key(K::Enter, false);
+    press(&mut a, "++");
+    assert_eq!(a.chart.zoom, 3);
+    press(&mut a, "+");
+    assert_eq!(a.chart.zoom, 3, "3 columns a candle at most");
+    press(&mut a, "---");
+    assert_eq!(a.chart.zoom, 1);
+    // All 40 candles fit at 100 columns: nothing to scroll.
+    let _ = render(&a, 100, 30);
+    press(&mut a, "h");
+    assert_eq!(a.chart.offset, 0);
+    // Zoomed in, 20 fit.
+    press(&mut a, "++");
+    let _ = render(&a, 100, 30);
+    press(&mut a, "h");
+    assert_eq!(a.chart.offset, pipwatch::tui::app::SCROLL_STEP);
+    let text = format!("{}", render(&a, 100, 30).backend());
+    assert!(text.contains(&format!(", {} back", pipwatch::tui::app::SCROLL_STEP)), "{text}");
+    a.key(K::Home, false);
+    let oldest = a.chart.offset;
+    assert!(oldest > pipwatch::tui::app::SCROLL_STEP && oldest < 40, "{oldest}");
+    let text = format!("{}", render(&a, 100, 30).backend());
+    assert!(text.contains("01-01 00:00") || text.contains("12-31"), "the oldest candles: {text}");
+    // In the detail view `l` scrolls forward (outside it, it opens the logs).
+    press(&mut a, "l");
+    assert_eq!(a.chart.offset, oldest - pipwatch::tui::app::SCROLL_STEP);
+    assert!(!a.logs);
+    a.key(K::End, false);
+    assert_eq!(a.chart.offset, 0);
+    press(&mut a, "]");
+    assert!(a.notice.as_deref().is_some_and(|n| n.contains("runs one timeframe")), "{:?}", a.notice);
+}

@@ -136,6 +136,36 @@ pub struct App {
     pub history: std::collections::VecDeque<(f32, u64)>,
     /// How the candle chart is zoomed and scrolled.
     pub chart: ChartView,
+    /// `/`: the text the pairs and the signal feed are filtered by (every
+    /// word must match), and whether it is being typed.
+    pub search: String,
+    pub typing: bool,
+    /// Where the last frame put the panels, for mouse clicks and the wheel.
+    pub areas: std::cell::Cell<Areas>,
+}
+
+/// The screen places a click or a wheel turn can land on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Areas {
+    /// The pairs table's rows, and the index (among the pairs shown) of its first.
+    pub pairs: ratatui::layout::Rect,
+    pub pairs_first: usize,
+    pub signals: ratatui::layout::Rect,
+    pub signals_first: usize,
+    pub chart: ratatui::layout::Rect,
+    /// Candles the chart had room for: it scrolls back no further than its oldest.
+    pub chart_capacity: usize,
+}
+
+/// What the `/` filter matches a pair against: "EUR_USD EURUSD H4".
+fn pair_text(p: &crate::view::PairView) -> String {
+    format!("{} {} {}", p.instrument, p.instrument.as_str().replace('_', ""), p.timeframe)
+}
+
+/// Whether `text` has every word of `query`, ignoring case.
+pub fn matches(query: &str, text: &str) -> bool {
+    let text = text.to_lowercase();
+    query.split_whitespace().all(|w| text.contains(&w.to_lowercase()))
 }
 
 /// The candle chart's zoom (columns per candle) and how far back it is scrolled.
@@ -206,6 +236,9 @@ impl KeyMap {
             (self.ack.to_string(), "acknowledge the active alerts"),
             (self.theme.to_string(), "next colour theme"),
             (self.reload.to_string(), "reload the config (routes, keys, log level)"),
+            ("/".into(), "filter pairs and signals by text (Esc clears)"),
+            ("+ -  ← → h l".into(), "chart: zoom, scroll (l in the detail view)"),
+            ("Home End  [ ]".into(), "chart: oldest, newest; the next timeframe"),
             ("Esc".into(), "close an overlay or a detail view"),
             ("Ctrl-C / Ctrl-Z".into(), "quit / suspend (fg resumes)"),
             (self.logs.to_string(), "log panel (also in pipwatch.log)"),
@@ -234,25 +267,50 @@ impl App {
             keys: KeyMap::default(),
             history: std::collections::VecDeque::new(),
             chart: ChartView::default(),
+            search: String::new(),
+            typing: false,
+            areas: Default::default(),
         }
+    }
+
+    /// The pairs the panel shows: all, or those the `/` filter matches.
+    pub fn pairs_shown(&self) -> impl Iterator<Item = &crate::view::PairView> {
+        self.view.pairs.iter().filter(|p| self.search.is_empty() || matches(&self.search, &pair_text(p)))
     }
 
     /// The pair selected in the pairs panel.
     pub fn selected_pair(&self) -> Option<&crate::view::PairView> {
-        self.view.pairs.get(self.selected)
+        self.pairs_shown().nth(self.selected)
+    }
+
+    /// Whether the feed shows `v`: its `f` filter, then the `/` text
+    /// (the pair, the side, the trade's outcome).
+    pub fn signal_shown(&self, v: &crate::view::SignalView) -> bool {
+        if !self.filter.passes(&v.signal) {
+            return false;
+        }
+        if self.search.is_empty() {
+            return true;
+        }
+        let s = &v.signal;
+        let outcome = v.outcome.as_ref().map_or("open", |o| o.exit_reason.as_str());
+        let text =
+            format!("{} {} {} {} {outcome}", s.instrument, s.instrument.as_str().replace('_', ""), s.timeframe, s.side);
+        matches(&self.search, &text)
     }
 
     /// Scrolls the chart `by` candles back (negative: forward), within its bars.
     fn scroll(&mut self, by: isize) {
         let len = self.selected_pair().map_or(0, |p| p.bars.len());
-        self.chart.offset = (self.chart.offset as isize + by).clamp(0, len.saturating_sub(1) as isize) as usize;
+        let max = len.saturating_sub(self.areas.get().chart_capacity.max(1));
+        self.chart.offset = (self.chart.offset as isize + by).clamp(0, max as isize) as usize;
     }
 
     /// Selects the same instrument's next (`by` 1) or previous timeframe.
     fn switch_timeframe(&mut self, by: isize) {
         let Some(p) = self.selected_pair() else { return };
-        let same: Vec<usize> =
-            (0..self.view.pairs.len()).filter(|&n| self.view.pairs[n].instrument == p.instrument).collect();
+        let shown: Vec<&crate::view::PairView> = self.pairs_shown().collect();
+        let same: Vec<usize> = (0..shown.len()).filter(|&n| shown[n].instrument == p.instrument).collect();
         let Some(at) = same.iter().position(|&n| n == self.selected) else { return };
         if same.len() < 2 {
             self.note(format!("{} runs one timeframe ({})", p.instrument, p.timeframe));
@@ -294,8 +352,7 @@ impl App {
 
     /// The signal selected in the feed (as filtered), if any.
     pub fn selected_signal(&self) -> Option<&crate::event::Signal> {
-        let filter = self.filter;
-        self.view.signals.iter().map(|v| &v.signal).filter(|s| filter.passes(s)).nth(self.signal_selected)
+        self.view.signals.iter().filter(|v| self.signal_shown(v)).map(|v| &v.signal).nth(self.signal_selected)
     }
 
     /// A new state of the link to the instance. A link that stays down
@@ -335,6 +392,25 @@ impl App {
 
     fn act(&mut self, code: crossterm::event::KeyCode, ctrl: bool, keys: &KeyMap) -> Action {
         use crossterm::event::KeyCode as K;
+        if self.typing && !ctrl {
+            // Typing the `/` filter: every key is text but these.
+            match code {
+                K::Char(c) => self.search.push(c),
+                K::Backspace => {
+                    self.search.pop();
+                }
+                K::Enter => self.typing = false,
+                K::Esc => {
+                    self.search.clear();
+                    self.typing = false;
+                }
+                _ => return Action::None,
+            }
+            // The rows shown change: selections start again at the top.
+            self.selected = 0;
+            self.signal_selected = 0;
+            return Action::Redraw;
+        }
         match code {
             K::Char('c') if ctrl => Action::Quit,
             K::Char('z') if ctrl => Action::Suspend,
@@ -350,12 +426,20 @@ impl App {
             K::Esc => {
                 if self.help {
                     self.help = false;
+                } else if !self.search.is_empty() && !self.detail {
+                    self.search.clear();
+                    self.selected = 0;
+                    self.signal_selected = 0;
                 } else {
                     self.detail = false;
                 }
                 Action::Redraw
             }
-            K::Enter if self.focus == Focus::Pairs && !self.view.pairs.is_empty() => {
+            K::Char('/') => {
+                self.typing = true;
+                Action::Redraw
+            }
+            K::Enter if self.focus == Focus::Pairs && self.selected_pair().is_some() => {
                 self.detail = true;
                 Action::Redraw
             }
@@ -399,7 +483,7 @@ impl App {
                 // The pair is the one selected in the focused panel: the
                 // Pairs row, or the signal's pair when the feed has focus.
                 let pair = match self.focus {
-                    Focus::Pairs => self.view.pairs.get(self.selected).map(|p| p.instrument),
+                    Focus::Pairs => self.selected_pair().map(|p| p.instrument),
                     Focus::Signals => self.selected_signal().map(|s| s.instrument),
                 };
                 self.filter = match self.filter {
@@ -462,12 +546,62 @@ impl App {
         }
     }
 
+    /// A mouse button or wheel at (column, row): a click selects the row
+    /// under it (and focuses its panel), the wheel moves the selection of
+    /// the panel under it, or scrolls the chart.
+    pub fn mouse(&mut self, kind: crossterm::event::MouseEventKind, column: u16, row: u16) -> Action {
+        use crossterm::event::{MouseButton, MouseEventKind as M};
+        let a = self.areas.get();
+        let inside = |r: ratatui::layout::Rect| r.contains(ratatui::layout::Position { x: column, y: row });
+        match kind {
+            M::Down(MouseButton::Left) if inside(a.pairs) => {
+                let n = a.pairs_first + usize::from(row - a.pairs.y);
+                if n < self.pairs_shown().count() {
+                    self.focus = Focus::Pairs;
+                    if self.selected != n {
+                        self.chart.offset = 0;
+                    }
+                    self.selected = n;
+                }
+                Action::Redraw
+            }
+            M::Down(MouseButton::Left) if inside(a.signals) => {
+                let n = a.signals_first + usize::from(row - a.signals.y);
+                if n < self.view.signals.iter().filter(|v| self.signal_shown(v)).count() {
+                    self.focus = Focus::Signals;
+                    self.signal_selected = n;
+                }
+                Action::Redraw
+            }
+            M::ScrollUp | M::ScrollDown if inside(a.chart) => {
+                self.scroll(if kind == M::ScrollUp { 2 } else { -2 });
+                Action::Redraw
+            }
+            M::ScrollUp | M::ScrollDown => {
+                let panel = if inside(a.signals) {
+                    Focus::Signals
+                } else if inside(a.pairs) {
+                    Focus::Pairs
+                } else {
+                    self.focus
+                };
+                self.focus = panel;
+                self.step(if kind == M::ScrollUp { -1 } else { 1 });
+                Action::Redraw
+            }
+            _ => Action::None,
+        }
+    }
+
     fn step(&mut self, by: isize) {
         let (sel, len) = match self.focus {
-            Focus::Pairs => (&mut self.selected, self.view.pairs.len()),
+            Focus::Pairs => {
+                let len = self.pairs_shown().count();
+                (&mut self.selected, len)
+            }
             Focus::Signals => {
-                let filter = self.filter;
-                (&mut self.signal_selected, self.view.signals.iter().filter(|v| filter.passes(&v.signal)).count())
+                let len = self.view.signals.iter().filter(|v| self.signal_shown(v)).count();
+                (&mut self.signal_selected, len)
             }
         };
         if len == 0 {

@@ -179,11 +179,14 @@ async fn with_terminal(
     // raw: ratatui's hook restores it, then ours ends the process.
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        mouse(false);
         previous(info);
         std::process::exit(1);
     }));
     let mut terminal = ratatui::try_init()?;
+    mouse(true);
     let result = ui_loop(&mut terminal, app, incoming, commands, settings, shutdown, done).await;
+    mouse(false);
     ratatui::restore();
     result
 }
@@ -255,6 +258,12 @@ async fn ui_loop(
                             urgent |= now;
                         }
                         Flow::Nothing => {}
+                    }
+                }
+                Some(Ok(crossterm::event::Event::Mouse(m))) => {
+                    if app.mouse(m.kind, m.column, m.row) != Action::None {
+                        dirty = true;
+                        urgent = true;
                     }
                 }
                 Some(Ok(crossterm::event::Event::Resize(..))) => {
@@ -345,6 +354,7 @@ async fn on_key(
 /// Ctrl-Z, or SIGTSTP from outside: do what the shell expects: give the
 /// terminal back, stop this process, and take the screen again on `fg`.
 fn suspend(terminal: &mut ratatui::DefaultTerminal) -> Result<(), TuiError> {
+    mouse(false);
     ratatui::restore();
     #[cfg(unix)]
     {
@@ -362,12 +372,26 @@ fn take_screen(terminal: &mut ratatui::DefaultTerminal) -> Result<(), TuiError> 
     use crossterm::terminal::{Clear, ClearType, EnterAlternateScreen, enable_raw_mode};
     enable_raw_mode()?;
     crossterm::execute!(std::io::stdout(), EnterAlternateScreen, Clear(ClearType::All))?;
+    mouse(true);
     // Not `terminal.clear()`: it asks the terminal where the cursor is, and
     // the answer can be lost to the key reader right after SIGCONT. An empty
     // frame makes ratatui forget what the screen showed, so the next frame
     // is drawn whole.
     terminal.draw(|_| {})?;
     Ok(())
+}
+
+/// Mouse clicks and the wheel reported (true), or given back to the terminal.
+/// Only presses and the wheel (mode 1000, SGR coordinates), not motion
+/// (crossterm's `EnableMouseCapture` asks for every move: a stream of events
+/// while the pointer crosses the screen). Terminals keep their own text
+/// selection on Shift-drag.
+fn mouse(on: bool) {
+    use std::io::Write;
+    let codes: &[u8] = if on { b"\x1b[?1000h\x1b[?1006h" } else { b"\x1b[?1006l\x1b[?1000l" };
+    let mut out = std::io::stdout();
+    // The terminal may be gone (a closed SSH session): nothing to give back then.
+    let _ = out.write_all(codes).and_then(|()| out.flush());
 }
 
 enum JobSignal {

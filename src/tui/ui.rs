@@ -88,6 +88,8 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
         f.render_widget(Paragraph::new(msg).style(app.theme.warning).wrap(Wrap { trim: true }), area);
         return;
     }
+    // What this frame draws is what clicks can land on.
+    app.areas.set(Default::default());
     let [header, body, footer] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(0), Constraint::Length(1)]).areas(area);
     draw_header(f, app, header);
@@ -114,7 +116,7 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
         body
     };
     if app.detail
-        && let Some(p) = app.view.pairs.get(app.selected)
+        && let Some(p) = app.selected_pair()
     {
         draw_detail(f, app, p, body);
         draw_footer(f, app, footer, logs_fit);
@@ -366,10 +368,13 @@ fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect, chart_beside: bool) {
     let spark_width = spark.unwrap_or(SPARK_MIN);
     let visible = area.height.saturating_sub(3) as usize;
     let first = app.selected.saturating_sub(visible.saturating_sub(1));
+    let shown = app.pairs_shown().count();
+    let mut areas = app.areas.get();
+    areas.pairs = rows_area(area);
+    areas.pairs_first = first;
+    app.areas.set(areas);
     let rows: Vec<GridRow> = app
-        .view
-        .pairs
-        .iter()
+        .pairs_shown()
         .enumerate()
         .skip(first)
         .take(visible)
@@ -380,6 +385,14 @@ fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect, chart_beside: bool) {
             if focused && n == app.selected { row.style(t.selection) } else { row }
         })
         .collect();
+    if shown == 0 && !app.view.pairs.is_empty() {
+        let block = Block::bordered().title(Span::styled(pairs_title(app), t.title)).border_style(t.border);
+        f.render_widget(
+            Paragraph::new(format!("no pair matches /{} (Esc clears)", app.search)).style(t.muted).block(block),
+            area,
+        );
+        return;
+    }
     if app.view.pairs.is_empty() {
         f.render_widget(
             Paragraph::new("waiting for the first candles…")
@@ -394,16 +407,24 @@ fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect, chart_beside: bool) {
         Block::bordered().title(Span::styled(title, t.title)).border_style(if focused { t.accent } else { t.border });
     // Rows the panel has no room for are said on its lower border, or a
     // small terminal would hide a pair without a trace.
-    if let Some(more) = more_rows(first, visible, app.view.pairs.len()) {
+    if let Some(more) = more_rows(first, visible, shown) {
         block = block.title_bottom(Line::from(Span::styled(more, t.muted)).right_aligned());
     }
     f.render_widget(Grid { header: &header, header_style: t.muted, rows, widths: &widths, style: t.text, block }, area);
+}
+
+/// The rows of a bordered table: inside its borders, below its header.
+fn rows_area(area: Rect) -> Rect {
+    Rect { x: area.x + 1, y: area.y + 2, width: area.width.saturating_sub(2), height: area.height.saturating_sub(3) }
 }
 
 /// " Pairs (7) ", and in a demo which pairs are simulated and which play
 /// recorded history: a random walk must not pass for a market's past.
 fn pairs_title(app: &App) -> String {
     let n = app.view.pairs.len();
+    if !app.search.is_empty() {
+        return format!(" Pairs ({} of {n}) · /{} ", app.pairs_shown().count(), app.search);
+    }
     let Some(feed) = app.view.feed.as_ref().filter(|f| f.source == "demo") else {
         return format!(" Pairs ({n}) ");
     };
@@ -479,6 +500,10 @@ fn draw_chart(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect, focused: b
         t.border
     });
     let inner = block.inner(area);
+    let mut areas = app.areas.get();
+    areas.chart = inner;
+    areas.chart_capacity = chart.capacity(inner.width);
+    app.areas.set(areas);
     f.render_widget(block, area);
     f.render_widget(chart, inner);
 }
@@ -608,12 +633,16 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
     // Only the rows that fit are built: formatting is most of a frame's cost.
     let visible = area.height.saturating_sub(3) as usize;
     let first = app.signal_selected.saturating_sub(visible.saturating_sub(1));
-    let shown = app.view.signals.iter().filter(|v| app.filter.passes(&v.signal)).count();
+    let shown = app.view.signals.iter().filter(|v| app.signal_shown(v)).count();
+    let mut areas = app.areas.get();
+    areas.signals = rows_area(area);
+    areas.signals_first = first;
+    app.areas.set(areas);
     let rows: Vec<GridRow> = app
         .view
         .signals
         .iter()
-        .filter(|v| app.filter.passes(&v.signal))
+        .filter(|v| app.signal_shown(v))
         .enumerate()
         .skip(first)
         .take(visible)
@@ -705,15 +734,25 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
     }
     let block = Block::bordered()
         .title(Span::styled(
-            match app.filter.label() {
-                Some(l) => format!(" Signals ({shown} of {}) · {l} ", app.view.signals.len()),
-                None => format!(" Signals ({}) ", app.view.signals.len()),
+            {
+                let mut said: Vec<String> = app.filter.label().into_iter().collect();
+                if !app.search.is_empty() {
+                    said.push(format!("/{}", app.search));
+                }
+                match said.is_empty() {
+                    true => format!(" Signals ({}) ", app.view.signals.len()),
+                    false => format!(" Signals ({shown} of {}) · {} ", app.view.signals.len(), said.join(" · ")),
+                }
             },
             t.title,
         ))
         .border_style(if focused { t.accent } else { t.border });
     if shown == 0 {
-        let empty = if app.view.signals.is_empty() { "no signal yet" } else { "no signal matches the filter (f)" };
+        let empty = match (app.view.signals.is_empty(), app.search.is_empty()) {
+            (true, _) => "no signal yet",
+            (false, true) => "no signal matches the filter (f)",
+            (false, false) => "no signal matches the filter (/ edits, Esc clears)",
+        };
         f.render_widget(Paragraph::new(empty).style(t.muted).block(block), area);
     } else {
         f.render_widget(
@@ -910,6 +949,12 @@ fn draw_footer(f: &mut Frame<'_>, app: &App, area: Rect, logs_fit: bool) {
         " ? help  q quit  Tab focus  j/k select  p pause  t theme"
     };
     let mut spans = Vec::with_capacity(6);
+    if app.typing {
+        spans.push(Span::styled(format!(" /{}▏", app.search), t.accent));
+        spans.push(Span::styled("  Enter keeps the filter, Esc clears it", t.muted));
+        f.render_widget(Paragraph::new(Line::from(spans)), area);
+        return;
+    }
     // News (a notice, why the screen has stopped moving) comes before the
     // key hints, which `?` also shows: on a narrow terminal the news is
     // what the footer is for.
