@@ -1424,3 +1424,21 @@ fn the_chart_keys_zoom_scroll_and_switch_timeframes() {
     press(&mut a, "]");
     assert!(a.notice.as_deref().is_some_and(|n| n.contains("runs one timeframe")), "{:?}", a.notice);
 }
+
+/// On a short terminal the help overlay says how many keys are below and
+/// scrolls to them with j/k.
+#[test]
+fn the_help_scrolls_where_it_does_not_fit() {
+    use crossterm::event::KeyCode as K;
+    let mut a = app("dark");
+    a.key(K::Char('?'), false);
+    let text = format!("{}", render(&a, 60, 16).backend());
+    assert!(text.contains("more ↓ (j/k)") && !text.contains("log panel"), "{text}");
+    for _ in 0..20 {
+        a.key(K::Char('j'), false);
+    }
+    let text = format!("{}", render(&a, 60, 16).backend());
+    assert!(text.contains("log panel") && text.contains("↑ (j/k)"), "{text}");
+    // Moving in the help does not move the selection beneath it.
+    assert_eq!(a.selected, 0);
+}

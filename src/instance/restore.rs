@@ -275,7 +275,9 @@ mod tests {
         // Bars kept at a stop come back when they end at the stored candle.
         let bar =
             |t: i64, close| Bar { time: Ts(t), open: close, high: close, low: close, close, fast: None, slow: None };
-        let kept = vec![bar(last.time.0 - 3600, 1.0), bar(last.time.0, last.close)];
+        // The stored candle ends them, with its open, high and low.
+        let stored = Bar { open: last.open, high: last.high, low: last.low, ..bar(last.time.0, last.close) };
+        let kept = vec![bar(last.time.0 - 3600, 1.0), stored];
         let keep = |bars: Vec<Bar>| {
             let mut v = View::default();
             v.pair_mut(key.instrument, key.timeframe).bars = bars.into();

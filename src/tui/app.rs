@@ -140,6 +140,8 @@ pub struct App {
     /// word must match), and whether it is being typed.
     pub search: String,
     pub typing: bool,
+    /// Lines the help overlay is scrolled down (on a terminal too short for all of it).
+    pub help_scroll: u16,
     /// Where the last frame put the panels, for mouse clicks and the wheel.
     pub areas: std::cell::Cell<Areas>,
 }
@@ -269,6 +271,7 @@ impl App {
             chart: ChartView::default(),
             search: String::new(),
             typing: false,
+            help_scroll: 0,
             areas: Default::default(),
         }
     }
@@ -421,6 +424,16 @@ impl App {
             }
             K::Char(c) if c == keys.help => {
                 self.help = !self.help;
+                self.help_scroll = 0;
+                Action::Redraw
+            }
+            // The help overlay open: j/k scroll it where it does not fit.
+            K::Down | K::Char('j') if self.help => {
+                self.help_scroll = self.help_scroll.saturating_add(1);
+                Action::Redraw
+            }
+            K::Up | K::Char('k') if self.help => {
+                self.help_scroll = self.help_scroll.saturating_sub(1);
                 Action::Redraw
             }
             K::Esc => {

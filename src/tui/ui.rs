@@ -989,17 +989,22 @@ fn draw_help(f: &mut Frame<'_>, app: &App, area: Rect) {
     let keys = app.keys.help();
     let h = (keys.len() as u16 + 2).min(area.height.saturating_sub(2));
     let rect = Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h };
+    let total = keys.len() as u16;
     let lines: Vec<Line<'_>> = keys
         .into_iter()
         .map(|(k, what)| Line::from(vec![Span::styled(format!(" {k:<16}"), t.accent), Span::styled(what, t.text)]))
         .collect();
+    // Too short for every key: it scrolls, and its border says how much is below.
+    let visible = h.saturating_sub(2);
+    let scroll = app.help_scroll.min(total.saturating_sub(visible));
+    let below = total.saturating_sub(visible + scroll);
+    let mut block = Block::bordered().title(Span::styled(" Keys ", t.title)).border_style(t.accent);
+    if below > 0 || scroll > 0 {
+        let said = if below > 0 { format!(" +{below} more ↓ (j/k) ") } else { format!(" +{scroll} ↑ (j/k) ") };
+        block = block.title_bottom(Line::from(Span::styled(said, t.muted)).right_aligned());
+    }
     f.render_widget(Clear, rect);
-    f.render_widget(
-        Paragraph::new(lines)
-            .block(Block::bordered().title(Span::styled(" Keys ", t.title)).border_style(t.accent))
-            .style(Style::default()),
-        rect,
-    );
+    f.render_widget(Paragraph::new(lines).scroll((scroll, 0)).block(block).style(Style::default()), rect);
 }
 
 /// One pair: closes with both MAs and the pair's signals marked, and its values.
