@@ -653,12 +653,18 @@ async fn a_restart_shows_where_the_last_run_left_off() {
     assert_eq!(ohlc, last_row, "{candle}");
     assert!(candle["fast"].is_f64() && candle["slow"].is_f64() && candle["atr"].is_f64(), "{candle}");
     assert_eq!(pair["last_signal"]["id"].as_str(), expected.last().map(String::as_str));
-    // The recent closes (sparkline, chart) kept at the clean stop: the last 120.
-    let closes: Vec<f64> = pair["bars"].as_array().unwrap().iter().map(|b| b["close"].as_f64().unwrap()).collect();
-    let csv_closes: Vec<f64> =
-        rows[281..].iter().map(|r| r.split(',').nth(4).unwrap().trim().parse().unwrap()).collect();
-    assert_eq!(closes, csv_closes);
-    assert_eq!(pair["bars"][119]["time"], candle["time"]);
+    // The recent candles (sparkline, chart) kept at the clean stop: the last CLOSES_KEPT.
+    let kept = pipwatch::view::CLOSES_KEPT;
+    let bars = pair["bars"].as_array().unwrap();
+    let ohlc_of = |b: &serde_json::Value| -> Vec<f64> {
+        ["open", "high", "low", "close"].iter().map(|k| b[k].as_f64().unwrap()).collect()
+    };
+    let csv_ohlc: Vec<Vec<f64>> = rows[401 - kept..401]
+        .iter()
+        .map(|r| r.split(',').skip(1).take(4).map(|v| v.trim().parse().unwrap()).collect())
+        .collect();
+    assert_eq!(bars.iter().map(ohlc_of).collect::<Vec<_>>(), csv_ohlc);
+    assert_eq!(bars[kept - 1]["time"], candle["time"]);
 
     let shown: Vec<&str> =
         view["signals"].as_array().unwrap().iter().map(|s| s["signal"]["id"].as_str().unwrap()).collect();

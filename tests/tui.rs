@@ -1442,3 +1442,46 @@ fn the_help_scrolls_where_it_does_not_fit() {
     // Moving in the help does not move the selection beneath it.
     assert_eq!(a.selected, 0);
 }
+
+/// The real binary at 170 columns: the selected pair's candle chart beside
+/// the tables, `j` and a mouse click move it to another pair, `/` filters,
+/// and the terminal gets its mouse back at the end.
+#[test]
+fn the_real_binary_on_a_wide_terminal_charts_the_pair_chosen_by_key_mouse_or_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::new("pipwatch-wide");
+    let out = dir.path().join("out");
+    let bin = assert_cmd::cargo::cargo_bin("pipwatch");
+    // `cat -v` after the console shows what the terminal was left with.
+    let cmd = format!(
+        "env -i PATH=\"$PATH\" TERM=xterm-256color PIPWATCH_SERVER__LISTEN='\"127.0.0.1:0\"' {} --data-dir {} --source demo:bundled; echo exited > {}; sleep 30",
+        bin.display(),
+        dir.path().join("data").display(),
+        out.display()
+    );
+    tmux(&["new-session", "-d", "-s", &session, "-x", "170", "-y", "44", &cmd]);
+    // The feed uses its width: its signals' age once the first come.
+    wait_for_pane(&session, &["Pairs (7) · history: EUR_USD", "AUD_USD H4 — ", "+/- zoom", " ago"], "");
+    tmux(&["send-keys", "-t", &session, "j"]);
+    wait_for_pane(&session, &["EUR_USD H4 — "], "AUD_USD H4 — ");
+    // A click on GBP_USD's row (SGR mouse report: button 0 at column, row, 1-based).
+    let pane = tmux(&["capture-pane", "-p", "-t", &session]);
+    let row = pane.lines().position(|l| l.contains("│GBP_USD  H4")).expect("GBP_USD's row") + 1;
+    tmux(&["send-keys", "-t", &session, "-l", &format!("\x1b[<0;5;{row}M\x1b[<0;5;{row}m")]);
+    wait_for_pane(&session, &["GBP_USD H4 — "], "EUR_USD H4 — ");
+    // `/usd_j` leaves one pair, and the chart is its.
+    tmux(&["send-keys", "-t", &session, "-l", "/usd_j"]);
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    wait_for_pane(&session, &["Pairs (1 of 7) · /usd_j", "USD_JPY H4 — "], "GBP_USD  H4");
+    tmux(&["send-keys", "-t", &session, "Escape"]);
+    wait_for_pane(&session, &["Pairs (7) · history"], "/usd_j");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let start = Instant::now();
+    while !out.exists() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(out.exists(), "the console did not quit");
+    // Mouse reporting is off again: tmux says whether the pane still wants the mouse.
+    let wants = tmux(&["display-message", "-p", "-t", &session, "#{mouse_any_flag}#{mouse_standard_flag}"]);
+    assert_eq!(wants.trim(), "00", "the terminal still reports the mouse to the program");
+}
