@@ -530,8 +530,10 @@ impl CsvCandles {
     fn parse_record(&mut self, fast: bool) -> Result<Candle, String> {
         let days = &mut self.days;
         match (&self.reader, fast) {
-            (Reader::Fast(b), true) => parse_fields(self.cols, self.instrument, self.timeframe, days, |i| b.field(i)),
-            _ => parse_fields(self.cols, self.instrument, self.timeframe, days, |i| self.record.get(i)),
+            (Reader::Fast(b), true) => {
+                parse_fields(self.cols, self.instrument, self.timeframe, days, |i| b.field(i), |i| b.tail(i))
+            }
+            _ => parse_fields(self.cols, self.instrument, self.timeframe, days, |i| self.record.get(i), |_| None),
         }
     }
 }
@@ -612,6 +614,7 @@ fn parse_fields<'a>(
     timeframe: Timeframe,
     days: &mut DayCache,
     get: impl Fn(usize) -> Option<&'a [u8]>,
+    tail: impl Fn(usize) -> Option<&'a [u8]>,
 ) -> Result<Candle, String> {
     let field = |i: usize, name: &str| get(i).ok_or_else(|| format!("the row has no '{name}' field"));
     let time = match cols.time {
@@ -628,7 +631,10 @@ fn parse_fields<'a>(
     };
     let num = |i: usize, name: &str| -> Result<f64, String> {
         let raw = field(i, name)?;
-        parse_f64(raw).ok_or_else(|| format!("{name} '{}' is not a number", String::from_utf8_lossy(raw)))
+        tail(i)
+            .and_then(|t| blocks::decimal_wide(raw, t))
+            .or_else(|| parse_f64(raw))
+            .ok_or_else(|| format!("{name} '{}' is not a number", String::from_utf8_lossy(raw)))
     };
     let volume = match cols.volume {
         Some(v) => num(v, "volume")?,

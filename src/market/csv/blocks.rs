@@ -99,6 +99,13 @@ impl Blocks {
         self.fields.get(i).map(|r| &self.buf[r.clone()])
     }
 
+    /// The buffer from field `i`'s first byte on, past the field (bytes
+    /// after it are read, and masked off, by [`decimal_wide`]).
+    #[inline]
+    pub(super) fn tail(&self, i: usize) -> Option<&[u8]> {
+        self.fields.get(i).map(|r| &self.buf[r.start..])
+    }
+
     /// The line the next `next_line` starts on.
     pub(super) fn line(&self) -> u64 {
         self.line
@@ -275,8 +282,55 @@ pub(super) fn decimal(s: &[u8]) -> Option<f64> {
     // Two independent words: a digit-by-digit loop is a chain of dependent
     // multiply-adds, which was a fifth of a replay's time.
     let m = eight_digits(whole)? * POW10_INT[fraction.len()] + eight_digits(fraction)?;
-    let v = m as f64 / POW10[fraction.len()];
+    let v = m as i64 as f64 / POW10[fraction.len()];
     Some(if negative { -v } else { v })
+}
+
+/// [`decimal`] for a field of at most eight bytes whose buffer has eight
+/// bytes from its start (`tail`): the field in one load, its point found
+/// and its digits split without a loop. None where it cannot tell (a sign,
+/// a longer field, no room): [`decimal`] decides those.
+#[inline]
+pub(super) fn decimal_wide(s: &[u8], tail: &[u8]) -> Option<f64> {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    const DOTS: u64 = 0x2e2e_2e2e_2e2e_2e2e;
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let n = s.len();
+    let first = *s.first()?;
+    if n > 8 || first == b'-' || first == b'+' {
+        return None;
+    }
+    let w = u64::from_le_bytes(tail.get(..8)?.try_into().ok()?);
+    // The field's bytes only (the first in the lowest byte); the rest 0.
+    let w = if n == 8 { w } else { w & ((1u64 << (8 * n)) - 1) };
+    // A zero byte where the point is: the lowest such byte is exact.
+    let x = w ^ DOTS;
+    let dots = x.wrapping_sub(LOW) & !x & HIGH;
+    let (whole, fraction) = match dots {
+        0 => (n, 0),
+        d => {
+            let p = (d.trailing_zeros() / 8) as usize;
+            (p, n - p - 1)
+        }
+    };
+    if whole + fraction == 0 {
+        return None;
+    }
+    // `k` digits from the low bytes of `v`, right-aligned in a word of '0's
+    // (the layout `eight_digits` makes).
+    let align = |v: u64, k: usize| match k {
+        0 => ZEROS,
+        8 => v,
+        k => (v << (8 * (8 - k))) | (ZEROS >> (8 * k)),
+    };
+    let whole_bytes = if whole == 8 { w } else { w & ((1u64 << (8 * whole)) - 1) };
+    let fraction_bytes = if fraction == 0 { 0 } else { w >> (8 * (whole + 1)) };
+    let m =
+        digits_value(align(whole_bytes, whole))? * POW10_INT[fraction] + digits_value(align(fraction_bytes, fraction))?;
+    // Below 2^53: as a signed integer, one conversion instruction instead of
+    // the unsigned one's four.
+    Some(m as i64 as f64 / POW10[fraction])
 }
 
 const POW10_INT: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
@@ -293,6 +347,13 @@ fn eight_digits(d: &[u8]) -> Option<u64> {
     for &b in d {
         v = (v >> 8) | (u64::from(b) << 56);
     }
+    digits_value(v)
+}
+
+/// Eight ASCII digits (the last in the highest byte) as their value, or
+/// None if any byte is not a digit.
+#[inline(always)]
+fn digits_value(v: u64) -> Option<u64> {
     // Every byte in '0'..='9': below '0' borrows into the top bit, above '9' carries into it.
     let below = v.wrapping_sub(0x3030_3030_3030_3030);
     let above = v.wrapping_add(0x4646_4646_4646_4646);
@@ -318,6 +379,69 @@ mod tests {
         for s in ["1a", "/", ":", "1 2", "-1", "\u{b0}"] {
             assert_eq!(eight_digits(s.as_bytes()), None, "{s}");
         }
+    }
+
+    /// The one-load path gives the bits the standard parser gives, for
+    /// every short field, whatever bytes follow it in the buffer; and leaves
+    /// what it cannot read to `decimal` (and so to the standard parser).
+    #[test]
+    fn wide_decimals_parse_as_the_standard_parser_does_whatever_follows() {
+        let mut fields: Vec<String> = [
+            "1.10027",
+            "0",
+            "1.",
+            ".5",
+            "149.629",
+            "99999999",
+            "1234567.",
+            ".1234567",
+            "0.1",
+            "0.3",
+            "00012.34",
+            ".",
+            "1.2.3",
+            "1a",
+            "",
+            "1e5",
+            "12345678",
+            "1.1234567",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut seed = 7u64;
+        for _ in 0..20_000 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let len = 1 + (seed >> 60) as usize % 8;
+            let dot = (seed >> 40) as usize % (len + 2);
+            let f: String = (0..len)
+                .map(|k| if k == dot { '.' } else { char::from(b'0' + ((seed >> (k * 4)) % 10) as u8) })
+                .collect();
+            fields.push(f);
+        }
+        let mut taken = 0;
+        for (n, f) in fields.iter().enumerate() {
+            for after in [&b",1.2,3\n"[..], b"\n", b"", b"\xff\xfe..", b"  ,"] {
+                let mut buf = f.as_bytes().to_vec();
+                buf.extend_from_slice(after);
+                buf.extend_from_slice(&[b'9'; 8][..(n % 9)]);
+                let got = decimal_wide(f.as_bytes(), &buf);
+                let want = f.parse::<f64>().ok();
+                match got {
+                    Some(v) => {
+                        taken += 1;
+                        assert_eq!(Some(v.to_bits()), want.map(f64::to_bits), "{f:?} then {after:?}")
+                    }
+                    // Not taken: then `decimal` or the standard parser decides, and must agree.
+                    None => {
+                        assert_eq!(decimal(f.as_bytes()).or(want).map(f64::to_bits), want.map(f64::to_bits), "{f:?}")
+                    }
+                }
+            }
+        }
+        // The one-load path is the common one, not a rare branch.
+        assert!(taken > fields.len() * 3, "{taken} of {}", fields.len() * 5);
+        assert!(decimal_wide(b"1.10027", b"1.10027,1.1").is_some());
     }
 
     #[test]

@@ -211,8 +211,15 @@ fn parse(bytes: Vec<u8>, shape: &Shape, reuse: Option<Rows>) -> (Rows, Vec<u8>) 
             continue;
         }
         rows += 1;
-        let parsed = parse_fields(shape.cols, shape.instrument, shape.timeframe, &mut days, |i| blocks.field(i))
-            .and_then(|c| c.check_prices().map(|()| c).map_err(|e| e.to_string()));
+        let parsed = parse_fields(
+            shape.cols,
+            shape.instrument,
+            shape.timeframe,
+            &mut days,
+            |i| blocks.field(i),
+            |i| blocks.tail(i),
+        )
+        .and_then(|c| c.check_prices().map(|()| c).map_err(|e| e.to_string()));
         match parsed {
             Ok(c) => {
                 candles.push(c);
