@@ -1485,3 +1485,25 @@ fn the_real_binary_on_a_wide_terminal_charts_the_pair_chosen_by_key_mouse_or_fil
     let wants = tmux(&["display-message", "-p", "-t", &session, "#{mouse_any_flag}#{mouse_standard_flag}"]);
     assert_eq!(wants.trim(), "00", "the terminal still reports the mouse to the program");
 }
+
+/// On a wide screen, with the signal feed focused, the chart shows the
+/// selected signal's pair and that signal's trade.
+#[test]
+fn the_chart_beside_the_feed_shows_the_selected_signals_trade() {
+    use crossterm::event::KeyCode as K;
+    let mut a = app("dark");
+    a.key(K::Down, false);
+    let text = format!("{}", render(&a, 160, 48).backend());
+    assert!(text.contains("GBP_USD H1 — "), "{text}");
+    a.key(K::Tab, false);
+    let text = format!("{}", render(&a, 160, 48).backend());
+    assert!(text.contains("EUR_USD H1 — ") && !text.contains("GBP_USD H1 — "), "{text}");
+    // Its levels: the selected signal's stop and target.
+    let s = a.selected_signal().unwrap().clone();
+    assert!(text.contains("┄target") && text.contains("stop "), "{text}");
+    a.key(K::Down, false);
+    let other = a.selected_signal().unwrap().clone();
+    assert_ne!(s.id, other.id);
+    let text = format!("{}", render(&a, 160, 48).backend());
+    assert!(text.contains("EUR_USD H1 — "), "{text}");
+}

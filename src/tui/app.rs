@@ -583,6 +583,7 @@ impl App {
                 if n < self.view.signals.iter().filter(|v| self.signal_shown(v)).count() {
                     self.focus = Focus::Signals;
                     self.signal_selected = n;
+                    self.chart.offset = 0;
                 }
                 Action::Redraw
             }
@@ -622,9 +623,8 @@ impl App {
             return;
         }
         *sel = (*sel as isize + by).clamp(0, len as isize - 1) as usize;
-        if self.focus == Focus::Pairs {
-            // Another pair's chart starts at its newest candles.
-            self.chart.offset = 0;
-        }
+        // Another pair's chart starts at its newest candles (or, for a
+        // signal, where the signal is).
+        self.chart.offset = 0;
     }
 }

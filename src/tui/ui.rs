@@ -136,8 +136,8 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
         draw_signals(f, app, signals);
         let [chart, queue, health] =
             Layout::vertical([Constraint::Min(12), Constraint::Length(7), Constraint::Length(11)]).areas(right);
-        match app.selected_pair() {
-            Some(p) => draw_chart(f, app, p, chart, false),
+        match chart_subject(app) {
+            Some((p, chosen)) => draw_chart(f, app, p, chart, false, chosen),
             None => f.render_widget(Block::bordered().title(Span::styled(" Chart ", t_title(app))), chart),
         }
         draw_queue(f, app, queue);
@@ -413,6 +413,20 @@ fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect, chart_beside: bool) {
     f.render_widget(Grid { header: &header, header_style: t.muted, rows, widths: &widths, style: t.text, block }, area);
 }
 
+/// What the chart beside the tables shows: the selected pair, or with the
+/// signal feed focused the selected signal's pair and that signal's trade.
+fn chart_subject(app: &App) -> Option<(&PairView, Option<&crate::view::SignalView>)> {
+    if app.focus == Focus::Signals
+        && let Some(v) = app.view.signals.iter().filter(|v| app.signal_shown(v)).nth(app.signal_selected)
+    {
+        let s = &v.signal;
+        if let Some(p) = app.view.pairs.iter().find(|p| p.instrument == s.instrument && p.timeframe == s.timeframe) {
+            return Some((p, Some(v)));
+        }
+    }
+    app.selected_pair().map(|p| (p, None))
+}
+
 /// The rows of a bordered table: inside its borders, below its header.
 fn rows_area(area: Rect) -> Rect {
     Rect { x: area.x + 1, y: area.y + 2, width: area.width.saturating_sub(2), height: area.height.saturating_sub(3) }
@@ -442,15 +456,23 @@ fn pairs_title(app: &App) -> String {
 /// The candles of the pair `p` with its averages, its latest trade's
 /// levels and its signals, in a bordered panel whose title says what is
 /// shown and how to move it.
-fn draw_chart(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect, focused: bool) {
+fn draw_chart(
+    f: &mut Frame<'_>,
+    app: &App,
+    p: &PairView,
+    area: Rect,
+    focused: bool,
+    chosen: Option<&crate::view::SignalView>,
+) {
     use super::candles::{CandleChart, Palette, TradeLines};
     let t = &app.theme;
     let bars: Vec<crate::view::Bar> = p.bars.iter().copied().collect();
     let mine = |s: &crate::event::Signal| s.instrument == p.instrument && s.timeframe == p.timeframe;
     let signals: Vec<(Ts, Side)> =
         app.view.signals.iter().map(|v| &v.signal).filter(|s| mine(s)).map(|s| (s.time, s.side)).collect();
-    // The newest trade: its levels from its entry to its exit, or on to now while open.
-    let trade = app.view.signals.iter().find(|v| mine(&v.signal)).map(|v| TradeLines {
+    // The chosen signal's trade, else the newest: its levels from its entry
+    // to its exit, or on to now while open.
+    let trade = chosen.or_else(|| app.view.signals.iter().find(|v| mine(&v.signal))).map(|v| TradeLines {
         entry_time: v.signal.time,
         exit_time: v.outcome.as_ref().map(|o| o.exit_time),
         entry: v.signal.price,
@@ -479,6 +501,17 @@ fn draw_chart(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect, focused: b
         palette,
     };
     chart.offset = app.chart.offset.min(chart.max_offset(inner_width));
+    // A chosen signal older than the candles in view: scrolled back to it,
+    // unless the user has scrolled.
+    if let Some(v) = chosen
+        && app.chart.offset == 0
+        && let Some(at) = bars.iter().position(|b| b.time == v.signal.time)
+    {
+        let capacity = chart.capacity(inner_width);
+        if at + capacity < bars.len() {
+            chart.offset = (bars.len() - at - capacity / 2).min(chart.max_offset(inner_width));
+        }
+    }
     let shown = chart.capacity(inner_width).min(bars.len());
     let back = if chart.offset > 0 { format!(", {} back", chart.offset) } else { String::new() };
     let title = format!(" {} {} — {shown} of {} candles{back} ", p.instrument, p.timeframe, bars.len());
@@ -1012,7 +1045,7 @@ fn draw_detail(f: &mut Frame<'_>, app: &App, p: &PairView, area: Rect) {
     let t = &app.theme;
     let i = p.instrument;
     let [chart_area, values] = Layout::horizontal([Constraint::Min(30), Constraint::Length(34)]).areas(area);
-    draw_chart(f, app, p, chart_area, true);
+    draw_chart(f, app, p, chart_area, true, None);
 
     let row = |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<9}"), t.muted), Span::raw(v)]);
     let opt = |v: Option<f64>| v.map_or("—".to_string(), |v| price(i, v));
