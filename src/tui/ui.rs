@@ -321,7 +321,7 @@ const W_RECORD: u16 = 12;
 
 /// The sparkline of closes: in fewer cells it says too little to be shown.
 const SPARK_MIN: usize = 10;
-/// At most this many closes: half of those kept, the chart has them all.
+/// At most this many closes: a quarter of those kept, the chart has them all.
 const SPARK_MAX: usize = 60;
 
 fn draw_pairs(f: &mut Frame<'_>, app: &App, area: Rect, chart_beside: bool) {
