@@ -497,7 +497,9 @@ impl MarketSource for DemoSource {
                 if pair.play.is_some() && !play(&ctx, pair, Some(caught_up)).await {
                     return Ok(());
                 }
-                while pair.next_time() < caught_up {
+                // A pair still in its history has played it up to there; a
+                // walk (or a history that ended) steps on.
+                while pair.play.is_none() && pair.next_time() < caught_up {
                     let (c, _) = next_candle(me.seed, pair.walk, pair.next_time(), pair.last.close);
                     if !step(&ctx, pair, &c).await {
                         return Ok(());
@@ -919,5 +921,33 @@ mod tests {
             |k: SeriesKey| sent.iter().find(|(c, p)| c.key() == k && *p == Phase::Live).map(|(c, _)| c.time);
         assert_eq!(first_live(gbp), first_live(eur));
         assert!(of(&sent, gbp).iter().all(|c| c.instrument == gbp.instrument && c.check_prices().is_ok()));
+    }
+
+    /// Two histories over different hours: each pair plays its own file's
+    /// candles and nothing else (the calendar the walks step on is every
+    /// file's, but a pair in its history takes no step of it).
+    #[tokio::test(start_paused = true)]
+    async fn two_histories_each_play_their_own_candles() {
+        let file = history::bundled().unwrap().candles;
+        let gbp_i = Instrument::new("GBP_USD").unwrap();
+        let eur = history::History {
+            instrument: Instrument::new("EUR_USD").unwrap(),
+            timeframe: Timeframe::H1,
+            // Every other hour: the other file's hours fall between.
+            candles: file[..600].iter().step_by(2).copied().collect(),
+            origin: "a".into(),
+        };
+        let gbp_candles: Vec<Candle> = file[100..400].iter().map(|c| Candle { instrument: gbp_i, ..*c }).collect();
+        let gbp = history::History {
+            instrument: gbp_i,
+            timeframe: Timeframe::H1,
+            candles: gbp_candles.clone(),
+            origin: "b".into(),
+        };
+        let source = DemoSource::new(7, Duration::from_millis(4), None).with_histories(vec![eur.clone(), gbp]);
+        let (ke, kg) = (key("EUR_USD"), key("GBP_USD"));
+        let (sent, _) = run_source(source, &[ke, kg], HashMap::new(), 200).await;
+        assert_eq!(of(&sent, ke)[..240], eur.candles[..240]);
+        assert_eq!(of(&sent, kg)[..240], gbp_candles[..240]);
     }
 }
