@@ -125,6 +125,21 @@ struct Series {
 }
 
 impl Series {
+    /// After its stored candle, without a warm-up, if it has one.
+    fn resumed(ctx: &SourceCtx, key: SeriesKey) -> Option<Series> {
+        let from = Ts(ctx.resume.get(&key)?.time.0 + key.timeframe.seconds());
+        Some(Series { key, from, warm_until: from, forming: None })
+    }
+
+    /// New, on recorded times (a history's candles, or their calendar):
+    /// from the first one's period, warmed up on `warm` periods that have any.
+    fn on_times(key: SeriesKey, times: impl Iterator<Item = Ts> + Clone, warm: i64, none: Ts) -> Series {
+        let s = key.timeframe.seconds();
+        let first = times.clone().next().unwrap_or(none);
+        let from = Ts(first.0 - first.0.rem_euclid(s));
+        Series { key, from, warm_until: nth_period(times, s, warm), forming: None }
+    }
+
     /// Adds one step of the walk; returns this series' candles the step
     /// completes. `recorded` steps have gaps (weekends, missing hours): a
     /// candle starts at any of its steps and ends at the first step of a
@@ -260,29 +275,19 @@ impl DemoSource {
             let series: Vec<Series> = keys
                 .iter()
                 .map(|&key| {
-                    let s = key.timeframe.seconds();
-                    match ctx.resume.get(&key) {
-                        Some(last) => {
-                            let from = Ts(last.time.0 + s);
-                            Series { key, from, warm_until: from, forming: None }
-                        }
+                    let warm = warmup(ctx, instrument);
+                    Series::resumed(ctx, key).unwrap_or_else(|| match calendar.as_deref() {
                         // Beside recorded history, on its calendar: every pair
                         // goes live at one time and keeps step with it.
-                        None if calendar.is_some() => {
-                            let days = calendar.as_deref().unwrap_or_default();
-                            let first = days.first().copied().unwrap_or(now);
-                            let from = Ts(first.0 - first.0.rem_euclid(s));
-                            let warm_until = nth_period(days.iter().copied(), s, warmup(ctx, instrument));
-                            Series { key, from, warm_until, forming: None }
-                        }
+                        Some(days) => Series::on_times(key, days.iter().copied(), warm, now),
                         None => {
                             // Warm up on history ending at the present, so the
                             // console shows defined indicators from the first frame.
-                            let warm = warmup(ctx, instrument);
+                            let s = key.timeframe.seconds();
                             let from = self.start.map_or_else(|| Ts((here.0 / s - warm) * s), |t| Ts(t.0 / s * s));
                             Series { key, from, warm_until: Ts(from.0 + warm * s), forming: None }
                         }
-                    }
+                    })
                 })
                 .collect();
             let start = series.iter().map(|s| s.from).min().unwrap_or(now);
@@ -351,22 +356,8 @@ fn recorded(
     let series: Vec<Series> = keys
         .iter()
         .map(|&key| {
-            let s = key.timeframe.seconds();
-            match ctx.resume.get(&key) {
-                Some(last) => {
-                    let from = Ts(last.time.0 + s);
-                    Series { key, from, warm_until: from, forming: None }
-                }
-                None => {
-                    let from = Ts(first.0 - first.0.rem_euclid(s));
-                    Series {
-                        key,
-                        from,
-                        warm_until: nth_period(h.candles.iter().map(|c| c.time), s, warm),
-                        forming: None,
-                    }
-                }
-            }
+            Series::resumed(ctx, key)
+                .unwrap_or_else(|| Series::on_times(key, h.candles.iter().map(|c| c.time), warm, first))
         })
         .collect();
     let start = series.iter().map(|s| s.from).min().unwrap_or(first);
