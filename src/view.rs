@@ -121,6 +121,11 @@ impl View {
         if self.feed.as_ref().is_none_or(|f| f.source != "demo") {
             return None;
         }
+        self.newest_candle()
+    }
+
+    /// The time of the newest candle of any pair.
+    pub fn newest_candle(&self) -> Option<crate::time::Ts> {
         self.pairs.iter().filter_map(|p| p.candle.map(|c| c.time)).max()
     }
 

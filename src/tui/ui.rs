@@ -20,10 +20,6 @@ pub const MIN_HEIGHT: u16 = 16;
 /// From this width the main screen shows the selected pair's chart beside the tables.
 pub const WIDE: u16 = 160;
 
-fn t_title(app: &App) -> Style {
-    app.theme.title
-}
-
 fn price(i: Instrument, p: f64) -> String {
     format!("{:.*}", i.decimals() as usize, p)
 }
@@ -115,50 +111,51 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
     } else {
         body
     };
-    if app.detail
-        && let Some(p) = app.selected_pair()
-    {
-        draw_detail(f, app, p, body);
-        draw_footer(f, app, footer, logs_fit);
-        if app.help {
-            draw_help(f, app, area);
-        }
-        return;
+    match app.selected_pair().filter(|_| app.detail) {
+        Some(p) => draw_detail(f, app, p, body),
+        None if area.width >= WIDE => draw_wide(f, app, body),
+        None => draw_main(f, app, body),
     }
-    let pairs_height = (app.view.pairs.len() as u16 + 3).clamp(5, body.height / 2 + 2);
-    if area.width >= WIDE {
-        // The tables on the left; the selected pair's candles beside them,
-        // over the queue and the health.
-        let chart_width = (body.width * 3 / 8).max(58);
-        let [left, right] = Layout::horizontal([Constraint::Min(0), Constraint::Length(chart_width)]).areas(body);
-        let [pairs, signals] = Layout::vertical([Constraint::Length(pairs_height), Constraint::Min(0)]).areas(left);
-        draw_pairs(f, app, pairs, true);
-        draw_signals(f, app, signals);
-        let [chart, queue, health] =
-            Layout::vertical([Constraint::Min(12), Constraint::Length(7), Constraint::Length(11)]).areas(right);
-        match chart_subject(app) {
-            Some((p, chosen)) => draw_chart(f, app, p, chart, false, chosen),
-            None => f.render_widget(Block::bordered().title(Span::styled(" Chart ", t_title(app))), chart),
-        }
-        draw_queue(f, app, queue);
-        draw_health(f, app, health);
-        draw_footer(f, app, footer, logs_fit);
-        if app.help {
-            draw_help(f, app, area);
-        }
-        return;
+    draw_footer(f, app, footer, logs_fit);
+    if app.help {
+        draw_help(f, app, area);
     }
-    let [pairs, lower] = Layout::vertical([Constraint::Length(pairs_height), Constraint::Min(0)]).areas(body);
+}
+
+/// The pairs table's height: its rows and borders, at most half the body.
+fn pairs_height(app: &App, body: Rect) -> u16 {
+    (app.view.pairs.len() as u16 + 3).clamp(5, body.height / 2 + 2)
+}
+
+/// The main screen: the pairs over the signals beside the queue and the health.
+fn draw_main(f: &mut Frame<'_>, app: &App, body: Rect) {
+    let [pairs, lower] =
+        Layout::vertical([Constraint::Length(pairs_height(app, body)), Constraint::Min(0)]).areas(body);
     draw_pairs(f, app, pairs, false);
     let [signals, side] = Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(lower);
     draw_signals(f, app, signals);
     let [queue, health] = Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(side);
     draw_queue(f, app, queue);
     draw_health(f, app, health);
-    draw_footer(f, app, footer, logs_fit);
-    if app.help {
-        draw_help(f, app, area);
+}
+
+/// From [`WIDE`] columns: the tables on the left; the selected pair's
+/// candles beside them, over the queue and the health.
+fn draw_wide(f: &mut Frame<'_>, app: &App, body: Rect) {
+    let chart_width = (body.width * 3 / 8).max(58);
+    let [left, right] = Layout::horizontal([Constraint::Min(0), Constraint::Length(chart_width)]).areas(body);
+    let [pairs, signals] =
+        Layout::vertical([Constraint::Length(pairs_height(app, body)), Constraint::Min(0)]).areas(left);
+    draw_pairs(f, app, pairs, true);
+    draw_signals(f, app, signals);
+    let [chart, queue, health] =
+        Layout::vertical([Constraint::Min(12), Constraint::Length(7), Constraint::Length(11)]).areas(right);
+    match chart_subject(app) {
+        Some((p, chosen)) => draw_chart(f, app, p, chart, false, chosen),
+        None => f.render_widget(Block::bordered().title(Span::styled(" Chart ", app.theme.title)), chart),
     }
+    draw_queue(f, app, queue);
+    draw_health(f, app, health);
 }
 
 /// One piece of the header; `keep` orders what stays when the line is too
@@ -799,8 +796,7 @@ fn draw_signals(f: &mut Frame<'_>, app: &App, area: Rect) {
 /// clock (its newest candle), the wall clock for a live market.
 fn feed_clock(app: &App) -> Ts {
     let live = app.view.feed.as_ref().is_some_and(|f| f.source == "oanda");
-    let newest = app.view.pairs.iter().filter_map(|p| p.candle.map(|c| c.time)).max();
-    match newest {
+    match app.view.newest_candle() {
         Some(t) if !live => t,
         _ => app.now,
     }
