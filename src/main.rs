@@ -550,6 +550,22 @@ fn run_replay(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode, ExitCode> {
     Ok(finish(result, |e| matches!(e, replay::ReplayError::Csv(_))))
 }
 
+/// A history run's result: a file that cannot be read is bad input, anything else a failure.
+fn ran<T>(result: Result<T, replay::ReplayError>) -> Result<T, ExitCode> {
+    result.map_err(|e| match e {
+        e @ replay::ReplayError::Csv(_) => fail(BAD_INPUT, e),
+        e => fail(FAILED, e),
+    })
+}
+
+/// Where a backtest's trades are filled, as its report says it.
+fn fill_label(fill: pipwatch::engine::trade::Fill) -> &'static str {
+    match fill {
+        pipwatch::engine::trade::Fill::Close => "the signal's close",
+        pipwatch::engine::trade::Fill::NextOpen => "the next open",
+    }
+}
+
 /// The end of writing `what` to stdout: a closed pipe (`| head`) is a
 /// normal end; any other error is said.
 fn written_out(written: std::io::Result<()>, what: &str) -> Result<(), ExitCode> {
@@ -577,11 +593,7 @@ fn run_sweep(
     }
     let sweep =
         pipwatch::sweep::Sweep { inputs, axes, fill, spread_pips: args.spread, from: args.from, to: args.to, progress };
-    let results = match sweep.run(&mut bad_rows()) {
-        Ok(r) => r,
-        Err(e @ replay::ReplayError::Csv(_)) => return Err(fail(BAD_INPUT, e)),
-        Err(e) => return Err(fail(FAILED, e)),
-    };
+    let results = ran(sweep.run(&mut bad_rows()))?;
     let stdout = std::io::stdout();
     let tty = stdout.is_terminal();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -590,8 +602,7 @@ fn run_sweep(
         FormatArg::Json => results.write_json(&mut out),
         FormatArg::Csv => results.write_csv(&mut out),
         FormatArg::Table => {
-            let fill =
-                if fill == pipwatch::engine::trade::Fill::Close { "the signal's close" } else { "the next open" };
+            let fill = fill_label(fill);
             let options = pipwatch::sweep::table::Options {
                 rank,
                 min_trades: args.min_trades,
@@ -663,11 +674,7 @@ fn run_backtest(cli: &Cli, args: &BacktestArgs) -> Result<ExitCode, ExitCode> {
         to: args.to,
         progress: std::io::stderr().is_terminal(),
     };
-    let report = match run.run(&mut bad_rows()) {
-        Ok(r) => r,
-        Err(e @ replay::ReplayError::Csv(_)) => return Err(fail(BAD_INPUT, e)),
-        Err(e) => return Err(fail(FAILED, e)),
-    };
+    let report = ran(run.run(&mut bad_rows()))?;
     let stdout = std::io::stdout();
     let tty = stdout.is_terminal();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -687,7 +694,7 @@ fn run_backtest(cli: &Cli, args: &BacktestArgs) -> Result<ExitCode, ExitCode> {
             };
             let assumptions = backtest::table::Assumptions {
                 strategy: format!("{}, ATR {}, stop {} ATR, target {} ATR", p.label(), p.atr, p.sl_mult, p.tp_mult),
-                fill: if fill == pipwatch::engine::trade::Fill::Close { "the signal's close" } else { "the next open" },
+                fill: fill_label(fill),
                 spread_pips: args.spread,
                 range,
             };
