@@ -504,8 +504,12 @@ async fn tail_misses_nothing_across_a_restart_of_the_instance() {
     assert!(!after.is_empty(), "the second instance published no signal");
     let start = before.iter().position(|p| *p == ids[0]).expect("tail printed a signal the first instance did not");
     let mut published = before[start..].to_vec();
+    let restart_at = published.len();
     published.extend(after);
-    assert_eq!(ids, published, "tail missed or reordered signals across the restart");
+    assert_eq!(
+        ids, published,
+        "tail missed or reordered signals across the restart (the second instance's begin at {restart_at}); tail said: {tail_err}"
+    );
 }
 
 /// `tail --help` shows what tail takes first; the options every command

@@ -109,12 +109,25 @@ enum Out {
     Stop,
 }
 
+/// The frames of the last events, for `?since=`.
+struct History {
+    /// Oldest first.
+    frames: VecDeque<Arc<Out>>,
+    /// The hub's view as of the seq before the first frame, for as long as
+    /// that frame is kept: what a client resuming from the last instance
+    /// is sent before this instance's events. The hub's current view would
+    /// not do: it is ahead of what is framed, and the events between were
+    /// then skipped as "in the snapshot", which a follower like `tail`,
+    /// printing events, never saw.
+    base: Option<Arc<View>>,
+}
+
 struct Shared {
     opts: Options,
-    /// The frames of the last events, oldest first, for `?since=`; the lock
-    /// is also held while a frame is broadcast, so that a client that reads
-    /// the history and subscribes under it misses nothing and sees nothing twice.
-    history: Mutex<VecDeque<Arc<Out>>>,
+    /// The lock is also held while a frame is broadcast, so that a client
+    /// that reads the history and subscribes under it misses nothing and
+    /// sees nothing twice.
+    history: Mutex<History>,
     tx: broadcast::Sender<Arc<Out>>,
     clients: Arc<Semaphore>,
     metrics: Arc<Metrics>,
@@ -161,9 +174,11 @@ pub async fn start(
         .map_err(|source| ServerError::Bind { addr: opts.listen.clone(), source })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: opts.listen.clone(), source })?;
     let (tx, _) = broadcast::channel(opts.client_buffer.max(16));
+    let (base, events) = hub.subscribe_with_view();
+    let history = History { frames: VecDeque::with_capacity(opts.history), base: Some(Arc::new(base)) };
     let shared = Arc::new(Shared {
         clients: Arc::new(Semaphore::new(opts.max_clients)),
-        history: Mutex::new(VecDeque::with_capacity(opts.history)),
+        history: Mutex::new(history),
         opts,
         tx,
         metrics,
@@ -171,7 +186,7 @@ pub async fn start(
         hub: hub.clone(),
         stopped: Default::default(),
     });
-    let framing = tokio::spawn(frame_task(shared.clone(), hub.subscribe(), shutdown.clone()));
+    let framing = tokio::spawn(frame_task(shared.clone(), events, shutdown.clone()));
     let (clients, max_clients) = (shared.clients.clone(), shared.opts.max_clients);
     let app = axum::Router::new()
         .route("/ws", get(ws::handler))
@@ -203,7 +218,7 @@ pub async fn start(
 }
 
 impl Shared {
-    fn history(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Out>>> {
+    fn history(&self) -> std::sync::MutexGuard<'_, History> {
         self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -241,10 +256,11 @@ async fn frame_task(shared: Arc<Shared>, mut rx: Subscription, shutdown: Cancell
                 let topic = ws::topic_bit(topic).unwrap_or_default();
                 let out = Arc::new(Out::Event { seq: env.seq, topic, instrument, frame: frame.into() });
                 let mut history = shared.history();
-                if history.len() == shared.opts.history {
-                    history.pop_front();
+                if history.frames.len() == shared.opts.history {
+                    history.frames.pop_front();
+                    history.base = None;
                 }
-                history.push_back(out.clone());
+                history.frames.push_back(out.clone());
                 // Under the lock: a client subscribing now sees this exactly once.
                 let _ = shared.tx.send(out);
             }
@@ -253,7 +269,8 @@ async fn frame_task(shared: Arc<Shared>, mut rx: Subscription, shutdown: Cancell
                 let mut history = shared.history();
                 // The history cannot replay across the gap: a `since` from
                 // before it is answered with `lagged` and a snapshot.
-                history.clear();
+                history.frames.clear();
+                history.base = None;
                 let _ = shared.tx.send(Arc::new(Out::Resync { missed, view: Arc::from(view) }));
             }
             None => break,

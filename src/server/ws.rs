@@ -221,26 +221,31 @@ fn opening(
     // The seq before this instance's first event.
     let start = shared.hub.start();
     // A seq from before a restart: the client has everything of the last
-    // instance that it could have, and all of this one is new to it. The
-    // snapshot after the replay then drops whatever of the last instance
-    // this one did not keep (its alerts, say).
+    // instance that it could have, and all of this one is new to it. It is
+    // sent the view this instance began from (which drops whatever of the
+    // last instance this one did not keep: its alerts, say), then every
+    // event of this one.
     let (asked, restarted) = (s, s < start);
     let s = s.max(start);
     let seq_of = |o: &Out| match o {
         Out::Event { seq, .. } => Some(*seq),
         Out::Resync { .. } | Out::Ping | Out::Stop => None,
     };
-    let oldest = history.front().and_then(|o| seq_of(o));
-    let newest = history.back().and_then(|o| seq_of(o));
+    let oldest = history.frames.front().and_then(|o| seq_of(o));
+    let newest = history.frames.back().and_then(|o| seq_of(o));
     // Framed so far (the hub may be further on: those frames are still to come).
     let current = newest.unwrap_or(start);
     let covered = match oldest {
         Some(oldest) => s + 1 >= oldest,
         None => s >= current,
     };
-    if covered && s <= current {
+    let base = history.base.as_ref().filter(|b| b.seq == start);
+    if covered && s <= current && (!restarted || base.is_some()) {
+        if let Some(base) = base.filter(|_| restarted) {
+            put_snapshot(out, base);
+        }
         let mut after = s;
-        for o in history.iter() {
+        for o in history.frames.iter() {
             if let Out::Event { seq, frame, topic, instrument } = &**o
                 && *seq > s
             {
@@ -249,11 +254,6 @@ fn opening(
                 }
                 after = *seq;
             }
-        }
-        if restarted {
-            let view = shared.hub.snapshot();
-            put_snapshot(out, &view);
-            after = after.max(view.seq);
         }
         (rx, after)
     } else {
@@ -295,9 +295,11 @@ async fn send(ws: &mut Socket, out: &mut Vec<u8>, owed: bool, patience: Duration
     sent
 }
 
-/// Sends only the close frame: a client being dropped gets nothing more.
+/// Sends what is queued, then the close frame. At a stop, what is queued
+/// are the last events of the run, in the same burst as the `Stop`: a
+/// follower that resumes on the next instance would never see them (its
+/// `since` is past this instance). A stuck client holds it up for a second.
 async fn close(ws: &mut Socket, out: &mut Vec<u8>, owed: bool, code: u16, reason: &str) {
-    out.clear();
     wire::close(out, code, reason);
     send(ws, out, owed, Duration::from_secs(1)).await;
 }
