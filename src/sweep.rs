@@ -2,12 +2,15 @@
 //! combination of the strategy's parameters over the same candles, read and
 //! parsed once, each combination on whichever core is free.
 //!
-//! Each combination is a backtest through the same code as `backtest`
-//! (`backtest::Tester`: the engine and the trade rules), so its figures are
-//! the ones a single `backtest` with those parameters prints (a test holds
-//! it). What stays in memory is the candles, and per combination in flight
-//! its engine state and its running figures (over several series, its
-//! trades until they are added up in exit order).
+//! Each combination's figures are the ones a single `backtest` with those
+//! parameters prints (tests hold it). An SMA combination on one series runs
+//! in the sweep's own loop (`kernel`: one prefix sum of the closes for every
+//! window length, each ATR once, the engine's trade book), which decides
+//! every crossover as the engine does; the others are a backtest through the
+//! same code as `backtest` (`backtest::Tester`). What stays in memory is the
+//! candles (and for the kernel, one prefix sum and one array per ATR period),
+//! and per combination in flight its state and its running figures (over
+//! several series, its trades until they are added up in exit order).
 
 use std::io::{self, Write};
 
@@ -114,9 +117,33 @@ impl Sweep<'_> {
             bar
         });
         let counted = std::sync::Mutex::new(None::<Summary>);
+        let max_slow = self.axes.slow.iter().copied().max().unwrap_or(1);
+        let joined;
+        let kernel = match files.as_slice() {
+            [one] if one_series => Some(one.as_slice()),
+            many if one_series && combinations.iter().any(|p| p.ma == MaKind::Sma) => {
+                joined = many.concat();
+                Some(joined.as_slice())
+            }
+            _ => None,
+        }
+        .and_then(|candles| {
+            kernel::Series::prepare(candles, self.to.unwrap_or(Ts(i64::MAX)), &self.axes.atr, max_slow)
+        });
+        if let Some(k) = &kernel {
+            read.candles = k.len() as u64;
+        }
+        let from = self.from.unwrap_or(Ts(i64::MIN));
         let outcomes: Vec<Outcome> = combinations
             .par_iter()
             .map(|&params| {
+                if let Some(k) = kernel.as_ref().filter(|k| k.takes(&params, max_slow)) {
+                    let figures = k.run(&params, self.fill, self.spread_pips, from);
+                    if let Some(bar) = &bar {
+                        bar.inc(1);
+                    }
+                    return Outcome { params, figures };
+                }
                 let strategies = StrategySet { default: params, overrides: Default::default() };
                 // Figures only: no signal or trade here is ever shown.
                 let engine = crate::engine::Engine::bare(strategies);
@@ -293,6 +320,7 @@ impl Record {
     }
 }
 
+mod kernel;
 pub mod table;
 
 #[cfg(test)]

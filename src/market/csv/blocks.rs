@@ -307,27 +307,25 @@ pub(super) fn decimal_wide(s: &[u8], tail: &[u8]) -> Option<f64> {
     // A zero byte where the point is: the lowest such byte is exact.
     let x = w ^ DOTS;
     let dots = x.wrapping_sub(LOW) & !x & HIGH;
-    let (whole, fraction) = match dots {
-        0 => (n, 0),
+    // The digits without the point, the first in the lowest byte: one
+    // conversion for the whole number instead of one for each side of it.
+    let (digits, k, fraction) = match dots {
+        0 => (w, n, 0),
         d => {
             let p = (d.trailing_zeros() / 8) as usize;
-            (p, n - p - 1)
+            let before = w & ((1u64 << (8 * p)) - 1);
+            // Two shifts: the point may be the eighth byte.
+            let after = (w >> (8 * p)) >> 8;
+            (before | (after << (8 * p)), n - 1, n - p - 1)
         }
     };
-    if whole + fraction == 0 {
-        return None;
-    }
-    // `k` digits from the low bytes of `v`, right-aligned in a word of '0's
-    // (the layout `eight_digits` makes).
-    let align = |v: u64, k: usize| match k {
-        0 => ZEROS,
-        8 => v,
-        k => (v << (8 * (8 - k))) | (ZEROS >> (8 * k)),
+    // Right-aligned in a word of '0's (the layout `digits_value` reads).
+    let aligned = match k {
+        0 => return None,
+        8 => digits,
+        k => (digits << (8 * (8 - k))) | (ZEROS >> (8 * k)),
     };
-    let whole_bytes = if whole == 8 { w } else { w & ((1u64 << (8 * whole)) - 1) };
-    let fraction_bytes = if fraction == 0 { 0 } else { w >> (8 * (whole + 1)) };
-    let m =
-        digits_value(align(whole_bytes, whole))? * POW10_INT[fraction] + digits_value(align(fraction_bytes, fraction))?;
+    let m = digits_value(aligned)?;
     // Below 2^53: as a signed integer, one conversion instruction instead of
     // the unsigned one's four.
     Some(m as i64 as f64 / POW10[fraction])
