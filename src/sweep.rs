@@ -65,6 +65,10 @@ impl Axes {
     }
 }
 
+/// Candles a group of combinations goes through together: with their
+/// prefix sums and ATRs, a few hundred KiB, within a core's L2 cache.
+const KERNEL_BLOCK: usize = 2048;
+
 pub struct Sweep<'a> {
     pub inputs: &'a [CsvInput],
     pub axes: Axes,
@@ -134,14 +138,42 @@ impl Sweep<'_> {
             read.candles = k.len() as u64;
         }
         let from = self.from.unwrap_or(Ts(i64::MIN));
+        // The kernel's combinations, a group at a time through each block of
+        // candles (see `kernel::Run`); enough groups to keep every core busy
+        // and the progress bar moving.
+        let mut figures: Vec<Option<Figures>> = vec![None; combinations.len()];
+        if let Some(k) = &kernel {
+            let taken: Vec<usize> = (0..combinations.len()).filter(|&i| k.takes(&combinations[i], max_slow)).collect();
+            let groups = (rayon::current_num_threads() * 4).max(1);
+            let per_group = taken.len().div_ceil(groups).clamp(1, 32);
+            let done: Vec<(usize, Figures)> = taken
+                .par_chunks(per_group)
+                .flat_map_iter(|group| {
+                    let mut runs: Vec<kernel::Run<'_>> =
+                        group.iter().map(|&i| k.start(combinations[i], self.fill, self.spread_pips)).collect();
+                    let mut at = 0;
+                    while at < k.len() {
+                        let block = at..(at + KERNEL_BLOCK).min(k.len());
+                        for run in &mut runs {
+                            k.advance(run, block.clone(), from);
+                        }
+                        at = block.end;
+                    }
+                    if let Some(bar) = &bar {
+                        bar.inc(group.len() as u64);
+                    }
+                    group.iter().copied().zip(runs.iter().map(kernel::Run::figures)).collect::<Vec<_>>()
+                })
+                .collect();
+            for (i, f) in done {
+                figures[i] = Some(f);
+            }
+        }
         let outcomes: Vec<Outcome> = combinations
             .par_iter()
-            .map(|&params| {
-                if let Some(k) = kernel.as_ref().filter(|k| k.takes(&params, max_slow)) {
-                    let figures = k.run(&params, self.fill, self.spread_pips, from);
-                    if let Some(bar) = &bar {
-                        bar.inc(1);
-                    }
+            .zip(figures.into_par_iter())
+            .map(|(&params, figures)| {
+                if let Some(figures) = figures {
                     return Outcome { params, figures };
                 }
                 let strategies = StrategySet { default: params, overrides: Default::default() };

@@ -24,6 +24,7 @@ use crate::engine::indicators::Atr;
 use crate::engine::strategy::stops;
 use crate::engine::trade::{Book, Fill, Rules, Summary as Figures, Tally};
 use crate::event::Signal;
+use crate::event::Trade;
 use crate::time::Ts;
 use crate::types::{Candle, Side};
 
@@ -78,9 +79,16 @@ impl<'a> Series<'a> {
             .into_iter()
             .map(|p| {
                 let mut atr = Atr::new(p);
-                (p, candles.iter().map(|c| atr.update(c.high, c.low, c.close).unwrap_or(f64::NAN)).collect())
+                let values: Vec<f64> =
+                    candles.iter().map(|c| atr.update(c.high, c.low, c.close).unwrap_or(f64::NAN)).collect();
+                (p, values)
             })
-            .collect();
+            .collect::<Vec<(u32, Vec<f64>)>>();
+        // `start` takes an ATR as defined from its first value on.
+        let defined_on = |v: &Vec<f64>| v.iter().skip_while(|a| a.is_nan()).all(|a| !a.is_nan());
+        if !atrs.iter().all(|(_, v)| defined_on(v)) {
+            return None;
+        }
         Some(Series { candles, sums, atrs })
     }
 
@@ -98,40 +106,50 @@ impl<'a> Series<'a> {
             && self.atrs.iter().any(|(a, _)| *a == p.atr)
     }
 
-    /// The figures of `p` over the series: a tallying `Tester`'s.
-    pub(super) fn run(&self, p: &StrategyParams, fill: Fill, spread_pips: f64, from: Ts) -> Figures {
-        let mut tally = Tally::default();
-        let Some(first) = self.candles.first() else { return tally.summary() };
-        let Some((_, atr)) = self.atrs.iter().find(|(a, _)| *a == p.atr) else { return tally.summary() };
-        let pip = first.instrument.pip();
-        let rules = Rules { fill, spread: spread_pips * pip };
+    /// A run of `p`, at the first candle.
+    pub(super) fn start(&self, p: StrategyParams, fill: Fill, spread_pips: f64) -> Run<'_> {
+        let atr = self.atrs.iter().find(|(a, _)| *a == p.atr).map_or(&[][..], |(_, v)| v.as_slice());
+        // Once defined, an ATR of finite prices stays so (`prepare` checked).
+        let atr_from = atr.iter().position(|a| !a.is_nan()).unwrap_or(usize::MAX);
+        let pip = self.candles.first().map_or(1.0, |c| c.instrument.pip());
+        Run {
+            p,
+            atr,
+            rules: Rules { fill, spread: spread_pips * pip },
+            pip,
+            book: Book::default(),
+            tally: Tally::default(),
+            closed: Vec::with_capacity(2),
+            prev: 0,
+            atr_from,
+        }
+    }
+
+    /// Takes `run` through the candles of `range` (the next ones it has not seen).
+    pub(super) fn advance(&self, run: &mut Run<'_>, range: std::ops::Range<usize>, from: Ts) {
+        let p = run.p;
         let (fast, slow) = (p.fast as usize, p.slow as usize);
         let (fast_n, slow_n) = (i64::from(p.fast), i64::from(p.slow));
-        let mut book = Book::default();
-        let mut closed = Vec::with_capacity(2);
-        // The sign of `fast - slow` at the candle before; None until both are defined.
-        let mut prev: Option<i64> = None;
-        let (sums, candles) = (&self.sums, self.candles);
-        for (i, c) in candles.iter().enumerate() {
-            let mut side = None;
-            if i + 1 >= slow {
-                let top = sums[i + 1];
-                let in_fast = top - sums[i + 1 - fast];
-                let in_slow = top - sums[i + 1 - slow];
-                let d = (in_fast * slow_n - in_slow * fast_n).signum();
-                // No signal before the ATR can place its stops.
-                if let Some(before) = prev
-                    && !atr[i].is_nan()
-                {
-                    side = crossing(before, d);
-                }
-                prev = Some(d);
-            }
-            if book.open.is_none() && side.is_none() {
+        let (sums, atr) = (&self.sums, run.atr);
+        // Both means are defined from candle `slow - 1`, and the sign before
+        // them from `slow`; no signal before the ATR can place its stops.
+        let signals_from = slow.max(run.atr_from);
+        // In registers through the loop, not in `run`.
+        let mut prev = run.prev;
+        let mut open = run.book.open.is_some();
+        for i in range.start.max(slow - 1)..range.end {
+            let top = sums[i + 1];
+            let in_fast = top - sums[i + 1 - fast];
+            let in_slow = top - sums[i + 1 - slow];
+            let d = (in_fast * slow_n - in_slow * fast_n).signum();
+            let side = if i >= signals_from { crossing(prev, d) } else { None };
+            prev = d;
+            if !open && side.is_none() {
                 continue;
             }
+            let c = &self.candles[i];
             let signal = side.filter(|_| c.time >= from).map(|side| {
-                let (stop_loss, take_profit) = stops(side, c.close, atr[i], p);
+                let (stop_loss, take_profit) = stops(side, c.close, atr[i], &p);
                 let mean = |n: usize| (sums[i + 1] - sums[i + 1 - n]) as f64 / TICKS / n as f64;
                 Signal {
                     id: String::new(),
@@ -149,12 +167,45 @@ impl<'a> Series<'a> {
                     strategy: String::new(),
                 }
             });
-            book.on_candle_into(c, signal.as_ref(), &rules, pip, &mut closed);
-            for t in closed.drain(..) {
-                tally.add(&t);
+            run.book.on_candle_into(c, signal.as_ref(), &run.rules, run.pip, &mut run.closed);
+            for t in run.closed.drain(..) {
+                run.tally.add(&t);
             }
+            open = run.book.open.is_some();
         }
-        tally.summary()
+        run.prev = prev;
+    }
+
+    /// The figures of `p` over the series in one go.
+    #[cfg(test)]
+    fn run(&self, p: &StrategyParams, fill: Fill, spread_pips: f64, from: Ts) -> Figures {
+        let mut run = self.start(*p, fill, spread_pips);
+        self.advance(&mut run, 0..self.len(), from);
+        run.figures()
+    }
+}
+
+/// One combination on its way through a [`Series`]: a sweep takes a few
+/// at a time through each block of candles, which then stays in the
+/// cache (one at a time through all of a large file read every candle
+/// from memory once per combination).
+pub(super) struct Run<'s> {
+    p: StrategyParams,
+    atr: &'s [f64],
+    rules: Rules,
+    pip: f64,
+    book: Book,
+    tally: Tally,
+    closed: Vec<Trade>,
+    /// The sign of `fast - slow` at the last candle seen (read from candle `slow` on).
+    prev: i64,
+    /// The first candle with an ATR.
+    atr_from: usize,
+}
+
+impl Run<'_> {
+    pub(super) fn figures(&self) -> Figures {
+        self.tally.summary()
     }
 }
 
@@ -239,6 +290,12 @@ mod tests {
                         let ours = series.run(&p, fill, spread, from);
                         let engine = engine_figures(&candles, p, fill, spread, from, to);
                         assert_eq!(ours, engine, "seed {seed} step {step} {p:?} {fill:?} from {from:?} to {to:?}");
+                        // A block at a time, as a sweep runs it: the same.
+                        let mut run = series.start(p, fill, spread);
+                        for at in (0..series.len()).step_by(7) {
+                            series.advance(&mut run, at..(at + 7).min(series.len()), from);
+                        }
+                        assert_eq!(run.figures(), engine, "in blocks: {p:?}");
                         compared += 1;
                         traded += usize::from(ours.trades > 0);
                     }
