@@ -359,12 +359,43 @@ impl Replay<'_> {
     }
 
     /// The engine over every input in turn, its records written to `out`.
+    /// With `--indicators` (every candle a line) and the file on every
+    /// core, formatter threads write the lines while the engine goes on:
+    /// formatting seven numbers a candle cost more than all else on the
+    /// engine's thread, which was then the one every other waited for.
     fn each_candle(
         &self,
         out: &mut impl Write,
         on_bad_row: &mut dyn FnMut(&BadRow),
         summary: &mut Summary,
         stop: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<(), ReplayError> {
+        let formatters = match (self.indicators, stop) {
+            (true, None) => std::thread::available_parallelism().map_or(1, usize::from).min(4),
+            _ => 0,
+        };
+        if formatters < 2 {
+            return self.run_engine(on_bad_row, summary, stop, &mut |e| write_event(out, &e));
+        }
+        std::thread::scope(|scope| {
+            let mut pool = Formatters::start(scope, formatters);
+            let ran = self.run_engine(on_bad_row, summary, stop, &mut |e| pool.push(e, out));
+            let finished = pool.finish(out);
+            ran?;
+            match finished {
+                Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    /// The engine over every input in turn; each record it gives goes to `emit`.
+    fn run_engine(
+        &self,
+        on_bad_row: &mut dyn FnMut(&BadRow),
+        summary: &mut Summary,
+        stop: Option<&std::sync::atomic::AtomicBool>,
+        emit: &mut dyn FnMut(Event) -> io::Result<()>,
     ) -> Result<(), ReplayError> {
         let mut engine = Engine::new(self.strategies.clone());
         let mut events = Vec::with_capacity(4);
@@ -379,14 +410,14 @@ impl Replay<'_> {
             };
             summary.candles += u64::from(outcome.accepted);
             summary.signals += u64::from(outcome.signal);
-            for e in &events {
+            for e in events.drain(..) {
                 let wanted = match e {
                     Event::Signal(_) => true,
                     Event::Candle(_) => indicators,
                     _ => false,
                 };
                 if wanted {
-                    match write_event(out, e) {
+                    match emit(e) {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(Flow::Stop),
                         Err(e) => return Err(e.into()),
@@ -399,6 +430,105 @@ impl Replay<'_> {
             Ok(Flow::Next)
         })
     }
+}
+
+/// Records per batch a formatter thread takes: its lines are a few hundred
+/// KiB, written with one call.
+const BATCH: usize = 2048;
+
+/// A batch of records to format, and the buffer to format it into.
+type Job = (Vec<Event>, Vec<u8>);
+
+/// Formatter threads, dealt batches round robin and read back in the same
+/// order, so the lines come out as the engine gave them. At most two
+/// batches wait per thread: memory stays bounded however far the engine
+/// runs ahead.
+struct Formatters {
+    jobs: Vec<std::sync::mpsc::SyncSender<Job>>,
+    done: Vec<std::sync::mpsc::Receiver<Job>>,
+    batch: Vec<Event>,
+    /// Emptied batches and buffers, to be filled again.
+    spare: Vec<Job>,
+    sent: usize,
+    written: usize,
+}
+
+impl Formatters {
+    fn start<'scope>(scope: &'scope std::thread::Scope<'scope, '_>, threads: usize) -> Formatters {
+        let (mut jobs, mut done) = (Vec::with_capacity(threads), Vec::with_capacity(threads));
+        for _ in 0..threads {
+            let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(2);
+            let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<Job>(2);
+            scope.spawn(move || {
+                for (mut events, mut bytes) in job_rx {
+                    for e in events.drain(..) {
+                        // Into memory: nothing to fail.
+                        let _ = format_into(&mut bytes, &e);
+                    }
+                    if done_tx.send((events, bytes)).is_err() {
+                        return;
+                    }
+                }
+            });
+            jobs.push(job_tx);
+            done.push(done_rx);
+        }
+        Formatters { jobs, done, batch: Vec::with_capacity(BATCH), spare: Vec::new(), sent: 0, written: 0 }
+    }
+
+    fn push(&mut self, e: Event, out: &mut impl Write) -> io::Result<()> {
+        self.batch.push(e);
+        if self.batch.len() < BATCH {
+            return Ok(());
+        }
+        self.send(out)
+    }
+
+    fn send(&mut self, out: &mut impl Write) -> io::Result<()> {
+        if self.sent - self.written == 2 * self.jobs.len() {
+            self.write_one(out)?;
+        }
+        let (events, bytes) = self.spare.pop().unwrap_or_else(|| (Vec::with_capacity(BATCH), Vec::new()));
+        let batch = std::mem::replace(&mut self.batch, events);
+        self.jobs[self.sent % self.jobs.len()]
+            .send((batch, bytes))
+            .map_err(|_| io::Error::other("a formatter thread stopped"))?;
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// Writes the oldest batch's lines.
+    fn write_one(&mut self, out: &mut impl Write) -> io::Result<()> {
+        let (events, mut bytes) = self.done[self.written % self.done.len()]
+            .recv()
+            .map_err(|_| io::Error::other("a formatter thread stopped"))?;
+        self.written += 1;
+        let wrote = out.write_all(&bytes);
+        bytes.clear();
+        self.spare.push((events, bytes));
+        wrote
+    }
+
+    /// The last batch, then every line still being formatted; the threads end.
+    fn finish(mut self, out: &mut impl Write) -> io::Result<()> {
+        if !self.batch.is_empty() {
+            self.send(out)?;
+        }
+        while self.written < self.sent {
+            self.write_one(out)?;
+        }
+        Ok(())
+    }
+}
+
+/// One record's line, into memory.
+fn format_into(out: &mut Vec<u8>, e: &Event) -> io::Result<()> {
+    match e {
+        Event::Candle(c) => c.write_json(out)?,
+        Event::Signal(s) => s.write_json(out)?,
+        e => serde_json::to_writer(&mut *out, e).map_err(io::Error::other)?,
+    }
+    out.write_all(b"\n")
 }
 
 #[cfg(test)]
