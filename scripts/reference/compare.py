@@ -70,6 +70,27 @@ def main():
         best, median = best_of(a.runs, f)
         print(f"{name}: {a.rows} rows, best {best:.3f}s median {median:.3f}s ({a.rows / median / 1e6:.2f} M rows/s)")
 
+    # The machine's own floor for reading the file: the fastest CSV readers
+    # we know of, on every core, doing less than a replay (no engine, no
+    # output). Optional: skipped without pyarrow or polars.
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+        import polars as pl
+    except ImportError:
+        print("pyarrow or polars not installed: the reading floor is not measured")
+    else:
+        types = {"time": pa.timestamp("s"), **{c: pa.float64() for c in ["open", "high", "low", "close", "volume"]}}
+        conv = pacsv.ConvertOptions(column_types=types, timestamp_parsers=["%Y-%m-%d %H:%M:%S"])
+        for name, f in [
+            ("read the file's bytes (Python)", lambda: open(big, "rb").read()),
+            (f"pyarrow {pa.__version__} read_csv, times parsed", lambda: pacsv.read_csv(big, convert_options=conv)),
+            (f"polars {pl.__version__} read_csv, times as text", lambda: pl.read_csv(big)),
+            (f"polars {pl.__version__} read_csv, times parsed", lambda: pl.read_csv(big, try_parse_dates=True)),
+        ]:
+            best, median = best_of(a.runs, f)
+            print(f"{name}: {a.rows} rows, best {best:.3f}s median {median:.3f}s ({a.rows / median / 1e6:.2f} M rows/s)")
+
     df = pd.read_csv(small, parse_dates=["time"], index_col="time")
     close, high, low = df["close"], df["high"], df["low"]
     fasts, slows = list(range(5, 51, 5)), list(range(10, 201, 10))
