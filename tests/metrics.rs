@@ -49,6 +49,9 @@ fn value(samples: &[(String, f64)], key: &str) -> Option<f64> {
     samples.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
 }
 
+/// The demo's feed, live.
+const LIVE: &str = "pipwatch_feed_state{source=\"demo\",state=\"live\"}";
+
 #[test]
 fn the_rules_and_the_dashboard_name_only_metrics_a_running_instance_exposes() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -103,9 +106,11 @@ fn the_rules_and_the_dashboard_name_only_metrics_a_running_instance_exposes() {
     let (names, samples) = loop {
         let body = rt.block_on(async { reqwest::get(format!("http://{addr}/metrics")).await?.text().await }).unwrap();
         let (names, samples) = exposed(&body);
-        // The first health sample has been taken, and a candle applied.
+        // The first health sample has been taken, and a candle applied, and
+        // the demo is live (a candle of its warm-up comes before that).
         let ready = value(&samples, "process_open_fds").is_some_and(|v| v > 0.0)
-            && names.contains("pipwatch_last_candle_timestamp_seconds");
+            && names.contains("pipwatch_last_candle_timestamp_seconds")
+            && value(&samples, LIVE) == Some(1.0);
         if ready || Instant::now() > deadline {
             break (names, samples);
         }
@@ -120,7 +125,8 @@ fn the_rules_and_the_dashboard_name_only_metrics_a_running_instance_exposes() {
     let one_hot = |prefix: &str| samples.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum::<f64>();
     assert_eq!(one_hot("pipwatch_health_status{"), 1.0, "exactly one status is current");
     assert_eq!(one_hot("pipwatch_feed_state{"), 1.0, "exactly one feed state is current");
-    assert_eq!(value(&samples, "pipwatch_feed_state{source=\"demo\",state=\"live\"}"), Some(1.0));
+    let states: Vec<_> = samples.iter().filter(|(k, _)| k.starts_with("pipwatch_feed_state{")).collect();
+    assert_eq!(value(&samples, LIVE), Some(1.0), "{states:?}");
     let fds = value(&samples, "process_open_fds").unwrap();
     let max = value(&samples, "process_max_fds").unwrap();
     assert!(fds >= 3.0 && max >= fds, "open fds {fds}, max {max}");
