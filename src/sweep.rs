@@ -4,11 +4,11 @@
 //!
 //! Each combination's figures are the ones a single `backtest` with those
 //! parameters prints (tests hold it). An SMA combination on one series runs
-//! in the sweep's own loop (`kernel`: one prefix sum of the closes for every
-//! window length, each ATR once, the engine's trade book), which decides
+//! in the sweep's own loop (`kernel`: prefix sums of the closes shared by
+//! every window length, the engine's ATR and trade book), which decides
 //! every crossover as the engine does; the others are a backtest through the
 //! same code as `backtest` (`backtest::Tester`). What stays in memory is the
-//! candles (and for the kernel, one prefix sum and one array per ATR period),
+//! candles (and for each group of the kernel's, one block's sums and ATRs),
 //! and per combination in flight its state and its running figures (over
 //! several series, its trades until they are added up in exit order).
 
@@ -131,9 +131,7 @@ impl Sweep<'_> {
             }
             _ => None,
         }
-        .and_then(|candles| {
-            kernel::Series::prepare(candles, self.to.unwrap_or(Ts(i64::MAX)), &self.axes.atr, max_slow)
-        });
+        .and_then(|candles| kernel::Series::prepare(candles, self.to.unwrap_or(Ts(i64::MAX)), max_slow));
         if let Some(k) = &kernel {
             read.candles = k.len() as u64;
         }
@@ -143,26 +141,21 @@ impl Sweep<'_> {
         // and the progress bar moving.
         let mut figures: Vec<Option<Figures>> = vec![None; combinations.len()];
         if let Some(k) = &kernel {
-            let taken: Vec<usize> = (0..combinations.len()).filter(|&i| k.takes(&combinations[i], max_slow)).collect();
+            let mut taken: Vec<usize> = (0..combinations.len()).filter(|&i| k.takes(&combinations[i])).collect();
+            // A group computes each of its ATR periods: one each, mostly.
+            taken.sort_by_key(|&i| combinations[i].atr);
             let groups = (rayon::current_num_threads() * 4).max(1);
             let per_group = taken.len().div_ceil(groups).clamp(1, 32);
             let done: Vec<(usize, Figures)> = taken
                 .par_chunks(per_group)
                 .flat_map_iter(|group| {
-                    let mut runs: Vec<kernel::Run<'_>> =
-                        group.iter().map(|&i| k.start(combinations[i], self.fill, self.spread_pips)).collect();
-                    let mut at = 0;
-                    while at < k.len() {
-                        let block = at..(at + KERNEL_BLOCK).min(k.len());
-                        for run in &mut runs {
-                            k.advance(run, block.clone(), from);
-                        }
-                        at = block.end;
-                    }
+                    let params: Vec<StrategyParams> = group.iter().map(|&i| combinations[i]).collect();
+                    let mut runs = k.group(&params, self.fill, self.spread_pips);
+                    while runs.step(KERNEL_BLOCK, from) {}
                     if let Some(bar) = &bar {
                         bar.inc(group.len() as u64);
                     }
-                    group.iter().copied().zip(runs.iter().map(kernel::Run::figures)).collect::<Vec<_>>()
+                    group.iter().copied().zip(runs.figures()).collect::<Vec<_>>()
                 })
                 .collect();
             for (i, f) in done {

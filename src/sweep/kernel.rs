@@ -8,12 +8,11 @@
 //! and elsewhere the running sums' error (a few ulps of the window's sum) is
 //! far inside the margin it checks first. So the side of every crossover is
 //! the exact sign of `sum_fast * slow - sum_slow * fast` over the closes in
-//! ticks of 1e-8. Here those sums come from one prefix sum of the ticks,
+//! ticks of 1e-8. Here those sums come from prefix sums of the ticks,
 //! shared by every window length, and the sign is taken in integers: the
-//! same decisions, a few integer operations per candle. The ATR of each
-//! period is the engine's own `Atr`, run once over the candles. The trades
-//! are the engine's `Book`, called only while a trade is open or a signal
-//! comes.
+//! same decisions, a few integer operations per candle. The ATR is the
+//! engine's own `Atr`. The trades are the engine's `Book`, called only while
+//! a trade is open or a signal comes.
 //!
 //! Where that equality cannot be promised, [`Series::prepare`] declines and
 //! the sweep runs the engine: a close off the 1e-8 grid, sums that could
@@ -31,20 +30,23 @@ use crate::types::{Candle, Side};
 /// Ticks per unit of price: the grid `DualSma::exact_sign` sums on.
 const TICKS: f64 = 1e8;
 
-/// One series' candles, prepared once for every SMA combination.
+/// A close in ticks (`Series::prepare` checked that it is exact).
+#[inline(always)]
+fn ticks(close: f64) -> i64 {
+    (close * TICKS).round() as i64
+}
+
+/// One series' candles, checked once for every SMA combination.
 pub(super) struct Series<'a> {
     candles: &'a [Candle],
-    /// `sums[i]`: the first `i` closes, in ticks.
-    sums: Vec<i64>,
-    /// Per ATR period, its value at each candle (NaN while undefined).
-    atrs: Vec<(u32, Vec<f64>)>,
+    max_slow: u32,
 }
 
 impl<'a> Series<'a> {
     /// `candles`: one series, in the order a backtest reads them. `to`: the
-    /// last time a backtest applies. None where the engine must decide (see
-    /// the module's note).
-    pub(super) fn prepare(candles: &'a [Candle], to: Ts, atr_periods: &[u32], max_slow: u32) -> Option<Series<'a>> {
+    /// last time a backtest applies. `max_slow`: the longest window to be
+    /// run. None where the engine must decide (see the module's note).
+    pub(super) fn prepare(candles: &'a [Candle], to: Ts, max_slow: u32) -> Option<Series<'a>> {
         let first = candles.first()?;
         if !candles.windows(2).all(|w| w[0].time < w[1].time) {
             return None;
@@ -54,10 +56,8 @@ impl<'a> Series<'a> {
         if !candles.iter().all(|c| c.prices_ok() && c.key() == first.key()) {
             return None;
         }
-        let mut sums = Vec::with_capacity(candles.len() + 1);
         let mut sum = 0i64;
         let mut largest = 0i64;
-        sums.push(0);
         for c in candles {
             let t = (c.close * TICKS).round();
             // As `exact_sign` takes a close: the double nearest its ticks.
@@ -66,30 +66,13 @@ impl<'a> Series<'a> {
             }
             let t = t as i64;
             largest = largest.max(t.abs());
+            // Every prefix sum fits an i64...
             sum = sum.checked_add(t)?;
-            sums.push(sum);
         }
-        // `sum_fast * slow` and `sum_slow * fast` stay within an i64.
+        // ...and so do `sum_fast * slow` and `sum_slow * fast`.
         let slow = i64::from(max_slow.max(1));
         largest.checked_mul(slow)?.checked_mul(slow)?.checked_mul(2)?;
-        let mut periods = atr_periods.to_vec();
-        periods.sort_unstable();
-        periods.dedup();
-        let atrs = periods
-            .into_iter()
-            .map(|p| {
-                let mut atr = Atr::new(p);
-                let values: Vec<f64> =
-                    candles.iter().map(|c| atr.update(c.high, c.low, c.close).unwrap_or(f64::NAN)).collect();
-                (p, values)
-            })
-            .collect::<Vec<(u32, Vec<f64>)>>();
-        // `start` takes an ATR as defined from its first value on.
-        let defined_on = |v: &Vec<f64>| v.iter().skip_while(|a| a.is_nan()).all(|a| !a.is_nan());
-        if !atrs.iter().all(|(_, v)| defined_on(v)) {
-            return None;
-        }
-        Some(Series { candles, sums, atrs })
+        Some(Series { candles, max_slow })
     }
 
     /// The candles a backtest applies.
@@ -97,60 +80,147 @@ impl<'a> Series<'a> {
         self.candles.len()
     }
 
-    /// Whether [`Series::run`] takes `p` (else the engine must).
-    pub(super) fn takes(&self, p: &StrategyParams, max_slow: u32) -> bool {
-        p.ma == crate::engine::MaKind::Sma
-            && p.fast >= 1
-            && p.fast < p.slow
-            && p.slow <= max_slow
-            && self.atrs.iter().any(|(a, _)| *a == p.atr)
+    /// Whether the kernel takes `p` (else the engine must).
+    pub(super) fn takes(&self, p: &StrategyParams) -> bool {
+        p.ma == crate::engine::MaKind::Sma && p.fast >= 1 && p.fast < p.slow && p.slow <= self.max_slow
     }
 
-    /// A run of `p`, at the first candle.
-    pub(super) fn start(&self, p: StrategyParams, fill: Fill, spread_pips: f64) -> Run<'_> {
-        let atr = self.atrs.iter().find(|(a, _)| *a == p.atr).map_or(&[][..], |(_, v)| v.as_slice());
-        // Once defined, an ATR of finite prices stays so (`prepare` checked).
-        let atr_from = atr.iter().position(|a| !a.is_nan()).unwrap_or(usize::MAX);
+    /// Combinations `params` (each one [`Series::takes`]) at the first candle.
+    pub(super) fn group(&self, params: &[StrategyParams], fill: Fill, spread_pips: f64) -> Group<'_, 'a> {
         let pip = self.candles.first().map_or(1.0, |c| c.instrument.pip());
-        Run {
-            p,
-            atr,
-            rules: Rules { fill, spread: spread_pips * pip },
-            pip,
-            book: Book::default(),
-            tally: Tally::default(),
-            closed: Vec::with_capacity(2),
-            prev: 0,
-            atr_from,
+        let mut periods: Vec<u32> = params.iter().map(|p| p.atr).collect();
+        periods.sort_unstable();
+        periods.dedup();
+        let runs = params
+            .iter()
+            .map(|&p| Run {
+                p,
+                atr: periods.iter().position(|&a| a == p.atr).unwrap_or(0),
+                rules: Rules { fill, spread: spread_pips * pip },
+                pip,
+                book: Book::default(),
+                tally: Tally::default(),
+                closed: Vec::with_capacity(2),
+                prev: 0,
+            })
+            .collect();
+        Group {
+            series: self,
+            runs,
+            lookback: params.iter().map(|p| p.slow as usize).max().unwrap_or(1),
+            sums: vec![0],
+            base: 0,
+            total: 0,
+            atrs: periods.into_iter().map(|p| (Atr::new(p), Vec::new())).collect(),
+            at: 0,
         }
     }
 
-    /// Takes `run` through the candles of `range` (the next ones it has not seen).
-    pub(super) fn advance(&self, run: &mut Run<'_>, range: std::ops::Range<usize>, from: Ts) {
+    /// The figures of `p` over the series in one go.
+    #[cfg(test)]
+    fn run(&self, p: &StrategyParams, fill: Fill, spread_pips: f64, from: Ts) -> Figures {
+        let mut group = self.group(std::slice::from_ref(p), fill, spread_pips);
+        while group.step(self.len(), from) {}
+        group.figures().remove(0)
+    }
+}
+
+/// Combinations going through a [`Series`] together, a block of candles at
+/// a time: the block stays in the cache while each takes it (one at a time
+/// through all of a large file read every candle from memory once per
+/// combination), and what they share is computed once per block. Memory:
+/// the block's prefix sums and ATRs, and a small state per combination.
+pub(super) struct Group<'s, 'a> {
+    series: &'s Series<'a>,
+    runs: Vec<Run>,
+    /// The longest window of the runs: how far back the prefix sums reach.
+    lookback: usize,
+    /// `sums[k]`: the first `base + k` closes, in ticks; from `lookback`
+    /// before the block to its end.
+    sums: Vec<i64>,
+    base: usize,
+    /// All the closes so far, in ticks.
+    total: i64,
+    /// Per ATR period of the runs: the engine's ATR, and its value at each
+    /// candle of the block (NaN while undefined).
+    atrs: Vec<(Atr, Vec<f64>)>,
+    /// The first candle of the next block.
+    at: usize,
+}
+
+impl Group<'_, '_> {
+    /// Takes every combination through the next `block` candles; false
+    /// once there are none.
+    pub(super) fn step(&mut self, block: usize, from: Ts) -> bool {
+        let candles = self.series.candles;
+        let (at, end) = (self.at, (self.at + block.max(1)).min(candles.len()));
+        if at >= end {
+            return false;
+        }
+        // The oldest sum the block reads is that of `at + 1 - lookback` closes.
+        let keep = (at + 1).saturating_sub(self.lookback).max(self.base);
+        self.sums.drain(..keep - self.base);
+        self.base = keep;
+        for c in &candles[at..end] {
+            self.total += ticks(c.close);
+            self.sums.push(self.total);
+        }
+        for (atr, values) in &mut self.atrs {
+            values.clear();
+            values.extend(candles[at..end].iter().map(|c| atr.update(c.high, c.low, c.close).unwrap_or(f64::NAN)));
+        }
+        let window = Window { candles, at, sums: &self.sums, base: self.base };
+        for run in &mut self.runs {
+            window.advance(run, end, &self.atrs[run.atr].1, from);
+        }
+        self.at = end;
+        true
+    }
+
+    /// Each combination's figures so far (a tallying `Tester`'s), in the
+    /// order they were given.
+    pub(super) fn figures(&self) -> Vec<Figures> {
+        self.runs.iter().map(|r| r.tally.summary()).collect()
+    }
+}
+
+/// What a block's combinations read.
+struct Window<'w> {
+    candles: &'w [Candle],
+    /// The block's first candle.
+    at: usize,
+    sums: &'w [i64],
+    base: usize,
+}
+
+impl Window<'_> {
+    /// Takes `run` through the block's candles up to `end`; `atr` holds the
+    /// run's ATR at each of them.
+    #[inline]
+    fn advance(&self, run: &mut Run, end: usize, atr: &[f64], from: Ts) {
         let p = run.p;
         let (fast, slow) = (p.fast as usize, p.slow as usize);
         let (fast_n, slow_n) = (i64::from(p.fast), i64::from(p.slow));
-        let (sums, atr) = (&self.sums, run.atr);
-        // Both means are defined from candle `slow - 1`, and the sign before
-        // them from `slow`; no signal before the ATR can place its stops.
-        let signals_from = slow.max(run.atr_from);
+        // `sum(n)` at candle i: the first n closes, i.e. `sums[n - base]`.
+        let (sums, base) = (self.sums, self.base);
         // In registers through the loop, not in `run`.
         let mut prev = run.prev;
         let mut open = run.book.open.is_some();
-        for i in range.start.max(slow - 1)..range.end {
-            let top = sums[i + 1];
-            let in_fast = top - sums[i + 1 - fast];
-            let in_slow = top - sums[i + 1 - slow];
+        // Both means are defined from candle `slow - 1`, the sign before them from `slow`.
+        for i in self.at.max(slow - 1)..end {
+            let (in_fast, in_slow) = (in_window(sums, base, i, fast), in_window(sums, base, i, slow));
             let d = (in_fast * slow_n - in_slow * fast_n).signum();
-            let side = if i >= signals_from { crossing(prev, d) } else { None };
+            let a = atr[i - self.at];
+            // No signal before the ATR can place its stops.
+            let side = if i >= slow && !a.is_nan() { crossing(prev, d) } else { None };
             prev = d;
             if !open && side.is_none() {
                 continue;
             }
             let c = &self.candles[i];
             let signal = side.filter(|_| c.time >= from).map(|side| {
-                let (stop_loss, take_profit) = stops(side, c.close, atr[i], &p);
-                let mean = |n: usize| (sums[i + 1] - sums[i + 1 - n]) as f64 / TICKS / n as f64;
+                let (stop_loss, take_profit) = stops(side, c.close, a, &p);
+                let mean = |n: usize| in_window(sums, base, i, n) as f64 / TICKS / n as f64;
                 Signal {
                     id: String::new(),
                     instrument: c.instrument,
@@ -161,7 +231,7 @@ impl<'a> Series<'a> {
                     // Not the engine's running means to the last bit; no figure reads them.
                     fast: mean(fast),
                     slow: mean(slow),
-                    atr: atr[i],
+                    atr: a,
                     stop_loss,
                     take_profit,
                     strategy: String::new(),
@@ -175,23 +245,19 @@ impl<'a> Series<'a> {
         }
         run.prev = prev;
     }
-
-    /// The figures of `p` over the series in one go.
-    #[cfg(test)]
-    fn run(&self, p: &StrategyParams, fill: Fill, spread_pips: f64, from: Ts) -> Figures {
-        let mut run = self.start(*p, fill, spread_pips);
-        self.advance(&mut run, 0..self.len(), from);
-        run.figures()
-    }
 }
 
-/// One combination on its way through a [`Series`]: a sweep takes a few
-/// at a time through each block of candles, which then stays in the
-/// cache (one at a time through all of a large file read every candle
-/// from memory once per combination).
-pub(super) struct Run<'s> {
+/// The last `n` closes up to candle `i`, in ticks.
+#[inline(always)]
+fn in_window(sums: &[i64], base: usize, i: usize, n: usize) -> i64 {
+    sums[i + 1 - base] - sums[i + 1 - n - base]
+}
+
+/// One combination on its way through a [`Series`].
+struct Run {
     p: StrategyParams,
-    atr: &'s [f64],
+    /// Its ATR among the group's.
+    atr: usize,
     rules: Rules,
     pip: f64,
     book: Book,
@@ -199,14 +265,6 @@ pub(super) struct Run<'s> {
     closed: Vec<Trade>,
     /// The sign of `fast - slow` at the last candle seen (read from candle `slow` on).
     prev: i64,
-    /// The first candle with an ATR.
-    atr_from: usize,
-}
-
-impl Run<'_> {
-    pub(super) fn figures(&self) -> Figures {
-        self.tally.summary()
-    }
 }
 
 /// The engine's crossover rule (`strategy::crossing`) on signs.
@@ -282,23 +340,24 @@ mod tests {
                 (Fill::Close, 0.0, Ts(i64::MIN), Ts(i64::MAX)),
                 (Fill::NextOpen, 0.8, Ts(start.0 + 300 * 3600), Ts(end.0 - 500 * 3600)),
             ] {
-                let series = Series::prepare(&candles, to, &[3, 14], 60).expect("on the grid");
+                let series = Series::prepare(&candles, to, 60).expect("on the grid");
+                let mut grid = Vec::new();
                 for (fast, slow) in [(1, 2), (2, 3), (3, 7), (5, 20), (10, 60), (20, 21)] {
                     for (atr, sl, tp) in [(3, 1.0, 2.0), (14, 1.5, 3.0)] {
-                        let p = StrategyParams { ma: MaKind::Sma, fast, slow, atr, sl_mult: sl, tp_mult: tp };
-                        assert!(series.takes(&p, 60));
-                        let ours = series.run(&p, fill, spread, from);
-                        let engine = engine_figures(&candles, p, fill, spread, from, to);
-                        assert_eq!(ours, engine, "seed {seed} step {step} {p:?} {fill:?} from {from:?} to {to:?}");
-                        // A block at a time, as a sweep runs it: the same.
-                        let mut run = series.start(p, fill, spread);
-                        for at in (0..series.len()).step_by(7) {
-                            series.advance(&mut run, at..(at + 7).min(series.len()), from);
-                        }
-                        assert_eq!(run.figures(), engine, "in blocks: {p:?}");
-                        compared += 1;
-                        traded += usize::from(ours.trades > 0);
+                        grid.push(StrategyParams { ma: MaKind::Sma, fast, slow, atr, sl_mult: sl, tp_mult: tp });
                     }
+                }
+                // All of them together a few candles at a time, as a sweep
+                // runs them (the windows reach back across blocks), and each alone.
+                let mut group = series.group(&grid, fill, spread);
+                while group.step(7, from) {}
+                for (p, together) in grid.iter().zip(group.figures()) {
+                    assert!(series.takes(p));
+                    let engine = engine_figures(&candles, *p, fill, spread, from, to);
+                    assert_eq!(together, engine, "seed {seed} step {step} {p:?} {fill:?} from {from:?} to {to:?}");
+                    assert_eq!(series.run(p, fill, spread, from), engine, "alone: {p:?}");
+                    compared += 1;
+                    traded += usize::from(engine.trades > 0);
                 }
             }
         }
@@ -310,32 +369,31 @@ mod tests {
     fn it_declines_what_only_the_engine_can_say() {
         let candles = walk(500, 9, 3);
         let all = Ts(i64::MAX);
-        assert!(Series::prepare(&candles, all, &[14], 50).is_some());
+        assert!(Series::prepare(&candles, all, 50).is_some());
         // A close off the 1e-8 grid.
         let mut off = candles.clone();
         off[100].close += 1e-10;
         off[100].high += 1e-9;
-        assert!(Series::prepare(&off, all, &[14], 50).is_none());
+        assert!(Series::prepare(&off, all, 50).is_none());
         // A candle the engine refuses: out of order, or bad prices.
         let mut late = candles.clone();
         late[200].time = late[199].time;
-        assert!(Series::prepare(&late, all, &[14], 50).is_none());
+        assert!(Series::prepare(&late, all, 50).is_none());
         let mut bad = candles.clone();
         bad[300].low = bad[300].high + 0.1;
-        assert!(Series::prepare(&bad, all, &[14], 50).is_none());
+        assert!(Series::prepare(&bad, all, 50).is_none());
         // ...unless it is past `to`, where a backtest never looks.
-        assert!(Series::prepare(&bad, bad[250].time, &[14], 50).is_some());
+        assert!(Series::prepare(&bad, bad[250].time, 50).is_some());
         // Two series.
         let mut two = candles.clone();
         two[10].instrument = Instrument::new("GBP_USD").unwrap();
-        assert!(Series::prepare(&two, all, &[14], 50).is_none());
-        // Not for an EMA, a fast not below slow, or an ATR not prepared.
-        let series = Series::prepare(&candles, all, &[14], 50).unwrap();
+        assert!(Series::prepare(&two, all, 50).is_none());
+        // Not for an EMA, a fast not below slow, or a slow longer than prepared for.
+        let series = Series::prepare(&candles, all, 50).unwrap();
         let p = StrategyParams { ma: MaKind::Sma, fast: 5, slow: 20, atr: 14, sl_mult: 1.5, tp_mult: 3.0 };
-        assert!(series.takes(&p, 50));
-        assert!(!series.takes(&StrategyParams { ma: MaKind::Ema, ..p }, 50));
-        assert!(!series.takes(&StrategyParams { fast: 20, ..p }, 50));
-        assert!(!series.takes(&StrategyParams { atr: 10, ..p }, 50));
-        assert!(!series.takes(&StrategyParams { slow: 60, ..p }, 50));
+        assert!(series.takes(&p));
+        assert!(!series.takes(&StrategyParams { ma: MaKind::Ema, ..p }));
+        assert!(!series.takes(&StrategyParams { fast: 20, ..p }));
+        assert!(!series.takes(&StrategyParams { slow: 60, ..p }));
     }
 }
