@@ -101,7 +101,12 @@ impl Sweep<'_> {
         let mut files: Vec<Vec<Candle>> = Vec::with_capacity(self.inputs.len());
         let mut read = Summary::default();
         for input in self.inputs {
-            let mut candles = Vec::new();
+            // Sized from the file up front: doubling as it fills held the
+            // old copy and the new at once, 1.8x the candles at the peak. A
+            // row is rarely under 40 bytes; pages reserved and never filled
+            // cost no memory.
+            let bytes = std::fs::metadata(&input.path).map_or(0, |m| m.len());
+            let mut candles = Vec::with_capacity(usize::try_from(bytes / 40).unwrap_or(0));
             drive(std::slice::from_ref(input), self.progress, 0, on_bad_row, &mut read, &mut |c, _| {
                 candles.push(*c);
                 Ok(Flow::Next)
