@@ -305,13 +305,15 @@ impl SeriesState {
     }
 }
 
-/// The crossover between the previous and this candle's `fast - slow`.
-/// A NaN on either side (MAs not yet defined) compares false: no signal.
+/// The crossover between the previous and this candle's `fast - slow`
+/// (or their signs: the sweep's kernel decides on integers). A NaN on either
+/// side (MAs not yet defined) compares false: no signal.
 #[inline(always)]
-fn crossing(prev: f64, diff: f64) -> Option<Side> {
-    if diff > 0.0 && prev <= 0.0 {
+pub(crate) fn crossing<T: PartialOrd + Default>(prev: T, diff: T) -> Option<Side> {
+    let zero = T::default();
+    if diff > zero && prev <= zero {
         Some(Side::Buy)
-    } else if diff < 0.0 && prev >= 0.0 {
+    } else if diff < zero && prev >= zero {
         Some(Side::Sell)
     } else {
         None

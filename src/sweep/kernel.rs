@@ -20,12 +20,12 @@
 
 use crate::engine::StrategyParams;
 use crate::engine::indicators::Atr;
-use crate::engine::strategy::stops;
+use crate::engine::strategy::{crossing, stops};
 use crate::engine::trade::{Book, Fill, Rules, Summary as Figures, Tally};
 use crate::event::Signal;
 use crate::event::Trade;
 use crate::time::Ts;
-use crate::types::{Candle, Side};
+use crate::types::Candle;
 
 /// Ticks per unit of price: the grid `DualSma::exact_sign` sums on.
 const TICKS: f64 = 1e8;
@@ -265,18 +265,6 @@ struct Run {
     closed: Vec<Trade>,
     /// The sign of `fast - slow` at the last candle seen (read from candle `slow` on).
     prev: i64,
-}
-
-/// The engine's crossover rule (`strategy::crossing`) on signs.
-#[inline(always)]
-fn crossing(before: i64, now: i64) -> Option<Side> {
-    if now > 0 && before <= 0 {
-        Some(Side::Buy)
-    } else if now < 0 && before >= 0 {
-        Some(Side::Sell)
-    } else {
-        None
-    }
 }
 
 #[cfg(test)]
