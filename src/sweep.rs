@@ -97,26 +97,33 @@ impl Sweep<'_> {
     pub fn run(&self, on_bad_row: &mut dyn FnMut(&BadRow)) -> Result<Results, ReplayError> {
         let started = std::time::Instant::now();
         let combinations = self.axes.combinations();
-        // The candles, once, file by file as a backtest reads them.
-        let mut files: Vec<Vec<Candle>> = Vec::with_capacity(self.inputs.len());
-        let mut read = Summary::default();
-        for input in self.inputs {
-            // Sized from the file up front: doubling as it fills held the
+        // One series: each combination adds its trades up as they close.
+        let one_series =
+            self.inputs.windows(2).all(|w| (w[0].instrument, w[0].timeframe) == (w[1].instrument, w[1].timeframe));
+        // The candles, once, in the order a backtest reads them: one series'
+        // files in one vector (the kernel reads it whole), else one per file.
+        let size = |i: &CsvInput| std::fs::metadata(&i.path).map_or(0, |m| m.len());
+        let sizes: Vec<u64> = match one_series {
+            true => vec![self.inputs.iter().map(size).sum()],
+            false => self.inputs.iter().map(size).collect(),
+        };
+        let mut files: Vec<Vec<Candle>> = sizes
+            .iter()
+            // Sized from the files up front: doubling as it filled held the
             // old copy and the new at once, 1.8x the candles at the peak. A
             // row is rarely under 40 bytes; pages reserved and never filled
             // cost no memory.
-            let bytes = std::fs::metadata(&input.path).map_or(0, |m| m.len());
-            let mut candles = Vec::with_capacity(usize::try_from(bytes / 40).unwrap_or(0));
+            .map(|bytes| Vec::with_capacity(usize::try_from(bytes / 40).unwrap_or(0)))
+            .collect();
+        let mut read = Summary::default();
+        for (n, input) in self.inputs.iter().enumerate() {
+            let Some(candles) = files.get_mut(if one_series { 0 } else { n }) else { break };
             drive(std::slice::from_ref(input), self.progress, 0, on_bad_row, &mut read, &mut |c, _| {
                 candles.push(*c);
                 Ok(Flow::Next)
             })?;
-            files.push(candles);
         }
         read.files = self.inputs.len();
-        // One series: each combination adds its trades up as they close.
-        let one_series =
-            self.inputs.windows(2).all(|w| (w[0].instrument, w[0].timeframe) == (w[1].instrument, w[1].timeframe));
         let bar = self.progress.then(|| {
             let bar = indicatif::ProgressBar::new(combinations.len() as u64);
             bar.set_style(
@@ -127,22 +134,16 @@ impl Sweep<'_> {
         });
         let counted = std::sync::Mutex::new(None::<Summary>);
         let max_slow = self.axes.slow.iter().copied().max().unwrap_or(1);
-        let joined;
         let kernel = match files.as_slice() {
-            [one] if one_series => Some(one.as_slice()),
-            many if one_series && combinations.iter().any(|p| p.ma == MaKind::Sma) => {
-                joined = many.concat();
-                Some(joined.as_slice())
-            }
+            [one] if one_series => kernel::Series::prepare(one, self.to.unwrap_or(Ts(i64::MAX)), max_slow),
             _ => None,
-        }
-        .and_then(|candles| kernel::Series::prepare(candles, self.to.unwrap_or(Ts(i64::MAX)), max_slow));
+        };
         if let Some(k) = &kernel {
             read.candles = k.len() as u64;
         }
         let from = self.from.unwrap_or(Ts(i64::MIN));
         // The kernel's combinations, a group at a time through each block of
-        // candles (see `kernel::Run`); enough groups to keep every core busy
+        // candles (see `kernel::Group`); enough groups to keep every core busy
         // and the progress bar moving.
         let mut figures: Vec<Option<Figures>> = vec![None; combinations.len()];
         if let Some(k) = &kernel {

@@ -169,3 +169,45 @@ fn a_sweep_over_several_pairs_is_the_single_backtests_total() {
         assert!(total["trades"].as_u64().unwrap() > 100, "{total}");
     }
 }
+
+/// One pair's history in two files, back to back (the sweep's own loop
+/// reads them as one) and overlapping by 500 rows (the engine refuses those
+/// as not after the last, and runs every combination): the sweep is the
+/// single backtests', SMA and EMA.
+#[test]
+fn a_sweep_over_one_pair_in_several_files_is_the_single_backtests() {
+    let text = std::fs::read_to_string(data_file()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for overlap in [0, 500] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("EUR_USD_H1_1.csv"), lines[..3500].join("\n")).unwrap();
+        let mut second = vec![lines[0]];
+        second.extend(&lines[3500 - overlap..]);
+        std::fs::write(dir.path().join("EUR_USD_H1_2.csv"), second.join("\n")).unwrap();
+        let sweep = pipwatch()
+            .arg("backtest")
+            .arg(dir.path())
+            .args(["--format", "json", "--ma", "sma,ema", "--fast", "5,10", "--slow", "20,40"])
+            .output()
+            .unwrap();
+        assert!(sweep.status.success(), "{}", String::from_utf8_lossy(&sweep.stderr));
+        let records = json_lines(&sweep.stdout);
+        assert_eq!(records.len(), 8);
+        for rec in &records {
+            let s = |k: &str| rec[k].to_string();
+            let ma = rec["ma"].as_str().unwrap();
+            let single = pipwatch()
+                .arg("backtest")
+                .arg(dir.path())
+                .args(["--format", "json", "--ma", ma, "--fast", &s("fast"), "--slow", &s("slow")])
+                .output()
+                .unwrap();
+            let single = json_lines(&single.stdout);
+            let total = of_type(&single, "summary").into_iter().find(|r| r["instrument"] == "ALL").unwrap().clone();
+            for k in ["trades", "wins", "pips", "r", "expectancy_r", "profit_factor", "sqn", "max_drawdown_r"] {
+                assert_eq!(rec[k], total[k], "overlap {overlap}, {k}: {rec}");
+            }
+            assert!(total["trades"].as_u64().unwrap() > 50, "{total}");
+        }
+    }
+}
