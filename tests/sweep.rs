@@ -6,10 +6,28 @@ mod common;
 use common::{data_file, json_lines, of_type, pipwatch};
 
 fn run(args: &[&str]) -> (Vec<serde_json::Value>, String) {
-    let out = pipwatch().arg("backtest").arg(data_file()).args(args).output().unwrap();
+    run_on(&data_file(), args)
+}
+
+/// `pipwatch backtest PATH ARGS`: its records and its stderr, the run checked.
+fn run_on(path: &std::path::Path, args: &[&str]) -> (Vec<serde_json::Value>, String) {
+    let out = pipwatch().arg("backtest").arg(path).args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{stderr}");
     (json_lines(&out.stdout), stderr)
+}
+
+/// The figures of a single backtest of PATH ARGS: its `ALL` summary.
+fn total_of(path: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let (single, _) = run_on(path, &[&["--format", "json"], args].concat());
+    of_type(&single, "summary").into_iter().find(|r| r["instrument"] == "ALL").unwrap().clone()
+}
+
+/// A sweep record's figures are `total`'s, a single backtest's.
+fn assert_same_figures(rec: &serde_json::Value, total: &serde_json::Value, what: &str) {
+    for k in ["trades", "wins", "win_rate", "pips", "r", "expectancy_r", "profit_factor", "sqn", "max_drawdown_r"] {
+        assert_eq!(rec[k], total[k], "{what} ({rec}): {k}");
+    }
 }
 
 /// Each combination's record holds the figures a single backtest of that
@@ -39,35 +57,32 @@ fn every_combination_is_what_a_single_backtest_of_it_says() {
     // fast < slow: (5,10) (5,20) (5,40) (10,20) (10,40) (15,20) (15,40), × 2 MAs × 2 ATRs × 2 stops.
     assert_eq!(records.len(), 7 * 2 * 2 * 2, "{stderr}");
     assert!(stderr.contains("swept 56 combinations over 6225 candles"), "{stderr}");
-    let keys = ["trades", "wins", "win_rate", "pips", "r", "expectancy_r", "profit_factor", "sqn", "max_drawdown_r"];
     // Every fifth, to keep the test short; the first and last among them.
     for (n, rec) in records.iter().enumerate().filter(|(n, _)| n % 5 == 0 || *n == records.len() - 1) {
         assert_eq!(rec["type"], "sweep");
         let s = |k: &str| rec[k].to_string();
-        let (single, _) = run(&[
-            "--format",
-            "json",
-            "--ma",
-            rec["ma"].as_str().unwrap(),
-            "--fast",
-            &s("fast"),
-            "--slow",
-            &s("slow"),
-            "--atr",
-            &s("atr"),
-            "--sl",
-            &s("sl"),
-            "--tp",
-            &s("tp"),
-            "--fill",
-            "next-open",
-            "--spread",
-            "0.8",
-        ]);
-        let total = of_type(&single, "summary").into_iter().find(|r| r["instrument"] == "ALL").unwrap().clone();
-        for k in keys {
-            assert_eq!(rec[k], total[k], "combination {n} ({rec}): {k}");
-        }
+        let total = total_of(
+            &data_file(),
+            &[
+                "--ma",
+                rec["ma"].as_str().unwrap(),
+                "--fast",
+                &s("fast"),
+                "--slow",
+                &s("slow"),
+                "--atr",
+                &s("atr"),
+                "--sl",
+                &s("sl"),
+                "--tp",
+                &s("tp"),
+                "--fill",
+                "next-open",
+                "--spread",
+                "0.8",
+            ],
+        );
+        assert_same_figures(rec, &total, &format!("combination {n}"));
         assert!(rec["trades"].as_u64().unwrap() > 0, "{rec}");
     }
 }
@@ -145,27 +160,11 @@ fn a_sweep_over_several_pairs_is_the_single_backtests_total() {
     let mut second = vec![lines[0]];
     second.extend(&lines[2000..]);
     std::fs::write(dir.path().join("GBP_USD.csv"), second.join("\n")).unwrap();
-    let sweep = pipwatch()
-        .arg("backtest")
-        .arg(dir.path())
-        .args(["--format", "json", "--timeframe", "H1", "--fast", "5,10", "--slow", "20"])
-        .output()
-        .unwrap();
-    assert!(sweep.status.success(), "{}", String::from_utf8_lossy(&sweep.stderr));
-    let records = json_lines(&sweep.stdout);
+    let (records, _) = run_on(dir.path(), &["--format", "json", "--timeframe", "H1", "--fast", "5,10", "--slow", "20"]);
     assert_eq!(records.len(), 2);
     for rec in &records {
-        let single = pipwatch()
-            .arg("backtest")
-            .arg(dir.path())
-            .args(["--format", "json", "--timeframe", "H1", "--fast", &rec["fast"].to_string(), "--slow", "20"])
-            .output()
-            .unwrap();
-        let single = json_lines(&single.stdout);
-        let total = of_type(&single, "summary").into_iter().find(|r| r["instrument"] == "ALL").unwrap().clone();
-        for k in ["trades", "wins", "pips", "r", "expectancy_r", "profit_factor", "sqn", "max_drawdown_r"] {
-            assert_eq!(rec[k], total[k], "{k}: {rec}");
-        }
+        let total = total_of(dir.path(), &["--timeframe", "H1", "--fast", &rec["fast"].to_string(), "--slow", "20"]);
+        assert_same_figures(rec, &total, "several pairs");
         assert!(total["trades"].as_u64().unwrap() > 100, "{total}");
     }
 }
@@ -184,29 +183,14 @@ fn a_sweep_over_one_pair_in_several_files_is_the_single_backtests() {
         let mut second = vec![lines[0]];
         second.extend(&lines[3500 - overlap..]);
         std::fs::write(dir.path().join("EUR_USD_H1_2.csv"), second.join("\n")).unwrap();
-        let sweep = pipwatch()
-            .arg("backtest")
-            .arg(dir.path())
-            .args(["--format", "json", "--ma", "sma,ema", "--fast", "5,10", "--slow", "20,40"])
-            .output()
-            .unwrap();
-        assert!(sweep.status.success(), "{}", String::from_utf8_lossy(&sweep.stderr));
-        let records = json_lines(&sweep.stdout);
+        let (records, _) =
+            run_on(dir.path(), &["--format", "json", "--ma", "sma,ema", "--fast", "5,10", "--slow", "20,40"]);
         assert_eq!(records.len(), 8);
         for rec in &records {
             let s = |k: &str| rec[k].to_string();
-            let ma = rec["ma"].as_str().unwrap();
-            let single = pipwatch()
-                .arg("backtest")
-                .arg(dir.path())
-                .args(["--format", "json", "--ma", ma, "--fast", &s("fast"), "--slow", &s("slow")])
-                .output()
-                .unwrap();
-            let single = json_lines(&single.stdout);
-            let total = of_type(&single, "summary").into_iter().find(|r| r["instrument"] == "ALL").unwrap().clone();
-            for k in ["trades", "wins", "pips", "r", "expectancy_r", "profit_factor", "sqn", "max_drawdown_r"] {
-                assert_eq!(rec[k], total[k], "overlap {overlap}, {k}: {rec}");
-            }
+            let args = ["--ma", rec["ma"].as_str().unwrap(), "--fast", &s("fast"), "--slow", &s("slow")];
+            let total = total_of(dir.path(), &args);
+            assert_same_figures(rec, &total, &format!("overlap {overlap}"));
             assert!(total["trades"].as_u64().unwrap() > 50, "{total}");
         }
     }
