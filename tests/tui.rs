@@ -535,17 +535,25 @@ fn without_a_terminal_the_console_says_what_to_run_instead() {
     assert!(listener.accept().is_err(), "attach connected before finding it had no terminal");
 }
 
+/// The shell command a tmux pane runs: the real console with `args`, in a
+/// clean environment (nothing inherited, its server on any free port), then
+/// `then`, and the pane kept open a while to be read.
+fn console_cmd(args: &str, then: &str) -> String {
+    let bin = assert_cmd::cargo::cargo_bin("pipwatch");
+    format!(
+        "env -i PATH=\"$PATH\" TERM=xterm-256color PIPWATCH_SERVER__LISTEN='\"127.0.0.1:0\"' {} {args}; {then}; sleep 30",
+        bin.display()
+    )
+}
+
 #[test]
 fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let session = Session::new("pipwatch-test");
     let exit_file = dir.path().join("exit");
-    let bin = assert_cmd::cargo::cargo_bin("pipwatch");
-    let cmd = format!(
-        "env -i PATH=\"$PATH\" TERM=xterm-256color PIPWATCH_SERVER__LISTEN='\"127.0.0.1:0\"' {} --data-dir {}; echo $? > {}; sleep 30",
-        bin.display(),
-        dir.path().join("data").display(),
-        exit_file.display()
+    let cmd = console_cmd(
+        &format!("--data-dir {}", dir.path().join("data").display()),
+        &format!("echo $? > {}", exit_file.display()),
     );
     tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &cmd]);
     let wait_for = |what: &str| wait_for_pane(&session, &[what], "");
@@ -580,12 +588,7 @@ fn the_console_log_rotates_daily_and_keeps_seven_days() {
     }
     let session = Session::new("pipwatch-logs");
     let exit_file = dir.path().join("exit");
-    let cmd = format!(
-        "env -i PATH=\"$PATH\" TERM=xterm-256color PIPWATCH_SERVER__LISTEN='\"127.0.0.1:0\"' {} --data-dir {}; echo $? > {}; sleep 30",
-        assert_cmd::cargo::cargo_bin("pipwatch").display(),
-        data.display(),
-        exit_file.display()
-    );
+    let cmd = console_cmd(&format!("--data-dir {}", data.display()), &format!("echo $? > {}", exit_file.display()));
     tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &cmd]);
     wait_for_pane(&session, &["Pairs (7"], "");
     tmux(&["send-keys", "-t", &session, "q"]);
@@ -703,12 +706,7 @@ fn the_console_shows_an_alert_kept_from_the_last_run_at_once() {
     assert!(out.status.success() && stdout.contains("\"check\":\"disk\""), "no disk alert in the first run: {stdout}");
 
     let session = Session::new("pipwatch-alert");
-    let cmd = format!(
-        "env -i PATH=\"$PATH\" TERM=xterm-256color PIPWATCH_SERVER__LISTEN='\"127.0.0.1:0\"' {} -c {} --data-dir {}; sleep 30",
-        bin.display(),
-        config("10m").display(),
-        data.display()
-    );
+    let cmd = console_cmd(&format!("-c {} --data-dir {}", config("10m").display(), data.display()), "true");
     tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &cmd]);
     wait_for_pane(&session, &["Pairs (7", "warning the data directory's disk"], "");
     tmux(&["send-keys", "-t", &session, "q"]);
@@ -950,12 +948,7 @@ fn the_console_starts_where_the_last_run_left_off() {
     let row = (format!("{} {}", &time[5..10], &time[11..16]), format!("{price:.5}"));
 
     let session = Session::new("pipwatch-restart");
-    let bin = assert_cmd::cargo::cargo_bin("pipwatch");
-    let cmd = format!(
-        "env -i PATH=\"$PATH\" TERM=xterm-256color PIPWATCH_SERVER__LISTEN='\"127.0.0.1:0\"' {} --source {source} --data-dir {}; sleep 30",
-        bin.display(),
-        data.display(),
-    );
+    let cmd = console_cmd(&format!("--source {source} --data-dir {}", data.display()), "true");
     tmux(&["new-session", "-d", "-s", &session, "-x", "120", "-y", "30", &cmd]);
     let pane = wait_for_pane(&session, &["feed finished", "Signals (100)", &row.0, &row.1], "");
     let pair = pane.lines().find(|l| l.contains("EUR_USD  H1")).unwrap_or_default();
@@ -1451,13 +1444,10 @@ fn the_real_binary_on_a_wide_terminal_charts_the_pair_chosen_by_key_mouse_or_fil
     let dir = tempfile::tempdir().unwrap();
     let session = Session::new("pipwatch-wide");
     let out = dir.path().join("out");
-    let bin = assert_cmd::cargo::cargo_bin("pipwatch");
     // `cat -v` after the console shows what the terminal was left with.
-    let cmd = format!(
-        "env -i PATH=\"$PATH\" TERM=xterm-256color PIPWATCH_SERVER__LISTEN='\"127.0.0.1:0\"' {} --data-dir {} --source demo:bundled; echo exited > {}; sleep 30",
-        bin.display(),
-        dir.path().join("data").display(),
-        out.display()
+    let cmd = console_cmd(
+        &format!("--data-dir {} --source demo:bundled", dir.path().join("data").display()),
+        &format!("echo exited > {}", out.display()),
     );
     tmux(&["new-session", "-d", "-s", &session, "-x", "170", "-y", "44", &cmd]);
     // The feed uses its width: its signals' age once the first come.
