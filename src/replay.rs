@@ -463,7 +463,7 @@ impl Formatters {
                 for (mut events, mut bytes) in job_rx {
                     for e in events.drain(..) {
                         // Into memory: nothing to fail.
-                        let _ = format_into(&mut bytes, &e);
+                        let _ = write_event(&mut bytes, &e);
                     }
                     if done_tx.send((events, bytes)).is_err() {
                         return;
@@ -521,15 +521,6 @@ impl Formatters {
     }
 }
 
-/// One record's line, into memory.
-fn format_into(out: &mut Vec<u8>, e: &Event) -> io::Result<()> {
-    match e {
-        Event::Candle(c) => c.write_json(out)?,
-        Event::Signal(s) => s.write_json(out)?,
-        e => serde_json::to_writer(&mut *out, e).map_err(io::Error::other)?,
-    }
-    out.write_all(b"\n")
-}
 
 #[cfg(test)]
 mod tests {
