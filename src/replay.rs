@@ -521,7 +521,6 @@ impl Formatters {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
