@@ -426,7 +426,10 @@ impl Metrics {
                     self.route_depth.get_or_create(&l).set(r.depth as i64);
                     self.oldest_pending.get_or_create(&l).set(r.oldest_pending_secs.unwrap_or(0) as i64);
                     let before = seen.insert(r.name.clone(), r.rate_limited).unwrap_or(0);
-                    self.rate_limited.get_or_create(&l).inc_by(r.rate_limited.saturating_sub(before));
+                    // Smaller than last seen: the route's count began again
+                    // (removed by a reload, then back), so all of it is new.
+                    let new = r.rate_limited.checked_sub(before).unwrap_or(r.rate_limited);
+                    self.rate_limited.get_or_create(&l).inc_by(new);
                 }
             }
             Event::Outcome(t) => {
@@ -578,6 +581,33 @@ mod tests {
         m.observe(&alert("disk:1", Severity::Critical, AlertState::Resolved));
         assert_eq!(line(&m, "pipwatch_active_alerts{severity=\"critical\"}").as_deref(), Some("0"));
         assert_eq!(line(&m, "pipwatch_active_alerts{severity=\"warning\"}").as_deref(), Some("1"));
+    }
+
+    /// The 429 counter follows the route's count as it grows, and all of a
+    /// count that began again (a route removed by a reload, then back).
+    #[test]
+    fn the_429_counter_follows_the_routes_count_through_a_restart_of_it() {
+        let m = Metrics::new();
+        let queue = |rate_limited| {
+            let route = crate::event::RouteStatus {
+                name: "signals".into(),
+                circuit: crate::event::Circuit::Closed,
+                depth: 0,
+                oldest_pending_secs: None,
+                sent: 0,
+                failed: 0,
+                dead: 0,
+                rate_limited,
+                waiting: false,
+                last_error: None,
+            };
+            Event::Queue(crate::event::QueueStatus { routes: vec![route], ..Default::default() })
+        };
+        for (count, total) in [(3, "3"), (5, "5"), (5, "5"), (1, "6"), (2, "7")] {
+            m.observe(&queue(count));
+            let got = line(&m, "pipwatch_discord_rate_limited_total{route=\"signals\"}");
+            assert_eq!(got.as_deref(), Some(total), "after a count of {count}");
+        }
     }
 
     #[test]

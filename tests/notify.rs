@@ -118,6 +118,18 @@ impl Rig {
         self.store.outbox().unwrap().0.len()
     }
 
+    /// A reload as the instance does it: the running notifier stops, and a
+    /// new one from `config` takes over the handle and runs.
+    async fn reload(self, config: &Config) -> Rig {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.task).await.unwrap().unwrap();
+        let next = Notifier::new(config, self.store.clone(), self.hub.clone()).unwrap();
+        self.handle.replace(&next);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(next.run(stop.clone()));
+        Rig { stop, task, ..self }
+    }
+
     async fn stop(self) -> Arc<Store> {
         self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(5), self.task).await.unwrap().unwrap();
@@ -585,4 +597,40 @@ async fn a_signal_not_sent_yet_takes_its_outcome_with_it() {
     let (embed, quiet) = pipwatch::notify::embed::for_message(&left[0].1.message, false);
     assert!(embed.title.ends_with("✓ +2.0R") && quiet, "{}", embed.title);
     rig.stop().await;
+}
+
+/// A reload's notifier takes over the counts of the routes it keeps: a
+/// scrape of `pipwatch_discord_rate_limited` follows their growth, and
+/// counts that went back to zero hid the next 429s from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_counts_of_the_routes_it_keeps() {
+    let server = discord::start().await;
+    server.world.lock().unwrap().shared_429_next = Some(0.2);
+    let kept = route("signals", server.webhook(4, "t"), &[RouteEvent::Signal]);
+    let rig = Rig::start(&config(vec![kept.clone()]));
+    rig.signals(0..2, &["signals"]).await;
+    until(Duration::from_secs(10), "the outbox drains", || rig.pending() == 0).await;
+    let before = rig.handle.status().unwrap().routes[0].clone();
+    assert_eq!(before.rate_limited, 1);
+    assert!(before.sent > 0);
+
+    let added = route("added", server.webhook(5, "u"), &[RouteEvent::Signal]);
+    let rig = rig.reload(&config(vec![added, kept])).await;
+    let by_name = |n: &str| rig.handle.status().unwrap().routes.into_iter().find(|r| r.name == n).unwrap();
+    let carried = by_name("signals");
+    assert_eq!(
+        (carried.sent, carried.failed, carried.dead, carried.rate_limited),
+        (before.sent, before.failed, before.dead, before.rate_limited)
+    );
+    let new = by_name("added");
+    assert_eq!((new.sent, new.rate_limited), (0, 0));
+
+    // And they go on from there.
+    server.world.lock().unwrap().shared_429_next = Some(0.2);
+    rig.signals(10..12, &["signals"]).await;
+    until(Duration::from_secs(10), "the outbox drains", || rig.pending() == 0).await;
+    let after = by_name("signals");
+    rig.stop().await;
+    assert_eq!(after.rate_limited, 2);
+    assert!(after.sent > before.sent, "{after:?} after {before:?}");
 }

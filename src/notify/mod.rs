@@ -219,8 +219,13 @@ impl NotifierHandle {
 
     /// From now on this handle and its clones talk to `next` (a reload's
     /// notifier). The old one's tasks are stopped by whoever ran them.
+    /// A route that keeps its name keeps its counts: they are counters to
+    /// whoever scrapes them (`pipwatch_discord_rate_limited` is fed by their
+    /// growth), and a reload that zeroed them hid the next 429s from it.
     pub fn replace(&self, next: &Notifier) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.shared.clone();
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        next.shared.carry_from(&current);
+        *current = next.shared.clone();
     }
 
     /// Which routes take signals and outcomes, as the current config says:
@@ -380,6 +385,28 @@ impl Shared {
             self.delivery(e.message.id(), route, DeliveryState::Dead, e.attempts, None, Some(error.to_string()));
         }
         Ok(())
+    }
+
+    /// Takes over `old`'s counts for the routes of the same name, and when
+    /// each entry still queued was committed. The circuit is not taken over:
+    /// a reload is someone's word to try a route again.
+    fn carry_from(&self, old: &Shared) {
+        let before = old.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        for (route, s) in self.routes.iter().zip(stats.iter_mut()) {
+            if let Some(b) =
+                old.routes.iter().zip(&before).find_map(|(r, b)| (r.cfg.name == route.cfg.name).then_some(b))
+            {
+                s.sent = b.sent;
+                s.failed = b.failed;
+                s.dead = b.dead;
+                s.rate_limited = b.rate_limited;
+                s.last_error.clone_from(&b.last_error);
+            }
+        }
+        drop(stats);
+        let queued = old.queued_at.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.queued_at.lock().unwrap_or_else(|p| p.into_inner()).extend(queued);
     }
 
     fn status(&self) -> Result<QueueStatus, StoreError> {
