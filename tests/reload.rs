@@ -92,6 +92,34 @@ fn sighup_takes_up_new_routes_names_restart_changes_and_refuses_a_bad_config() {
     drop(run);
 }
 
+/// A route taken out of the config keeps its queued messages in the outbox
+/// for when it is back, and the log says how many wait, and for which name.
+#[test]
+fn a_removed_routes_waiting_messages_are_named_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(dir.path(), "c.toml", &format!("{START}{ROUTE}"));
+    let (run, addr, logs) = common::headless(&cfg, &dir.path().join("data"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // Nothing listens at the route's port: its signals stay queued.
+    let depth = || {
+        let metrics = get(&rt, &format!("http://{addr}/metrics"));
+        let line = metrics.lines().find(|l| l.starts_with("pipwatch_route_queue_depth{route=\"late\"}"));
+        line.and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while depth() == 0 {
+        assert!(Instant::now() < deadline, "nothing was queued for the route");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::write(&cfg, START).unwrap();
+    hup(run.0.id());
+    let line = wait_for(&logs, "for a route that is not in the config").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["fields"]["route"], "late", "{line}");
+    assert!(v["fields"]["count"].as_u64().is_some_and(|n| n > 0), "{line}");
+    drop(run);
+}
+
 #[test]
 fn a_reload_frame_reloads_and_needs_the_token() {
     use futures_util::{SinkExt, StreamExt};

@@ -182,6 +182,7 @@ impl Notifier {
     /// A request in flight is finished (its own timeout bounds it), so that
     /// what Discord accepted is also taken off the outbox.
     pub async fn run(self, shutdown: CancellationToken) {
+        self.shared.name_waiting_for_absent_routes();
         if self.shared.routes.is_empty() {
             tracing::info!("no notification routes configured ([[notify.routes]]): signals are not sent anywhere");
             return;
@@ -385,6 +386,26 @@ impl Shared {
             self.delivery(e.message.id(), route, DeliveryState::Dead, e.attempts, None, Some(error.to_string()));
         }
         Ok(())
+    }
+
+    /// Messages queued for a route the config no longer has stay in the
+    /// outbox for when it is back (nothing is dropped behind the user's
+    /// back); the log says how many wait, and for which names.
+    fn name_waiting_for_absent_routes(&self) {
+        let Ok((pending, _)) = self.store.outbox() else { return };
+        let mut absent = std::collections::BTreeMap::<&str, usize>::new();
+        for (_, e) in &pending {
+            if !self.routes.iter().any(|r| r.cfg.name == e.route) {
+                *absent.entry(e.route.as_str()).or_default() += 1;
+            }
+        }
+        for (route, count) in absent {
+            tracing::warn!(
+                route,
+                count,
+                "notifications wait in the outbox for a route that is not in the config ([[notify.routes]]): they are sent once a route of that name is back"
+            );
+        }
     }
 
     /// Takes over `old`'s counts for the routes of the same name, and when
