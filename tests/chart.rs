@@ -112,8 +112,15 @@ fn an_up_day_climbs_in_up_bodies_with_the_newest_close_on_the_axis() {
     assert_eq!(reversed, last.len() + 1, "the last price's label is highlighted");
     // The newest candle is at the top right, the oldest at the bottom left.
     let rows: Vec<String> = text(&buf).lines().map(str::to_string).collect();
-    let first_body_row = |col: usize| rows.iter().position(|r| r.chars().nth(col).is_some_and(|c| "█▀▄".contains(c)));
-    assert!(first_body_row(0) > first_body_row(22), "{}", text(&buf));
+    let is_body = |c: char| "█▀▄".contains(c);
+    let body_cols: Vec<usize> =
+        rows.iter().flat_map(|r| r.chars().enumerate().filter(|&(_, c)| is_body(c)).map(|(i, _)| i)).collect();
+    let (oldest, newest) = (*body_cols.iter().min().unwrap(), *body_cols.iter().max().unwrap());
+    let first_body_row = |col: usize| rows.iter().position(|r| r.chars().nth(col).is_some_and(is_body));
+    assert!(first_body_row(oldest) > first_body_row(newest), "{}", text(&buf));
+    // Twelve candles in room for sixteen: they sit against the axis (40
+    // columns, 8 of them the axis), the newest in the last slot.
+    assert_eq!((oldest, newest), (32 - 12 * 2, 30), "{}", text(&buf));
 }
 
 #[test]
@@ -131,7 +138,7 @@ fn a_down_day_falls_in_down_bodies() {
     let bodies = cells(&buf, "█");
     assert!(!bodies.is_empty() && bodies.iter().all(|s| s.fg == Some(Color::Red)), "{bodies:?}");
     // Times below: the first candle's, as "MM-DD HH:MM".
-    assert!(text(&buf).lines().last().unwrap().starts_with("01-02 12:00"), "{}", text(&buf));
+    assert!(text(&buf).lines().last().unwrap().trim_start().starts_with("01-02 12:00"), "{}", text(&buf));
 }
 
 /// A weekend gap: the Monday candles open far above Friday's close, and
@@ -189,11 +196,25 @@ fn a_trade_hit_by_its_stop_shows_its_levels_up_to_the_exit() {
     let t = text(&buf);
     assert!(t.contains("stop") && t.contains("target") && t.contains("entry"), "{t}");
     assert_eq!(cells(&buf, "▼").len(), 1, "{t}");
-    // The lines end at the exit candle (column 10 × zoom 2, its slot two wide).
+    // The lines end at the exit candle: seven candles after the entry's
+    // marker, at zoom 2, its slot two wide.
+    let column = |line: &str, glyph: char| line.chars().position(|c| c == glyph);
+    let marker = t.lines().find_map(|l| column(l, '▼')).unwrap();
     let stop_row = t.lines().find(|l| l.contains("stop")).unwrap();
-    let last_dash = stop_row.char_indices().filter(|(_, c)| *c == '┄').map(|(i, _)| i).max().unwrap();
-    let col = stop_row[..last_dash].chars().count();
-    assert!(col <= 21, "the stop line runs past the exit: {t}");
+    let last_dash = stop_row.chars().enumerate().filter(|(_, c)| *c == '┄').map(|(i, _)| i).max().unwrap();
+    assert!(last_dash <= marker + 7 * 2 + 1, "the stop line runs past the exit: {t}");
+    // The labels cover no candle: every body and wick drawn without the
+    // trade's lines is there with them. (The same levels, of a trade over
+    // before the first candle: not drawn, but in the price range.)
+    let before = b[0].time.0;
+    let gone = TradeLines { entry_time: Ts(before - 7200), exit_time: Some(Ts(before - 3600)), ..trade };
+    let bare = draw(chart(&b, &signals, Some(gone), false), 44, 14);
+    assert!(!text(&bare).contains('┄'), "{}", text(&bare));
+    for (with, without) in buf.content.iter().zip(&bare.content) {
+        if "█▀▄│╷╵".contains(without.symbol()) {
+            assert_eq!(with.symbol(), without.symbol(), "a label covers a candle:\n{t}");
+        }
+    }
 }
 
 /// Without colours, up and down candles still differ: up bodies are
@@ -231,5 +252,19 @@ fn scrolling_back_shows_older_candles_within_the_history() {
     let older = text(&draw(back, 24, 10));
     assert_ne!(newest, older);
     // Scrolled back to the oldest, the first time label is the first candle's.
-    assert!(older.lines().last().unwrap().starts_with("01-02 12:00"), "{older}");
+    assert!(older.lines().last().unwrap().trim_start().starts_with("01-02 12:00"), "{older}");
+    // A trade opened on the newest candle is not in the older ones' picture.
+    let newest = b[b.len() - 1];
+    let open = TradeLines {
+        entry_time: newest.time,
+        exit_time: None,
+        entry: newest.close,
+        stop: newest.close - 0.0010,
+        target: newest.close + 0.0020,
+    };
+    let mut back = chart(&b, &[], Some(open), false);
+    back.offset = 6;
+    let older = text(&draw(back, 24, 10));
+    assert!(!older.contains('┄'), "a trade entered after the candles in view is drawn:\n{older}");
+    assert!(text(&draw(chart(&b, &[], Some(open), false), 24, 10)).contains('┄'));
 }

@@ -58,6 +58,8 @@ pub struct CandleChart<'a> {
 
 /// The glyphs of a candle's body: the averages do not draw over them.
 const BODIES: [&str; 8] = ["█", "▀", "▄", "┃", "╻", "╹", "─", "┼"];
+/// A candle's wicks, and the signal markers on it: a label keeps off them.
+const WICKS: [&str; 5] = ["│", "╷", "╵", "▲", "▼"];
 
 /// The columns a candle gets at a zoom level, and the largest zoom.
 pub const MAX_ZOOM: u16 = 3;
@@ -124,6 +126,10 @@ impl Widget for CandleChart<'_> {
         let end = self.bars.len().saturating_sub(self.offset.min(self.bars.len().saturating_sub(1)));
         let start = end.saturating_sub(n);
         let shown = &self.bars[start..end];
+        // Fewer candles than room: they sit against the axis, so the newest
+        // is beside its price and the gap is in the past, where nothing was.
+        let lead = (n - shown.len()) as u16 * zoom;
+        let slot = |k: usize| lead + k as u16 * zoom;
 
         // The range: every visible high and low, the averages, and the trade's levels.
         let mut lo = f64::MAX;
@@ -157,17 +163,18 @@ impl Widget for CandleChart<'_> {
 
         // The trade's levels first: candles and averages draw over them,
         // and their labels over everything.
-        let mut labels: Vec<(u16, i64, String, Style)> = Vec::new();
+        let mut labels: Vec<(u16, u16, i64, String, Style)> = Vec::new();
         if let Some(t) = self.trade {
             let col_of = |time: Ts| shown.iter().position(|b| b.time >= time);
-            let from = col_of(t.entry_time).map_or(0, |c| c as u16 * zoom);
+            // Entered after the newest candle in view (scrolled back): not drawn.
+            let from = col_of(t.entry_time).map(slot);
             let to = match t.exit_time {
-                Some(x) => col_of(x).map_or(plot.width, |c| (c as u16 * zoom + zoom).min(plot.width)),
+                Some(x) => col_of(x).map_or(plot.width, |c| (slot(c) + zoom).min(plot.width)),
                 None => plot.width,
             };
             // A trade that ended before the visible candles is not drawn.
             let ended_before = t.exit_time.is_some_and(|x| shown.first().is_some_and(|b| x < b.time));
-            if !ended_before && from < to {
+            if let Some(from) = from.filter(|&f| f < to && !ended_before) {
                 for (price, label, style) in
                     [(t.stop, "stop", p.down), (t.target, "target", p.up), (t.entry, "entry", p.text)]
                 {
@@ -177,16 +184,13 @@ impl Widget for CandleChart<'_> {
                             buf[(x, y)].set_char('┄').set_style(style);
                         }
                     }
-                    let text = format!("{label} ");
-                    if to - from > text.len() as u16 + 2 {
-                        labels.push((from + 1, row, text, style));
-                    }
+                    labels.push((from, to, row, format!("{label} "), style));
                 }
             }
         }
 
         for (k, b) in shown.iter().enumerate() {
-            let col = k as u16 * zoom;
+            let col = slot(k);
             let (o, h, l, c) = (open(b), high(b), low(b), b.close);
             let style = if c > o {
                 p.up
@@ -253,7 +257,27 @@ impl Widget for CandleChart<'_> {
             }
         }
 
-        for (col, row, text, style) in labels {
+        // A label goes where it covers the fewest candles (at the line's
+        // start it covered the entry candle's own body), on its line if it
+        // can, else just before it: an open trade's lines are short when it
+        // was entered on the newest candles.
+        for (from, to, row, text, style) in labels {
+            let len = text.chars().count() as u16;
+            let covered = |col: u16| {
+                (col..col + len)
+                    .filter(|&c| {
+                        at(c, row).is_some_and(|(x, y)| {
+                            let s = buf[(x, y)].symbol();
+                            BODIES.contains(&s) || WICKS.contains(&s)
+                        })
+                    })
+                    .count()
+            };
+            let first = from.saturating_sub(len);
+            let last = to.saturating_sub(len).max(first);
+            let Some(col) = (first..=last).min_by_key(|&c| (covered(c), c < from + 1, c.abs_diff(from + 1))) else {
+                continue;
+            };
             for (k, ch) in text.chars().enumerate() {
                 if let Some((x, y)) = at(col + k as u16, row) {
                     buf[(x, y)].set_char(ch).set_style(style);
@@ -285,7 +309,7 @@ impl Widget for CandleChart<'_> {
         let y = area.y + area.height - 1;
         let mut next_free = 0u16;
         for (k, b) in shown.iter().enumerate() {
-            let col = k as u16 * zoom;
+            let col = slot(k);
             if col < next_free {
                 continue;
             }
