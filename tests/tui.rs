@@ -567,10 +567,10 @@ fn the_real_binary_under_tmux_shows_help_quits_and_restores_the_terminal() {
     while !exit_file.exists() && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let pane = tmux(&["capture-pane", "-p", "-t", &session]);
     assert_eq!(std::fs::read_to_string(&exit_file).unwrap_or_default().trim(), "0");
     // The alternate screen is gone: none of the console is left on the pane.
-    assert!(!pane.contains("Pairs (7") && !pane.contains("this help"), "{pane}");
+    // Waited for: tmux reads what the console wrote last after it has exited.
+    wait_for_pane(&session, &[], &["Pairs (7", "this help"]);
 }
 
 /// The console's log is a file per day, and old days are deleted: a data
