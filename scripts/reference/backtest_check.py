@@ -6,14 +6,14 @@ trade lists compared one by one. Optional: it needs backtesting and TA-Lib
 
     /tmp/pyref/bin/pip install -r scripts/reference/requirements.txt
     cargo build --release
-    /tmp/pyref/bin/python scripts/reference/backtest_check.py [CSV]
+    /tmp/pyref/bin/python scripts/reference/backtest_check.py [CSV] [--fill next-open]
 
 The signals are computed here, not taken from pipwatch: SMA crossovers
 decided in integer ticks (exact, as the engine decides them) and TA-Lib's
 ATR for the stop (1.5 ATR) and the target (3 ATR). backtesting.py then
-fills them at the signal candle's close (trade_on_close), reverses on the
-opposite signal (exclusive_orders), and exits at its stop and take-profit
-orders. Prints the counts, the first differences, and the total R of each;
+fills them at the signal candle's close (trade_on_close; with
+`--fill next-open`, at the next candle's open), reverses on the opposite
+signal (exclusive_orders), and exits at its stop and take-profit orders. Prints the counts, the first differences, and the total R of each;
 BENCHMARKS.md records what it said.
 """
 import json
@@ -29,7 +29,7 @@ from backtesting import Backtest, Strategy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-BIN = os.path.join(ROOT, "target", "release", "pipwatch")
+BIN = os.environ.get("PIPWATCH_BIN", os.path.join(ROOT, "target", "release", "pipwatch"))
 DEFAULT = os.path.join(ROOT, "data", "EUR_USD_H1_2017_ask.csv")
 FAST, SLOW, ATR, SL, TP = 10, 20, 14, 1.5, 3.0
 TICK = 100_000  # five decimals
@@ -66,7 +66,7 @@ def signals(df):
     return side, atr
 
 
-def reference_trades(df, side, atr):
+def reference_trades(df, side, atr, on_close):
     class Cross(Strategy):
         def init(self):
             pass
@@ -82,7 +82,7 @@ def reference_trades(df, side, atr):
                 self.sell(size=100_000, sl=price + SL * atr[i], tp=price - TP * atr[i])
 
     bt = Backtest(
-        df, Cross, cash=10_000_000, commission=0.0, trade_on_close=True, exclusive_orders=True, finalize_trades=True
+        df, Cross, cash=10_000_000, commission=0.0, trade_on_close=on_close, exclusive_orders=True, finalize_trades=True
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -90,18 +90,26 @@ def reference_trades(df, side, atr):
     return stats["_trades"]
 
 
-def pipwatch_trades(path):
-    out = subprocess.run([BIN, "backtest", path, "--format", "json"], capture_output=True, text=True, check=True)
+def pipwatch_trades(path, fill):
+    args = [BIN, "backtest", path, "--format", "json", "--fill", fill]
+    out = subprocess.run(args, capture_output=True, text=True, check=True)
     rows = [json.loads(l) for l in out.stdout.splitlines()]
     return [r for r in rows if r.get("type") == "trade"]
 
 
 def main():
-    path = sys.argv[1] if len(sys.argv) > 1 else DEFAULT
+    args = sys.argv[1:]
+    fill = "close"
+    if "--fill" in args:
+        at = args.index("--fill")
+        fill = args[at + 1]
+        del args[at : at + 2]
+    path = args[0] if args else DEFAULT
     df = candles(path)
     side, atr = signals(df)
-    ref = reference_trades(df, side, atr)
-    ours = pipwatch_trades(path)
+    ref = reference_trades(df, side, atr, on_close=fill == "close")
+    ours = pipwatch_trades(path, fill)
+    print(f"fill at the {'close' if fill == 'close' else 'next open'}")
     print(f"candles {len(df)}, signals here {int(np.count_nonzero(side))}")
     print(f"trades: pipwatch {len(ours)}, backtesting.py {len(ref)}")
 

@@ -11,7 +11,9 @@
 //!    backtesting.py and freqtrade). An exit at the open beyond the level is
 //!    a gap: the loss can be worse than 1R.
 //! 2. Then, if this candle gives a new signal while a trade is still open,
-//!    that trade exits at this candle's close (`reversed`) and the new one opens.
+//!    that trade exits (`reversed`) where the new one is entered: at this
+//!    candle's close, or with a next-open fill at the next candle's open
+//!    (backtesting.py's `exclusive_orders`, either way).
 //!
 //! Data that ends with a trade open reports it `open`, marked at the last close.
 //! R is the signed move from entry to exit over the planned risk
@@ -146,6 +148,12 @@ impl OpenTrade {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Book {
     pub open: Option<OpenTrade>,
+    /// With a next-open fill, the trade an opposite signal reversed: it
+    /// exits at the next candle's open, where the new one enters. Never set
+    /// with a fill at the close, so a live instance (which fills at the
+    /// close) has nothing here to keep: skipped, the stored form is as before.
+    #[serde(skip)]
+    reversing: Option<OpenTrade>,
 }
 
 impl Book {
@@ -169,6 +177,11 @@ impl Book {
         pip: f64,
         closed: &mut Vec<Trade>,
     ) {
+        if let Some(mut t) = self.reversing.take() {
+            t.bars += 1;
+            t.see(candle.open, candle.open);
+            closed.push(t.close(candle.time, candle.open, ExitReason::Reversed, false, rules, pip));
+        }
         if let Some(t) = self.open.as_mut() {
             if !t.entered {
                 let half = rules.spread / 2.0;
@@ -189,7 +202,13 @@ impl Book {
         }
         if let Some(s) = signal {
             if let Some(t) = self.open.take() {
-                closed.push(t.close(candle.time, candle.close, ExitReason::Reversed, false, rules, pip));
+                match rules.fill {
+                    Fill::Close => {
+                        closed.push(t.close(candle.time, candle.close, ExitReason::Reversed, false, rules, pip))
+                    }
+                    // Acted on when the new one is: at the next open.
+                    Fill::NextOpen => self.reversing = Some(t),
+                }
             }
             self.open = Some(open(s, rules));
         }
@@ -198,7 +217,8 @@ impl Book {
     /// The trade still open at the end of the data, marked at `last`'s close
     /// (not closed: it stays open). A next-open trade never entered has no mark.
     pub fn mark_open(&self, last: &Candle, rules: &Rules, pip: f64) -> Option<Trade> {
-        let t = self.open.as_ref().filter(|t| t.entered)?;
+        // A reversal the data ended before: the old trade is still the open one.
+        let t = self.reversing.as_ref().or(self.open.as_ref().filter(|t| t.entered))?;
         Some(t.close(last.time, last.close, ExitReason::Open, false, rules, pip))
     }
 }
@@ -475,6 +495,41 @@ mod tests {
             Rules { fill: Fill::NextOpen, spread: 0.0 },
         );
         assert!(t.is_empty());
+    }
+
+    /// With a next-open fill, a reversed trade exits at the next open,
+    /// where the new one enters: not at the close of the signal's candle,
+    /// a price nobody acting on the signal could have had.
+    #[test]
+    fn next_open_reverses_at_the_following_open() {
+        let c = [
+            candle(0, 1.0, 1.0, 1.0, 1.1000),
+            candle(1, 1.1005, 1.1020, 1.1000, 1.1010),
+            candle(2, 1.1010, 1.1030, 1.1000, 1.1020),
+            candle(3, 1.1030, 1.1040, 1.1010, 1.1015),
+        ];
+        let buy = signal_on(&c[0], Side::Buy, 1.0900, 1.1200);
+        let sell = signal_on(&c[2], Side::Sell, 1.1120, 1.0820);
+        let rules = Rules { fill: Fill::NextOpen, spread: 0.0 };
+        let t = run(&c, &[(0, buy.clone()), (2, sell.clone())], rules);
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(
+            (t[0].id.as_str(), t[0].exit_reason, t[0].exit_time),
+            (buy.id.as_str(), ExitReason::Reversed, c[3].time)
+        );
+        assert!(close(t[0].entry, 1.1005) && close(t[0].exit, 1.1030), "{:?}", t[0]);
+        assert_eq!(t[0].bars, 3, "candles 1 and 2, and the one it exits at the open of");
+        assert_eq!(
+            (t[1].id.as_str(), t[1].entry_time, t[1].exit_reason),
+            (sell.id.as_str(), c[3].time, ExitReason::Open)
+        );
+        assert!(close(t[1].entry, 1.1030));
+
+        // The data ends on the signal's candle: the old trade is still the open one.
+        let t = run(&c[..3], &[(0, buy.clone()), (2, sell)], rules);
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!((t[0].id.as_str(), t[0].exit_reason), (buy.id.as_str(), ExitReason::Open));
+        assert!(close(t[0].exit, 1.1020));
     }
 
     /// Half the spread at entry, half at exit: a 2-pip spread costs 2 pips.
