@@ -220,6 +220,7 @@ impl NotifierHandle {
 
     /// From now on this handle and its clones talk to `next` (a reload's
     /// notifier). The old one's tasks are stopped by whoever ran them.
+    ///
     /// A route that keeps its name keeps its counts: they are counters to
     /// whoever scrapes them (`pipwatch_discord_rate_limited` is fed by their
     /// growth), and a reload that zeroed them hid the next 429s from it.
