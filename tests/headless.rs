@@ -446,19 +446,26 @@ fn a_csv_feed_gives_replays_signals_and_skips_what_was_applied() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let source = format!("csv:{}", common::data_file().display());
+    // Until the file has run out and three health samples came after it.
     let run = || {
-        let out = pipwatch()
-            .args(["headless", "--for", "2s", "--source", &source, "--data-dir"])
+        let mut cmd = pipwatch_std();
+        cmd.args(["headless", "--source", &source, "--data-dir"])
             .arg(&data)
-            .env("PIPWATCH_HEALTH__SAMPLE_EVERY", "\"200ms\"")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        json_lines(&out.stdout)
+            .env("PIPWATCH_HEALTH__SAMPLE_EVERY", "\"200ms\"");
+        let mut health_after_finish = None;
+        common::records_until(cmd, |r| {
+            if common::feed_finished(r) {
+                health_after_finish = Some(0);
+            }
+            if let (Some(n), true) = (health_after_finish.as_mut(), r["type"] == "health") {
+                *n += 1;
+            }
+            health_after_finish.is_some_and(|n| n >= 3)
+        })
     };
     let first = run();
-    // The file ran out in well under a second; the instance still serves,
-    // health checks included, until it is stopped.
+    // After the file ran out the instance still serves, health checks
+    // included, until it is stopped.
     let finished = first.iter().position(|r| r["type"] == "feed" && r["state"] == "finished").expect("finished");
     let health_after = of_type(&first[finished..], "health").len();
     assert!(health_after >= 3, "{health_after} health samples after the feed finished");

@@ -46,13 +46,9 @@ fn without_type(records: &[serde_json::Value], kind: &str) -> Vec<serde_json::Va
 fn live_outcomes_equal_the_backtests_closed_trades() {
     let dir = tempfile::tempdir().unwrap();
     let source = format!("csv:{}", data_file().display());
-    let out = pipwatch()
-        .args(["headless", "--no-server", "--for", "3s", "--source", &source, "--data-dir"])
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let outcomes = without_type(&json_lines(&out.stdout), "outcome");
+    let mut cmd = common::pipwatch_std();
+    cmd.args(["headless", "--no-server", "--source", &source, "--data-dir"]).arg(dir.path().join("data"));
+    let outcomes = without_type(&common::records_until(cmd, common::feed_finished), "outcome");
     let want = backtested();
     assert_eq!(outcomes.len(), want.len(), "one outcome per closed trade");
     for o in &outcomes {
@@ -104,13 +100,9 @@ fn after_a_kill_every_trade_closes_exactly_once() {
     let want = backtested();
     assert!(!first.is_empty() && first.len() < want.len(), "{} of {} closed before the kill", first.len(), want.len());
 
-    let out = pipwatch()
-        .args(["headless", "--no-server", "--for", "4s", "--source", &source, "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let second = without_type(&json_lines(&out.stdout), "outcome");
+    let mut cmd = common::pipwatch_std();
+    cmd.args(["headless", "--no-server", "--source", &source, "--data-dir"]).arg(&data);
+    let second = without_type(&common::records_until(cmd, common::feed_finished), "outcome");
 
     // Nothing reported twice across the two runs.
     let mut seen = BTreeMap::new();

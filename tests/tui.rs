@@ -934,14 +934,9 @@ fn the_console_starts_where_the_last_run_left_off() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let source = format!("csv:{}", common::data_file().display());
-    let out = common::pipwatch()
-        .args(["--source", &source, "--data-dir"])
-        .arg(&data)
-        .args(["headless", "--for", "3s"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let records = common::json_lines(&out.stdout);
+    let mut cmd = common::pipwatch_std();
+    cmd.args(["--source", &source, "--data-dir"]).arg(&data).arg("headless");
+    let records = common::records_until(cmd, common::feed_finished);
     let last = common::of_type(&records, "signal").last().map(|s| (*s).clone()).expect("the history has signals");
     let (time, price) = (last["time"].as_str().unwrap(), last["price"].as_f64().unwrap());
     // As the feed shows it: "12-29 08:00" and the entry price.

@@ -109,3 +109,58 @@ pub fn logged(
     });
     (run, log_rx, addr_rx)
 }
+
+/// Runs `cmd` (a `headless` run that prints records) until `done` has said
+/// yes to a record, then stops it with SIGTERM, as an operator would, and
+/// returns every record it printed. A fixed `--for` was sometimes over
+/// before a CSV file was on a loaded machine. At most 60 s for `done`.
+pub fn records_until(
+    mut cmd: std::process::Command,
+    mut done: impl FnMut(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    use std::io::BufRead;
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+    let mut child = Running(cmd.spawn().expect("start pipwatch"));
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let parse = |l: String| -> serde_json::Value {
+        serde_json::from_str(&l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
+    };
+    let mut records = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines.recv_timeout(left).unwrap_or_else(|e| panic!("{e}: still waiting after {records:?}"));
+        let r = parse(line);
+        let enough = done(&r);
+        records.push(r);
+        if enough {
+            break;
+        }
+    }
+    let sent = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "SIGTERM could not be sent");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for pipwatch") {
+            break s;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "SIGTERM did not stop it");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    records.extend(lines.iter().map(parse));
+    records
+}
+
+/// Whether `r` says the market feed has no more candles.
+pub fn feed_finished(r: &serde_json::Value) -> bool {
+    r["type"] == "feed" && r["state"] == "finished"
+}
