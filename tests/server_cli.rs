@@ -391,12 +391,26 @@ async fn metrics_start_at_zero_for_what_the_config_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_crash_the_recent_closes_come_back_up_to_the_last_candle() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut first, _, logs) = headless(dir.path());
-    // Past the first keep (15 s after the start), then a few more candles.
-    tokio::time::sleep(Duration::from_secs(17)).await;
+    let mut cmd = pipwatch_std();
+    cmd.env("PIPWATCH_LOG", "info,sled=warn,pipwatch::instance::keep=debug")
+        .args(["headless", "-c"])
+        .arg(fast_demo(dir.path()))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"));
+    let (mut first, logs, _) = common::logged(cmd);
+    // Past the first keep (15 s after the start: waited for, as a loaded
+    // machine can be later), then a few more candles.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = logs.recv_timeout(left).expect("the recent closes were never kept");
+        if line.contains("the pairs' recent closes kept") {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     first.kill().unwrap();
     first.wait().unwrap();
-    let _ = logs.join();
 
     let (second, addr, logs) = headless(dir.path());
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();

@@ -35,11 +35,13 @@ pub(super) async fn bars(hub: Arc<Hub>, store: Arc<Store>, stop: CancellationTok
             continue;
         }
         kept = now;
-        if let Err(e) = super::restore::keep_bars(&store, &hub.snapshot())
-            && !std::mem::replace(&mut warned, true)
-        {
+        match super::restore::keep_bars(&store, &hub.snapshot()) {
+            Ok(()) => tracing::debug!("the pairs' recent closes kept"),
             // Display only; a store that cannot write stops the instance through the engine.
-            tracing::warn!(error = %e, "the pairs' recent closes could not be kept");
+            Err(e) if !std::mem::replace(&mut warned, true) => {
+                tracing::warn!(error = %e, "the pairs' recent closes could not be kept")
+            }
+            Err(_) => {}
         }
     }
     // Display only: a failure to keep them costs the next start its charts.
