@@ -3,7 +3,7 @@
 //! the token, /metrics and /health.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use pipwatch::control::Control;
@@ -556,10 +556,17 @@ async fn dead_connections_are_reaped() {
     };
     let body = reqwest::get(rig.http("/metrics")).await.unwrap().text().await.unwrap();
     assert_eq!(metric(&body), "pipwatch_websocket_clients 1");
-    // Not reading means not answering pings: the server drops it.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let body = reqwest::get(rig.http("/metrics")).await.unwrap().text().await.unwrap();
-    assert_eq!(metric(&body), "pipwatch_websocket_clients 0");
+    // Not reading means not answering pings: the server drops it, after
+    // its 700 ms idle timeout (asked for up to 10 s: a loaded machine is late).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = reqwest::get(rig.http("/metrics")).await.unwrap().text().await.unwrap();
+        if metric(&body) == "pipwatch_websocket_clients 0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the silent client was never dropped: {}", metric(&body));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(silent);
 }
 
