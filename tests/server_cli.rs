@@ -706,9 +706,17 @@ async fn a_restart_shows_where_the_last_run_left_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_shows_only_the_pairs_still_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let (first, _, logs) = headless(dir.path());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = stop_and_read_signals(first, logs);
+    // Until EUR_USD and another pair have given signals.
+    let mut cmd = pipwatch_std();
+    cmd.args(["headless", "-c"]).arg(fast_demo(dir.path())).arg("--data-dir").arg(dir.path().join("data"));
+    let (mut eur, mut other) = (false, false);
+    let first = common::records_until(cmd, |r| {
+        if let (true, Some(id)) = (r["type"] == "signal", r["id"].as_str()) {
+            *(if id.starts_with("EUR_USD:") { &mut eur } else { &mut other }) = true;
+        }
+        eur && other
+    });
+    let before: Vec<&str> = first.iter().filter(|r| r["type"] == "signal").filter_map(|r| r["id"].as_str()).collect();
     assert!(before.iter().any(|id| !id.starts_with("EUR_USD:")), "{before:?}");
     assert!(before.iter().any(|id| id.starts_with("EUR_USD:")), "{before:?}");
     let fewer = config_file(
