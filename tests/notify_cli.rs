@@ -95,27 +95,26 @@ async fn killed_with_a_full_outbox_it_redelivers_everything_on_restart() {
 
     // Discord is back; pipwatch starts again.
     server.world.lock().unwrap().outage_until = None;
-    let out = tokio::task::spawn_blocking(move || {
-        pipwatch()
-            .args(["headless", "--for", "5s", "-c"])
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(&data)
-            .env("HOOK", &hook)
-            .timeout(Duration::from_secs(30))
-            .output()
-            .unwrap()
+    // Until each signal printed before the kill is reported delivered.
+    let mut waiting: std::collections::HashSet<String> = seen.iter().cloned().collect();
+    let records = tokio::task::spawn_blocking(move || {
+        let mut cmd = pipwatch_std();
+        cmd.args(["headless", "-c"]).arg(&cfg).arg("--data-dir").arg(&data).env("HOOK", &hook);
+        common::records_until(cmd, move |r| {
+            if let (true, Some(id)) = (r["type"] == "delivery" && r["state"] == "delivered", r["id"].as_str()) {
+                waiting.remove(id);
+            }
+            waiting.is_empty()
+        })
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let delivered = server.world.lock().unwrap().delivered_ids();
     for id in &seen {
         assert!(delivered.contains(id), "{id} was never delivered after the restart");
     }
     assert_eq!(server.world.lock().unwrap().count_status(429), 0);
     // The console's feed learns each delivery from `delivery` events.
-    let records = json_lines(&out.stdout);
     let deliveries = of_type(&records, "delivery");
     assert!(
         deliveries.iter().any(|d| d["state"] == "delivered"
