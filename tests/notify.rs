@@ -118,6 +118,11 @@ impl Rig {
         self.store.outbox().unwrap().0.len()
     }
 
+    /// The status of the route named `name`.
+    fn route(&self, name: &str) -> pipwatch::event::RouteStatus {
+        self.handle.status().unwrap().routes.into_iter().find(|r| r.name == name).unwrap()
+    }
+
     /// A reload as the instance does it: the running notifier stops, and a
     /// new one from `config` takes over the handle and runs.
     async fn reload(self, config: &Config) -> Rig {
@@ -610,27 +615,25 @@ async fn a_reload_keeps_the_counts_of_the_routes_it_keeps() {
     let rig = Rig::start(&config(vec![kept.clone()]));
     rig.signals(0..2, &["signals"]).await;
     // Counted once sent: an entry leaves the outbox a moment before.
-    let sent = |rig: &Rig| rig.handle.status().unwrap().routes.iter().find(|r| r.name == "signals").unwrap().sent;
-    until(Duration::from_secs(10), "both are sent", || rig.pending() == 0 && sent(&rig) == 2).await;
-    let before = rig.handle.status().unwrap().routes[0].clone();
+    until(Duration::from_secs(10), "both are sent", || rig.pending() == 0 && rig.route("signals").sent == 2).await;
+    let before = rig.route("signals");
     assert_eq!(before.rate_limited, 1);
 
     let added = route("added", server.webhook(5, "u"), &[RouteEvent::Signal]);
     let rig = rig.reload(&config(vec![added, kept])).await;
-    let by_name = |n: &str| rig.handle.status().unwrap().routes.into_iter().find(|r| r.name == n).unwrap();
-    let carried = by_name("signals");
+    let carried = rig.route("signals");
     assert_eq!(
         (carried.sent, carried.failed, carried.dead, carried.rate_limited),
         (before.sent, before.failed, before.dead, before.rate_limited)
     );
-    let new = by_name("added");
+    let new = rig.route("added");
     assert_eq!((new.sent, new.rate_limited), (0, 0));
 
     // And they go on from there.
     server.world.lock().unwrap().shared_429_next = Some(0.2);
     rig.signals(10..12, &["signals"]).await;
-    until(Duration::from_secs(10), "two more are sent", || rig.pending() == 0 && sent(&rig) == 4).await;
-    let after = by_name("signals");
+    until(Duration::from_secs(10), "two more are sent", || rig.pending() == 0 && rig.route("signals").sent == 4).await;
+    let after = rig.route("signals");
     rig.stop().await;
     assert_eq!(after.rate_limited, 2, "{after:?} after {before:?}");
 }

@@ -101,7 +101,10 @@ async fn killed_with_a_full_outbox_it_redelivers_everything_on_restart() {
         let mut cmd = pipwatch_std();
         cmd.args(["headless", "-c"]).arg(&cfg).arg("--data-dir").arg(&data).env("HOOK", &hook);
         common::records_until(cmd, move |r| {
-            if let (true, Some(id)) = (r["type"] == "delivery" && r["state"] == "delivered", r["id"].as_str()) {
+            if r["type"] == "delivery"
+                && r["state"] == "delivered"
+                && let Some(id) = r["id"].as_str()
+            {
                 waiting.remove(id);
             }
             waiting.is_empty()

@@ -147,17 +147,22 @@ pub fn records_until(
     }
     let sent = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert!(sent.is_ok_and(|s| s.success()), "SIGTERM could not be sent");
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait for pipwatch") {
-            break s;
-        }
-        assert!(start.elapsed() < std::time::Duration::from_secs(20), "SIGTERM did not stop it");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let status = exit_within(&mut child, std::time::Duration::from_secs(20)).expect("SIGTERM did not stop it");
     assert!(status.success(), "{status:?}");
     records.extend(lines.iter().map(parse));
     records
+}
+
+/// How `child` exited, if it did within `limit`.
+pub fn exit_within(child: &mut std::process::Child, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Some(s) = child.try_wait().expect("wait for the child") {
+            return Some(s);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
 }
 
 /// Whether `r` says the market feed has no more candles.
