@@ -182,7 +182,10 @@ impl Notifier {
     /// A request in flight is finished (its own timeout bounds it), so that
     /// what Discord accepted is also taken off the outbox.
     pub async fn run(self, shutdown: CancellationToken) {
-        self.shared.name_waiting_for_absent_routes();
+        let pending = self.shared.store.outbox().map(|(pending, _)| pending);
+        if let Ok(pending) = &pending {
+            self.shared.name_waiting_for_absent_routes(pending);
+        }
         if self.shared.routes.is_empty() {
             tracing::info!("no notification routes configured ([[notify.routes]]): signals are not sent anywhere");
             return;
@@ -192,8 +195,8 @@ impl Notifier {
             tasks.spawn(worker(self.shared.clone(), index, shutdown.clone()));
         }
         tasks.spawn(status_task(self.shared.clone(), shutdown.clone()));
-        match self.shared.store.outbox() {
-            Ok((pending, _)) => {
+        match pending {
+            Ok(pending) => {
                 tracing::info!(routes = self.shared.routes.len(), pending = pending.len(), "notifier started");
                 if *self.shared.paused.borrow() {
                     tracing::warn!(
@@ -392,10 +395,9 @@ impl Shared {
     /// Messages queued for a route the config no longer has stay in the
     /// outbox for when it is back (nothing is dropped behind the user's
     /// back); the log says how many wait, and for which names.
-    fn name_waiting_for_absent_routes(&self) {
-        let Ok((pending, _)) = self.store.outbox() else { return };
+    fn name_waiting_for_absent_routes(&self, pending: &[(OutboxKey, OutboxEntry)]) {
         let mut absent = std::collections::BTreeMap::<&str, usize>::new();
-        for (_, e) in &pending {
+        for (_, e) in pending {
             if !self.routes.iter().any(|r| r.cfg.name == e.route) {
                 *absent.entry(e.route.as_str()).or_default() += 1;
             }
